@@ -1,1 +1,840 @@
+//! Image definitions: `images/*.yaml`, parsed strictly and merged along their `extends` chain.
+//!
+//! Each file is parsed on its own into a [`Layer`] (every field optional, unknown fields refused),
+//! so a type error or typo is reported against the file and line the user actually wrote. Layers
+//! are then merged base-first: scalars are overridden by the extending file, lists are appended.
+//! Only the merged result is checked for completeness and turned into an [`ImageSpec`].
 
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Where in a definition file something was found (1-based, like editors show).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("cannot read image definition {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{location}: {message}{}", hint_suffix(hint))]
+    Syntax {
+        location: Location,
+        message: String,
+        hint: Option<String>,
+    },
+    #[error("{}: `extends` forms a cycle: {}; remove one of these `extends` lines", chain[0].display(), chain.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" -> "))]
+    Cycle { chain: Vec<PathBuf> },
+    #[error("{location}: template `{template}` not found in {}; create it there or fix the name", dir.display())]
+    MissingTemplate {
+        location: Location,
+        template: String,
+        dir: PathBuf,
+    },
+    #[error("{location}: `{field}`: {message}")]
+    Invalid {
+        location: Location,
+        field: String,
+        message: String,
+    },
+    #[error("{}: required field `{field}` is not set by this file or any file it extends ({}); add it to one of them", chain[0].display(), chain.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    Missing { chain: Vec<PathBuf>, field: String },
+}
+
+fn hint_suffix(hint: &Option<String>) -> String {
+    hint.as_ref().map(|h| format!(" ({h})")).unwrap_or_default()
+}
+
+/// The fully merged, validated definition of one target image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageSpec {
+    /// The definition file that was asked for (the leaf of the `extends` chain).
+    pub file: PathBuf,
+    /// Every file that contributed, leaf first.
+    pub chain: Vec<PathBuf>,
+    pub name: String,
+    pub target: String,
+    pub distribution: Distribution,
+    pub packages: Packages,
+    pub kernel: KernelPin,
+    pub templates_dir: PathBuf,
+    pub files: Vec<RenderedFile>,
+    pub users: Vec<User>,
+    pub groups: Vec<Group>,
+    pub alternatives: Vec<Alternative>,
+    pub directories: Vec<Directory>,
+    pub remove: Vec<String>,
+    pub settings: Option<PathBuf>,
+    pub initramfs: InitramfsOptions,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Distribution {
+    pub suites: Vec<String>,
+    pub components: Vec<String>,
+    pub architecture: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packages {
+    pub include: Vec<String>,
+    pub exclude: Vec<Exclusion>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Exclusion {
+    pub name: String,
+    /// Why the image can live without it: excluding is a decision a reviewer must see.
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelPin {
+    pub package: String,
+    pub version: String,
+    pub sha256: String,
+    pub fragments: Vec<String>,
+    pub modules: Vec<String>,
+    pub cmdline: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderedFile {
+    pub path: String,
+    pub template: String,
+    pub mode: u32,
+    pub vars: BTreeMap<String, serde_yaml_ng::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    #[serde(default = "default_home")]
+    pub home: String,
+    #[serde(default = "default_shell")]
+    pub shell: String,
+    #[serde(default)]
+    pub comment: String,
+}
+
+fn default_home() -> String {
+    "/nonexistent".into()
+}
+
+fn default_shell() -> String {
+    "/usr/sbin/nologin".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Group {
+    pub name: String,
+    pub gid: u32,
+    #[serde(default)]
+    pub members: Vec<String>,
+}
+
+/// What `update-alternatives` would have set up: `link` -> /etc/alternatives/`name` -> `target`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Alternative {
+    pub name: String,
+    pub link: String,
+    pub target: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Directory {
+    pub path: String,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CompressionName {
+    Zstd,
+    Gzip,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InitramfsOptions {
+    pub compression: CompressionName,
+}
+
+// ---- the per-file layer, exactly as written -------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Layer {
+    extends: Option<String>,
+    name: Option<String>,
+    target: Option<String>,
+    #[allow(dead_code)] // documentation for readers of the YAML, kept so it is not an unknown field
+    description: Option<String>,
+    distribution: Option<DistributionLayer>,
+    packages: Option<PackagesLayer>,
+    kernel: Option<KernelLayer>,
+    templates: Option<String>,
+    #[serde(default)]
+    files: Vec<FileLayer>,
+    #[serde(default)]
+    users: Vec<User>,
+    #[serde(default)]
+    groups: Vec<Group>,
+    #[serde(default)]
+    alternatives: Vec<Alternative>,
+    #[serde(default)]
+    directories: Vec<DirectoryLayer>,
+    #[serde(default)]
+    remove: Vec<String>,
+    settings: Option<String>,
+    initramfs: Option<InitramfsLayer>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DistributionLayer {
+    suites: Option<Vec<String>>,
+    components: Option<Vec<String>>,
+    architecture: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PackagesLayer {
+    #[serde(default)]
+    include: Vec<String>,
+    #[serde(default)]
+    exclude: Vec<Exclusion>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KernelLayer {
+    package: Option<String>,
+    version: Option<String>,
+    sha256: Option<String>,
+    #[serde(default)]
+    fragments: Vec<String>,
+    #[serde(default)]
+    modules: Vec<String>,
+    #[serde(default)]
+    cmdline: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLayer {
+    path: String,
+    template: String,
+    #[serde(default = "default_file_mode")]
+    mode: String,
+    #[serde(default)]
+    vars: BTreeMap<String, serde_yaml_ng::Value>,
+}
+
+fn default_file_mode() -> String {
+    "0644".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DirectoryLayer {
+    path: String,
+    #[serde(default = "default_dir_mode")]
+    mode: String,
+    #[serde(default)]
+    uid: u32,
+    #[serde(default)]
+    gid: u32,
+}
+
+fn default_dir_mode() -> String {
+    "0755".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InitramfsLayer {
+    compression: CompressionName,
+}
+
+/// One parsed file with the text kept for locating values in later checks.
+struct Parsed {
+    path: PathBuf,
+    text: String,
+    layer: Layer,
+}
+
+impl Parsed {
+    /// Best-effort location of a value the user wrote, for checks serde cannot do (a template
+    /// that does not exist, a malformed mode). Falls back to the top of the file.
+    fn locate(&self, needle: &str) -> Location {
+        for (i, line) in self.text.lines().enumerate() {
+            if let Some(col) = line.find(needle) {
+                return Location {
+                    file: self.path.clone(),
+                    line: i + 1,
+                    column: col + 1,
+                };
+            }
+        }
+        Location {
+            file: self.path.clone(),
+            line: 1,
+            column: 1,
+        }
+    }
+}
+
+/// Reads `path` and everything it extends, and returns the merged, validated definition.
+pub fn load(path: &Path) -> Result<ImageSpec, SpecError> {
+    let chain = read_chain(path)?;
+    merge(chain)
+}
+
+fn read_chain(path: &Path) -> Result<Vec<Parsed>, SpecError> {
+    let mut chain: Vec<Parsed> = Vec::new();
+    let mut next = Some(path.to_path_buf());
+    while let Some(p) = next.take() {
+        let canonical = p.canonicalize().map_err(|source| SpecError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        if chain
+            .iter()
+            .any(|c| c.path.canonicalize().ok().as_ref() == Some(&canonical))
+        {
+            let mut cycle: Vec<PathBuf> = chain.iter().map(|c| c.path.clone()).collect();
+            cycle.push(p);
+            return Err(SpecError::Cycle { chain: cycle });
+        }
+        let parsed = parse_file(&p)?;
+        if let Some(parent) = &parsed.layer.extends {
+            next = Some(relative_to(&p, parent));
+        }
+        chain.push(parsed);
+    }
+    Ok(chain)
+}
+
+fn relative_to(file: &Path, reference: &str) -> PathBuf {
+    let base = file.parent().unwrap_or_else(|| Path::new("."));
+    base.join(reference)
+}
+
+fn parse_file(path: &Path) -> Result<Parsed, SpecError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SpecError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let layer = parse_layer(&text, path)?;
+    Ok(Parsed {
+        path: path.to_path_buf(),
+        text,
+        layer,
+    })
+}
+
+fn parse_layer(text: &str, path: &Path) -> Result<Layer, SpecError> {
+    // An empty document is a valid (empty) layer; serde_yaml_ng would call it a type error.
+    if text.lines().all(|l| {
+        let t = l.trim();
+        t.is_empty() || t.starts_with('#')
+    }) {
+        return Ok(Layer::default());
+    }
+    serde_yaml_ng::from_str::<Layer>(text).map_err(|e| {
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((1, 1));
+        let message = e.to_string();
+        // serde_yaml_ng appends " at line X column Y"; the location is printed in front already.
+        let message = match message.find(" at line ") {
+            Some(i) => message[..i].to_string(),
+            None => message,
+        };
+        let hint = suggest_field(&message);
+        SpecError::Syntax {
+            location: Location {
+                file: path.to_path_buf(),
+                line,
+                column,
+            },
+            message,
+            hint,
+        }
+    })
+}
+
+/// For "unknown field `pakages`, expected one of `a`, `b`" proposes the closest known name.
+fn suggest_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (unknown, rest) = rest.split_once('`')?;
+    let candidates: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+    let best = candidates
+        .iter()
+        .map(|c| (edit_distance(unknown, c), *c))
+        .min()?;
+    if best.0 <= 3 {
+        Some(format!("did you mean `{}`?", best.1))
+    } else {
+        Some(format!("known fields: {}", candidates.join(", ")))
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn parse_mode(parsed: &Parsed, field: &str, mode: &str) -> Result<u32, SpecError> {
+    let digits = mode.strip_prefix("0o").unwrap_or(mode);
+    match u32::from_str_radix(digits, 8) {
+        Ok(m) if m <= 0o7777 => Ok(m),
+        _ => Err(SpecError::Invalid {
+            location: parsed.locate(mode),
+            field: field.to_string(),
+            message: format!("`{mode}` is not an octal file mode; write it quoted, e.g. \"0755\""),
+        }),
+    }
+}
+
+fn check_absolute(parsed: &Parsed, field: &str, path: &str) -> Result<(), SpecError> {
+    if !path.starts_with('/') || path.split('/').any(|c| c == "..") {
+        return Err(SpecError::Invalid {
+            location: parsed.locate(path),
+            field: field.to_string(),
+            message: format!("`{path}` must be an absolute path inside the VM without `..`"),
+        });
+    }
+    Ok(())
+}
+
+/// Merges base-first so the leaf wins scalars and lists grow in reading order.
+fn merge(chain: Vec<Parsed>) -> Result<ImageSpec, SpecError> {
+    let leaf_first: Vec<PathBuf> = chain.iter().map(|p| p.path.clone()).collect();
+    let missing = |field: &str| SpecError::Missing {
+        chain: leaf_first.clone(),
+        field: field.to_string(),
+    };
+
+    let mut name = None;
+    let mut target = None;
+    let (mut suites, mut components, mut architecture) = (None, None, None);
+    let (mut include, mut exclude) = (Vec::new(), Vec::new());
+    let (mut kpackage, mut kversion, mut ksha) = (None, None, None);
+    let (mut fragments, mut modules, mut cmdline) = (Vec::new(), Vec::new(), Vec::new());
+    let mut templates_dir: Option<PathBuf> = None;
+    let mut file_layers: Vec<(usize, FileLayer)> = Vec::new();
+    let (mut users, mut groups, mut alternatives) = (Vec::new(), Vec::new(), Vec::new());
+    let mut directories = Vec::new();
+    let mut remove = Vec::new();
+    let mut settings = None;
+    let mut compression = CompressionName::Zstd;
+
+    for (idx, parsed) in chain.iter().enumerate().rev() {
+        let layer = &parsed.layer;
+        let file = &parsed.path;
+        if layer.name.is_some() {
+            name = layer.name.clone();
+        }
+        if layer.target.is_some() {
+            target = layer.target.clone();
+        }
+        if let Some(d) = &layer.distribution {
+            suites = d.suites.clone().or(suites);
+            components = d.components.clone().or(components);
+            architecture = d.architecture.clone().or(architecture);
+        }
+        if let Some(p) = &layer.packages {
+            include.extend(p.include.iter().cloned());
+            exclude.extend(p.exclude.iter().cloned());
+        }
+        if let Some(k) = &layer.kernel {
+            kpackage = k.package.clone().or(kpackage);
+            kversion = k.version.clone().or(kversion);
+            ksha = k.sha256.clone().or(ksha);
+            fragments.extend(k.fragments.iter().cloned());
+            modules.extend(k.modules.iter().cloned());
+            cmdline.extend(k.cmdline.iter().cloned());
+        }
+        if let Some(t) = &layer.templates {
+            templates_dir = Some(relative_to(file, t));
+        }
+        for f in &layer.files {
+            file_layers.push((
+                idx,
+                FileLayer {
+                    path: f.path.clone(),
+                    template: f.template.clone(),
+                    mode: f.mode.clone(),
+                    vars: f.vars.clone(),
+                },
+            ));
+        }
+        users.extend(layer.users.iter().cloned());
+        groups.extend(layer.groups.iter().cloned());
+        alternatives.extend(layer.alternatives.iter().cloned());
+        for d in &layer.directories {
+            check_absolute(parsed, "directories.path", &d.path)?;
+            directories.push(Directory {
+                path: d.path.clone(),
+                mode: parse_mode(parsed, "directories.mode", &d.mode)?,
+                uid: d.uid,
+                gid: d.gid,
+            });
+        }
+        remove.extend(layer.remove.iter().cloned());
+        if let Some(s) = &layer.settings {
+            settings = Some(relative_to(file, s));
+        }
+        if let Some(i) = &layer.initramfs {
+            compression = i.compression;
+        }
+        for a in &layer.alternatives {
+            check_absolute(parsed, "alternatives.link", &a.link)?;
+            check_absolute(parsed, "alternatives.target", &a.target)?;
+        }
+        if let Some(sha) = layer.kernel.as_ref().and_then(|k| k.sha256.as_ref()) {
+            if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(SpecError::Invalid {
+                    location: parsed.locate(sha),
+                    field: "kernel.sha256".into(),
+                    message: "expected 64 hexadecimal characters (the SHA-256 of the kernel .deb, as in the lockfile)".into(),
+                });
+            }
+        }
+    }
+
+    let templates_dir = templates_dir.ok_or_else(|| missing("templates"))?;
+    let mut files = Vec::new();
+    // A later (more specific) file replaces an earlier entry for the same VM path.
+    for (idx, f) in file_layers {
+        let parsed = &chain[idx];
+        check_absolute(parsed, "files.path", &f.path)?;
+        if !templates_dir.join(&f.template).is_file() {
+            return Err(SpecError::MissingTemplate {
+                location: parsed.locate(&f.template),
+                template: f.template.clone(),
+                dir: templates_dir.clone(),
+            });
+        }
+        let mode = parse_mode(parsed, "files.mode", &f.mode)?;
+        files.retain(|existing: &RenderedFile| existing.path != f.path);
+        files.push(RenderedFile {
+            path: f.path,
+            template: f.template,
+            mode,
+            vars: f.vars,
+        });
+    }
+    check_unique(
+        &chain,
+        "users",
+        users.iter().map(|u| u.name.as_str()).collect(),
+    )?;
+    check_unique(
+        &chain,
+        "groups",
+        groups.iter().map(|g| g.name.as_str()).collect(),
+    )?;
+    if let Some(s) = &settings {
+        if !s.is_file() {
+            let leaf = chain
+                .iter()
+                .find(|p| p.layer.settings.is_some())
+                .expect("settings came from some layer");
+            let written = leaf.layer.settings.clone().unwrap_or_default();
+            return Err(SpecError::Invalid {
+                location: leaf.locate(&written),
+                field: "settings".into(),
+                message: format!(
+                    "admin settings file {} does not exist; the path is relative to the definition file",
+                    s.display()
+                ),
+            });
+        }
+    }
+
+    Ok(ImageSpec {
+        file: leaf_first[0].clone(),
+        chain: leaf_first.clone(),
+        name: name.ok_or_else(|| missing("name"))?,
+        target: target.ok_or_else(|| missing("target"))?,
+        distribution: Distribution {
+            suites: suites.ok_or_else(|| missing("distribution.suites"))?,
+            components: components.unwrap_or_else(|| vec!["main".into()]),
+            architecture: architecture.ok_or_else(|| missing("distribution.architecture"))?,
+        },
+        packages: Packages { include, exclude },
+        kernel: KernelPin {
+            package: kpackage.ok_or_else(|| missing("kernel.package"))?,
+            version: kversion.ok_or_else(|| missing("kernel.version"))?,
+            sha256: ksha.ok_or_else(|| missing("kernel.sha256"))?,
+            fragments,
+            modules,
+            cmdline,
+        },
+        templates_dir,
+        files,
+        users,
+        groups,
+        alternatives,
+        directories,
+        remove,
+        settings,
+        initramfs: InitramfsOptions { compression },
+    })
+}
+
+fn check_unique(chain: &[Parsed], field: &str, names: Vec<&str>) -> Result<(), SpecError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for n in names {
+        if !seen.insert(n) {
+            let parsed = chain
+                .iter()
+                .rev()
+                .find(|p| p.text.contains(n))
+                .unwrap_or(&chain[0]);
+            return Err(SpecError::Invalid {
+                location: parsed.locate(n),
+                field: field.into(),
+                message: format!("`{n}` is declared twice; keep one entry"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The definition file for a target in the images directory (`images/T.yaml`).
+pub fn definition_path(images_dir: &Path, target: &str) -> PathBuf {
+    images_dir.join(format!("{target}.yaml"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir(dir.path().join("templates")).unwrap();
+            std::fs::write(dir.path().join("templates/init.tera"), "#!/bin/sh\n").unwrap();
+            Fixture { dir }
+        }
+        fn write(&self, name: &str, text: &str) -> PathBuf {
+            let p = self.dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        }
+    }
+
+    const BASE: &str = r#"
+name: eci
+templates: templates
+distribution:
+  suites: [bookworm, bookworm-security]
+  architecture: amd64
+packages:
+  include: [busybox, docker.io]
+  exclude:
+    - name: initramfs-tools
+      reason: we write our own initramfs
+kernel:
+  package: linux-image-cloud
+  version: "6.12.1-1"
+  sha256: 0000000000000000000000000000000000000000000000000000000000000000
+  fragments: [container, hardening]
+  modules: [overlay]
+files:
+  - path: /init
+    template: init.tera
+    mode: "0755"
+users:
+  - {name: root, uid: 0, gid: 0, home: /root}
+groups:
+  - {name: root, gid: 0}
+"#;
+
+    #[test]
+    fn extends_merges_lists_and_overrides_scalars() {
+        let fx = Fixture::new();
+        fx.write("base.yaml", BASE);
+        let leaf = fx.write(
+            "hyperv.yaml",
+            "extends: base.yaml\ntarget: hyperv\nkernel:\n  fragments: [hyperv]\n  modules: [hv_sock]\npackages:\n  include: [iptables]\n",
+        );
+        let spec = load(&leaf).unwrap();
+        assert_eq!(spec.target, "hyperv");
+        assert_eq!(spec.name, "eci");
+        assert_eq!(
+            spec.kernel.fragments,
+            vec!["container", "hardening", "hyperv"]
+        );
+        assert_eq!(spec.kernel.modules, vec!["overlay", "hv_sock"]);
+        assert_eq!(spec.packages.include, vec!["busybox", "docker.io", "iptables"]);
+        assert_eq!(spec.files[0].mode, 0o755);
+        assert_eq!(spec.chain.len(), 2);
+    }
+
+    #[test]
+    fn unknown_field_names_file_line_column_and_suggests() {
+        let fx = Fixture::new();
+        let p = fx.write("bad.yaml", "name: eci\npakages:\n  include: [x]\n");
+        let err = load(&p).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("bad.yaml:2:1"), "{msg}");
+        assert!(msg.contains("unknown field `pakages`"), "{msg}");
+        assert!(msg.contains("did you mean `packages`?"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_is_located() {
+        let fx = Fixture::new();
+        let p = fx.write(
+            "bad.yaml",
+            "name: eci\ndistribution:\n  suites: bookworm\n  architecture: amd64\n",
+        );
+        let msg = load(&p).unwrap_err().to_string();
+        assert!(msg.contains("bad.yaml:3:"), "{msg}");
+        assert!(msg.contains("suites"), "{msg}");
+    }
+
+    #[test]
+    fn include_cycle_is_refused() {
+        let fx = Fixture::new();
+        fx.write("a.yaml", "extends: b.yaml\n");
+        fx.write("b.yaml", "extends: c.yaml\n");
+        let c = fx.write("c.yaml", "extends: a.yaml\n");
+        let err = load(&c).unwrap_err();
+        assert!(matches!(err, SpecError::Cycle { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains("cycle"), "{msg}");
+        // The chain starts where the user started and ends where it loops back.
+        assert!(msg.contains("c.yaml -> "), "{msg}");
+        assert!(msg.contains("a.yaml -> "), "{msg}");
+        assert!(msg.contains("b.yaml -> "), "{msg}");
+        assert!(msg.trim_end().ends_with("c.yaml; remove one of these `extends` lines"), "{msg}");
+    }
+
+    #[test]
+    fn missing_template_is_located() {
+        let fx = Fixture::new();
+        fx.write("base.yaml", BASE);
+        let p = fx.write(
+            "t.yaml",
+            "extends: base.yaml\ntarget: t\nfiles:\n  - path: /etc/x\n    template: nope.tera\n",
+        );
+        let msg = load(&p).unwrap_err().to_string();
+        assert!(msg.contains("t.yaml:5:15"), "{msg}");
+        assert!(msg.contains("template `nope.tera` not found"), "{msg}");
+    }
+
+    #[test]
+    fn missing_required_field_names_the_chain() {
+        let fx = Fixture::new();
+        fx.write("base.yaml", BASE);
+        let p = fx.write("t.yaml", "extends: base.yaml\n");
+        let msg = load(&p).unwrap_err().to_string();
+        assert!(msg.contains("required field `target`"), "{msg}");
+        assert!(msg.contains("base.yaml"), "{msg}");
+    }
+
+    #[test]
+    fn bad_mode_and_sha_are_located() {
+        let fx = Fixture::new();
+        fx.write("base.yaml", BASE);
+        let p = fx.write(
+            "t.yaml",
+            "extends: base.yaml\ntarget: t\nfiles:\n  - path: /etc/x\n    template: init.tera\n    mode: \"0999\"\n",
+        );
+        let msg = load(&p).unwrap_err().to_string();
+        assert!(msg.contains("t.yaml:6:"), "{msg}");
+        assert!(msg.contains("octal"), "{msg}");
+        let p = fx.write(
+            "u.yaml",
+            "extends: base.yaml\ntarget: t\nkernel:\n  sha256: abc\n",
+        );
+        let msg = load(&p).unwrap_err().to_string();
+        assert!(msg.contains("u.yaml:4:"), "{msg}");
+        assert!(msg.contains("64 hexadecimal"), "{msg}");
+    }
+
+    #[test]
+    fn relative_path_escape_and_duplicates_are_refused() {
+        let fx = Fixture::new();
+        fx.write("base.yaml", BASE);
+        let p = fx.write(
+            "t.yaml",
+            "extends: base.yaml\ntarget: t\ndirectories:\n  - path: var/lib\n",
+        );
+        assert!(load(&p).unwrap_err().to_string().contains("absolute"));
+        let p = fx.write(
+            "d.yaml",
+            "extends: base.yaml\ntarget: t\nusers:\n  - {name: root, uid: 0, gid: 0}\n",
+        );
+        let msg = load(&p).unwrap_err().to_string();
+        assert!(msg.contains("declared twice"), "{msg}");
+    }
+
+    #[test]
+    fn leaf_file_replaces_base_file_for_the_same_path() {
+        let fx = Fixture::new();
+        fx.write("base.yaml", BASE);
+        std::fs::write(fx.dir.path().join("templates/other.tera"), "x").unwrap();
+        let p = fx.write(
+            "t.yaml",
+            "extends: base.yaml\ntarget: t\nfiles:\n  - path: /init\n    template: other.tera\n",
+        );
+        let spec = load(&p).unwrap();
+        assert_eq!(spec.files.len(), 1);
+        assert_eq!(spec.files[0].template, "other.tera");
+        assert_eq!(spec.files[0].mode, 0o644);
+    }
+
+    #[test]
+    fn empty_file_is_an_empty_layer_and_missing_file_is_io_error() {
+        let fx = Fixture::new();
+        let p = fx.write("empty.yaml", "# nothing\n");
+        assert!(matches!(load(&p).unwrap_err(), SpecError::Missing { .. }));
+        let err = load(&fx.dir.path().join("absent.yaml")).unwrap_err();
+        assert!(matches!(err, SpecError::Io { .. }), "{err}");
+    }
+}
