@@ -1,2 +1,3 @@
-pub mod spec;
 pub mod fetch;
+pub mod modules;
+pub mod spec;
