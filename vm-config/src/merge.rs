@@ -963,6 +963,21 @@ mod tests {
     }
 
     #[test]
+    fn readme_and_daemon_template_name_every_forced_key() {
+        let readme = include_str!("../README.md");
+        let template = include_str!("../templates/daemon.json.tera");
+        for fk in forced_daemon_keys() {
+            assert!(
+                readme.contains(&format!("`{}`", fk.key)),
+                "README lacks {}",
+                fk.key
+            );
+            let top = fk.key.split('.').next().unwrap();
+            assert!(template.contains(top), "daemon.json.tera lacks {top}");
+        }
+    }
+
+    #[test]
     fn filesharing_limits_user_dirs_to_the_admin_allow_list() {
         let a = admin(
             r#"{"filesharingAllowedDirectories": [

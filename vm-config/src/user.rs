@@ -56,11 +56,7 @@ impl UserSettings {
                 const P: &str = "containersProxy";
                 if let Some(pm) = v.object(P, x, "write {\"mode\": \"manual\", \"http\": \"...\"}")
                 {
-                    if pm.keys().any(|k| !PROXY_FIELDS.contains(&k.as_str())) {
-                        let k = pm
-                            .keys()
-                            .find(|k| !PROXY_FIELDS.contains(&k.as_str()))
-                            .unwrap();
+                    for k in pm.keys().filter(|k| !PROXY_FIELDS.contains(&k.as_str())) {
                         v.problem(
                             &join(P, k),
                             "not a proxy field",
