@@ -1,1 +1,277 @@
-fn main() {}
+//! `eci-build`: turns an image definition into verified VM artifacts and proves them by booting.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use eci_build::boot::{self, Accel, BootOptions};
+use eci_build::fetch::{Cache, FetchOptions};
+use eci_build::{inspect, pipeline};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "eci-build",
+    version,
+    about = "Build and prove the eci container VM"
+)]
+struct Cli {
+    /// Folder with the image definitions (`T.yaml`) and their locks (`T.lock`).
+    #[arg(long, global = true, value_name = "DIR")]
+    images: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Resolve the definition's packages from the Debian mirror and pin them in `images/T.lock`.
+    Lock {
+        #[arg(long)]
+        target: String,
+        /// Mirror for every suite (`URL`) or one suite (`SUITE=URL`); default: the apt sources.
+        #[arg(long, value_name = "[SUITE=]URL")]
+        mirror: Vec<String>,
+        /// Where apt's sources live.
+        #[arg(long, default_value = "/etc/apt", value_name = "DIR")]
+        sources_root: PathBuf,
+    },
+    /// Build the target's kernel, initramfs, manifest.json and SBOM from its lock.
+    Image {
+        #[arg(long)]
+        target: String,
+        /// Output folder (default: out/TARGET).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Never touch the network; fail if the cache lacks a package.
+        #[arg(long)]
+        offline: bool,
+        /// Parallel downloads.
+        #[arg(long, default_value_t = 4)]
+        jobs: usize,
+        /// Package cache (default: $ECI_CACHE_DIR, $XDG_CACHE_HOME/eci or ~/.cache/eci).
+        #[arg(long, value_name = "DIR")]
+        cache: Option<PathBuf>,
+        #[arg(long, value_name = "[SUITE=]URL")]
+        mirror: Vec<String>,
+        #[arg(long, default_value = "/etc/apt", value_name = "DIR")]
+        sources_root: PathBuf,
+    },
+    /// List what an artifact contains: an initramfs, a .deb, or an output folder.
+    Inspect {
+        artifact: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Boot the built image under QEMU with its console on this terminal.
+    Boot(BootArgs),
+    /// Boot the built image, run the in-VM self-test, print the result; exit code = verdict.
+    Test {
+        #[command(flatten)]
+        boot: BootArgs,
+        /// Output format of the verdict.
+        #[arg(long, default_value = "json")]
+        format: Format,
+    },
+}
+
+#[derive(clap::Args)]
+struct BootArgs {
+    #[arg(long)]
+    target: String,
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// auto probes KVM briefly and falls back to TCG.
+    #[arg(long, default_value = "auto")]
+    accel: Accel,
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+    #[arg(long, default_value_t = 2048)]
+    memory: u32,
+    #[arg(long, default_value_t = 2)]
+    cpus: u32,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Json,
+    Text,
+}
+
+fn images_dir(flag: Option<PathBuf>) -> PathBuf {
+    if let Some(dir) = flag {
+        return dir;
+    }
+    let local = PathBuf::from("images");
+    if local.is_dir() {
+        return local;
+    }
+    // Run through cargo from anywhere inside the checkout.
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../images")
+}
+
+fn out_dir(images: &Path, target: &str, flag: Option<PathBuf>) -> PathBuf {
+    flag.unwrap_or_else(|| {
+        images
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .join("out")
+            .join(target)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let images = images_dir(cli.images);
+    match cli.command {
+        Command::Lock {
+            target,
+            mirror,
+            sources_root,
+        } => {
+            let spec = pipeline::load_spec(&images, &target)?;
+            let path = pipeline::lock_path(&images, &target);
+            let lockfile = pipeline::lock_target(&spec, &sources_root, &mirror)?;
+            lockfile
+                .write(&path)
+                .with_context(|| format!("writing {}", path.display()))?;
+            eprintln!(
+                "locked {} packages for {target} in {} (source date {})",
+                lockfile.packages.len(),
+                path.display(),
+                eci_build::artifact::rfc3339(lockfile.source_date_epoch.max(0) as u64)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Image {
+            target,
+            out,
+            offline,
+            jobs,
+            cache,
+            mirror,
+            sources_root,
+        } => {
+            let out = out_dir(&images, &target, out);
+            let req = pipeline::ImageRequest {
+                images_dir: images,
+                target: target.clone(),
+                out_dir: out.clone(),
+                cache: Cache::new(cache.unwrap_or_else(Cache::default_location)),
+                fetch: FetchOptions {
+                    jobs,
+                    offline,
+                    ..FetchOptions::default()
+                },
+                sources_root,
+                mirrors: mirror,
+            };
+            let report = pipeline::build_image(&req)?;
+            for w in &report.warnings {
+                eprintln!("warning: {w}");
+            }
+            eprintln!(
+                "fetched {} packages ({} bytes), {} from cache, in {:.1} s",
+                report.fetch.downloaded,
+                report.fetch.downloaded_bytes,
+                report.fetch.cached,
+                report.seconds_fetch
+            );
+            for a in &report.manifest.artifacts {
+                eprintln!("  {:<16} {:>12} bytes  sha256 {}", a.path, a.size, a.sha256);
+            }
+            eprintln!(
+                "built {target} in {:.1} s: {}",
+                report.seconds_total,
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inspect { artifact, json } => {
+            let listing = inspect::inspect(&artifact)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&listing)?);
+            } else {
+                print!("{}", listing.render());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Boot(args) => {
+            let opts = boot_options(&images, &args, false, true)?;
+            let result = boot::boot(&opts)?;
+            eprintln!(
+                "VM exited after {:.1} s ({}); console log: {}",
+                result.seconds,
+                result.accel,
+                result.console_log.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Test { boot: args, format } => {
+            let opts = boot_options(&images, &args, true, false)?;
+            let result = boot::boot(&opts)?;
+            let passed = result.selftest.passed();
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&result)?),
+                Format::Text => {
+                    for f in &result.selftest.facts {
+                        println!("  {f}");
+                    }
+                    println!(
+                        "{}: {} in {:.1} s under {}",
+                        args.target,
+                        if passed { "pass" } else { "FAIL" },
+                        result.seconds,
+                        result.accel
+                    );
+                }
+            }
+            Ok(if passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+    }
+}
+
+fn boot_options(images: &Path, args: &BootArgs, selftest: bool, echo: bool) -> Result<BootOptions> {
+    let out = out_dir(images, &args.target, args.out.clone());
+    let manifest = out.join(eci_build::artifact::MANIFEST_FILE);
+    if !manifest.is_file() {
+        anyhow::bail!(
+            "{} has no build ({} is missing); run `eci-build image --target {}` first",
+            out.display(),
+            manifest.display(),
+            args.target
+        );
+    }
+    let spec = pipeline::load_spec(images, &args.target)?;
+    let mut cmdline = spec.kernel.cmdline.clone();
+    if selftest {
+        cmdline.push("eci.selftest".into());
+    }
+    Ok(BootOptions {
+        kernel: out.join(eci_build::artifact::KERNEL_FILE),
+        initramfs: out.join(eci_build::artifact::INITRAMFS_FILE),
+        cmdline,
+        memory_mib: args.memory,
+        cpus: args.cpus,
+        accel: args.accel,
+        timeout: Duration::from_secs(args.timeout),
+        console_log: out.join("console.log"),
+        echo,
+    })
+}

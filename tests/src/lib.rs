@@ -1,1 +1,42 @@
 //! Helpers shared by the end-to-end suites.
+//!
+//! End-to-end tests need root, QEMU, network access to the Debian mirror or a Docker engine.
+//! On a laptop they may skip, printing why; in CI (`CI` set) a missing prerequisite fails the
+//! test instead, so CI can never pass by skipping.
+
+use std::path::PathBuf;
+
+/// The checkout's root folder.
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives in the workspace root")
+        .to_path_buf()
+}
+
+pub fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// Returns true when the test may go on. Otherwise prints the reason and returns false
+/// (the caller returns early), or panics in CI.
+pub fn prerequisite(ok: bool, reason: &str) -> bool {
+    if ok {
+        return true;
+    }
+    if in_ci() {
+        panic!("prerequisite missing in CI: {reason}");
+    }
+    eprintln!("SKIPPED: {reason}");
+    false
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc_geteuid() == 0 }
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}

@@ -1,0 +1,365 @@
+//! Writes a build's outputs: kernel, initramfs, `manifest.json` and an SPDX SBOM.
+//!
+//! Everything is written into a staging directory beside the output directory and swapped in
+//! with renames at the end, so a reader never sees the kernel of one build next to the
+//! initramfs of another, and a failed build leaves the previous outputs untouched.
+
+use crate::initramfs::{self, Compression};
+use crate::rootfs::Rootfs;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub const KERNEL_FILE: &str = "vmlinuz";
+pub const INITRAMFS_FILE: &str = "initramfs.img";
+pub const MANIFEST_FILE: &str = "manifest.json";
+pub const SBOM_FILE: &str = "sbom.spdx.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("writing the initramfs: {0}")]
+    Initramfs(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ArtifactError + '_ {
+    move |source| ArtifactError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Identity of the build, recorded in the manifest and the SBOM.
+#[derive(Debug, Clone)]
+pub struct BuildInfo {
+    pub name: String,
+    pub target: String,
+    pub source_date_epoch: u64,
+    pub lock_sha256: String,
+    pub kernel_package: String,
+    pub kernel_version: String,
+    pub compression: Compression,
+}
+
+/// One locked package as the SBOM lists it.
+#[derive(Debug, Clone)]
+pub struct SbomPackage {
+    pub name: String,
+    pub version: String,
+    pub architecture: String,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ArtifactRecord {
+    pub path: String,
+    pub kind: String,
+    pub sha256: String,
+    pub size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uncompressed_size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compression: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildManifest {
+    pub name: String,
+    pub target: String,
+    pub eci_build: String,
+    pub source_date_epoch: u64,
+    pub lock_sha256: String,
+    pub kernel: KernelRecord,
+    pub packages: usize,
+    pub files: usize,
+    pub artifacts: Vec<ArtifactRecord>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KernelRecord {
+    pub package: String,
+    pub version: String,
+    pub release: String,
+    pub modules: Vec<String>,
+    pub builtin_modules: Vec<String>,
+}
+
+/// Writes all outputs of one build into `out_dir` (replacing what was there).
+pub fn write_outputs(
+    out_dir: &Path,
+    rootfs: &Rootfs,
+    info: &BuildInfo,
+    packages: &[SbomPackage],
+) -> Result<BuildManifest, ArtifactError> {
+    let parent = out_dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).map_err(io(parent))?;
+    let leaf = out_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    let staging = parent.join(format!(".{leaf}.staging-{}", std::process::id()));
+    if staging.exists() {
+        fs::remove_dir_all(&staging).map_err(io(&staging))?;
+    }
+    fs::create_dir_all(&staging).map_err(io(&staging))?;
+    let result = write_into(&staging, rootfs, info, packages);
+    let manifest = match result {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+    };
+    sync_path(&staging);
+    let old = parent.join(format!(".{leaf}.old-{}", std::process::id()));
+    if out_dir.exists() {
+        fs::rename(out_dir, &old).map_err(io(out_dir))?;
+    }
+    fs::rename(&staging, out_dir).map_err(io(out_dir))?;
+    sync_path(parent);
+    if old.exists() {
+        fs::remove_dir_all(&old).map_err(io(&old))?;
+    }
+    Ok(manifest)
+}
+
+fn write_into(
+    dir: &Path,
+    rootfs: &Rootfs,
+    info: &BuildInfo,
+    packages: &[SbomPackage],
+) -> Result<BuildManifest, ArtifactError> {
+    let mut artifacts = Vec::new();
+
+    let kernel_path = dir.join(KERNEL_FILE);
+    write_synced(&kernel_path, &rootfs.kernel.vmlinuz)?;
+    artifacts.push(ArtifactRecord {
+        path: KERNEL_FILE.into(),
+        kind: "kernel".into(),
+        sha256: hex::encode(Sha256::digest(&rootfs.kernel.vmlinuz)),
+        size: rootfs.kernel.vmlinuz.len() as u64,
+        uncompressed_size: None,
+        compression: None,
+    });
+
+    let initrd_path = dir.join(INITRAMFS_FILE);
+    let written = initramfs::write_initramfs(
+        &rootfs.manifest,
+        info.source_date_epoch,
+        info.compression,
+        &initrd_path,
+    )
+    .map_err(|e| ArtifactError::Initramfs(e.to_string()))?;
+    artifacts.push(ArtifactRecord {
+        path: INITRAMFS_FILE.into(),
+        kind: "initramfs".into(),
+        sha256: written.sha256.clone(),
+        size: written.compressed_size,
+        uncompressed_size: Some(written.uncompressed_size),
+        compression: Some(info.compression.name().into()),
+    });
+
+    let sbom = serde_json::to_vec_pretty(&spdx(info, packages)).expect("SBOM serialises");
+    let sbom_path = dir.join(SBOM_FILE);
+    write_synced(&sbom_path, &sbom)?;
+    artifacts.push(ArtifactRecord {
+        path: SBOM_FILE.into(),
+        kind: "sbom".into(),
+        sha256: hex::encode(Sha256::digest(&sbom)),
+        size: sbom.len() as u64,
+        uncompressed_size: None,
+        compression: None,
+    });
+
+    let manifest = BuildManifest {
+        name: info.name.clone(),
+        target: info.target.clone(),
+        eci_build: env!("CARGO_PKG_VERSION").into(),
+        source_date_epoch: info.source_date_epoch,
+        lock_sha256: info.lock_sha256.clone(),
+        kernel: KernelRecord {
+            package: info.kernel_package.clone(),
+            version: info.kernel_version.clone(),
+            release: rootfs.kernel.release.clone(),
+            modules: rootfs.modules.clone(),
+            builtin_modules: rootfs.builtin_modules.clone(),
+        },
+        packages: packages.len(),
+        files: rootfs.manifest.len(),
+        artifacts,
+    };
+    let mut json = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
+    json.push(b'\n');
+    write_synced(&dir.join(MANIFEST_FILE), &json)?;
+    Ok(manifest)
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), ArtifactError> {
+    let mut f = fs::File::create(path).map_err(io(path))?;
+    f.write_all(bytes).map_err(io(path))?;
+    f.sync_all().map_err(io(path))
+}
+
+fn sync_path(path: &Path) {
+    if let Ok(f) = fs::File::open(path) {
+        let _ = f.sync_all();
+    }
+}
+
+/// SPDX identifiers allow letters, digits, `.` and `-` only.
+fn spdx_id(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+/// An SPDX 2.3 document: the image, and each Debian package it contains with its pinned hash.
+pub fn spdx(info: &BuildInfo, packages: &[SbomPackage]) -> serde_json::Value {
+    let image_id = format!("SPDXRef-Image-{}", spdx_id(&info.target));
+    let mut spdx_packages = vec![serde_json::json!({
+        "SPDXID": image_id,
+        "name": format!("{}-{}", info.name, info.target),
+        "versionInfo": format!("lock-sha256:{}", info.lock_sha256),
+        "downloadLocation": "NOASSERTION",
+        "filesAnalyzed": false,
+        "primaryPackagePurpose": "OPERATING-SYSTEM",
+        "licenseConcluded": "NOASSERTION",
+        "licenseDeclared": "NOASSERTION",
+        "copyrightText": "NOASSERTION",
+    })];
+    let mut relationships = vec![serde_json::json!({
+        "spdxElementId": "SPDXRef-DOCUMENT",
+        "relationshipType": "DESCRIBES",
+        "relatedSpdxElement": image_id,
+    })];
+    for p in packages {
+        let id = format!("SPDXRef-deb-{}", spdx_id(&p.name));
+        spdx_packages.push(serde_json::json!({
+            "SPDXID": id,
+            "name": p.name,
+            "versionInfo": p.version,
+            "supplier": "Organization: Debian",
+            "downloadLocation": "NOASSERTION",
+            "filesAnalyzed": false,
+            "checksums": [{"algorithm": "SHA256", "checksumValue": p.sha256}],
+            "externalRefs": [{
+                "referenceCategory": "PACKAGE-MANAGER",
+                "referenceType": "purl",
+                "referenceLocator": format!("pkg:deb/debian/{}@{}?arch={}", purl_escape(&p.name), purl_escape(&p.version), p.architecture),
+            }],
+            "licenseConcluded": "NOASSERTION",
+            "licenseDeclared": "NOASSERTION",
+            "copyrightText": "NOASSERTION",
+        }));
+        relationships.push(serde_json::json!({
+            "spdxElementId": image_id,
+            "relationshipType": "CONTAINS",
+            "relatedSpdxElement": id,
+        }));
+    }
+    serde_json::json!({
+        "spdxVersion": "SPDX-2.3",
+        "dataLicense": "CC0-1.0",
+        "SPDXID": "SPDXRef-DOCUMENT",
+        "name": format!("{}-{}", info.name, info.target),
+        "documentNamespace": format!("urn:eci:sbom:{}:{}", info.target, info.lock_sha256),
+        "creationInfo": {
+            "created": rfc3339(info.source_date_epoch),
+            "creators": [format!("Tool: eci-build-{}", env!("CARGO_PKG_VERSION"))],
+        },
+        "packages": spdx_packages,
+        "relationships": relationships,
+    })
+}
+
+fn purl_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// UTC timestamp for an epoch second, without pulling in a date crate for one line.
+pub fn rfc3339(epoch: u64) -> String {
+    let days = (epoch / 86_400) as i64;
+    let secs = epoch % 86_400;
+    // Civil-from-days (proleptic Gregorian), valid for all dates after 1970.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        (secs / 60) % 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_matches_known_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_747_699_200), "2025-05-20T00:00:00Z");
+        assert_eq!(rfc3339(1_798_761_599), "2026-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn sbom_lists_every_package_with_valid_ids_and_purls() {
+        let info = BuildInfo {
+            name: "eci".into(),
+            target: "hyperv".into(),
+            source_date_epoch: 1_747_699_200,
+            lock_sha256: "ab".repeat(32),
+            kernel_package: "k".into(),
+            kernel_version: "1".into(),
+            compression: Compression::Zstd,
+        };
+        let pkgs = vec![SbomPackage {
+            name: "libstdc++6".into(),
+            version: "12.2.0-14+deb12u1".into(),
+            architecture: "amd64".into(),
+            sha256: "cd".repeat(32),
+        }];
+        let doc = spdx(&info, &pkgs);
+        assert_eq!(doc["spdxVersion"], "SPDX-2.3");
+        let p = &doc["packages"][1];
+        assert_eq!(p["SPDXID"], "SPDXRef-deb-libstdc--6");
+        assert_eq!(p["checksums"][0]["checksumValue"], "cd".repeat(32));
+        assert_eq!(
+            p["externalRefs"][0]["referenceLocator"],
+            "pkg:deb/debian/libstdc%2B%2B6@12.2.0-14%2Bdeb12u1?arch=amd64"
+        );
+        assert_eq!(doc["relationships"].as_array().unwrap().len(), 2);
+        assert_eq!(doc["creationInfo"]["created"], "2025-05-20T00:00:00Z");
+    }
+}

@@ -1,0 +1,283 @@
+//! `eci-build image`: definition + lock -> verified packages -> root filesystem -> artifacts.
+//!
+//! Builds read the lock only; the network is touched just for packages missing from the cache,
+//! and the apt sources are consulted only then, so a full cache builds offline on any machine.
+
+use crate::artifact::{self, BuildInfo, BuildManifest, SbomPackage};
+use crate::fetch::{self, Cache, FetchItem, FetchOptions, FetchSummary};
+use crate::initramfs::Compression;
+use crate::lock::{self, Lockfile};
+use crate::rootfs::{self, Package};
+use crate::spec::{self, CompressionName, ImageSpec};
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Debug, Clone)]
+pub struct ImageRequest {
+    pub images_dir: PathBuf,
+    pub target: String,
+    pub out_dir: PathBuf,
+    pub cache: Cache,
+    pub fetch: FetchOptions,
+    pub sources_root: PathBuf,
+    pub mirrors: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct ImageReport {
+    pub manifest: BuildManifest,
+    pub fetch: FetchSummary,
+    pub warnings: Vec<String>,
+    pub seconds_fetch: f64,
+    pub seconds_total: f64,
+}
+
+pub fn lock_path(images_dir: &Path, target: &str) -> PathBuf {
+    images_dir.join(format!("{target}.lock"))
+}
+
+pub fn load_spec(images_dir: &Path, target: &str) -> Result<ImageSpec> {
+    let path = spec::definition_path(images_dir, target);
+    if !path.is_file() {
+        let known: Vec<String> = std::fs::read_dir(images_dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter_map(|e| {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        name.strip_suffix(".yaml")
+                            .filter(|n| *n != "base")
+                            .map(str::to_string)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        bail!(
+            "no image definition for target `{target}` ({} does not exist); known targets: {}",
+            path.display(),
+            if known.is_empty() {
+                "none".into()
+            } else {
+                known.join(", ")
+            }
+        );
+    }
+    let spec = spec::load(&path)?;
+    if spec.target != target {
+        bail!(
+            "{} declares `target: {}` but was asked for as `{target}`; make the file name and the target agree",
+            path.display(),
+            spec.target
+        );
+    }
+    Ok(spec)
+}
+
+/// Checks that the lock still describes the definition: same target and architecture, every
+/// requested package locked, and the kernel pin identical.
+pub fn check_lock_matches(spec: &ImageSpec, lock: &Lockfile, lock_file: &Path) -> Result<()> {
+    let relock = format!("run `eci-build lock --target {}`", spec.target);
+    if lock.target != spec.target || lock.architecture != spec.distribution.architecture {
+        bail!(
+            "{} was made for target {} ({}), not {} ({}); {relock}",
+            lock_file.display(),
+            lock.target,
+            lock.architecture,
+            spec.target,
+            spec.distribution.architecture
+        );
+    }
+    let mut wanted = spec.packages.include.clone();
+    wanted.sort();
+    wanted.dedup();
+    if wanted != lock.include {
+        let added: Vec<&String> = wanted
+            .iter()
+            .filter(|w| !lock.include.contains(w))
+            .collect();
+        let dropped: Vec<&String> = lock
+            .include
+            .iter()
+            .filter(|l| !wanted.contains(l))
+            .collect();
+        bail!(
+            "{} is stale: the definition's package list changed (added: {:?}, removed: {:?}); {relock}",
+            lock_file.display(),
+            added,
+            dropped
+        );
+    }
+    let k = &spec.kernel;
+    let locked = lock
+        .packages
+        .iter()
+        .find(|p| p.name == k.package)
+        .with_context(|| {
+            format!(
+                "the kernel package {} is not in {}; list it under packages.include and {relock}",
+                k.package,
+                lock_file.display()
+            )
+        })?;
+    if locked.version != k.version || locked.sha256 != k.sha256 {
+        bail!(
+            "kernel pin mismatch: the definition pins {} {} sha256 {}, the lock has {} sha256 {}; \
+             update kernel.version/kernel.sha256 in the definition (pins are reviewed by hand) or {relock}",
+            k.package,
+            k.version,
+            k.sha256,
+            locked.version,
+            locked.sha256
+        );
+    }
+    Ok(())
+}
+
+fn compression(name: CompressionName) -> Compression {
+    match name {
+        CompressionName::Zstd => Compression::Zstd,
+        CompressionName::Gzip => Compression::Gzip,
+        CompressionName::Xz => Compression::Xz,
+        CompressionName::None => Compression::None,
+    }
+}
+
+pub fn build_image(req: &ImageRequest) -> Result<ImageReport> {
+    let started = Instant::now();
+    let spec = load_spec(&req.images_dir, &req.target)?;
+    let lock_file = lock_path(&req.images_dir, &req.target);
+    let lock_text = std::fs::read(&lock_file).with_context(|| {
+        format!(
+            "cannot read {}; create it with `eci-build lock --target {}`",
+            lock_file.display(),
+            req.target
+        )
+    })?;
+    let lock = Lockfile::read(&lock_file)?;
+    check_lock_matches(&spec, &lock, &lock_file)?;
+
+    let items = fetch_items(req, &lock)?;
+    let fetch_started = Instant::now();
+    let fetched = fetch::fetch_all(&items, &req.cache, &req.fetch)?;
+    let seconds_fetch = fetch_started.elapsed().as_secs_f64();
+
+    let mut packages = Vec::with_capacity(lock.packages.len());
+    for p in &lock.packages {
+        let bytes = req.cache.read_verified(&p.sha256)?;
+        packages.push(Package {
+            name: p.name.clone(),
+            version: p.version.clone(),
+            bytes,
+        });
+    }
+    let epoch = source_date_epoch(u64::try_from(lock.source_date_epoch).unwrap_or(0))?;
+    let rootfs = rootfs::assemble(&spec, packages, epoch)?;
+
+    let info = BuildInfo {
+        name: spec.name.clone(),
+        target: spec.target.clone(),
+        source_date_epoch: epoch,
+        lock_sha256: hex::encode(Sha256::digest(&lock_text)),
+        kernel_package: spec.kernel.package.clone(),
+        kernel_version: spec.kernel.version.clone(),
+        compression: compression(spec.initramfs.compression),
+    };
+    let sbom: Vec<SbomPackage> = lock
+        .packages
+        .iter()
+        .map(|p| SbomPackage {
+            name: p.name.clone(),
+            version: p.version.clone(),
+            architecture: p.architecture.clone(),
+            sha256: p.sha256.clone(),
+        })
+        .collect();
+    let manifest = artifact::write_outputs(&req.out_dir, &rootfs, &info, &sbom)?;
+    Ok(ImageReport {
+        manifest,
+        fetch: fetched,
+        warnings: rootfs.warnings,
+        seconds_fetch,
+        seconds_total: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Resolves the definition's packages and pins them (`eci-build lock`).
+pub fn lock_target(spec: &ImageSpec, sources_root: &Path, mirrors: &[String]) -> Result<Lockfile> {
+    let mut req = lock::LockRequest::new(&spec.target, &spec.distribution.architecture);
+    req.suites = spec.distribution.suites.clone();
+    req.components = spec.distribution.components.clone();
+    req.include = spec.packages.include.clone();
+    req.exclude = spec
+        .packages
+        .exclude
+        .iter()
+        .map(|e| e.name.clone())
+        .collect();
+    req.sources_root = sources_root.to_path_buf();
+    req.mirrors = lock::sources::MirrorOverrides::parse(mirrors)?;
+    let lockfile = lock::lock(&req, &lock::TerminalProgress::new())?;
+    let k = &spec.kernel;
+    if let Some(p) = lockfile.packages.iter().find(|p| p.name == k.package) {
+        if p.version != k.version || p.sha256 != k.sha256 {
+            eprintln!(
+                "warning: the mirror now offers {} {} (sha256 {}); the definition pins {} (sha256 {}): \
+                 review the new kernel and update kernel.version and kernel.sha256 before building",
+                k.package, p.version, p.sha256, k.version, k.sha256
+            );
+        }
+    }
+    Ok(lockfile)
+}
+
+/// `SOURCE_DATE_EPOCH` from the environment wins (the reproducible-builds convention); the
+/// default is the lock's, so the same lock always gives the same timestamps.
+fn source_date_epoch(from_lock: u64) -> Result<u64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => v.trim().parse().with_context(|| {
+            format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds since 1970")
+        }),
+        Err(_) => Ok(from_lock),
+    }
+}
+
+/// Maps locked packages to URLs, consulting apt sources only when something must be downloaded.
+fn fetch_items(req: &ImageRequest, lock: &Lockfile) -> Result<Vec<FetchItem>> {
+    let all_cached = lock
+        .packages
+        .iter()
+        .all(|p| req.cache.contains(&p.sha256, p.size));
+    let mut resolver = None;
+    let mut items = Vec::with_capacity(lock.packages.len());
+    for p in &lock.packages {
+        let url = if all_cached {
+            String::new()
+        } else {
+            if resolver.is_none() {
+                let sources = lock::sources::AptSources::load(&req.sources_root)?;
+                let overrides = lock::sources::MirrorOverrides::parse(&req.mirrors)?;
+                resolver = Some((sources, overrides, std::collections::BTreeMap::new()));
+            }
+            let (sources, overrides, cache) = resolver.as_mut().expect("set above");
+            if !cache.contains_key(&p.suite) {
+                let m = lock::sources::mirror_for_suite(
+                    sources,
+                    overrides,
+                    &p.suite,
+                    &lock.architecture,
+                    &[],
+                )?;
+                cache.insert(p.suite.clone(), m);
+            }
+            cache[&p.suite].url(&p.path)
+        };
+        items.push(FetchItem {
+            label: format!("{} {}", p.name, p.version),
+            url,
+            sha256: p.sha256.clone(),
+            size: p.size,
+        });
+    }
+    Ok(items)
+}

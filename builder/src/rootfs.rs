@@ -1,0 +1,468 @@
+//! The VM root filesystem, assembled in memory from pinned packages and the image definition.
+//!
+//! Nothing here needs root: ownership, modes, device nodes and file capabilities live in the
+//! [`Manifest`] and only become real inside the VM. Maintainer scripts never run; what they
+//! would have done for the packages eci ships is declared in the image definition instead:
+//!
+//! | maintainer script effect                  | done here by                                   |
+//! |-------------------------------------------|------------------------------------------------|
+//! | base-passwd / adduser: users and groups   | `users:`/`groups:` -> /etc/passwd, group, shadow |
+//! | update-alternatives (iptables backend)    | `alternatives:` -> /etc/alternatives symlinks   |
+//! | directories created at install time       | `directories:`                                  |
+//! | depmod (kernel postinst)                  | [`crate::modules`]: closure + load order         |
+//! | dpkg's own database                       | /var/lib/dpkg/status written from control data   |
+//! | ldconfig (libc-bin trigger)               | not needed: every shipped library lives in a    |
+//! |                                           | directory ld.so searches by default             |
+//!
+//! Packages are unpacked in name order so that a file shipped by two packages resolves the same
+//! way on every build.
+
+use crate::deb::{self, DebControl};
+use crate::manifest::{Blob, Entry, EntryKind, Manifest, ManifestError};
+use crate::modules::{self, Available};
+use crate::spec::ImageSpec;
+use rayon::prelude::*;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One pinned package's bytes, already verified against the lock.
+pub struct Package {
+    pub name: String,
+    pub version: String,
+    pub bytes: Vec<u8>,
+}
+
+/// What a package contributed, for the SBOM and the dpkg database.
+#[derive(Debug, Clone)]
+pub struct PackageRecord {
+    pub name: String,
+    pub version: String,
+    pub architecture: String,
+    pub control: DebControl,
+}
+
+/// The kernel that boots the image, taken out of its package.
+#[derive(Debug, Clone)]
+pub struct KernelImage {
+    pub release: String,
+    pub vmlinuz: Vec<u8>,
+    pub config: String,
+}
+
+pub struct Rootfs {
+    pub manifest: Manifest,
+    pub kernel: KernelImage,
+    pub packages: Vec<PackageRecord>,
+    /// Modules shipped, in load order.
+    pub modules: Vec<String>,
+    /// Requested modules the kernel has built in (nothing to load).
+    pub builtin_modules: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    #[error("package {package}: {source}")]
+    Deb {
+        package: String,
+        #[source]
+        source: deb::DebError,
+    },
+    #[error("{context}: {source}")]
+    Manifest {
+        context: String,
+        #[source]
+        source: ManifestError,
+    },
+    #[error(transparent)]
+    Module(#[from] modules::ModuleError),
+    #[error("kernel package {package} ships {found} kernel images under /boot (expected exactly one vmlinuz-*)")]
+    Kernel { package: String, found: usize },
+    #[error("kernel {release}: /boot/config-{release} is missing from the package; eci needs it to check the kernel against its pins")]
+    KernelConfig { release: String },
+    #[error("alternatives: `{name}` points at {target}, which no locked package ships; add the package that provides it or fix the path")]
+    Alternative { name: String, target: String },
+    #[error("remove: `{pattern}` is not a valid glob: {message}")]
+    Glob { pattern: String, message: String },
+    #[error("files: rendering {path} from template `{template}` failed: {message}")]
+    Template {
+        path: String,
+        template: String,
+        message: String,
+    },
+    #[error("files: cannot read template {path}: {source}")]
+    TemplateIo {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the image has no {path}; it is needed to boot ({why})")]
+    Required {
+        path: &'static str,
+        why: &'static str,
+    },
+}
+
+fn man(context: impl Into<String>) -> impl FnOnce(ManifestError) -> RootfsError {
+    let context = context.into();
+    move |source| RootfsError::Manifest { context, source }
+}
+
+/// Builds the root filesystem for `spec` from its locked packages.
+pub fn assemble(
+    spec: &ImageSpec,
+    mut packages: Vec<Package>,
+    epoch: u64,
+) -> Result<Rootfs, RootfsError> {
+    packages.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut manifest = Manifest::new();
+    let mut records = Vec::new();
+    let mut warnings = Vec::new();
+    // Decompression dominates a build; packages are read in parallel and applied in order.
+    let contents: Vec<Result<deb::DebContents, RootfsError>> = packages
+        .par_iter()
+        .map(|pkg| {
+            deb::read_deb(&pkg.bytes, &pkg.name).map_err(|source| RootfsError::Deb {
+                package: format!("{} {}", pkg.name, pkg.version),
+                source,
+            })
+        })
+        .collect();
+    for (pkg, read) in packages.iter().zip(contents) {
+        let control = read?
+            .apply_to(&mut manifest)
+            .map_err(|source| RootfsError::Deb {
+                package: format!("{} {}", pkg.name, pkg.version),
+                source,
+            })?;
+        records.push(PackageRecord {
+            name: pkg.name.clone(),
+            version: pkg.version.clone(),
+            architecture: control.field("Architecture").unwrap_or("").to_string(),
+            control,
+        });
+    }
+    drop(packages);
+
+    let kernel = take_kernel(&mut manifest, &spec.kernel.package)?;
+    let selection = select_modules(&mut manifest, &kernel.release, &spec.kernel.modules)?;
+
+    let patterns = remove_patterns(&spec.remove)?;
+    manifest.remove_matching(|p| patterns.is_match(p));
+
+    write_accounts(spec, &mut manifest, epoch)?;
+    for alt in &spec.alternatives {
+        if manifest.resolve(&alt.target).is_err() {
+            return Err(RootfsError::Alternative {
+                name: alt.name.clone(),
+                target: alt.target.clone(),
+            });
+        }
+        let managed = format!("/etc/alternatives/{}", alt.name);
+        insert(
+            &mut manifest,
+            &managed,
+            Entry::symlink(alt.target.as_str()),
+            epoch,
+        )?;
+        insert(
+            &mut manifest,
+            &alt.link,
+            Entry::symlink(managed.as_str()),
+            epoch,
+        )?;
+    }
+    for dir in &spec.directories {
+        insert(
+            &mut manifest,
+            &dir.path,
+            Entry::dir(dir.mode).with_owner(dir.uid, dir.gid),
+            epoch,
+        )?;
+    }
+    // The kernel opens /dev/console for init's stdio before anything can mount devtmpfs; without
+    // the node the VM boots silent.
+    let console = Entry::new(EntryKind::CharDevice { major: 5, minor: 1 }, 0o600);
+    insert(&mut manifest, "/dev/console", console, epoch)?;
+    let null = Entry::new(EntryKind::CharDevice { major: 1, minor: 3 }, 0o666);
+    insert(&mut manifest, "/dev/null", null, epoch)?;
+
+    let load_order: String = selection
+        .modules
+        .iter()
+        .map(|m| format!("{}\n", m.path))
+        .collect();
+    let module_names: Vec<String> = selection.modules.iter().map(|m| m.name.clone()).collect();
+    for m in selection.modules {
+        insert(&mut manifest, &m.path, Entry::file(m.bytes, 0o644), epoch)?;
+    }
+    insert(
+        &mut manifest,
+        "/etc/eci/modules.load",
+        Entry::file(load_order, 0o644),
+        epoch,
+    )?;
+
+    render_files(spec, &kernel, &module_names, &mut manifest, epoch)?;
+    let status = dpkg_status(&records);
+    insert(
+        &mut manifest,
+        "/var/lib/dpkg/status",
+        Entry::file(status, 0o644),
+        epoch,
+    )?;
+
+    for (path, why) in [
+        ("/init", "the kernel runs it as PID 1"),
+        ("/bin/busybox", "the init script runs with it"),
+    ] {
+        if manifest.resolve(path).is_err() {
+            return Err(RootfsError::Required { path, why });
+        }
+    }
+    for (path, entry) in manifest.iter() {
+        if !entry.xattrs.is_empty() {
+            warnings.push(format!(
+                "{path} carries extended attributes ({}) that the initramfs format cannot store",
+                entry.xattrs.keys().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
+
+    Ok(Rootfs {
+        manifest,
+        kernel,
+        packages: records,
+        modules: module_names,
+        builtin_modules: selection.builtin,
+        warnings,
+    })
+}
+
+fn insert(
+    manifest: &mut Manifest,
+    path: &str,
+    entry: Entry,
+    epoch: u64,
+) -> Result<(), RootfsError> {
+    manifest
+        .insert(path, entry.with_mtime(epoch))
+        .map(|_| ())
+        .map_err(man(format!("adding {path}")))
+}
+
+fn take_kernel(manifest: &mut Manifest, package: &str) -> Result<KernelImage, RootfsError> {
+    let images: Vec<String> = manifest
+        .iter()
+        .filter(|(p, e)| p.starts_with("/boot/vmlinuz-") && !e.is_dir())
+        .map(|(p, _)| p.to_string())
+        .collect();
+    if images.len() != 1 {
+        return Err(RootfsError::Kernel {
+            package: package.to_string(),
+            found: images.len(),
+        });
+    }
+    let path = &images[0];
+    let release = path.trim_start_matches("/boot/vmlinuz-").to_string();
+    let vmlinuz = file_bytes(manifest, path)
+        .ok_or_else(|| RootfsError::Kernel {
+            package: package.to_string(),
+            found: 0,
+        })?
+        .to_vec();
+    let config_path = format!("/boot/config-{release}");
+    let config = file_bytes(manifest, &config_path)
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .ok_or_else(|| RootfsError::KernelConfig {
+            release: release.clone(),
+        })?;
+    // The kernel is booted from outside the image; its config stays for the in-VM pin probe.
+    manifest
+        .remove(path)
+        .map_err(man("removing the kernel image"))?;
+    Ok(KernelImage {
+        release,
+        vmlinuz,
+        config,
+    })
+}
+
+fn file_bytes<'a>(manifest: &'a Manifest, path: &str) -> Option<&'a Blob> {
+    let resolved = manifest.resolve(path).ok()?;
+    resolved.entry.data()
+}
+
+fn select_modules(
+    manifest: &mut Manifest,
+    release: &str,
+    wanted: &[String],
+) -> Result<modules::Selection, RootfsError> {
+    let base = format!("/lib/modules/{release}/");
+    let mut available = BTreeMap::new();
+    for (path, entry) in manifest.iter() {
+        if !path.starts_with(&base) || entry.is_dir() {
+            continue;
+        }
+        if let Some(name) = modules::name_from_path(path) {
+            available.insert(
+                name,
+                Available {
+                    path: path.to_string(),
+                },
+            );
+        }
+    }
+    let builtin: BTreeSet<String> = file_bytes(manifest, &format!("{base}modules.builtin"))
+        .map(|b| {
+            String::from_utf8_lossy(b)
+                .lines()
+                .filter_map(modules::name_from_path)
+                .collect()
+        })
+        .unwrap_or_default();
+    let selection = modules::select(release, &available, &builtin, wanted, |p| {
+        file_bytes(manifest, p).map(|b| b.to_vec())
+    })?;
+    let all: Vec<String> = available.into_values().map(|a| a.path).collect();
+    for path in all {
+        manifest
+            .remove(&path)
+            .map_err(man("pruning kernel modules"))?;
+    }
+    Ok(selection)
+}
+
+fn remove_patterns(patterns: &[String]) -> Result<globset::GlobSet, RootfsError> {
+    let mut set = globset::GlobSetBuilder::new();
+    for p in patterns {
+        let glob = globset::GlobBuilder::new(p)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| RootfsError::Glob {
+                pattern: p.clone(),
+                message: e.to_string(),
+            })?;
+        set.add(glob);
+    }
+    set.build().map_err(|e| RootfsError::Glob {
+        pattern: patterns.join(", "),
+        message: e.to_string(),
+    })
+}
+
+fn write_accounts(
+    spec: &ImageSpec,
+    manifest: &mut Manifest,
+    epoch: u64,
+) -> Result<(), RootfsError> {
+    let mut users = spec.users.clone();
+    users.sort_by_key(|u| u.uid);
+    let mut groups = spec.groups.clone();
+    groups.sort_by_key(|g| g.gid);
+    let passwd: String = users
+        .iter()
+        .map(|u| {
+            format!(
+                "{}:x:{}:{}:{}:{}:{}\n",
+                u.name, u.uid, u.gid, u.comment, u.home, u.shell
+            )
+        })
+        .collect();
+    // No account has a usable password: the VM has no login (SPEC V4).
+    let shadow: String = users
+        .iter()
+        .map(|u| format!("{}:!*:0::::::\n", u.name))
+        .collect();
+    let group: String = groups
+        .iter()
+        .map(|g| format!("{}:x:{}:{}\n", g.name, g.gid, g.members.join(",")))
+        .collect();
+    let gshadow: String = groups
+        .iter()
+        .map(|g| format!("{}:!*::{}\n", g.name, g.members.join(",")))
+        .collect();
+    for (path, text, mode) in [
+        ("/etc/passwd", passwd, 0o644),
+        ("/etc/group", group, 0o644),
+        ("/etc/shadow", shadow, 0o600),
+        ("/etc/gshadow", gshadow, 0o600),
+    ] {
+        insert(manifest, path, Entry::file(text, mode), epoch)?;
+    }
+    Ok(())
+}
+
+fn render_files(
+    spec: &ImageSpec,
+    kernel: &KernelImage,
+    modules: &[String],
+    manifest: &mut Manifest,
+    epoch: u64,
+) -> Result<(), RootfsError> {
+    for file in &spec.files {
+        let template_path = spec.templates_dir.join(&file.template);
+        let source =
+            std::fs::read_to_string(&template_path).map_err(|source| RootfsError::TemplateIo {
+                path: template_path.display().to_string(),
+                source,
+            })?;
+        let mut context = tera::Context::new();
+        context.insert(
+            "image",
+            &serde_json::json!({ "name": spec.name, "target": spec.target }),
+        );
+        context.insert(
+            "kernel",
+            &serde_json::json!({ "release": kernel.release, "modules": modules }),
+        );
+        for (k, v) in &file.vars {
+            context.insert(k, v);
+        }
+        let rendered =
+            tera::Tera::one_off(&source, &context, false).map_err(|e| RootfsError::Template {
+                path: file.path.clone(),
+                template: file.template.clone(),
+                message: error_chain(&e),
+            })?;
+        insert(
+            manifest,
+            &file.path,
+            Entry::file(rendered, file.mode),
+            epoch,
+        )?;
+    }
+    Ok(())
+}
+
+/// Tera hides the useful part of its errors in the source chain.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        parts.push(s.to_string());
+        cur = s.source();
+    }
+    parts.join(": ")
+}
+
+/// A dpkg status database, so scanners that read it (SBOM and CVE tools) see what is installed.
+fn dpkg_status(records: &[PackageRecord]) -> String {
+    let mut out = String::new();
+    for r in records {
+        for (key, value) in &r.control.fields {
+            out.push_str(key);
+            out.push(':');
+            if !value.starts_with('\n') {
+                out.push(' ');
+            }
+            // Continuation lines were stored without their indenting space; put it back.
+            out.push_str(&value.replace('\n', "\n "));
+            out.push('\n');
+            if key == "Package" {
+                out.push_str("Status: install ok installed\n");
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
