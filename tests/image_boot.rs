@@ -1,7 +1,7 @@
 //! The main job end to end: `images/hyperv.yaml` + its lock -> artifacts -> a QEMU boot.
 //!
 //! Proves SPEC V1 (pinned inputs, byte-identical rebuilds), V3 (modules loaded, then loading
-//! disabled) and V7 (the artifact boots and reports a machine-readable self-test), and the
+//! disabled), A2/S3/S4 (baked settings: eci is dockerd's default runtime, root-only socket) and V7 (the artifact boots and reports a machine-readable self-test), and the
 //! issue's targets: the initramfs stays under 150 MiB compressed and dynamic binaries
 //! (dockerd, containerd, docker) run inside the VM, with dockerd answering its API.
 
@@ -56,11 +56,18 @@ fn hyperv_image_rebuilds_identically_and_boots_to_a_passing_selftest() {
         }
     };
     let rebuilt = pipeline::build_image(&request(&second)).expect("warm rebuild");
-    assert_eq!(rebuilt.fetch.downloaded, 0, "a warm rebuild downloads nothing");
+    assert_eq!(
+        rebuilt.fetch.downloaded, 0,
+        "a warm rebuild downloads nothing"
+    );
     for a in &built.manifest.artifacts {
         let x = std::fs::read(first.join(&a.path)).unwrap();
         let y = std::fs::read(second.join(&a.path)).unwrap();
-        assert!(x == y, "{} differs between two builds from the same lock", a.path);
+        assert!(
+            x == y,
+            "{} differs between two builds from the same lock",
+            a.path
+        );
     }
     assert_eq!(
         std::fs::read(first.join("manifest.json")).unwrap(),
@@ -83,7 +90,10 @@ fn hyperv_image_rebuilds_identically_and_boots_to_a_passing_selftest() {
     let listing = inspect::inspect(&first).unwrap();
     let find = |p: &str| listing.entries.iter().find(|e| e.path == p);
     let dockerd = find("/usr/sbin/dockerd").expect("dockerd is in the image");
-    assert_eq!((dockerd.uid, dockerd.gid, dockerd.mode.as_str()), (0, 0, "-rwxr-xr-x"));
+    assert_eq!(
+        (dockerd.uid, dockerd.gid, dockerd.mode.as_str()),
+        (0, 0, "-rwxr-xr-x")
+    );
     assert!(find("/init").is_some() && find("/dev/console").is_some());
     let modules: Vec<_> = listing
         .entries
@@ -95,9 +105,19 @@ fn hyperv_image_rebuilds_identically_and_boots_to_a_passing_selftest() {
         built.manifest.kernel.modules.len(),
         "only the pinned module closure ships"
     );
-    assert!(built.manifest.kernel.modules.iter().any(|m| m == "overlay")
-        || built.manifest.kernel.builtin_modules.iter().any(|m| m == "overlay"));
-    assert!(!listing.entries.iter().any(|e| e.path.starts_with("/usr/share/doc/")));
+    assert!(
+        built.manifest.kernel.modules.iter().any(|m| m == "overlay")
+            || built
+                .manifest
+                .kernel
+                .builtin_modules
+                .iter()
+                .any(|m| m == "overlay")
+    );
+    assert!(!listing
+        .entries
+        .iter()
+        .any(|e| e.path.starts_with("/usr/share/doc/")));
 
     if !prerequisite(
         boot::qemu_available(),
@@ -128,11 +148,22 @@ fn hyperv_image_rebuilds_identically_and_boots_to_a_passing_selftest() {
         t.status,
         tail(&console, 80)
     );
-    assert!(t.fact("dockerd").unwrap_or("").starts_with("Docker version 20.10"), "{t:?}");
+    assert!(
+        t.fact("dockerd")
+            .unwrap_or("")
+            .starts_with("Docker version 20.10"),
+        "{t:?}"
+    );
     assert!(t.fact("containerd").unwrap_or("").contains("1.6"), "{t:?}");
     assert_eq!(t.fact("modules_disabled"), Some("1"), "{t:?}");
-    assert_eq!(t.fact("kernel"), Some(built.manifest.kernel.release.as_str()));
+    assert_eq!(
+        t.fact("kernel"),
+        Some(built.manifest.kernel.release.as_str())
+    );
     assert!(t.fact("server").unwrap_or("").starts_with("20.10"), "{t:?}");
+    // SPEC A2 and S4: the baked settings make eci the default runtime, on a root-only socket.
+    assert_eq!(t.fact("default-runtime"), Some("eci"), "{t:?}");
+    assert_eq!(t.fact("socket-mode"), Some("700"), "{t:?}");
     eprintln!(
         "booted under {} in {:.1} s; dockerd ready at uptime {}",
         result.accel,

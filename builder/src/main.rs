@@ -64,6 +64,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Validate an admin-settings.json and print the effective engine configuration.
+    Settings {
+        #[command(subcommand)]
+        command: SettingsCommand,
+    },
     /// Boot the built image under QEMU with its console on this terminal.
     Boot(BootArgs),
     /// Boot the built image, run the in-VM self-test, print the result; exit code = verdict.
@@ -74,6 +79,12 @@ enum Command {
         #[arg(long, default_value = "json")]
         format: Format,
     },
+}
+
+#[derive(Subcommand)]
+enum SettingsCommand {
+    /// Check FILE (Docker Desktop's admin-settings.json format) and show what it produces.
+    Check { file: PathBuf },
 }
 
 #[derive(clap::Args)]
@@ -206,6 +217,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 print!("{}", listing.render());
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Settings {
+            command: SettingsCommand::Check { file },
+        } => {
+            print!("{}", eci_vm_config::check_report(&file)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Boot(args) => {

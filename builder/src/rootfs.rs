@@ -95,6 +95,8 @@ pub enum RootfsError {
         #[source]
         source: std::io::Error,
     },
+    #[error("admin settings: {0}")]
+    Settings(#[from] eci_vm_config::SettingsError),
     #[error("the image has no {path}; it is needed to boot ({why})")]
     Required {
         path: &'static str,
@@ -202,6 +204,7 @@ pub fn assemble(
         epoch,
     )?;
 
+    bake_settings(spec, &mut manifest, epoch)?;
     render_files(spec, &kernel, &module_names, &mut manifest, epoch)?;
     let status = dpkg_status(&records);
     insert(
@@ -428,6 +431,39 @@ fn render_files(
             manifest,
             &file.path,
             Entry::file(rendered, file.mode),
+            epoch,
+        )?;
+    }
+    Ok(())
+}
+
+/// Writes the engine configuration that the admin settings produce, with isolation-owned keys
+/// forced; without a settings file the defaults (isolation on, nothing allowed) apply.
+fn bake_settings(spec: &ImageSpec, manifest: &mut Manifest, epoch: u64) -> Result<(), RootfsError> {
+    let admin = match &spec.settings {
+        Some(path) => {
+            let (admin, _warnings) = eci_vm_config::AdminSettings::load(path)?;
+            let text = std::fs::read(path).map_err(|source| RootfsError::TemplateIo {
+                path: path.display().to_string(),
+                source,
+            })?;
+            insert(
+                manifest,
+                "/etc/eci/admin-settings.json",
+                Entry::file(text, 0o600),
+                epoch,
+            )?;
+            admin
+        }
+        None => eci_vm_config::AdminSettings::parse("{}", "built-in defaults")?.0,
+    };
+    let effective = eci_vm_config::effective(&admin, &eci_vm_config::UserSettings::default(), None);
+    for file in eci_vm_config::render_vm_files(&effective)? {
+        let path = file.path.to_string_lossy().into_owned();
+        insert(
+            manifest,
+            &path,
+            Entry::file(file.contents, file.mode),
             epoch,
         )?;
     }
