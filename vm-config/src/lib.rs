@@ -11,6 +11,7 @@ mod commands;
 mod error;
 mod image;
 mod merge;
+mod policy;
 mod render;
 mod report;
 mod spans;
@@ -28,6 +29,9 @@ pub use image::{normalise, ImageRef, ImageRefError, ImageRule, DEFAULT_DOMAIN, D
 pub use merge::{
     effective, forced_daemon_keys, is_within, resolve, vm_path, Effective, EffectiveSettings,
     FileSharing, ForcedKey, RefusedOverride, Setting, SharedDirectory, Source, DAEMON_OPTIONS_KEY,
+};
+pub use policy::{
+    BindMountPolicy, PolicyFile, PolicyRuntime, SocketMountPolicy, POLICY_FILE_VERSION,
 };
 pub use render::{render_vm_files, VmFile};
 pub use report::{check_report, check_report_text};
