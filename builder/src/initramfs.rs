@@ -1098,7 +1098,7 @@ mod tests {
         if gnu_cpio().is_none() {
             return;
         }
-        use std::os::unix::fs::MetadataExt;
+        use std::os::unix::fs::FileTypeExt;
         let mut m = sample();
         m.remove("/dev").unwrap();
         let (bytes, _) = cpio(&m);
@@ -1131,8 +1131,8 @@ mod tests {
         assert!(fs::symlink_metadata(root.join("run/fifo"))
             .unwrap()
             .file_type()
-            .is_fifo_like());
-        if nix_is_root() {
+            .is_fifo());
+        if running_as_root() {
             assert_eq!(su.mode() & 0o7777, 0o4755);
             let e = fs::metadata(root.join("e")).unwrap();
             assert_eq!((e.uid(), e.gid(), e.mode() & 0o7777), (1000, 1000, 0o600));
@@ -1141,18 +1141,7 @@ mod tests {
         }
     }
 
-    trait FifoLike {
-        fn is_fifo_like(&self) -> bool;
-    }
-    impl FifoLike for fs::FileType {
-        fn is_fifo_like(&self) -> bool {
-            use std::os::unix::fs::FileTypeExt;
-            self.is_fifo()
-        }
-    }
-
-    fn nix_is_root() -> bool {
-        use std::os::unix::fs::MetadataExt;
+    fn running_as_root() -> bool {
         // Files we create are owned by our effective uid.
         let f = tempfile::NamedTempFile::new().unwrap();
         f.as_file().metadata().unwrap().uid() == 0
