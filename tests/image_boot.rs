@@ -156,6 +156,28 @@ fn hyperv_image_rebuilds_identically_and_boots_to_a_passing_selftest() {
     );
     assert!(t.fact("containerd").unwrap_or("").contains("1.6"), "{t:?}");
     assert_eq!(t.fact("modules_disabled"), Some("1"), "{t:?}");
+    // Under QEMU only the Hyper-V drivers may fail to bind; every other pinned module loads,
+    // with kernel lockdown in force (the compensations in kernel-config rely on it).
+    let failed = t.fact("modules-failed").unwrap_or("");
+    for m in failed.split_whitespace() {
+        assert!(
+            m.starts_with("hv_") || m.contains("hyperv"),
+            "module {m} failed to load: {t:?}"
+        );
+    }
+    let loaded: usize = t
+        .fact("modules-loaded")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert_eq!(
+        loaded + failed.split_whitespace().count(),
+        built.manifest.kernel.modules.len(),
+        "{t:?}"
+    );
+    assert!(
+        t.fact("lockdown").unwrap_or("").contains("[integrity]"),
+        "{t:?}"
+    );
     assert_eq!(
         t.fact("kernel"),
         Some(built.manifest.kernel.release.as_str())

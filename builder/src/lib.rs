@@ -1,7 +1,13 @@
+pub mod artifact;
+pub mod boot;
 pub mod deb;
 pub mod fetch;
 pub mod initramfs;
+pub mod inspect;
+pub mod lock;
 pub mod manifest;
 pub mod modules;
+pub mod pipeline;
+pub mod rootfs;
 pub mod spec;
-pub mod boot;
+pub mod kernel;

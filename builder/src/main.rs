@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use eci_build::boot::{self, Accel, BootOptions};
 use eci_build::fetch::{Cache, FetchOptions};
-use eci_build::{inspect, pipeline};
+use eci_build::{inspect, kernel, pipeline};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -64,6 +64,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check kernels against the target's pinned configuration.
+    Kernel {
+        #[command(subcommand)]
+        command: KernelCommand,
+    },
     /// Validate an admin-settings.json and print the effective engine configuration.
     Settings {
         #[command(subcommand)]
@@ -78,6 +83,22 @@ enum Command {
         /// Output format of the verdict.
         #[arg(long, default_value = "json")]
         format: Format,
+    },
+}
+
+#[derive(Subcommand)]
+enum KernelCommand {
+    /// Print option, wanted, found and reason for every pin; exit 1 on any violation.
+    Check {
+        #[arg(long)]
+        target: String,
+        /// A kernel config file, /proc/config.gz, a source tree or a kernel .deb
+        /// (default: the kernel package pinned in images/TARGET.lock, from the cache).
+        config: Option<PathBuf>,
+        #[arg(long, default_value = "text")]
+        format: Format,
+        #[arg(long, value_name = "DIR")]
+        cache: Option<PathBuf>,
     },
 }
 
@@ -218,6 +239,47 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 print!("{}", listing.render());
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Kernel {
+            command:
+                KernelCommand::Check {
+                    target,
+                    config,
+                    format,
+                    cache,
+                },
+        } => {
+            let spec = pipeline::load_spec(&images, &target)?;
+            let path = match config {
+                Some(p) => p,
+                None => {
+                    let cache = Cache::new(cache.unwrap_or_else(Cache::default_location));
+                    let p = cache.path_for(&spec.kernel.sha256);
+                    anyhow::ensure!(
+                        p.is_file(),
+                        "the pinned kernel {} is not in the cache ({}); run `eci-build image --target {target}` once or pass a CONFIG",
+                        spec.kernel.package,
+                        p.display()
+                    );
+                    p
+                }
+            };
+            let (config, release) = kernel::read_config(&path)?;
+            let report = kernel::check(
+                &spec,
+                &config,
+                release.as_deref(),
+                spec.kernel.modules.clone(),
+            )?;
+            match format {
+                Format::Json => println!("{}", report.to_json()),
+                Format::Text => print!("{}", report.render_table()),
+            }
+            Ok(if report.is_ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Settings {
             command: SettingsCommand::Check { file },

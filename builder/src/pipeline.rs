@@ -6,6 +6,7 @@
 use crate::artifact::{self, BuildInfo, BuildManifest, SbomPackage};
 use crate::fetch::{self, Cache, FetchItem, FetchOptions, FetchSummary};
 use crate::initramfs::Compression;
+use crate::kernel;
 use crate::lock::{self, Lockfile};
 use crate::rootfs::{self, Package};
 use crate::spec::{self, CompressionName, ImageSpec};
@@ -30,6 +31,8 @@ pub struct ImageReport {
     pub manifest: BuildManifest,
     pub fetch: FetchSummary,
     pub warnings: Vec<String>,
+    /// The kernel's verdict against its pins (it passed, possibly through compensations).
+    pub kernel: eci_kernel_config::Report,
     pub seconds_fetch: f64,
     pub seconds_total: f64,
 }
@@ -173,6 +176,14 @@ pub fn build_image(req: &ImageRequest) -> Result<ImageReport> {
     }
     let epoch = source_date_epoch(u64::try_from(lock.source_date_epoch).unwrap_or(0))?;
     let rootfs = rootfs::assemble(&spec, packages, epoch)?;
+    let kernel_report = kernel::check_image(
+        &spec,
+        &rootfs.kernel.config,
+        &rootfs.kernel.release,
+        &rootfs.modules,
+        &rootfs.builtin_modules,
+        &rootfs.manifest,
+    )?;
 
     let info = BuildInfo {
         name: spec.name.clone(),
@@ -198,6 +209,7 @@ pub fn build_image(req: &ImageRequest) -> Result<ImageReport> {
         manifest,
         fetch: fetched,
         warnings: rootfs.warnings,
+        kernel: kernel_report,
         seconds_fetch,
         seconds_total: started.elapsed().as_secs_f64(),
     })

@@ -65,7 +65,7 @@ pub enum RootfsError {
     Deb {
         package: String,
         #[source]
-        source: deb::DebError,
+        source: Box<deb::DebError>,
     },
     #[error("{context}: {source}")]
     Manifest {
@@ -125,7 +125,7 @@ pub fn assemble(
         .map(|pkg| {
             deb::read_deb(&pkg.bytes, &pkg.name).map_err(|source| RootfsError::Deb {
                 package: format!("{} {}", pkg.name, pkg.version),
-                source,
+                source: Box::new(source),
             })
         })
         .collect();
@@ -134,7 +134,7 @@ pub fn assemble(
             .apply_to(&mut manifest)
             .map_err(|source| RootfsError::Deb {
                 package: format!("{} {}", pkg.name, pkg.version),
-                source,
+                source: Box::new(source),
             })?;
         records.push(PackageRecord {
             name: pkg.name.clone(),
