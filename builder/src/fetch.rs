@@ -302,7 +302,10 @@ fn try_download(
             source,
         })
     };
-    let mut response = client.get(&item.url).send().map_err(|e| network(e.to_string()))?;
+    let mut response = client
+        .get(&item.url)
+        .send()
+        .map_err(|e| network(e.to_string()))?;
     let status = response.status();
     if !status.is_success() {
         let err = FetchError::Status {
@@ -489,7 +492,10 @@ mod tests {
         let err = fetch_all(std::slice::from_ref(&it), &cache, &opts()).unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, FetchError::HashMismatch { .. }), "{msg}");
-        assert!(msg.contains("demo 1.0") && msg.contains(&it.sha256), "{msg}");
+        assert!(
+            msg.contains("demo 1.0") && msg.contains(&it.sha256),
+            "{msg}"
+        );
         assert!(!cache.contains(&it.sha256, it.size));
         assert_eq!(leftovers(&cache), 0);
         // A wrong hash is not retried: the mirror gave a definite answer.
@@ -504,7 +510,10 @@ mod tests {
         let cache = Cache::new(dir.path());
         let it = item(&server.url, &body);
         let err = fetch_all(std::slice::from_ref(&it), &cache, &opts()).unwrap_err();
-        assert!(matches!(err, FetchError::Truncated { got: 100, .. }), "{err}");
+        assert!(
+            matches!(err, FetchError::Truncated { got: 100, .. }),
+            "{err}"
+        );
         assert_eq!(server.hits.load(Ordering::SeqCst), 3);
         assert!(!cache.contains(&it.sha256, it.size));
         assert_eq!(leftovers(&cache), 0);

@@ -175,6 +175,7 @@ pub struct Directory {
 pub enum CompressionName {
     Zstd,
     Gzip,
+    Xz,
     None,
 }
 
@@ -191,7 +192,8 @@ struct Layer {
     extends: Option<String>,
     name: Option<String>,
     target: Option<String>,
-    #[allow(dead_code)] // documentation for readers of the YAML, kept so it is not an unknown field
+    #[allow(dead_code)]
+    // documentation for readers of the YAML, kept so it is not an unknown field
     description: Option<String>,
     distribution: Option<DistributionLayer>,
     packages: Option<PackagesLayer>,
@@ -709,7 +711,10 @@ groups:
             vec!["container", "hardening", "hyperv"]
         );
         assert_eq!(spec.kernel.modules, vec!["overlay", "hv_sock"]);
-        assert_eq!(spec.packages.include, vec!["busybox", "docker.io", "iptables"]);
+        assert_eq!(
+            spec.packages.include,
+            vec!["busybox", "docker.io", "iptables"]
+        );
         assert_eq!(spec.files[0].mode, 0o755);
         assert_eq!(spec.chain.len(), 2);
     }
@@ -751,7 +756,11 @@ groups:
         assert!(msg.contains("c.yaml -> "), "{msg}");
         assert!(msg.contains("a.yaml -> "), "{msg}");
         assert!(msg.contains("b.yaml -> "), "{msg}");
-        assert!(msg.trim_end().ends_with("c.yaml; remove one of these `extends` lines"), "{msg}");
+        assert!(
+            msg.trim_end()
+                .ends_with("c.yaml; remove one of these `extends` lines"),
+            "{msg}"
+        );
     }
 
     #[test]
