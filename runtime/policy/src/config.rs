@@ -1,0 +1,281 @@
+//! The runtime's view of `/etc/eci/policy.json` (rendered by eci-vm-config) and its defaults.
+//!
+//! vm-config renders the file from a template; there is no Rust type for it there, so this module
+//! reads the keys the runtime needs and tolerates every other key. Keys the template does not
+//! write yet (the `eciRunc` section) fall back to the defaults documented in runtime/README.md.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::PolicyError;
+
+/// The first host id handed out to containers (SPEC U1: ids below it belong to the VM).
+pub const DEFAULT_POOL_START: u32 = 100_000;
+/// How many 65536-id ranges the pool holds: 4096 ranges end below 2^31, so no container id can
+/// look negative to software that stores ids in a signed int.
+pub const DEFAULT_POOL_RANGES: u32 = 4096;
+/// Every container's range is this long (SPEC U1).
+pub const RANGE_SIZE: u32 = 65_536;
+
+/// Where dockerd keeps its data in the VM; `containers/<id>/` and `volumes/` below it hold the
+/// engine-internal bind sources (SPEC B3).
+pub const DEFAULT_ENGINE_DATA_ROOTS: &[&str] = &[eci_vm_config::DOCKER_DATA_ROOT];
+/// Where Debian and Docker's packages install `docker-init` (`docker run --init`, SPEC B3).
+pub const DEFAULT_INIT_BINARIES: &[&str] = &[
+    "/usr/bin/docker-init",
+    "/usr/sbin/docker-init",
+    "/usr/libexec/docker/docker-init",
+    "/usr/local/bin/docker-init",
+];
+/// Engine endpoints a container must not reach by a bind mount unless the policy allows it
+/// (SPEC B4); `dockerdSocket` from the policy file is added to these.
+pub const DEFAULT_ENGINE_SOCKETS: &[&str] = &[
+    "/var/run/docker.sock",
+    "/run/docker.sock",
+    eci_vm_config::DOCKERD_SOCKET,
+    eci_vm_config::CONTAINERD_SOCKET,
+];
+
+/// The isolation policy the runtime applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// VM paths bind mounts may come from (SPEC B1). Default: the host-share root.
+    pub allowed_bind_prefixes: Vec<String>,
+    /// dockerd data roots whose `containers/<id>/` and `volumes/` are engine-internal.
+    pub engine_data_roots: Vec<String>,
+    /// `docker-init` binaries that may be bound to `/sbin/docker-init`.
+    pub init_binaries: Vec<String>,
+    /// Engine sockets (refused as bind sources unless `allow_engine_socket`).
+    pub engine_sockets: Vec<String>,
+    /// True when the admin lets some images mount the engine socket; the API guard decides
+    /// which (SPEC B4, B5), the runtime only stops refusing the path.
+    pub allow_engine_socket: bool,
+    pub pool_start: u32,
+    pub pool_ranges: u32,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            allowed_bind_prefixes: vec![eci_vm_config::HOST_SHARE_ROOT.to_string()],
+            engine_data_roots: strings(DEFAULT_ENGINE_DATA_ROOTS),
+            init_binaries: strings(DEFAULT_INIT_BINARIES),
+            engine_sockets: strings(DEFAULT_ENGINE_SOCKETS),
+            allow_engine_socket: false,
+            pool_start: DEFAULT_POOL_START,
+            pool_ranges: DEFAULT_POOL_RANGES,
+        }
+    }
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct File {
+    #[serde(default)]
+    dockerd_socket: Option<String>,
+    #[serde(default)]
+    bind_mounts: Option<BindMounts>,
+    #[serde(default)]
+    docker_socket_mount: Option<SocketMount>,
+    #[serde(default)]
+    eci_runc: Option<RuncSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BindMounts {
+    #[serde(default)]
+    allowed_vm_prefixes: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SocketMount {
+    #[serde(default)]
+    images: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RuncSection {
+    #[serde(default)]
+    id_pool: Option<IdPool>,
+    #[serde(default)]
+    engine_data_roots: Option<Vec<String>>,
+    #[serde(default)]
+    init_binaries: Option<Vec<String>>,
+    #[serde(default)]
+    engine_sockets: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdPool {
+    start: u32,
+    ranges: u32,
+}
+
+impl Policy {
+    /// Parse a policy file's text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
+        let file: File = serde_json::from_str(text).map_err(|e| PolicyError::PolicyFile {
+            path: origin.to_string(),
+            reason: e.to_string(),
+        })?;
+        let bad = |reason: String| PolicyError::PolicyFile {
+            path: origin.to_string(),
+            reason,
+        };
+        let mut p = Policy::default();
+        if let Some(prefixes) = file.bind_mounts.and_then(|b| b.allowed_vm_prefixes) {
+            for pre in &prefixes {
+                if !pre.starts_with('/') {
+                    return Err(bad(format!(
+                        "bindMounts.allowedVmPrefixes: {pre:?} is not an absolute VM path; write it as /mnt/host/..."
+                    )));
+                }
+            }
+            p.allowed_bind_prefixes = prefixes;
+        }
+        if let Some(sock) = file.dockerd_socket {
+            if !p.engine_sockets.contains(&sock) {
+                p.engine_sockets.push(sock);
+            }
+        }
+        if let Some(sm) = file.docker_socket_mount {
+            p.allow_engine_socket = !sm.images.is_empty();
+        }
+        if let Some(r) = file.eci_runc {
+            if let Some(pool) = r.id_pool {
+                let end = u64::from(pool.start) + u64::from(pool.ranges) * u64::from(RANGE_SIZE);
+                if pool.ranges == 0 || end > u64::from(u32::MAX) {
+                    return Err(bad(format!(
+                        "eciRunc.idPool: start {} with {} ranges of {RANGE_SIZE} ids does not fit in 32-bit ids; lower start or ranges",
+                        pool.start, pool.ranges
+                    )));
+                }
+                if pool.start < RANGE_SIZE {
+                    return Err(bad(format!(
+                        "eciRunc.idPool.start: {} would hand VM system ids to containers; use at least {RANGE_SIZE}",
+                        pool.start
+                    )));
+                }
+                p.pool_start = pool.start;
+                p.pool_ranges = pool.ranges;
+            }
+            if let Some(v) = r.engine_data_roots {
+                p.engine_data_roots = v;
+            }
+            if let Some(v) = r.init_binaries {
+                p.init_binaries = v;
+            }
+            if let Some(v) = r.engine_sockets {
+                p.engine_sockets = v;
+            }
+        }
+        Ok(p)
+    }
+
+    /// Load `path`; a missing file gives the defaults (a VM without settings still isolates).
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Policy::parse(&text, &path.display().to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Policy::default()),
+            Err(e) => Err(PolicyError::PolicyFile {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_vm_config() {
+        let p = Policy::default();
+        assert_eq!(p.allowed_bind_prefixes, vec!["/mnt/host".to_string()]);
+        assert!(p
+            .engine_sockets
+            .iter()
+            .any(|s| s == "/run/eci/dockerd.sock"));
+        assert!(!p.allow_engine_socket);
+        assert_eq!(p.pool_start, 100_000);
+    }
+
+    #[test]
+    fn rendered_policy_shape_is_read() {
+        let text = r#"{"version":1,"isolation":true,"dockerdSocket":"/run/x.sock",
+          "runtime":{"name":"eci","path":"/usr/bin/eci-runc"},
+          "bindMounts":{"allowedVmPrefixes":["/mnt/host/c/src"],"sharedHostPaths":["C:\\src"]},
+          "dockerSocketMount":{"images":["docker.io/library/docker:cli"],"allowDerivedImages":false,
+             "commandList":{"type":"deny","commands":[]}},
+          "containersProxy":{}}"#;
+        let p = Policy::parse(text, "policy.json").unwrap();
+        assert_eq!(p.allowed_bind_prefixes, vec!["/mnt/host/c/src".to_string()]);
+        assert!(p.engine_sockets.contains(&"/run/x.sock".to_string()));
+        assert!(p.allow_engine_socket);
+    }
+
+    #[test]
+    fn empty_image_list_keeps_socket_refused() {
+        let p = Policy::parse(r#"{"dockerSocketMount":{"images":[]}}"#, "p").unwrap();
+        assert!(!p.allow_engine_socket);
+    }
+
+    #[test]
+    fn runc_section_overrides_pool_and_roots() {
+        let p = Policy::parse(
+            r#"{"eciRunc":{"idPool":{"start":200000,"ranges":10},"engineDataRoots":["/d"]}}"#,
+            "p",
+        )
+        .unwrap();
+        assert_eq!((p.pool_start, p.pool_ranges), (200_000, 10));
+        assert_eq!(p.engine_data_roots, vec!["/d".to_string()]);
+    }
+
+    #[test]
+    fn bad_pool_and_relative_prefix_are_errors_naming_the_key() {
+        let e = Policy::parse(
+            r#"{"eciRunc":{"idPool":{"start":100000,"ranges":70000}}}"#,
+            "p",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("eciRunc.idPool"), "{e}");
+        let e = Policy::parse(r#"{"eciRunc":{"idPool":{"start":0,"ranges":1}}}"#, "p")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("idPool.start"), "{e}");
+        let e = Policy::parse(r#"{"bindMounts":{"allowedVmPrefixes":["mnt"]}}"#, "p")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("allowedVmPrefixes"), "{e}");
+        let e = Policy::parse(r#"{"eciRunc":{"idPol":{}}}"#, "p")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("idPol"), "{e}");
+    }
+
+    #[test]
+    fn missing_file_gives_defaults_and_malformed_is_error() {
+        let dir = std::env::temp_dir().join(format!("eci-policy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(
+            Policy::load(&dir.join("absent.json")).unwrap(),
+            Policy::default()
+        );
+        let f = dir.join("bad.json");
+        std::fs::write(&f, "{").unwrap();
+        let e = Policy::load(&f).unwrap_err().to_string();
+        assert!(e.contains("bad.json"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

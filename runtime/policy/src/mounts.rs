@@ -1,0 +1,430 @@
+//! Which mounts a container may have (SPEC B1, B2, B3, B4 runtime side).
+
+use eci_vm_config::is_within;
+
+use crate::spec::Spec;
+use crate::{Policy, PolicyError};
+
+/// Filesystems the runtime creates fresh inside the container's own namespaces; none of them
+/// exposes a VM path.
+pub const VIRTUAL_FS_TYPES: &[&str] = &[
+    "proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2",
+];
+
+/// `/proc` files a later release may cover with per-container emulation (SPEC F1, F3); any
+/// other destination under `/proc` could hide a mask, so it is refused.
+pub const ALLOWED_PROC_DESTINATIONS: &[&str] = &[
+    "/proc/cpuinfo",
+    "/proc/meminfo",
+    "/proc/stat",
+    "/proc/uptime",
+    "/proc/loadavg",
+    "/proc/diskstats",
+    "/proc/swaps",
+];
+
+/// Why a bind source is allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindKind {
+    /// Under a host-share prefix (SPEC B1).
+    HostShare,
+    /// A file the engine made for this very container (resolv.conf, hosts, hostname, shm,
+    /// secrets), a named volume, or docker-init (SPEC B3).
+    EngineInternal,
+    /// The engine socket, allowed by the policy (the guard checks the image, SPEC B4).
+    EngineSocket,
+}
+
+/// What the caller knows about the mount besides its source.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BindContext<'a> {
+    /// The id of the container being created; engine files are only recognised for their own
+    /// container (`<data-root>/containers/<id>/...`). The API guard passes `None`.
+    pub container_id: Option<&'a str>,
+    /// Where the mount lands inside the container.
+    pub destination: Option<&'a str>,
+}
+
+/// The refusal text of SPEC B2.
+pub fn restricted_mount_message(path: &str) -> String {
+    PolicyError::RestrictedMount(path.to_string()).to_string()
+}
+
+/// `path` with `//`, `.` and `..` resolved lexically (`..` at the root stays at the root).
+/// Relative input stays relative. Symlinks are not followed: callers that can resolve them (the
+/// runtime) check the resolved path too.
+pub fn normalize_path(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    if path.starts_with('/') {
+        format!("/{}", parts.join("/"))
+    } else {
+        parts.join("/")
+    }
+}
+
+/// Decide whether a bind mount of VM path `source` is allowed (SPEC B1-B4).
+pub fn check_bind_source(
+    source: &str,
+    policy: &Policy,
+    ctx: &BindContext<'_>,
+) -> Result<BindKind, PolicyError> {
+    if !source.starts_with('/') {
+        return Err(PolicyError::RelativeSource(source.to_string()));
+    }
+    let path = normalize_path(source);
+    if policy
+        .engine_sockets
+        .iter()
+        .any(|s| normalize_path(s) == path)
+    {
+        return if policy.allow_engine_socket {
+            Ok(BindKind::EngineSocket)
+        } else {
+            Err(PolicyError::EngineSocket(source.to_string()))
+        };
+    }
+    if policy
+        .allowed_bind_prefixes
+        .iter()
+        .any(|p| is_within(&path, &normalize_path(p)))
+    {
+        return Ok(BindKind::HostShare);
+    }
+    for root in &policy.engine_data_roots {
+        let root = normalize_path(root);
+        if let Some(id) = ctx.container_id {
+            if !id.is_empty() && !id.contains('/') && id != "." && id != ".." {
+                let own = format!("{root}/containers/{id}");
+                if path != own && is_within(&path, &own) {
+                    return Ok(BindKind::EngineInternal);
+                }
+            }
+        }
+        // <root>/volumes/<name>/_data and below: a local named volume.
+        if let Some(rest) = path.strip_prefix(&format!("{root}/volumes/")) {
+            let mut it = rest.split('/');
+            if let (Some(name), Some("_data")) = (it.next(), it.next()) {
+                if !name.is_empty() {
+                    return Ok(BindKind::EngineInternal);
+                }
+            }
+        }
+    }
+    let dest_ok = ctx
+        .destination
+        .map_or(true, |d| normalize_path(d) == "/sbin/docker-init");
+    if dest_ok
+        && policy
+            .init_binaries
+            .iter()
+            .any(|b| normalize_path(b) == path)
+    {
+        return Ok(BindKind::EngineInternal);
+    }
+    Err(PolicyError::RestrictedMount(source.to_string()))
+}
+
+/// Check every mount of `spec` (SPEC B1-B4): binds by source, other mounts by type, and no
+/// destination under `/proc` that could cover a mask.
+pub fn check_mounts(
+    spec: &Spec,
+    policy: &Policy,
+    container_id: &str,
+) -> Result<Vec<BindKind>, PolicyError> {
+    let mut kinds = Vec::new();
+    for m in &spec.mounts {
+        let dest = normalize_path(&m.destination);
+        let is_proc_root = dest == "/proc" && m.kind.as_deref() == Some("proc");
+        if (dest == "/proc" || dest.starts_with("/proc/"))
+            && !is_proc_root
+            && !ALLOWED_PROC_DESTINATIONS.contains(&dest.as_str())
+        {
+            return Err(PolicyError::ProcDestination(m.destination.clone()));
+        }
+        if m.is_bind() {
+            let src = m.source.as_deref().unwrap_or("");
+            let ctx = BindContext {
+                container_id: Some(container_id),
+                destination: Some(&m.destination),
+            };
+            kinds.push(check_bind_source(src, policy, &ctx)?);
+            continue;
+        }
+        let kind = m.kind.as_deref().unwrap_or("");
+        if !VIRTUAL_FS_TYPES.contains(&kind) {
+            return Err(PolicyError::MountType {
+                kind: kind.to_string(),
+                destination: m.destination.clone(),
+                allowed: VIRTUAL_FS_TYPES.join(", "),
+            });
+        }
+    }
+    Ok(kinds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Mount;
+
+    fn pol() -> Policy {
+        Policy {
+            engine_data_roots: vec!["/var/lib/docker".into(), "/tmp/e2e/data".into()],
+            ..Policy::default()
+        }
+    }
+
+    fn ctx<'a>(id: &'a str, dest: &'a str) -> BindContext<'a> {
+        BindContext {
+            container_id: Some(id),
+            destination: Some(dest),
+        }
+    }
+
+    #[test]
+    fn normalize_handles_dots_and_slashes() {
+        assert_eq!(normalize_path("/mnt/host/../../etc"), "/etc");
+        assert_eq!(normalize_path("//mnt///host/./x/"), "/mnt/host/x");
+        assert_eq!(normalize_path("/.."), "/");
+        assert_eq!(normalize_path("/"), "/");
+        assert_eq!(normalize_path("a/./b"), "a/b");
+    }
+
+    #[test]
+    fn host_share_paths_are_allowed() {
+        let p = pol();
+        for src in ["/mnt/host", "/mnt/host/c/src", "/mnt/host/home/me/x/../y"] {
+            assert_eq!(
+                check_bind_source(src, &p, &BindContext::default()),
+                Ok(BindKind::HostShare),
+                "{src}"
+            );
+        }
+    }
+
+    #[test]
+    fn vm_paths_are_refused_with_the_spec_message() {
+        let p = pol();
+        for src in [
+            "/etc",
+            "/",
+            "/mnt/hostile",
+            "/mnt/host/../etc",
+            "/var/lib/docker",
+            "/var/lib/docker/containers",
+            "/var/lib/docker/volumes",
+            "/var/lib/docker/volumes/x",
+            "/var/lib/docker/volumes//_data",
+            "/usr/bin/docker",
+        ] {
+            let e = check_bind_source(src, &p, &ctx("abc", "/x")).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("can't mount {src} because it's configured as a restricted host mount")
+            );
+        }
+        assert_eq!(
+            restricted_mount_message("/etc"),
+            "can't mount /etc because it's configured as a restricted host mount"
+        );
+    }
+
+    #[test]
+    fn relative_source_is_refused() {
+        assert!(matches!(
+            check_bind_source("etc", &pol(), &BindContext::default()),
+            Err(PolicyError::RelativeSource(_))
+        ));
+    }
+
+    #[test]
+    fn engine_files_only_for_their_own_container() {
+        let p = pol();
+        let c = ctx("abc", "/etc/hosts");
+        for src in [
+            "/var/lib/docker/containers/abc/hosts",
+            "/var/lib/docker/containers/abc/resolv.conf",
+            "/var/lib/docker/containers/abc/hostname",
+            "/var/lib/docker/containers/abc/mounts/shm",
+            "/var/lib/docker/containers/abc/mounts/secrets",
+            "/tmp/e2e/data/containers/abc/hosts",
+        ] {
+            assert_eq!(check_bind_source(src, &p, &c), Ok(BindKind::EngineInternal));
+        }
+        // Another container's files, the folder itself, escapes and the guard's view.
+        for (src, id) in [
+            ("/var/lib/docker/containers/other/hosts", Some("abc")),
+            ("/var/lib/docker/containers/abc", Some("abc")),
+            ("/var/lib/docker/containers/abc/../other/hosts", Some("abc")),
+            ("/var/lib/docker/containers/abc/hosts", None),
+            ("/var/lib/docker/containers/x/hosts", Some("..")),
+            ("/var/lib/docker/containers/hosts", Some("")),
+        ] {
+            let c = BindContext {
+                container_id: id,
+                destination: None,
+            };
+            assert!(check_bind_source(src, &p, &c).is_err(), "{src} {id:?}");
+        }
+    }
+
+    #[test]
+    fn named_volumes_are_engine_internal() {
+        let p = pol();
+        for src in [
+            "/var/lib/docker/volumes/data/_data",
+            "/var/lib/docker/volumes/data/_data/sub",
+            "/tmp/e2e/data/volumes/v/_data",
+        ] {
+            assert_eq!(
+                check_bind_source(src, &p, &BindContext::default()),
+                Ok(BindKind::EngineInternal)
+            );
+        }
+        assert!(check_bind_source(
+            "/var/lib/docker/volumes/metadata.db",
+            &p,
+            &BindContext::default()
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn docker_init_only_at_its_destination() {
+        let p = pol();
+        assert_eq!(
+            check_bind_source("/usr/bin/docker-init", &p, &ctx("a", "/sbin/docker-init")),
+            Ok(BindKind::EngineInternal)
+        );
+        assert!(check_bind_source("/usr/bin/docker-init", &p, &ctx("a", "/bin/sh")).is_err());
+    }
+
+    #[test]
+    fn engine_socket_refused_unless_policy_allows() {
+        let mut p = pol();
+        for s in [
+            "/var/run/docker.sock",
+            "/run/docker.sock",
+            "/run/eci/dockerd.sock",
+            "/run/containerd/containerd.sock",
+            "/var/run/../run/docker.sock",
+        ] {
+            let e = check_bind_source(s, &p, &BindContext::default()).unwrap_err();
+            assert!(matches!(e, PolicyError::EngineSocket(_)), "{s}");
+            assert!(e.to_string().contains("dockerSocketMount"));
+        }
+        p.allow_engine_socket = true;
+        assert_eq!(
+            check_bind_source("/var/run/docker.sock", &p, &BindContext::default()),
+            Ok(BindKind::EngineSocket)
+        );
+        // A socket under a shared prefix is still the socket when listed.
+        p.allow_engine_socket = false;
+        p.engine_sockets.push("/mnt/host/run/docker.sock".into());
+        assert!(
+            check_bind_source("/mnt/host/run/docker.sock", &p, &BindContext::default()).is_err()
+        );
+    }
+
+    fn m(dest: &str, kind: Option<&str>, src: Option<&str>, opts: &[&str]) -> Mount {
+        Mount {
+            destination: dest.into(),
+            kind: kind.map(Into::into),
+            source: src.map(Into::into),
+            options: opts.iter().map(|s| s.to_string()).collect(),
+            ..Mount::default()
+        }
+    }
+
+    fn docker_like(extra: Vec<Mount>) -> Spec {
+        let mut s = Spec {
+            mounts: vec![
+                m("/proc", Some("proc"), Some("proc"), &[]),
+                m("/dev", Some("tmpfs"), Some("tmpfs"), &["nosuid"]),
+                m("/dev/pts", Some("devpts"), Some("devpts"), &[]),
+                m("/sys", Some("sysfs"), Some("sysfs"), &["ro"]),
+                m("/sys/fs/cgroup", Some("cgroup"), Some("cgroup"), &["ro"]),
+                m("/dev/mqueue", Some("mqueue"), Some("mqueue"), &[]),
+                m("/dev/shm", Some("tmpfs"), Some("shm"), &[]),
+                m(
+                    "/etc/hosts",
+                    Some("bind"),
+                    Some("/var/lib/docker/containers/id1/hosts"),
+                    &["rbind", "rprivate"],
+                ),
+            ],
+            ..Spec::default()
+        };
+        s.mounts.extend(extra);
+        s
+    }
+
+    #[test]
+    fn a_docker_spec_passes() {
+        let kinds = check_mounts(&docker_like(vec![]), &pol(), "id1").unwrap();
+        assert_eq!(kinds, vec![BindKind::EngineInternal]);
+    }
+
+    #[test]
+    fn bind_spellings_are_all_checked() {
+        for mnt in [
+            m("/x", Some("bind"), Some("/etc"), &["rbind"]),
+            m("/x", None, Some("/etc"), &["bind"]),
+            m("/x", Some("none"), Some("/etc"), &["rbind", "ro"]),
+        ] {
+            let e = check_mounts(&docker_like(vec![mnt]), &pol(), "id1").unwrap_err();
+            assert_eq!(e, PolicyError::RestrictedMount("/etc".into()));
+        }
+    }
+
+    #[test]
+    fn block_backed_and_unknown_types_are_refused() {
+        for kind in ["ext4", "overlay", "nfs", "devtmpfs", ""] {
+            let e = check_mounts(
+                &docker_like(vec![m("/x", Some(kind), Some("/dev/vda"), &[])]),
+                &pol(),
+                "id1",
+            )
+            .unwrap_err();
+            assert!(matches!(e, PolicyError::MountType { .. }), "{kind}");
+        }
+    }
+
+    #[test]
+    fn proc_destinations_are_limited() {
+        let e = check_mounts(
+            &docker_like(vec![m("/proc/sys", Some("tmpfs"), Some("t"), &[])]),
+            &pol(),
+            "id1",
+        )
+        .unwrap_err();
+        assert!(matches!(e, PolicyError::ProcDestination(_)));
+        let e = check_mounts(
+            &docker_like(vec![m("/proc", Some("tmpfs"), Some("t"), &[])]),
+            &pol(),
+            "id1",
+        )
+        .unwrap_err();
+        assert!(matches!(e, PolicyError::ProcDestination(_)));
+        check_mounts(
+            &docker_like(vec![m(
+                "/proc/uptime",
+                Some("bind"),
+                Some("/mnt/host/up"),
+                &["bind"],
+            )]),
+            &pol(),
+            "id1",
+        )
+        .unwrap();
+    }
+}
