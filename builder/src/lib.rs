@@ -11,3 +11,4 @@ pub mod pipeline;
 pub mod rootfs;
 pub mod spec;
 pub mod kernel;
+pub mod binaries;

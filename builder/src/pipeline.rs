@@ -6,10 +6,10 @@
 use crate::artifact::{self, BuildInfo, BuildManifest, SbomPackage};
 use crate::fetch::{self, Cache, FetchItem, FetchOptions, FetchSummary};
 use crate::initramfs::Compression;
-use crate::kernel;
 use crate::lock::{self, Lockfile};
 use crate::rootfs::{self, Package};
 use crate::spec::{self, CompressionName, ImageSpec};
+use crate::{binaries, kernel};
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -175,7 +175,8 @@ pub fn build_image(req: &ImageRequest) -> Result<ImageReport> {
         });
     }
     let epoch = source_date_epoch(u64::try_from(lock.source_date_epoch).unwrap_or(0))?;
-    let rootfs = rootfs::assemble(&spec, packages, epoch)?;
+    let binaries = binaries::build(&spec.binaries, &binaries::workspace_root())?;
+    let rootfs = rootfs::assemble(&spec, packages, binaries, epoch)?;
     let kernel_report = kernel::check_image(
         &spec,
         &rootfs.kernel.config,

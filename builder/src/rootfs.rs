@@ -113,6 +113,7 @@ fn man(context: impl Into<String>) -> impl FnOnce(ManifestError) -> RootfsError 
 pub fn assemble(
     spec: &ImageSpec,
     mut packages: Vec<Package>,
+    binaries: Vec<crate::binaries::Built>,
     epoch: u64,
 ) -> Result<Rootfs, RootfsError> {
     packages.sort_by(|a, b| a.name.cmp(&b.name));
@@ -204,6 +205,9 @@ pub fn assemble(
         epoch,
     )?;
 
+    for b in binaries {
+        insert(&mut manifest, &b.path, Entry::file(b.bytes, 0o755), epoch)?;
+    }
     bake_settings(spec, &mut manifest, epoch)?;
     render_files(spec, &kernel, &module_names, &mut manifest, epoch)?;
     let status = dpkg_status(&records);

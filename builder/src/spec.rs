@@ -81,6 +81,18 @@ pub struct ImageSpec {
     pub remove: Vec<String>,
     pub settings: Option<PathBuf>,
     pub initramfs: InitramfsOptions,
+    pub binaries: Vec<WorkspaceBinary>,
+}
+
+/// A binary built from this workspace (`cargo build --release --bin NAME`) and installed in
+/// the VM: the runtime side of eci ships this way.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceBinary {
+    /// The cargo binary target name.
+    pub bin: String,
+    /// Where it goes in the VM.
+    pub path: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,6 +225,8 @@ struct Layer {
     remove: Vec<String>,
     settings: Option<String>,
     initramfs: Option<InitramfsLayer>,
+    #[serde(default)]
+    binaries: Vec<WorkspaceBinary>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -466,6 +480,7 @@ fn merge(chain: Vec<Parsed>) -> Result<ImageSpec, SpecError> {
     let mut remove = Vec::new();
     let mut settings = None;
     let mut compression = CompressionName::Zstd;
+    let mut binaries: Vec<WorkspaceBinary> = Vec::new();
 
     for (idx, parsed) in chain.iter().enumerate().rev() {
         let layer = &parsed.layer;
@@ -525,6 +540,23 @@ fn merge(chain: Vec<Parsed>) -> Result<ImageSpec, SpecError> {
         }
         if let Some(i) = &layer.initramfs {
             compression = i.compression;
+        }
+        for b in &layer.binaries {
+            check_absolute(parsed, "binaries.path", &b.path)?;
+            if b.bin.is_empty()
+                || !b
+                    .bin
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(SpecError::Invalid {
+                    location: parsed.locate(&b.bin),
+                    field: "binaries.bin".into(),
+                    message: format!("`{}` is not a cargo binary name", b.bin),
+                });
+            }
+            binaries.retain(|x| x.path != b.path);
+            binaries.push(b.clone());
         }
         for a in &layer.alternatives {
             check_absolute(parsed, "alternatives.link", &a.link)?;
@@ -619,6 +651,7 @@ fn merge(chain: Vec<Parsed>) -> Result<ImageSpec, SpecError> {
         remove,
         settings,
         initramfs: InitramfsOptions { compression },
+        binaries,
     })
 }
 
@@ -821,6 +854,28 @@ groups:
         );
         let msg = load(&p).unwrap_err().to_string();
         assert!(msg.contains("declared twice"), "{msg}");
+    }
+
+    #[test]
+    fn workspace_binaries_are_validated_and_replaced_by_path() {
+        let fx = Fixture::new();
+        fx.write("base.yaml", BASE);
+        let p = fx.write(
+            "t.yaml",
+            "extends: base.yaml\ntarget: t\nbinaries:\n  - {bin: eci-runc, path: /usr/bin/eci-runc}\n  - {bin: eci-runc2, path: /usr/bin/eci-runc}\n",
+        );
+        let spec = load(&p).unwrap();
+        assert_eq!(spec.binaries.len(), 1);
+        assert_eq!(spec.binaries[0].bin, "eci-runc2");
+        let p = fx.write(
+            "u.yaml",
+            "extends: base.yaml\ntarget: t\nbinaries:\n  - {bin: \"../x\", path: /usr/bin/x}\n",
+        );
+        let msg = load(&p).unwrap_err().to_string();
+        assert!(
+            msg.contains("u.yaml:4:") && msg.contains("cargo binary name"),
+            "{msg}"
+        );
     }
 
     #[test]
