@@ -1,0 +1,196 @@
+//! The audit log (SPEC S5): one JSON object per line for every decision.
+//!
+//! Lines are handed to a writer thread so a slow disk never stalls a request; the thread
+//! flushes whenever it has nothing queued, so a line is on disk moments after its request.
+
+use std::fs::OpenOptions;
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+/// One audit line.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Record {
+    /// RFC 3339, UTC, milliseconds.
+    pub time: String,
+    /// `request` for API calls; `settings`, `pin`, `start` for the guard's own events.
+    pub event: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listener: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_pid: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_uid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// `allow`, `rewrite`, `refuse` (or `info`/`error` for guard events).
+    pub decision: &'static str,
+    /// The status the client got: the guard's for refusals, dockerd's otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// SPEC items behind the decision.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<&'static str>,
+    /// The error message for refusals.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+impl Record {
+    pub fn event(
+        event: &'static str,
+        decision: &'static str,
+        message: impl Into<String>,
+    ) -> Record {
+        Record {
+            time: now_rfc3339(),
+            event,
+            listener: None,
+            socket: None,
+            peer_pid: None,
+            peer_uid: None,
+            method: None,
+            path: None,
+            decision,
+            status: None,
+            rules: Vec::new(),
+            message: Some(message.into()),
+            notes: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AuditLog {
+    tx: mpsc::Sender<String>,
+}
+
+impl AuditLog {
+    /// Append to `path` (`-` for standard output).
+    pub fn open(path: &Path) -> io::Result<AuditLog> {
+        let sink: Box<dyn Write + Send> = if path == Path::new("-") {
+            Box::new(io::stdout())
+        } else {
+            use std::os::unix::fs::OpenOptionsExt;
+            Box::new(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .mode(0o600)
+                    .open(path)?,
+            )
+        };
+        let (tx, rx) = mpsc::channel::<String>();
+        std::thread::Builder::new()
+            .name("eci-guard-audit".into())
+            .spawn(move || {
+                let mut w = BufWriter::new(sink);
+                while let Ok(line) = rx.recv() {
+                    let mut ok = w.write_all(line.as_bytes()).is_ok();
+                    while let Ok(more) = rx.try_recv() {
+                        ok &= w.write_all(more.as_bytes()).is_ok();
+                    }
+                    if !(ok && w.flush().is_ok()) {
+                        eprintln!("eci-guard: cannot write the audit log; decisions go on but are not recorded");
+                    }
+                }
+            })?;
+        Ok(AuditLog { tx })
+    }
+
+    pub fn write(&self, record: &Record) {
+        let mut line = serde_json::to_string(record).unwrap_or_else(|e| {
+            format!("{{\"event\":\"error\",\"message\":\"unserialisable record: {e}\"}}")
+        });
+        line.push('\n');
+        // The writer thread only ends with the process.
+        let _ = self.tx.send(line);
+    }
+}
+
+/// `2026-11-29T00:07:37.123Z`
+pub fn now_rfc3339() -> String {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    format_rfc3339(d.as_secs() as i64, d.subsec_millis())
+}
+
+pub fn format_rfc3339(secs: i64, millis: u32) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's
+/// algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        assert_eq!(format_rfc3339(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(format_rfc3339(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+        assert_eq!(
+            format_rfc3339(1_795_910_857, 123),
+            "2026-11-29T00:07:37.123Z"
+        );
+        assert_eq!(format_rfc3339(-1, 0), "1969-12-31T23:59:59.000Z");
+    }
+
+    #[test]
+    fn records_are_single_json_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::open(&path).unwrap();
+        let mut r = Record::event("request", "refuse", "can't mount /etc\nbecause");
+        r.rules = vec!["B2"];
+        r.status = Some(403);
+        log.write(&r);
+        log.write(&Record::event("start", "info", "listening"));
+        let mut text = String::new();
+        for _ in 0..200 {
+            text = std::fs::read_to_string(&path).unwrap();
+            if text.lines().count() == 2 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(v["decision"], "refuse");
+        assert_eq!(v["rules"][0], "B2");
+        assert_eq!(v["status"], 403);
+        assert!(v.get("listener").is_none());
+    }
+}

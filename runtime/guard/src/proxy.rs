@@ -1,0 +1,880 @@
+//! The edge: unix-socket listeners, HTTP/1 with upgrades (hyper), forwarding to dockerd.
+//!
+//! Per request: parse the path like dockerd, read the JSON body only for the endpoints the
+//! policy inspects (capped), gather facts from the engine, call [`decide`], audit, and then
+//! either answer with Docker's error shape or forward. Everything else (build contexts,
+//! image tarballs, log and event streams, attach/exec/BuildKit upgrades) streams through.
+
+use std::convert::Infallible;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::pin::Pin as StdPin;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request as HttpRequest, Response, StatusCode};
+use http_body::{Body as HttpBody, Frame};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::{json, Value};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Mutex as AsyncMutex, Semaphore};
+
+use crate::audit::{now_rfc3339, AuditLog, Record};
+use crate::engine::{connect, empty, full, real_path, Body, Engine};
+use crate::facts::Facts;
+use crate::images::{first_seen_pins, pull_pins};
+use crate::paths::{clean, parse_query, query_first, ApiPath};
+use crate::pins::{write_atomic, PinStore};
+use crate::policy::{
+    decide, facts_needed, needs_body, paths_to_resolve, Decision, Request, Role, Sockets,
+};
+use crate::routes::{classify, Endpoint};
+use crate::settings::{load_settings, parse_settings, Policy};
+
+/// One listening socket and the role of the requests that arrive on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub path: PathBuf,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listeners: Vec<Listener>,
+    pub upstream: PathBuf,
+    pub settings: PathBuf,
+    pub audit_log: PathBuf,
+    /// Image pins and the last good settings; `None` keeps them in memory.
+    pub state_dir: Option<PathBuf>,
+    /// Other paths that name the engine socket in bind mounts (`/var/run/docker.sock`).
+    pub engine_aliases: Vec<PathBuf>,
+    pub socket_mode: u32,
+    /// Cap on JSON bodies the policy reads.
+    pub max_body: usize,
+    pub settings_poll: Duration,
+    /// How long to wait for dockerd at start before serving without first-seen pins.
+    pub upstream_wait: Duration,
+    pub max_connections: usize,
+}
+
+impl Config {
+    pub fn new(
+        listeners: Vec<Listener>,
+        upstream: PathBuf,
+        settings: PathBuf,
+        audit_log: PathBuf,
+    ) -> Config {
+        Config {
+            listeners,
+            upstream,
+            settings,
+            audit_log,
+            state_dir: None,
+            engine_aliases: vec!["/var/run/docker.sock".into(), "/run/docker.sock".into()],
+            socket_mode: 0o660,
+            max_body: 16 << 20,
+            settings_poll: Duration::from_secs(2),
+            upstream_wait: Duration::from_secs(30),
+            max_connections: 4096,
+        }
+    }
+}
+
+pub const LAST_GOOD_SETTINGS: &str = "last-good-settings.json";
+
+/// State shared by every connection.
+pub struct Shared {
+    policy: RwLock<Arc<Policy>>,
+    sockets: Sockets,
+    pins: PinStore,
+    audit: AuditLog,
+    engine: Engine,
+    max_body: usize,
+}
+
+impl Shared {
+    fn policy(&self) -> Arc<Policy> {
+        self.policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// Paths naming the engine socket: as written and with symlinked folders resolved (the
+/// socket itself may not exist yet).
+fn engine_socket_names(paths: &[PathBuf]) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in paths {
+        let Some(s) = p.to_str() else { continue };
+        let lexical = clean(s);
+        if let Some(real) = real_path(&lexical) {
+            out.push(real);
+        }
+        out.push(lexical);
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Load settings; when the file is bad, fall back to the last good copy in the state folder.
+fn initial_policy(config: &Config, audit: &AuditLog) -> anyhow::Result<Policy> {
+    match load_settings(&config.settings) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                audit.write(&Record::event("settings", "info", w.to_string()));
+            }
+            if let Some(dir) = &config.state_dir {
+                if let Ok(text) = std::fs::read(&config.settings) {
+                    let _ = std::fs::create_dir_all(dir);
+                    write_atomic(&dir.join(LAST_GOOD_SETTINGS), &text)?;
+                }
+            }
+            Ok(loaded.policy)
+        }
+        Err(e) => {
+            let last = config
+                .state_dir
+                .as_ref()
+                .map(|d| d.join(LAST_GOOD_SETTINGS));
+            let text = last.as_ref().and_then(|p| std::fs::read_to_string(p).ok());
+            match text {
+                Some(text) => {
+                    let msg = format!(
+                        "{e}\nusing the last good settings from {}",
+                        last.unwrap().display()
+                    );
+                    eprintln!("eci-guard: {msg}");
+                    audit.write(&Record::event("settings", "error", msg));
+                    Ok(parse_settings(&text, LAST_GOOD_SETTINGS)?.policy)
+                }
+                None => Err(anyhow::anyhow!("{e}")),
+            }
+        }
+    }
+}
+
+/// Pin the allowed references the engine has now (see [`crate::images`]).
+async fn pin_first_seen(shared: &Shared) -> Result<usize, String> {
+    let policy = shared.policy();
+    if policy.socket_images.is_empty() {
+        return Ok(0);
+    }
+    let images = shared
+        .engine
+        .all_images()
+        .await
+        .map_err(|e| e.to_string())?;
+    let updates = first_seen_pins(&policy, &shared.pins.snapshot(), &images);
+    shared.pins.apply(&updates).map_err(|e| e.to_string())?;
+    for u in &updates {
+        shared.audit.write(&Record::event(
+            "pin",
+            "info",
+            format!("{} pinned to {} (first seen)", u.reference, u.pin.id),
+        ));
+    }
+    Ok(updates.len())
+}
+
+/// Run the guard until the process is stopped.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let audit = AuditLog::open(&config.audit_log).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open the audit log {}: {e}",
+            config.audit_log.display()
+        )
+    })?;
+    let policy = initial_policy(&config, &audit)?;
+    let pins = match &config.state_dir {
+        Some(d) => PinStore::open(d)?,
+        None => PinStore::in_memory(),
+    };
+    let mut engine_paths: Vec<PathBuf> = config
+        .listeners
+        .iter()
+        .filter(|l| l.role == Role::User)
+        .map(|l| l.path.clone())
+        .collect();
+    engine_paths.extend(config.engine_aliases.iter().cloned());
+    let container = config
+        .listeners
+        .iter()
+        .find(|l| l.role == Role::Container)
+        .map(|l| clean(&l.path.to_string_lossy()));
+    let sockets = Sockets {
+        engine: engine_socket_names(&engine_paths),
+        container,
+    };
+    let shared = Arc::new(Shared {
+        policy: RwLock::new(Arc::new(policy)),
+        sockets,
+        pins,
+        audit,
+        engine: Engine::new(&config.upstream),
+        max_body: config.max_body,
+    });
+
+    // Pin before serving, so the first socket-mount check already knows the allowed images.
+    let deadline = tokio::time::Instant::now() + config.upstream_wait;
+    loop {
+        match pin_first_seen(&shared).await {
+            Ok(_) => break,
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                shared.audit.write(&Record::event(
+                    "pin",
+                    "error",
+                    format!("cannot list images yet: {e}; retrying in the background"),
+                ));
+                let s = shared.clone();
+                tokio::spawn(async move {
+                    while pin_first_seen(&s).await.is_err() {
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                    }
+                });
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+
+    let limit = Arc::new(Semaphore::new(config.max_connections));
+    let mut tasks = Vec::new();
+    for l in &config.listeners {
+        let listener = bind(&l.path, config.socket_mode)?;
+        shared.audit.write(&Record::event(
+            "start",
+            "info",
+            format!(
+                "listening on {} ({} role), upstream {}",
+                l.path.display(),
+                l.role.as_str(),
+                config.upstream.display()
+            ),
+        ));
+        tasks.push(tokio::spawn(accept_loop(
+            listener,
+            l.clone(),
+            shared.clone(),
+            limit.clone(),
+        )));
+    }
+    tokio::spawn(watch_settings(config.clone(), shared.clone()));
+    for t in tasks {
+        t.await?;
+    }
+    Ok(())
+}
+
+fn bind(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)?,
+        Ok(_) => anyhow::bail!(
+            "{} exists and is not a socket; refusing to replace it",
+            path.display()
+        ),
+        Err(_) => {}
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let l = UnixListener::bind(path)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(l)
+}
+
+async fn accept_loop(
+    listener: UnixListener,
+    l: Listener,
+    shared: Arc<Shared>,
+    limit: Arc<Semaphore>,
+) {
+    loop {
+        let permit = match limit.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => return,
+        };
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                eprintln!("eci-guard: accept on {}: {e}", l.path.display());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        let l = l.clone();
+        tokio::spawn(async move {
+            serve_connection(stream, l, shared).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Per client connection: who it is and the upstream connection it reuses.
+struct Conn {
+    listener: Listener,
+    peer_pid: Option<i32>,
+    peer_uid: Option<u32>,
+    upstream: AsyncMutex<Option<SendRequest<Body>>>,
+}
+
+async fn serve_connection(stream: UnixStream, listener: Listener, shared: Arc<Shared>) {
+    let cred = stream.peer_cred().ok();
+    let conn = Arc::new(Conn {
+        listener,
+        peer_pid: cred.as_ref().and_then(|c| c.pid()),
+        peer_uid: cred.as_ref().map(|c| c.uid()),
+        upstream: AsyncMutex::new(None),
+    });
+    let service = service_fn(move |req| {
+        let shared = shared.clone();
+        let conn = conn.clone();
+        async move { Ok::<_, Infallible>(handle(shared, conn, req).await) }
+    });
+    // Client hang-ups and malformed HTTP end the connection here; hyper has already answered
+    // 4xx where an answer was possible, and nothing else is shared with other connections.
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(60))
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades()
+        .await;
+}
+
+/// Docker's error shape; the CLI prints `Error response from daemon: <message>`.
+pub fn docker_error(status: u16, message: &str) -> Response<Body> {
+    let body = serde_json::to_vec(&json!({ "message": message })).expect("json");
+    Response::builder()
+        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN))
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_LENGTH, body.len())
+        .body(full(body))
+        .expect("static response parts are valid")
+}
+
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Copy end-to-end headers. For upgrades, `Connection` and `Upgrade` are the point of the
+/// request and go through.
+fn copy_headers(from: &HeaderMap, upgrade: bool) -> HeaderMap {
+    let listed: Vec<String> = from
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .collect();
+    let mut out = HeaderMap::with_capacity(from.len());
+    for (name, value) in from {
+        let n = name.as_str();
+        let hop = HOP_BY_HOP.contains(&n) || listed.iter().any(|l| l == n);
+        let keep_for_upgrade = upgrade && (n == "connection" || n == "upgrade");
+        if !hop || keep_for_upgrade {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+fn wants_upgrade(h: &HeaderMap) -> bool {
+    h.contains_key(header::UPGRADE)
+        && h.get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+}
+
+struct AuditCtx<'a> {
+    shared: &'a Shared,
+    conn: &'a Conn,
+    method: String,
+    path: String,
+}
+
+impl AuditCtx<'_> {
+    fn write(
+        &self,
+        decision: &'static str,
+        status: u16,
+        rules: Vec<&'static str>,
+        message: Option<String>,
+        notes: Vec<String>,
+    ) {
+        self.shared.audit.write(&Record {
+            time: now_rfc3339(),
+            event: "request",
+            listener: Some(self.conn.listener.role.as_str()),
+            socket: Some(self.conn.listener.path.display().to_string()),
+            peer_pid: self.conn.peer_pid,
+            peer_uid: self.conn.peer_uid,
+            method: Some(self.method.clone()),
+            path: Some(self.path.clone()),
+            decision,
+            status: Some(status),
+            rules,
+            message,
+            notes,
+        });
+    }
+
+    fn refuse(
+        &self,
+        status: u16,
+        rules: Vec<&'static str>,
+        message: String,
+        notes: Vec<String>,
+    ) -> Response<Body> {
+        self.write("refuse", status, rules, Some(message.clone()), notes);
+        docker_error(status, &message)
+    }
+}
+
+enum Outgoing {
+    /// Replayable: buffered JSON, a rewritten body, or nothing.
+    Bytes(Option<Bytes>),
+    Stream(Incoming),
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<Conn>,
+    mut req: HttpRequest<Incoming>,
+) -> Response<Body> {
+    let raw_path = req.uri().path().to_string();
+    let raw_query = req.uri().query().unwrap_or("").to_string();
+    let method = req.method().as_str().to_string();
+    let mut ctx = AuditCtx {
+        shared: &shared,
+        conn: &conn,
+        method: method.clone(),
+        path: raw_path.clone(),
+    };
+    let api = match ApiPath::parse(&raw_path) {
+        Ok(a) => a,
+        Err(e) => return ctx.refuse(400, vec![], format!("bad request path: {e}"), vec![]),
+    };
+    ctx.path = api.path.clone();
+    let query = parse_query(&raw_query);
+    let call = classify(&method, &api.segments(), &query);
+    let upgrade = wants_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let policy = shared.policy();
+    let (parts, body) = req.into_parts();
+
+    let mut json_body: Option<Value> = None;
+    let mut outgoing = if needs_body(&call) {
+        let bytes = match Limited::new(body, shared.max_body).collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return ctx.refuse(
+                    413,
+                    vec![],
+                    format!(
+                        "request body is larger than the {} bytes the engine policy reads",
+                        shared.max_body
+                    ),
+                    vec![],
+                )
+            }
+            Err(e) => {
+                return ctx.refuse(
+                    400,
+                    vec![],
+                    format!("cannot read the request body: {e}"),
+                    vec![],
+                )
+            }
+        };
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            json_body = Some(Value::Null);
+        } else {
+            match serde_json::from_slice::<Value>(&bytes) {
+                Ok(v) => json_body = Some(v),
+                Err(e) => {
+                    return ctx.refuse(
+                        400,
+                        vec![],
+                        format!("malformed JSON in the request body: {e}"),
+                        vec![],
+                    )
+                }
+            }
+        }
+        Outgoing::Bytes(Some(bytes))
+    } else if body.is_end_stream() {
+        Outgoing::Bytes(None)
+    } else {
+        Outgoing::Stream(body)
+    };
+
+    let view = Request {
+        method: &method,
+        api: &api,
+        query: &query,
+        call: &call,
+        content_type: content_type.as_deref(),
+        role: conn.listener.role,
+        body: json_body.as_ref(),
+    };
+    let mut facts = Facts::default();
+    for p in paths_to_resolve(json_body.as_ref()) {
+        if let Some(real) = real_path(&p) {
+            facts.real_paths.insert(p, real);
+        }
+    }
+    let q = facts_needed(&view, &policy, &shared.sockets, &facts);
+    if !q.is_empty() {
+        if let Err(e) = shared.engine.gather(&q, &mut facts).await {
+            return ctx.refuse(
+                502,
+                vec![],
+                format!("the engine policy could not inspect the request: {e}"),
+                vec![],
+            );
+        }
+    }
+    let pins = shared.pins.snapshot();
+    let verdict = decide(&view, &policy, &shared.sockets, &pins, &facts);
+    if let Decision::Refuse { status, message } = &verdict.decision {
+        return ctx.refuse(
+            *status,
+            verdict.rules.clone(),
+            message.clone(),
+            verdict.notes.clone(),
+        );
+    }
+    if let Err(e) = shared.pins.apply(&verdict.pins) {
+        shared
+            .audit
+            .write(&Record::event("pin", "error", e.to_string()));
+    }
+    let mut headers = copy_headers(&parts.headers, upgrade);
+    if let Decision::Rewrite(v) = &verdict.decision {
+        let bytes = serde_json::to_vec(v).expect("a JSON value serialises");
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        outgoing = Outgoing::Bytes(Some(Bytes::from(bytes)));
+    }
+
+    let mut uri = api.encoded();
+    if !raw_query.is_empty() {
+        uri.push('?');
+        uri.push_str(&raw_query);
+    }
+    let build = |body: Body| -> HttpRequest<Body> {
+        let mut r = HttpRequest::builder()
+            .method(parts.method.clone())
+            .uri(uri.as_str())
+            .body(body)
+            .expect("method and uri came from a parsed request");
+        *r.headers_mut() = headers.clone();
+        r
+    };
+
+    let sent = match outgoing {
+        Outgoing::Bytes(bytes) if !upgrade => send_reusing(&shared, &conn, &build, bytes).await,
+        Outgoing::Bytes(bytes) => {
+            send_fresh(&shared, build(bytes.map(full).unwrap_or_else(empty))).await
+        }
+        Outgoing::Stream(incoming) => {
+            send_fresh(&shared, build(incoming.map_err(Into::into).boxed())).await
+        }
+    };
+    let mut resp = match sent {
+        Ok(r) => r,
+        Err(e) => {
+            return ctx.refuse(
+                502,
+                verdict.rules,
+                format!("cannot reach the engine: {e}"),
+                verdict.notes,
+            )
+        }
+    };
+    let status = resp.status();
+    ctx.write(
+        verdict.kind(),
+        status.as_u16(),
+        verdict.rules.clone(),
+        None,
+        verdict.notes.clone(),
+    );
+
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                let (Ok(client), Ok(upstream)) = tokio::join!(client_upgrade, upstream_upgrade)
+                else {
+                    return;
+                };
+                let mut client = TokioIo::new(client);
+                let mut upstream = TokioIo::new(upstream);
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            });
+            let mut out = Response::builder().status(status);
+            *out.headers_mut().expect("builder") = resp.headers().clone();
+            return out.body(empty()).expect("valid response");
+        }
+    }
+
+    let (rparts, rbody) = resp.into_parts();
+    let mut out = Response::builder().status(rparts.status);
+    *out.headers_mut().expect("builder") = copy_headers(&rparts.headers, false);
+    let mut body: Body = rbody.map_err(Into::into).boxed();
+    if call.endpoint == Endpoint::ImagePull && status.is_success() {
+        if let Some(reference) = pulled_reference(&query) {
+            body = OnEnd::wrap(body, repin_after_pull(shared.clone(), reference));
+        }
+    }
+    out.body(body).expect("valid response")
+}
+
+async fn send_fresh(shared: &Shared, req: HttpRequest<Body>) -> Result<Response<Incoming>, String> {
+    let mut sender = connect(&shared.engine.socket)
+        .await
+        .map_err(|e| e.to_string())?;
+    sender.send_request(req).await.map_err(|e| e.to_string())
+}
+
+/// Send on the connection's cached upstream connection when it is idle; a request that
+/// fails there before any answer is replayed once on a new connection (its body is bytes).
+async fn send_reusing(
+    shared: &Shared,
+    conn: &Conn,
+    build: &(dyn Fn(Body) -> HttpRequest<Body> + Sync),
+    bytes: Option<Bytes>,
+) -> Result<Response<Incoming>, String> {
+    let body = || bytes.clone().map(full).unwrap_or_else(empty);
+    let mut slot = conn.upstream.lock().await;
+    if let Some(mut sender) = slot.take() {
+        if sender.ready().await.is_ok() {
+            if let Ok(resp) = sender.send_request(build(body())).await {
+                if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+                    *slot = Some(sender);
+                }
+                return Ok(resp);
+            }
+        }
+    }
+    let mut sender = connect(&shared.engine.socket)
+        .await
+        .map_err(|e| e.to_string())?;
+    let resp = sender
+        .send_request(build(body()))
+        .await
+        .map_err(|e| e.to_string())?;
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        *slot = Some(sender);
+    }
+    Ok(resp)
+}
+
+/// `fromImage` + `tag` as dockerd combines them.
+fn pulled_reference(query: &[(String, String)]) -> Option<String> {
+    let image = query_first(query, "fromImage").filter(|s| !s.is_empty())?;
+    match query_first(query, "tag").filter(|s| !s.is_empty()) {
+        Some(t) if t.starts_with("sha256:") => Some(format!("{image}@{t}")),
+        Some(t) => Some(format!("{image}:{t}")),
+        None => Some(image.to_string()),
+    }
+}
+
+fn repin_after_pull(
+    shared: Arc<Shared>,
+    reference: String,
+) -> impl FnOnce() + Send + Sync + 'static {
+    move || {
+        tokio::spawn(async move {
+            let policy = shared.policy();
+            if policy.socket_images.is_empty() {
+                return;
+            }
+            let Ok(Some(img)) = shared.engine.image(&reference).await else {
+                return;
+            };
+            let updates = pull_pins(&policy, &reference, &img);
+            match shared.pins.apply(&updates) {
+                Ok(true) => shared.audit.write(&Record::event(
+                    "pin",
+                    "info",
+                    format!("{reference} re-pinned to {} after a pull", img.id),
+                )),
+                Ok(false) => {}
+                Err(e) => shared
+                    .audit
+                    .write(&Record::event("pin", "error", e.to_string())),
+            }
+        });
+    }
+}
+
+/// A body that runs a callback once it has been read to the end.
+struct OnEnd {
+    inner: Body,
+    on_end: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl OnEnd {
+    fn wrap(inner: Body, f: impl FnOnce() + Send + Sync + 'static) -> Body {
+        BodyExt::boxed(OnEnd {
+            inner,
+            on_end: Some(Box::new(f)),
+        })
+    }
+}
+
+impl HttpBody for OnEnd {
+    type Data = Bytes;
+    type Error = crate::engine::BoxError;
+
+    fn poll_frame(
+        mut self: StdPin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let r = StdPin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = r {
+            if let Some(f) = self.on_end.take() {
+                f();
+            }
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Re-read the settings file when it changes. A bad file is reported and the last good
+/// settings stay in force (SPEC S1).
+async fn watch_settings(config: Config, shared: Arc<Shared>) {
+    let stamp = |p: &Path| -> Option<(SystemTime, u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(p).ok()?;
+        Some((m.modified().ok()?, m.len(), m.ino()))
+    };
+    let mut last = stamp(&config.settings);
+    loop {
+        tokio::time::sleep(config.settings_poll).await;
+        let now = stamp(&config.settings);
+        if now == last {
+            continue;
+        }
+        last = now;
+        match load_settings(&config.settings) {
+            Ok(loaded) => {
+                *shared.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded.policy);
+                if let (Some(dir), Ok(text)) = (&config.state_dir, std::fs::read(&config.settings))
+                {
+                    let _ = write_atomic(&dir.join(LAST_GOOD_SETTINGS), &text);
+                }
+                shared.audit.write(&Record::event(
+                    "settings",
+                    "info",
+                    format!("reloaded {}", config.settings.display()),
+                ));
+                if let Err(e) = pin_first_seen(&shared).await {
+                    shared.audit.write(&Record::event("pin", "error", e));
+                }
+            }
+            Err(e) => {
+                eprintln!("eci-guard: {e}\nkeeping the settings in force");
+                shared.audit.write(&Record::event(
+                    "settings",
+                    "error",
+                    format!("{e}; keeping the settings in force"),
+                ));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_dropped_except_for_upgrades() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("Upgrade, X-Private"),
+        );
+        h.insert(header::UPGRADE, HeaderValue::from_static("tcp"));
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let plain = copy_headers(&h, false);
+        assert_eq!(plain.len(), 1);
+        assert!(plain.contains_key(header::CONTENT_TYPE));
+        let up = copy_headers(&h, true);
+        assert!(up.contains_key(header::UPGRADE) && up.contains_key(header::CONNECTION));
+        assert!(!up.contains_key("x-private"));
+        assert!(wants_upgrade(&h));
+        assert!(!wants_upgrade(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn pulled_references_combine_image_and_tag() {
+        let q = |s: &str| parse_query(s);
+        assert_eq!(
+            pulled_reference(&q("fromImage=docker&tag=cli")).as_deref(),
+            Some("docker:cli")
+        );
+        assert_eq!(
+            pulled_reference(&q("fromImage=docker&tag=sha256:ab")).as_deref(),
+            Some("docker@sha256:ab")
+        );
+        assert_eq!(
+            pulled_reference(&q("fromImage=docker:cli")).as_deref(),
+            Some("docker:cli")
+        );
+        assert_eq!(pulled_reference(&q("fromSrc=-")), None);
+    }
+
+    #[test]
+    fn docker_errors_have_the_message_shape() {
+        let r = docker_error(403, "no");
+        assert_eq!(r.status(), 403);
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+    }
+}
