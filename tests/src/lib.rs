@@ -6,6 +6,9 @@
 
 use std::path::PathBuf;
 
+pub mod guard_engine;
+pub mod runc_engine;
+
 /// The checkout's root folder.
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

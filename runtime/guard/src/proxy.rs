@@ -17,7 +17,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request as HttpRequest, Response, StatusCode};
 use http_body::{Body as HttpBody, Frame};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::service::service_fn;
@@ -492,9 +492,12 @@ async fn handle(
 
     let mut json_body: Option<Value> = None;
     let mut outgoing = if needs_body(&call) {
-        let bytes = match Limited::new(body, shared.max_body).collect().await {
-            Ok(c) => c.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+        let mut body = body;
+        let bytes = match read_capped(&mut body, shared.max_body).await {
+            Ok(b) => b,
+            Err(ReadError::TooLarge) => {
+                // Let the client finish sending so it reads the answer instead of a reset.
+                drain(body).await;
                 return ctx.refuse(
                     413,
                     vec![],
@@ -503,9 +506,9 @@ async fn handle(
                         shared.max_body
                     ),
                     vec![],
-                )
+                );
             }
-            Err(e) => {
+            Err(ReadError::Body(e)) => {
                 return ctx.refuse(
                     400,
                     vec![],
@@ -565,6 +568,9 @@ async fn handle(
     let pins = shared.pins.snapshot();
     let verdict = decide(&view, &policy, &shared.sockets, &pins, &facts);
     if let Decision::Refuse { status, message } = &verdict.decision {
+        if let Outgoing::Stream(incoming) = outgoing {
+            drain(incoming).await;
+        }
         return ctx.refuse(
             *status,
             verdict.rules.clone(),
@@ -656,6 +662,46 @@ async fn handle(
         }
     }
     out.body(body).expect("valid response")
+}
+
+enum ReadError {
+    TooLarge,
+    Body(hyper::Error),
+}
+
+/// The whole body, or `TooLarge` as soon as it passes `max` (the rest stays unread).
+async fn read_capped(body: &mut Incoming, max: usize) -> Result<Bytes, ReadError> {
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(ReadError::Body)?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > max {
+                return Err(ReadError::TooLarge);
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+/// Most a refused request's body is read and thrown away, and for how long, before the
+/// answer goes out anyway.
+const DRAIN_BYTES: usize = 1 << 30;
+const DRAIN_TIME: Duration = Duration::from_secs(30);
+
+/// Read and discard a refused request's body: a client still writing (a build context) gets
+/// a broken pipe instead of the refusal if the connection is answered and closed under it.
+async fn drain(mut body: Incoming) {
+    let deadline = tokio::time::Instant::now() + DRAIN_TIME;
+    let mut seen = 0usize;
+    while let Ok(Some(Ok(frame))) = tokio::time::timeout_at(deadline, body.frame()).await {
+        if let Some(d) = frame.data_ref() {
+            seen += d.len();
+            if seen > DRAIN_BYTES {
+                return;
+            }
+        }
+    }
 }
 
 async fn send_fresh(shared: &Shared, req: HttpRequest<Body>) -> Result<Response<Incoming>, String> {
