@@ -1,0 +1,286 @@
+//! The id-range allocator (SPEC U1, U2): every live container owns one exclusive 65536-id range.
+//!
+//! State: `<dir>/ranges.json`, replaced atomically (write a temporary file, rename it over the
+//! old one; a reader sees the old or the new table, never a torn one), and `<dir>/ranges.lock`, an flock held for the whole read-modify-write so
+//! concurrent creates never hand out one range twice. The lock lives in its own file because
+//! `rename` would otherwise swap the locked inode away.
+//!
+//! Each entry names its owner by container id and state root (`--root`). Recovery is a
+//! reconciliation run under the lock before every allocation: an entry whose container state
+//! folder `<root>/<id>` no longer exists is freed (its runtime crashed before writing state, or
+//! the state root was wiped by a reboot). `delete` releases the entry before removing the folder,
+//! so a crash between the two is healed by the same rule.
+//!
+//! No fsync: the table only has to survive crashes of the runtime, dockerd or containerd, which
+//! the page cache does. After a VM crash or reboot no container survives and the state roots
+//! (in /run) are gone, so reconciliation frees every range anyway; fsync would add several
+//! milliseconds to every create and delete for nothing.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use eci_policy::{IdRange, RANGE_SIZE};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Slot number in the pool: the range starts at `pool_start + slot * 65536`.
+    pub slot: u32,
+    pub start: u32,
+    pub size: u32,
+    pub id: String,
+    pub root: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Table {
+    version: u32,
+    ranges: Vec<Entry>,
+}
+
+pub struct Allocator {
+    dir: PathBuf,
+    pool_start: u32,
+    pool_ranges: u32,
+}
+
+struct Lock(File);
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        // SAFETY: unlocking our own descriptor.
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
+
+impl Allocator {
+    pub fn new(dir: &Path, pool_start: u32, pool_ranges: u32) -> Allocator {
+        Allocator {
+            dir: dir.to_path_buf(),
+            pool_start,
+            pool_ranges,
+        }
+    }
+
+    fn lock(&self) -> Result<Lock, String> {
+        fs::create_dir_all(&self.dir)
+            .map_err(|e| format!("create id allocator folder {}: {e}", self.dir.display()))?;
+        let p = self.dir.join("ranges.lock");
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .map_err(|e| format!("open {}: {e}", p.display()))?;
+        loop {
+            // SAFETY: flock on our descriptor.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                return Ok(Lock(f));
+            }
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EINTR) {
+                return Err(format!("lock {}: {e}", p.display()));
+            }
+        }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.join("ranges.json")
+    }
+
+    fn read(&self) -> Result<Table, String> {
+        match fs::read(self.path()) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+                format!(
+                    "{} is corrupt ({e}); stop all containers and remove it",
+                    self.path().display()
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Table {
+                version: 1,
+                ranges: Vec::new(),
+            }),
+            Err(e) => Err(format!("read {}: {e}", self.path().display())),
+        }
+    }
+
+    fn write(&self, t: &Table) -> Result<(), String> {
+        let tmp = self
+            .dir
+            .join(format!(".ranges.json.{}", std::process::id()));
+        let body = serde_json::to_vec_pretty(t).map_err(|e| e.to_string())?;
+        let res = (|| {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&body)?;
+            fs::rename(&tmp, self.path())
+        })();
+        res.map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            format!("write {}: {e}", self.path().display())
+        })
+    }
+
+    fn reconcile(t: &mut Table) {
+        t.ranges.retain(|e| Path::new(&e.root).join(&e.id).is_dir());
+    }
+
+    /// The range of container `id` under state root `root`, allocating the lowest free slot
+    /// if it has none.
+    pub fn allocate(&self, id: &str, root: &Path) -> Result<IdRange, String> {
+        let _l = self.lock()?;
+        let mut t = self.read()?;
+        Self::reconcile(&mut t);
+        let root_s = root.display().to_string();
+        if let Some(e) = t.ranges.iter().find(|e| e.id == id && e.root == root_s) {
+            return Ok(IdRange {
+                start: e.start,
+                size: e.size,
+            });
+        }
+        let used: std::collections::BTreeSet<u32> = t.ranges.iter().map(|e| e.slot).collect();
+        let slot = (0..self.pool_ranges)
+            .find(|s| !used.contains(s))
+            .ok_or_else(|| {
+                format!(
+                    "all {} id ranges of the pool are in use; remove stopped containers or enlarge eciRunc.idPool.ranges",
+                    self.pool_ranges
+                )
+            })?;
+        let start = self.pool_start + slot * RANGE_SIZE;
+        t.ranges.push(Entry {
+            slot,
+            start,
+            size: RANGE_SIZE,
+            id: id.to_string(),
+            root: root_s,
+        });
+        t.version = 1;
+        self.write(&t)?;
+        Ok(IdRange {
+            start,
+            size: RANGE_SIZE,
+        })
+    }
+
+    /// Free the range of `id` (no error if it has none).
+    pub fn release(&self, id: &str, root: &Path) -> Result<(), String> {
+        let _l = self.lock()?;
+        let mut t = self.read()?;
+        let root_s = root.display().to_string();
+        let before = t.ranges.len();
+        t.ranges.retain(|e| !(e.id == id && e.root == root_s));
+        if t.ranges.len() != before {
+            self.write(&t)?;
+        }
+        Ok(())
+    }
+
+    #[cfg(test)]
+    fn entries(&self) -> Vec<Entry> {
+        self.read().unwrap().ranges
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (tempfile::TempDir, Allocator, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("state");
+        fs::create_dir_all(&root).unwrap();
+        let a = Allocator::new(&d.path().join("alloc"), 100_000, 4);
+        (d, a, root)
+    }
+
+    fn live(root: &Path, id: &str) {
+        fs::create_dir_all(root.join(id)).unwrap();
+    }
+
+    #[test]
+    fn ranges_are_disjoint_lowest_first_and_reused() {
+        let (_d, a, root) = setup();
+        live(&root, "a");
+        live(&root, "b");
+        let ra = a.allocate("a", &root).unwrap();
+        let rb = a.allocate("b", &root).unwrap();
+        assert_eq!(ra.start, 100_000);
+        assert_eq!(rb.start, 165_536);
+        assert_eq!(a.allocate("a", &root).unwrap(), ra, "idempotent");
+        a.release("a", &root).unwrap();
+        live(&root, "c");
+        assert_eq!(a.allocate("c", &root).unwrap().start, 100_000);
+    }
+
+    #[test]
+    fn pool_exhaustion_is_an_error_naming_the_setting() {
+        let (_d, a, root) = setup();
+        for i in 0..4 {
+            live(&root, &format!("c{i}"));
+            a.allocate(&format!("c{i}"), &root).unwrap();
+        }
+        live(&root, "x");
+        let e = a.allocate("x", &root).unwrap_err();
+        assert!(e.contains("idPool.ranges"), "{e}");
+    }
+
+    #[test]
+    fn dead_owners_are_reclaimed() {
+        let (_d, a, root) = setup();
+        live(&root, "gone");
+        a.allocate("gone", &root).unwrap();
+        fs::remove_dir_all(root.join("gone")).unwrap();
+        live(&root, "new");
+        assert_eq!(a.allocate("new", &root).unwrap().start, 100_000);
+        assert_eq!(a.entries().len(), 1);
+    }
+
+    #[test]
+    fn same_id_under_different_roots_are_different_containers() {
+        let (d, a, root) = setup();
+        let root2 = d.path().join("state2");
+        live(&root, "x");
+        live(&root2, "x");
+        let r1 = a.allocate("x", &root).unwrap();
+        let r2 = a.allocate("x", &root2).unwrap();
+        assert_ne!(r1, r2);
+    }
+
+    #[test]
+    fn corrupt_state_is_reported() {
+        let (_d, a, root) = setup();
+        fs::create_dir_all(&a.dir).unwrap();
+        fs::write(a.path(), "{").unwrap();
+        live(&root, "x");
+        let e = a.allocate("x", &root).unwrap_err();
+        assert!(e.contains("corrupt"), "{e}");
+    }
+
+    #[test]
+    fn concurrent_allocations_never_overlap() {
+        let (_d, a, root) = setup();
+        let a = Allocator::new(&a.dir, 100_000, 64);
+        let dir = a.dir.clone();
+        let handles: Vec<_> = (0..16)
+            .map(|i| {
+                let dir = dir.clone();
+                let root = root.clone();
+                std::thread::spawn(move || {
+                    let id = format!("t{i}");
+                    live(&root, &id);
+                    Allocator::new(&dir, 100_000, 64)
+                        .allocate(&id, &root)
+                        .unwrap()
+                        .start
+                })
+            })
+            .collect();
+        let mut starts: Vec<u32> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        starts.sort();
+        starts.dedup();
+        assert_eq!(starts.len(), 16);
+        assert_eq!(a.entries().len(), 16);
+    }
+}

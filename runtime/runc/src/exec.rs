@@ -1,0 +1,268 @@
+//! `exec`: a new process in a running container's namespaces, cgroup, user range, capability
+//! clamp and seccomp filters (the same rules as the init, SPEC P1, P2, P8).
+
+use std::fs;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use eci_policy::spec::{Process, Spec};
+
+use crate::create::{self, recv_msg, send_msg, Msg};
+use crate::state::{self, State};
+use crate::sys::{self, Result};
+use crate::{process, Global};
+
+pub struct ExecOpts {
+    pub id: String,
+    pub process: Option<PathBuf>,
+    pub detach: bool,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub tty: bool,
+    pub cwd: Option<String>,
+    pub env: Vec<String>,
+    pub user: Option<String>,
+    pub caps: Vec<String>,
+    pub no_new_privs: bool,
+    pub preserve_fds: i32,
+    pub additional_gids: Vec<u32>,
+    pub args: Vec<String>,
+}
+
+fn build_process(o: &ExecOpts, config: &Spec) -> Result<Process> {
+    let mut p = if let Some(f) = &o.process {
+        let b = fs::read(f).map_err(|e| format!("read {}: {e}", f.display()))?;
+        serde_json::from_slice::<Process>(&b).map_err(|e| format!("{}: {e}", f.display()))?
+    } else {
+        let base = config.process.clone().unwrap_or_default();
+        if o.args.is_empty() {
+            return Err("exec needs a command (or --process FILE)".into());
+        }
+        Process {
+            args: o.args.clone(),
+            env: base.env.clone(),
+            cwd: base.cwd.clone(),
+            user: base.user.clone(),
+            capabilities: base.capabilities.clone(),
+            no_new_privileges: base.no_new_privileges,
+            ..Process::default()
+        }
+    };
+    if o.tty {
+        p.terminal = true;
+    }
+    if let Some(c) = &o.cwd {
+        p.cwd = c.clone();
+    }
+    p.env.extend(o.env.iter().cloned());
+    if let Some(u) = &o.user {
+        let (uid, gid) = u.split_once(':').unwrap_or((u, "0"));
+        p.user.uid = uid
+            .parse()
+            .map_err(|_| format!("--user {u}: expected UID[:GID]"))?;
+        p.user.gid = gid
+            .parse()
+            .map_err(|_| format!("--user {u}: expected UID[:GID]"))?;
+    }
+    p.user.additional_gids.extend(&o.additional_gids);
+    if !o.caps.is_empty() {
+        let caps = p.capabilities.get_or_insert_with(Default::default);
+        for c in &o.caps {
+            for set in [
+                &mut caps.bounding,
+                &mut caps.effective,
+                &mut caps.permitted,
+                &mut caps.inheritable,
+            ] {
+                if !set.contains(c) {
+                    set.push(c.clone());
+                }
+            }
+        }
+    }
+    if o.no_new_privs {
+        p.no_new_privileges = true;
+    }
+    Ok(p)
+}
+
+pub fn exec(g: &Global, o: &ExecOpts) -> Result<i32> {
+    let st = State::load(&g.root, &o.id)?;
+    let status = st.status(&g.root);
+    if status != "running" && status != "created" {
+        return Err(format!("cannot exec in a {status} container"));
+    }
+    let config = st.config(&g.root)?;
+    let mut p = build_process(o, &config)?;
+    // The same clamps as the init: capabilities to the VM's bounding set, ids into the range.
+    let mut probe = Spec {
+        process: Some(p.clone()),
+        ..Spec::default()
+    };
+    for w in eci_policy::clamp_capabilities(&mut probe, &create::bounding_set()) {
+        crate::log::warn(&w.0);
+    }
+    p = probe.process.take().expect("set above");
+    for id in [p.user.uid, p.user.gid]
+        .into_iter()
+        .chain(p.user.additional_gids.iter().copied())
+    {
+        if id >= st.range_size {
+            return Err(format!(
+                "id {id} is outside the container's 65536 ids (0-65535); use an id below 65536"
+            ));
+        }
+    }
+    let console = match (&o.console_socket, p.terminal) {
+        (Some(s), true) => Some(
+            std::os::unix::net::UnixStream::connect(s)
+                .map_err(|e| format!("connect console socket {}: {e}", s.display()))?,
+        ),
+        (None, true) => return Err("a terminal was requested but no --console-socket given".into()),
+        _ => None,
+    };
+    create::chown_stdio(st.range_start);
+    if !o.detach {
+        // The exec'd process is reparented to us when the intermediate child exits.
+        // SAFETY: prctl with integer arguments.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    }
+    let ns: Vec<(String, i32)> = [
+        ("ipc", libc::CLONE_NEWIPC),
+        ("uts", libc::CLONE_NEWUTS),
+        ("net", libc::CLONE_NEWNET),
+        ("pid", libc::CLONE_NEWPID),
+        ("cgroup", libc::CLONE_NEWCGROUP),
+        ("mnt", libc::CLONE_NEWNS),
+        ("user", libc::CLONE_NEWUSER),
+    ]
+    .into_iter()
+    .map(|(n, f)| (n.to_string(), f))
+    .collect();
+    let mut ns_fds = Vec::new();
+    for (name, flag) in &ns {
+        let path = format!("/proc/{}/ns/{name}", st.pid);
+        // Namespaces shared with the caller (joined by path at create) need no setns.
+        if fs::read_link(&path).ok() == fs::read_link(format!("/proc/self/ns/{name}")).ok() {
+            continue;
+        }
+        ns_fds.push((
+            sys::open(Path::new(&path), libc::O_RDONLY, 0)?,
+            *flag,
+            name.clone(),
+        ));
+    }
+    let (p_sock, c_sock) = sys::socketpair()?;
+    let pid = sys::fork()?;
+    if pid == 0 {
+        drop(p_sock);
+        let sock = c_sock.as_raw_fd();
+        let r = child(
+            &st,
+            &p,
+            &config,
+            &ns_fds,
+            sock,
+            console.as_ref().map(|c| c.as_raw_fd()),
+            o.preserve_fds,
+        );
+        if let Err(e) = r {
+            let _ = send_msg(sock, &Msg::Error { msg: e }, &[]);
+        }
+        // SAFETY: leave the forked child without the parent's destructors.
+        unsafe { libc::_exit(1) };
+    }
+    drop(c_sock);
+    drop(ns_fds);
+    let sock = p_sock.as_raw_fd();
+    let target = match recv_msg(sock, "exec process") {
+        Ok((Msg::Pid { pid: t }, _)) => t,
+        Ok((m, _)) => return Err(format!("unexpected message {m:?}")),
+        Err(e) => {
+            let _ = sys::waitpid(pid);
+            return Err(e);
+        }
+    };
+    let _ = sys::waitpid(pid);
+    // EOF means the process reached execve (the socket is close-on-exec); a message is an error.
+    if let Some((b, _)) = sys::recv(sock)? {
+        let _ = sys::waitpid(target);
+        return Err(match serde_json::from_slice::<Msg>(&b) {
+            Ok(Msg::Error { msg }) => msg,
+            _ => "exec failed".into(),
+        });
+    }
+    if let Some(pf) = &o.pid_file {
+        state::write_atomic(pf, target.to_string().as_bytes())?;
+    }
+    if o.detach {
+        return Ok(0);
+    }
+    sys::waitpid(target)
+}
+
+fn child(
+    st: &State,
+    p: &Process,
+    config: &Spec,
+    ns_fds: &[(std::os::fd::OwnedFd, i32, String)],
+    sock: RawFd,
+    console: Option<RawFd>,
+    preserve_fds: i32,
+) -> Result<()> {
+    for d in &st.cgroup.dirs {
+        // A container that made sub-cgroups (Docker-in-Docker) cannot take processes in its
+        // own folder on cgroup2; the process then stays in the runtime's cgroup.
+        let _ = fs::write(d.path.join("cgroup.procs"), "0");
+    }
+    for (fd, flag, name) in ns_fds {
+        sys::setns(
+            fd.as_raw_fd(),
+            *flag,
+            &format!("{name} namespace of the container"),
+        )?;
+    }
+    // Become container root first, so files the set-up creates (the pty) get mapped owners.
+    // SAFETY: id changes inside the container's user namespace.
+    unsafe {
+        if libc::setgroups(0, std::ptr::null()) < 0
+            || libc::setresgid(0, 0, 0) < 0
+            || libc::setresuid(0, 0, 0) < 0
+        {
+            return Err(sys::errno("become container root"));
+        }
+    }
+    let pid = sys::fork()?;
+    if pid > 0 {
+        send_msg(sock, &Msg::Pid { pid }, &[])?;
+        // SAFETY: intermediate child done.
+        unsafe { libc::_exit(0) };
+    }
+    let r = (|| -> Result<()> {
+        match console {
+            Some(fd) if p.terminal => process::setup_terminal(fd, p, false)?,
+            _ => {
+                // SAFETY: plain syscall.
+                unsafe { libc::setsid() };
+            }
+        }
+        let mut warnings = Vec::new();
+        process::set_rlimits(p, &mut warnings)?;
+        let cwd = if p.cwd.is_empty() { "/" } else { &p.cwd };
+        std::env::set_current_dir(cwd).map_err(|e| format!("chdir to cwd {cwd:?}: {e}"))?;
+        let arg0 = p.args.first().ok_or("process.args is empty")?;
+        let exe = process::lookup(arg0, &p.env)?;
+        let seccomp = config.linux.as_ref().and_then(|l| l.seccomp.as_ref());
+        process::secure(p, seccomp, true)?;
+        process::finalize(p)?;
+        process::secure(p, seccomp, false)?;
+        process::cloexec_from(3 + preserve_fds);
+        sys::set_cloexec(sock, true);
+        process::execve(&exe, &p.args, &p.env)
+    })();
+    if let Err(e) = r {
+        let _ = send_msg(sock, &Msg::Error { msg: e }, &[]);
+    }
+    // SAFETY: leave without destructors.
+    unsafe { libc::_exit(127) }
+}

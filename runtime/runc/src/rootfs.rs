@@ -1,0 +1,581 @@
+//! The container's filesystem, built by its init inside the container's user and mount
+//! namespaces (SPEC U4): the image rootfs from idmapped layers, the spec's mounts, the safe
+//! device set (P3), then pivot_root and the masked/read-only paths (P4, F4).
+
+use std::ffi::CString;
+use std::fs;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{symlink, DirBuilderExt};
+use std::path::{Component, Path, PathBuf};
+
+use eci_policy::spec::{Mount, Spec};
+use eci_policy::{NAMESPACED_PROC_SYS, SAFE_DEVICES};
+
+use crate::cgroup::Cgroup;
+use crate::sys::{self, errno, Result};
+
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+
+/// Attach detached mount `fd` on the mount point `target_fd` refers to.
+pub fn attach_at_fd(fd: RawFd, target_fd: RawFd) -> Result<()> {
+    let empty = c"";
+    // SAFETY: valid fds and empty strings.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            fd,
+            empty.as_ptr(),
+            target_fd,
+            empty.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    if rc < 0 {
+        return Err(errno("attach the container rootfs"));
+    }
+    Ok(())
+}
+
+fn fs_context_log(fs: RawFd) -> String {
+    let mut out = String::new();
+    let mut buf = [0u8; 512];
+    loop {
+        // SAFETY: reading the filesystem context's message log into a local buffer.
+        let n = unsafe { libc::read(fs, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        out.push_str(String::from_utf8_lossy(&buf[..n as usize]).trim());
+        out.push_str("; ");
+    }
+    out
+}
+
+/// Create an overlay from layers already attached below the current folder (`l0`, `l1`, ...,
+/// `u/<upper>`, `u/<work>`), with this process's credentials, which must be container root:
+/// overlay then creates its work files as container root, which the idmapped upper layer writes
+/// to disk as VM root (what docker expects). Returns the detached mount.
+pub fn make_overlay(lowers: usize, upper: &str, work: &str) -> Result<OwnedFd> {
+    let name = c"overlay";
+    // SAFETY: fsopen with a valid name.
+    let fs = unsafe { libc::syscall(libc::SYS_fsopen, name.as_ptr(), 1u32) };
+    if fs < 0 {
+        return Err(errno("fsopen overlay"));
+    }
+    // SAFETY: fresh fd.
+    let fs = unsafe { OwnedFd::from_raw_fd(fs as RawFd) };
+    let lowerdir = (0..lowers)
+        .map(|i| format!("l{i}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    let set = |k: &str, v: Option<&str>| -> Result<()> {
+        let kc = CString::new(k).expect("no NUL");
+        let vc = v.map(|v| CString::new(v).expect("no NUL"));
+        let (cmd, val) = match &vc {
+            Some(v) => (1u32, v.as_ptr()),    // FSCONFIG_SET_STRING
+            None => (0u32, std::ptr::null()), // FSCONFIG_SET_FLAG
+        };
+        // SAFETY: valid strings for the duration of the call.
+        let rc =
+            unsafe { libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), cmd, kc.as_ptr(), val, 0) };
+        if rc < 0 {
+            let e = errno(format!("overlay option {k}={}", v.unwrap_or("")));
+            return Err(format!("{e} ({})", fs_context_log(fs.as_raw_fd())));
+        }
+        Ok(())
+    };
+    set("lowerdir", Some(&lowerdir))?;
+    set("upperdir", Some(&format!("u/{upper}")))?;
+    set("workdir", Some(&format!("u/{work}")))?;
+    // SAFETY: FSCONFIG_CMD_CREATE (6) has no key/value.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            6u32,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_char>(),
+            0,
+        )
+    };
+    if rc < 0 {
+        let e = errno("create the container's overlay");
+        return Err(format!("{e} ({})", fs_context_log(fs.as_raw_fd())));
+    }
+    // SAFETY: FSMOUNT_CLOEXEC.
+    let m = unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), 1u32, 0u32) };
+    if m < 0 {
+        return Err(errno("fsmount overlay"));
+    }
+    // SAFETY: fresh fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(m as RawFd) })
+}
+
+pub fn fchdir(fd: RawFd) -> Result<()> {
+    // SAFETY: plain syscall.
+    if unsafe { libc::fchdir(fd) } < 0 {
+        return Err(errno("fchdir"));
+    }
+    Ok(())
+}
+
+/// `dest` (absolute inside the container) as a path relative to the rootfs (the current
+/// folder), with symlinks resolved inside the rootfs so that a malicious image cannot point a
+/// mount outside it.
+pub fn resolve_in_root(dest: &str) -> Result<PathBuf> {
+    let mut out = PathBuf::new();
+    let mut todo: Vec<String> = dest
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .map(String::from)
+        .rev()
+        .collect();
+    let mut links = 0;
+    while let Some(c) = todo.pop() {
+        match c.as_str() {
+            "." => continue,
+            ".." => {
+                out.pop();
+                continue;
+            }
+            _ => {}
+        }
+        let cand = out.join(&c);
+        match fs::symlink_metadata(&cand) {
+            Ok(m) if m.file_type().is_symlink() => {
+                links += 1;
+                if links > 255 {
+                    return Err(format!("too many symlinks resolving {dest}"));
+                }
+                let target = fs::read_link(&cand).map_err(|e| e.to_string())?;
+                let t = target.to_string_lossy().into_owned();
+                if t.starts_with('/') {
+                    out = PathBuf::new();
+                }
+                for part in t.split('/').filter(|p| !p.is_empty()).rev() {
+                    todo.push(part.to_string());
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    Ok(out)
+}
+
+fn mkdir_all(p: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(p)
+        .map_err(|e| format!("create mount point {}: {e}", p.display()))
+}
+
+fn ensure_file(p: &Path) -> Result<()> {
+    if p.exists() {
+        return Ok(());
+    }
+    if let Some(parent) = p.parent() {
+        if !parent.as_os_str().is_empty() {
+            mkdir_all(parent)?;
+        }
+    }
+    fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(p)
+        .map(|_| ())
+        .map_err(|e| format!("create mount point {}: {e}", p.display()))
+}
+
+/// Mount flags and filesystem data of an OCI mount's options.
+pub fn parse_options(opts: &[String]) -> (libc::c_ulong, libc::c_ulong, Vec<String>) {
+    let mut flags: libc::c_ulong = 0;
+    let mut prop: libc::c_ulong = 0;
+    let mut data = Vec::new();
+    for o in opts {
+        match o.as_str() {
+            "ro" => flags |= libc::MS_RDONLY,
+            "rw" => flags &= !libc::MS_RDONLY,
+            "nosuid" => flags |= libc::MS_NOSUID,
+            "suid" => flags &= !libc::MS_NOSUID,
+            "nodev" => flags |= libc::MS_NODEV,
+            "dev" => flags &= !libc::MS_NODEV,
+            "noexec" => flags |= libc::MS_NOEXEC,
+            "exec" => flags &= !libc::MS_NOEXEC,
+            "sync" => flags |= libc::MS_SYNCHRONOUS,
+            "dirsync" => flags |= libc::MS_DIRSYNC,
+            "noatime" => flags |= libc::MS_NOATIME,
+            "nodiratime" => flags |= libc::MS_NODIRATIME,
+            "relatime" => flags |= libc::MS_RELATIME,
+            "strictatime" => flags |= libc::MS_STRICTATIME,
+            "bind" => flags |= libc::MS_BIND,
+            "rbind" => flags |= libc::MS_BIND | libc::MS_REC,
+            "private" => prop = libc::MS_PRIVATE,
+            "rprivate" => prop = libc::MS_PRIVATE | libc::MS_REC,
+            "slave" => prop = libc::MS_SLAVE,
+            "rslave" => prop = libc::MS_SLAVE | libc::MS_REC,
+            "shared" => prop = libc::MS_SHARED,
+            "rshared" => prop = libc::MS_SHARED | libc::MS_REC,
+            "unbindable" => prop = libc::MS_UNBINDABLE,
+            "runbindable" => prop = libc::MS_UNBINDABLE | libc::MS_REC,
+            "defaults" | "async" | "atime" | "diratime" | "norelatime" | "nostrictatime" => {}
+            other => data.push(other.to_string()),
+        }
+    }
+    (flags, prop, data)
+}
+
+fn mount_cgroup(
+    rel: &Path,
+    flags: libc::c_ulong,
+    cg: &Cgroup,
+    warn: &mut Vec<String>,
+) -> Result<()> {
+    let ro = flags & libc::MS_RDONLY;
+    let base = flags & (libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC);
+    mkdir_all(rel)?;
+    if cg.mode == crate::cgroup::Mode::V2 {
+        return sys::mount(Some("cgroup2"), rel, Some("cgroup2"), base | ro, None);
+    }
+    sys::mount(Some("tmpfs"), rel, Some("tmpfs"), base, Some("mode=755"))?;
+    for d in &cg.dirs {
+        let (name, fstype, data) = if d.v2 {
+            ("unified".to_string(), "cgroup2", None)
+        } else {
+            let name = d
+                .controllers
+                .iter()
+                .map(|c| c.trim_start_matches("name=").to_string())
+                .collect::<Vec<_>>()
+                .join(",");
+            let data = if d.controllers.iter().any(|c| c.starts_with("name=")) {
+                format!("none,{}", d.controllers.join(","))
+            } else {
+                d.controllers.join(",")
+            };
+            (name, "cgroup", Some(data))
+        };
+        let target = rel.join(&name);
+        mkdir_all(&target)?;
+        if let Err(e) = sys::mount(
+            Some("cgroup"),
+            &target,
+            Some(fstype),
+            base | ro,
+            data.as_deref(),
+        ) {
+            warn.push(format!(
+                "cgroup hierarchy {name} not mounted in the container: {e}"
+            ));
+            let _ = fs::remove_dir(&target);
+        }
+    }
+    if ro != 0 {
+        sys::mount(
+            None,
+            rel,
+            None,
+            libc::MS_REMOUNT | libc::MS_BIND | base | ro,
+            None,
+        )?;
+    }
+    Ok(())
+}
+
+/// The spec's mounts, relative to the rootfs (the current folder). `binds[i]` is the detached,
+/// already idmapped tree P prepared for mount `i`.
+pub fn mount_all(
+    spec: &Spec,
+    binds: &mut std::collections::BTreeMap<usize, (OwnedFd, bool)>,
+    cg: &Cgroup,
+    warn: &mut Vec<String>,
+) -> Result<()> {
+    for (i, m) in spec.mounts.iter().enumerate() {
+        let rel = resolve_in_root(&m.destination)?;
+        if let Some((fd, is_dir)) = binds.remove(&i) {
+            if is_dir {
+                mkdir_all(&rel)?;
+            } else {
+                ensure_file(&rel)?;
+            }
+            sys::move_mount(fd.as_raw_fd(), &rel).map_err(|e| {
+                format!(
+                    "bind mount {} on {}: {e}",
+                    m.source.as_deref().unwrap_or(""),
+                    m.destination
+                )
+            })?;
+            continue;
+        }
+        mount_one(m, &rel, cg, warn)?;
+    }
+    Ok(())
+}
+
+fn mount_one(m: &Mount, rel: &Path, cg: &Cgroup, warn: &mut Vec<String>) -> Result<()> {
+    let (flags, prop, data) = parse_options(&m.options);
+    let kind = m.kind.as_deref().unwrap_or("");
+    let data_s = data.join(",");
+    let data_opt = if data_s.is_empty() {
+        None
+    } else {
+        Some(data_s.as_str())
+    };
+    match kind {
+        "cgroup" | "cgroup2" => mount_cgroup(rel, flags, cg, warn)?,
+        "sysfs" => {
+            mkdir_all(rel)?;
+            if sys::mount(Some("sysfs"), rel, Some("sysfs"), flags, None).is_err() {
+                // A joined network namespace owned by another user namespace: the kernel
+                // refuses a new sysfs, so show the VM's read-only instead.
+                sys::mount(Some("/sys"), rel, None, libc::MS_BIND | libc::MS_REC, None)?;
+                sys::mount(
+                    None,
+                    rel,
+                    None,
+                    libc::MS_REMOUNT
+                        | libc::MS_BIND
+                        | libc::MS_RDONLY
+                        | libc::MS_NOSUID
+                        | libc::MS_NODEV
+                        | libc::MS_NOEXEC,
+                    None,
+                )?;
+            }
+        }
+        _ => {
+            mkdir_all(rel)?;
+            let src = m.source.as_deref().unwrap_or(kind);
+            sys::mount(Some(src), rel, Some(kind), flags, data_opt)?;
+        }
+    }
+    if prop != 0 {
+        sys::mount(None, rel, None, prop, None)?;
+    }
+    Ok(())
+}
+
+/// Device nodes: the default set plus the spec's safe devices, as binds of the VM's nodes (a
+/// user namespace cannot mknod, SPEC P3), and the usual /dev symlinks.
+pub fn setup_dev(spec: &Spec) -> Result<()> {
+    let dev = resolve_in_root("/dev")?;
+    if !dev.is_dir() {
+        return Ok(());
+    }
+    let mut wanted: Vec<&str> = vec![
+        "/dev/null",
+        "/dev/zero",
+        "/dev/full",
+        "/dev/random",
+        "/dev/urandom",
+        "/dev/tty",
+    ];
+    if let Some(l) = &spec.linux {
+        for d in &l.devices {
+            if let Some(s) = SAFE_DEVICES.iter().find(|s| {
+                s.major == d.major && s.minor.is_some_and(|m| m == d.minor) && !s.path.contains('*')
+            }) {
+                if s.path != "/dev/console" && s.path != "/dev/ptmx" && !wanted.contains(&s.path) {
+                    wanted.push(s.path);
+                }
+            }
+        }
+    }
+    for host in wanted {
+        let rel = dev.join(host.trim_start_matches("/dev/"));
+        if !Path::new(host).exists() {
+            continue;
+        }
+        if fs::symlink_metadata(&rel).is_ok_and(|m| m.file_type().is_symlink()) {
+            fs::remove_file(&rel).map_err(|e| e.to_string())?;
+        }
+        ensure_file(&rel)?;
+        sys::mount(Some(host), &rel, None, libc::MS_BIND, None)?;
+    }
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        let _ = symlink(target, dev.join(name));
+    }
+    let ptmx = dev.join("ptmx");
+    if dev.join("pts/ptmx").exists() {
+        let _ = fs::remove_file(&ptmx);
+        symlink("pts/ptmx", &ptmx).map_err(|e| format!("/dev/ptmx: {e}"))?;
+    }
+    Ok(())
+}
+
+pub fn pivot(no_pivot: bool) -> Result<()> {
+    if no_pivot {
+        sys::mount(Some("."), Path::new("/"), None, libc::MS_MOVE, None)?;
+        let dot = c".";
+        // SAFETY: chroot to the current folder.
+        if unsafe { libc::chroot(dot.as_ptr()) } < 0 {
+            return Err(errno("chroot"));
+        }
+    } else {
+        sys::pivot_root(Path::new("."), Path::new("."))?;
+        // The old root now sits on top of "/": detach it without letting the unmount
+        // propagate anywhere.
+        sys::mount(
+            None,
+            Path::new("."),
+            None,
+            libc::MS_SLAVE | libc::MS_REC,
+            None,
+        )?;
+        sys::umount2(Path::new("."), libc::MNT_DETACH)?;
+    }
+    std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))
+}
+
+fn mount_flags_of(p: &Path) -> libc::c_ulong {
+    let Ok(c) = sys::cstr(p) else { return 0 };
+    // SAFETY: statvfs into a zeroed struct.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid path and out-pointer.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return 0;
+    }
+    let mut f = 0;
+    for (st_flag, ms) in [
+        (libc::ST_NOSUID, libc::MS_NOSUID),
+        (libc::ST_NODEV, libc::MS_NODEV),
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+        (libc::ST_RDONLY, libc::MS_RDONLY),
+    ] {
+        if st.f_flag & st_flag != 0 {
+            f |= ms;
+        }
+    }
+    f
+}
+
+fn readonly(p: &Path) -> Result<()> {
+    sys::mount(
+        Some(&p.to_string_lossy()),
+        p,
+        None,
+        libc::MS_BIND | libc::MS_REC,
+        None,
+    )?;
+    let f = mount_flags_of(p);
+    sys::mount(
+        None,
+        p,
+        None,
+        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | f,
+        None,
+    )
+}
+
+/// After pivot_root: read-only and masked paths (SPEC P4, F4), keeping the namespaced parts of
+/// /proc/sys writable.
+pub fn harden(spec: &Spec) -> Result<()> {
+    let Some(l) = &spec.linux else { return Ok(()) };
+    if l.readonly_paths.iter().any(|p| p == "/proc/sys") {
+        for p in NAMESPACED_PROC_SYS {
+            let p = Path::new(p);
+            if p.exists() {
+                sys::mount(Some(&p.to_string_lossy()), p, None, libc::MS_BIND, None)?;
+            }
+        }
+    }
+    for p in &l.readonly_paths {
+        let p = Path::new(p);
+        if p.exists() {
+            readonly(p)?;
+        }
+    }
+    for p in &l.masked_paths {
+        let p = Path::new(p);
+        match fs::metadata(p) {
+            Ok(m) if m.is_dir() => sys::mount(
+                Some("tmpfs"),
+                p,
+                Some("tmpfs"),
+                libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                Some("size=0,mode=555"),
+            )?,
+            Ok(_) => sys::mount(Some("/dev/null"), p, None, libc::MS_BIND, None)?,
+            Err(_) => {}
+        }
+    }
+    Ok(())
+}
+
+pub fn readonly_root() -> Result<()> {
+    let f = mount_flags_of(Path::new("/"));
+    sys::mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | f,
+        None,
+    )
+}
+
+/// True for paths that only contain normal components (no `..`), for staged layer names.
+pub fn plain_name(p: &str) -> bool {
+    let path = Path::new(p);
+    path.components().count() == 1 && matches!(path.components().next(), Some(Component::Normal(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_split_into_flags_propagation_and_data() {
+        let o: Vec<String> = [
+            "rbind",
+            "ro",
+            "nosuid",
+            "rprivate",
+            "mode=755",
+            "size=65536k",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let (f, p, d) = parse_options(&o);
+        assert_eq!(
+            f,
+            libc::MS_BIND | libc::MS_REC | libc::MS_RDONLY | libc::MS_NOSUID
+        );
+        assert_eq!(p, libc::MS_PRIVATE | libc::MS_REC);
+        assert_eq!(d, vec!["mode=755".to_string(), "size=65536k".to_string()]);
+    }
+
+    #[test]
+    fn symlinks_resolve_inside_the_root() {
+        let d = tempfile::tempdir().unwrap();
+        let old = std::env::current_dir().unwrap();
+        fs::create_dir_all(d.path().join("real/dir")).unwrap();
+        symlink("/real", d.path().join("abs")).unwrap();
+        symlink("../../../../etc", d.path().join("real/up")).unwrap();
+        std::env::set_current_dir(d.path()).unwrap();
+        let a = resolve_in_root("/abs/dir/x").unwrap();
+        let b = resolve_in_root("/real/up/passwd").unwrap();
+        let c = resolve_in_root("/../../x").unwrap();
+        std::env::set_current_dir(old).unwrap();
+        assert_eq!(a, PathBuf::from("real/dir/x"));
+        assert_eq!(b, PathBuf::from("etc/passwd"));
+        assert_eq!(c, PathBuf::from("x"));
+    }
+
+    #[test]
+    fn layer_names_are_plain() {
+        assert!(plain_name("diff"));
+        assert!(!plain_name("../diff"));
+        assert!(!plain_name("a/b"));
+    }
+}

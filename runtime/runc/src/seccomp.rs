@@ -1,0 +1,188 @@
+//! Seccomp: the spec's filter (docker's profile, or none when privileged/unconfined) and eci's
+//! own filter that refuses the kernel-global calls of SPEC P2 for every container. Two filters
+//! are loaded; the kernel applies the most restrictive answer, so eci's EPERM wins over the
+//! spec's ALLOW and neither filter needs to know the other.
+
+use eci_policy::spec::Seccomp;
+use eci_policy::KERNEL_GLOBAL_SYSCALLS;
+use libseccomp::{
+    ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
+};
+
+fn cmp(index: u32, name: &str, value: u64, value_two: u64) -> Result<ScmpArgCompare, String> {
+    let (o, datum) = match name {
+        "SCMP_CMP_NE" => (ScmpCompareOp::NotEqual, value),
+        "SCMP_CMP_LT" => (ScmpCompareOp::Less, value),
+        "SCMP_CMP_LE" => (ScmpCompareOp::LessOrEqual, value),
+        "SCMP_CMP_EQ" => (ScmpCompareOp::Equal, value),
+        "SCMP_CMP_GE" => (ScmpCompareOp::GreaterEqual, value),
+        "SCMP_CMP_GT" => (ScmpCompareOp::Greater, value),
+        // OCI: value is the mask, valueTwo the expected masked value.
+        "SCMP_CMP_MASKED_EQ" => (ScmpCompareOp::MaskedEqual(value), value_two),
+        other => return Err(format!("seccomp: unknown operator {other}")),
+    };
+    Ok(ScmpArgCompare::new(index, o, datum))
+}
+
+fn action(name: &str, errno: Option<u32>) -> Result<ScmpAction, String> {
+    let errno = errno.unwrap_or(libc::EPERM as u32) as i32;
+    match name {
+        "SCMP_ACT_ERRNO" => Ok(ScmpAction::Errno(errno)),
+        "SCMP_ACT_TRACE" => Ok(ScmpAction::Trace(errno as u16)),
+        "SCMP_ACT_NOTIFY" => Err(
+            "seccomp: SCMP_ACT_NOTIFY is reserved for eci's mount vetting and cannot come from the spec"
+                .into(),
+        ),
+        other => ScmpAction::from_str(other, None).map_err(|e| format!("seccomp action {other}: {e}")),
+    }
+}
+
+fn arch(name: &str) -> Option<ScmpArch> {
+    name.parse().ok()
+}
+
+/// Build the spec's filter. Unknown syscall names are skipped, as runc does, so one profile
+/// serves several kernels.
+pub fn spec_filter(s: &Seccomp) -> Result<ScmpFilterContext, String> {
+    let default = action(&s.default_action, s.default_errno_ret)?;
+    let mut ctx = ScmpFilterContext::new(default).map_err(|e| format!("seccomp init: {e}"))?;
+    ctx.set_ctl_nnp(false).map_err(|e| e.to_string())?;
+    for a in &s.architectures {
+        if let Some(a) = arch(a) {
+            let _ = ctx.add_arch(a);
+        }
+    }
+    for rule in &s.syscalls {
+        let act = action(&rule.action, rule.errno_ret)?;
+        if act == default {
+            continue;
+        }
+        let conds = rule
+            .args
+            .iter()
+            .map(|a| cmp(a.index, &a.op, a.value, a.value_two))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut idx: Vec<u32> = rule.args.iter().map(|a| a.index).collect();
+        idx.sort_unstable();
+        idx.dedup();
+        for name in &rule.names {
+            let Ok(sc) = ScmpSyscall::from_name(name) else {
+                continue;
+            };
+            let res = if conds.is_empty() {
+                ctx.add_rule(act, sc).map(|_| ())
+            } else if idx.len() == conds.len() {
+                ctx.add_rule_conditional(act, sc, &conds).map(|_| ())
+            } else {
+                // Several conditions on one argument mean "any of them" in OCI profiles;
+                // libseccomp can only AND them, so each becomes its own rule.
+                conds
+                    .iter()
+                    .try_for_each(|c| ctx.add_rule_conditional(act, sc, &[*c]).map(|_| ()))
+            };
+            res.map_err(|e| format!("seccomp rule {name}: {e}"))?;
+        }
+    }
+    Ok(ctx)
+}
+
+/// eci's filter: allow everything except [`KERNEL_GLOBAL_SYSCALLS`] (EPERM).
+pub fn deny_filter() -> Result<ScmpFilterContext, String> {
+    let mut ctx =
+        ScmpFilterContext::new(ScmpAction::Allow).map_err(|e| format!("seccomp init: {e}"))?;
+    ctx.set_ctl_nnp(false).map_err(|e| e.to_string())?;
+    // 32-bit entry points reach the same kernel code.
+    for a in [ScmpArch::X86, ScmpArch::X32] {
+        if ScmpArch::native() == ScmpArch::X8664 {
+            let _ = ctx.add_arch(a);
+        }
+    }
+    for name in KERNEL_GLOBAL_SYSCALLS {
+        if let Ok(sc) = ScmpSyscall::from_name(name) {
+            ctx.add_rule(ScmpAction::Errno(libc::EPERM), sc)
+                .map_err(|e| format!("seccomp rule {name}: {e}"))?;
+        }
+    }
+    Ok(ctx)
+}
+
+/// Load both filters (spec first).
+pub fn load(spec: Option<&Seccomp>) -> Result<(), String> {
+    if let Some(s) = spec {
+        spec_filter(s)?
+            .load()
+            .map_err(|e| format!("load the container's seccomp profile: {e}"))?;
+    }
+    deny_filter()?
+        .load()
+        .map_err(|e| format!("load eci's seccomp filter: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eci_policy::spec::{SyscallArg, SyscallRule};
+
+    #[test]
+    fn docker_like_profile_builds() {
+        let s = Seccomp {
+            default_action: "SCMP_ACT_ERRNO".into(),
+            default_errno_ret: Some(1),
+            architectures: vec!["SCMP_ARCH_X86_64".into(), "SCMP_ARCH_X86".into()],
+            syscalls: vec![
+                SyscallRule {
+                    names: vec!["read".into(), "write".into(), "no_such_call".into()],
+                    action: "SCMP_ACT_ALLOW".into(),
+                    ..SyscallRule::default()
+                },
+                SyscallRule {
+                    names: vec!["personality".into()],
+                    action: "SCMP_ACT_ALLOW".into(),
+                    args: vec![
+                        SyscallArg {
+                            index: 0,
+                            value: 0,
+                            value_two: 0,
+                            op: "SCMP_CMP_EQ".into(),
+                        },
+                        SyscallArg {
+                            index: 0,
+                            value: 8,
+                            value_two: 0,
+                            op: "SCMP_CMP_EQ".into(),
+                        },
+                    ],
+                    ..SyscallRule::default()
+                },
+                SyscallRule {
+                    names: vec!["clone".into()],
+                    action: "SCMP_ACT_ALLOW".into(),
+                    args: vec![SyscallArg {
+                        index: 0,
+                        value: 0x7E02_0000,
+                        value_two: 0,
+                        op: "SCMP_CMP_MASKED_EQ".into(),
+                    }],
+                    ..SyscallRule::default()
+                },
+            ],
+            ..Seccomp::default()
+        };
+        spec_filter(&s).unwrap();
+        deny_filter().unwrap();
+    }
+
+    #[test]
+    fn notify_and_unknown_actions_are_refused() {
+        let s = Seccomp {
+            default_action: "SCMP_ACT_NOTIFY".into(),
+            ..Seccomp::default()
+        };
+        assert!(spec_filter(&s).unwrap_err().contains("NOTIFY"));
+        let s = Seccomp {
+            default_action: "SCMP_ACT_BOGUS".into(),
+            ..Seccomp::default()
+        };
+        assert!(spec_filter(&s).is_err());
+    }
+}

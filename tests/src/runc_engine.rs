@@ -1,0 +1,354 @@
+//! A private dockerd whose default runtime is eci-runc, for the runtime's end-to-end suite.
+//!
+//! Each [`RuncEngine`] has its own data root, exec root, socket, pidfile, containerd
+//! namespaces, eci-runc policy and id-allocator folder under one temporary folder, runs without
+//! a bridge or iptables rules, and is torn down by `Drop` even when the test panics: containers
+//! removed, dockerd stopped, leftover mounts under the folder detached, the folder removed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{is_root, prerequisite, workspace_root};
+
+/// The test image: a busybox-static rootfs imported with `docker import`.
+pub const IMAGE: &str = "eci-busybox:test";
+
+fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+fn installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+/// Install Debian packages that are missing (as root, through apt with the machine's own
+/// sources). Returns false when they are still missing.
+pub fn ensure_packages(pkgs: &[&str]) -> bool {
+    let missing: Vec<&str> = pkgs.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    if !is_root() {
+        return false;
+    }
+    let _ = Command::new("apt-get").args(["update", "-qq"]).status();
+    let ok = Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .is_ok_and(|s| s.success());
+    ok && missing.iter().all(|p| installed(p))
+}
+
+/// The eci-runc binary cargo built next to this test (`cargo test --workspace` builds it, since
+/// eci-runc has integration tests of its own).
+pub fn eci_runc_binary() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let profile_dir = exe.parent()?.parent()?;
+    let p = profile_dir.join("eci-runc");
+    if p.is_file() {
+        return Some(p);
+    }
+    let p = workspace_root().join("target/debug/eci-runc");
+    p.is_file().then_some(p)
+}
+
+/// True when this machine can run the suite; otherwise skips (or fails in CI) with the reason.
+pub fn prerequisites() -> bool {
+    prerequisite(
+        is_root(),
+        "the eci-runc engine suite starts dockerd and needs root",
+    ) && prerequisite(
+        ensure_packages(&["docker.io", "busybox-static"]),
+        "docker.io and busybox-static are missing (apt-get install -y docker.io busybox-static)",
+    ) && prerequisite(which("dockerd").is_some(), "dockerd not found")
+        && prerequisite(which("docker").is_some(), "docker CLI not found")
+        && prerequisite(
+            eci_runc_binary().is_some(),
+            "eci-runc is not built (cargo build -p eci-runc)",
+        )
+}
+
+pub struct RuncEngine {
+    pub dir: tempfile::TempDir,
+    pub sock: PathBuf,
+    /// The only bind-mount prefix the policy allows (a stand-in for /mnt/host).
+    pub share: PathBuf,
+    /// eci-runc's id-allocator folder for this engine.
+    pub ids: PathBuf,
+    dockerd: Option<Child>,
+}
+
+impl RuncEngine {
+    /// Start dockerd with eci-runc as `eci`, the default runtime, and import the test image.
+    pub fn start(name: &str) -> Result<RuncEngine> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("er-{name}-"))
+            .tempdir_in("/tmp")
+            .context("temporary folder")?;
+        let d = dir.path().to_path_buf();
+        let share = d.join("share");
+        std::fs::create_dir_all(&share)?;
+        let mut e = RuncEngine {
+            sock: d.join("docker.sock"),
+            share,
+            ids: d.join("ids"),
+            dir,
+            dockerd: None,
+        };
+        e.write_policy()?;
+        e.start_dockerd(name)?;
+        e.import_image()?;
+        Ok(e)
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn write_policy(&self) -> Result<()> {
+        let d = self.path();
+        let policy = serde_json::json!({
+            "version": 1,
+            "isolation": true,
+            "bindMounts": {"allowedVmPrefixes": [self.share], "sharedHostPaths": []},
+            "dockerSocketMount": {"images": [], "allowDerivedImages": false,
+                                  "commandList": {"type": "deny", "commands": []}},
+            "eciRunc": {"engineDataRoots": [d.join("data")]}
+        });
+        std::fs::write(d.join("policy.json"), serde_json::to_vec_pretty(&policy)?)?;
+        // dockerd passes no environment of its own to the runtime it registers by path, so a
+        // wrapper points eci-runc at this engine's policy and allocator folder.
+        let bin = eci_runc_binary().context("eci-runc binary")?;
+        let wrapper = d.join("eci-runc");
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\nexport ECI_RUNC_POLICY={}\nexport ECI_RUNC_STATE_DIR={}\nexec {} \"$@\"\n",
+                d.join("policy.json").display(),
+                self.ids.display(),
+                bin.display()
+            ),
+        )?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))?;
+        Ok(())
+    }
+
+    fn start_dockerd(&mut self, name: &str) -> Result<()> {
+        let d = self.path().to_path_buf();
+        std::fs::write(d.join("daemon.json"), "{}")?;
+        let ns = format!("eci-runc-test-{name}-{}", std::process::id());
+        let log = std::fs::File::create(d.join("dockerd.log"))?;
+        let child = Command::new("dockerd")
+            .arg("--config-file")
+            .arg(d.join("daemon.json"))
+            .arg("--data-root")
+            .arg(d.join("data"))
+            .arg("--exec-root")
+            .arg(d.join("exec"))
+            .arg("--pidfile")
+            .arg(d.join("dockerd.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", self.sock.display()))
+            .arg("--containerd-namespace")
+            .arg(&ns)
+            .arg("--containerd-plugins-namespace")
+            .arg(format!("{ns}-plugins"))
+            .args([
+                "--bridge=none",
+                "--iptables=false",
+                "--ip6tables=false",
+                "--ip-masq=false",
+            ])
+            .arg("--add-runtime")
+            .arg(format!("eci={}", d.join("eci-runc").display()))
+            .args(["--default-runtime", "eci", "--log-level", "warn"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting dockerd")?;
+        self.dockerd = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if self
+                .docker(&["version", "--format", "{{.Server.Version}}"])
+                .status
+                .success()
+            {
+                return Ok(());
+            }
+            if let Some(status) = self
+                .dockerd
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                bail!("dockerd exited with {status}:\n{}", self.dockerd_log());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        bail!(
+            "dockerd did not answer within 60 s:\n{}",
+            self.dockerd_log()
+        )
+    }
+
+    pub fn dockerd_log(&self) -> String {
+        std::fs::read_to_string(self.path().join("dockerd.log")).unwrap_or_default()
+    }
+
+    /// Import a busybox-static rootfs (every applet linked, passwd/group for root) as IMAGE.
+    fn import_image(&self) -> Result<()> {
+        let root = self.path().join("image");
+        for sub in [
+            "bin", "sbin", "etc", "tmp", "proc", "sys", "dev", "root", "usr/bin", "var",
+        ] {
+            std::fs::create_dir_all(root.join(sub))?;
+        }
+        std::fs::copy("/bin/busybox", root.join("bin/busybox"))?;
+        let list = Command::new("/bin/busybox").arg("--list").output()?;
+        for applet in String::from_utf8_lossy(&list.stdout).lines() {
+            if applet != "busybox" {
+                let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
+            }
+        }
+        std::fs::write(
+            root.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+        )?;
+        std::fs::write(root.join("etc/group"), "root:x:0:\nnobody:x:65534:\n")?;
+        let tar = self.path().join("image.tar");
+        let st = Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .args(["--numeric-owner", "--owner=0", "--group=0", "-cf"])
+            .arg(&tar)
+            .arg(".")
+            .status()?;
+        if !st.success() {
+            bail!("tar of the busybox rootfs failed");
+        }
+        let out = self.docker(&["import", &tar.display().to_string(), IMAGE]);
+        if !out.status.success() {
+            bail!("docker import: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::fs::remove_dir_all(&root)?;
+        Ok(())
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("docker");
+        c.env("DOCKER_HOST", format!("unix://{}", self.sock.display()))
+            .env("DOCKER_CONFIG", self.path().join("cli"))
+            .args(args)
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn docker(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run docker CLI")
+    }
+
+    /// `docker ARGS`, asserting success; stdout trimmed.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.docker(args);
+        assert!(
+            o.status.success(),
+            "docker {args:?} failed: {}\n--- dockerd log tail:\n{}",
+            String::from_utf8_lossy(&o.stderr),
+            tail(&self.dockerd_log(), 30)
+        );
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+
+    /// `docker ARGS`, asserting failure; stderr returned.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let o = self.docker(args);
+        assert!(
+            !o.status.success(),
+            "docker {args:?} should have failed; stdout: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        String::from_utf8_lossy(&o.stderr).to_string()
+    }
+
+    /// The allocator's table of live ranges (start per container id).
+    pub fn ranges(&self) -> Vec<(String, u64)> {
+        let text = std::fs::read_to_string(self.ids.join("ranges.json")).unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        v["ranges"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|e| {
+                        (
+                            e["id"].as_str().unwrap_or_default().to_string(),
+                            e["start"].as_u64().unwrap_or(0),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+pub fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Parse a `/proc/self/uid_map` line into (inside, outside, count).
+pub fn parse_map(text: &str) -> Option<(u64, u64, u64)> {
+    let mut it = text.split_whitespace().map(|s| s.parse::<u64>().ok());
+    Some((it.next()??, it.next()??, it.next()??))
+}
+
+impl Drop for RuncEngine {
+    fn drop(&mut self) {
+        let ids = self.docker(&["ps", "-aq"]);
+        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+            let _ = self.docker(&["rm", "-f", id]);
+        }
+        if let Some(mut c) = self.dockerd.take() {
+            // SAFETY: signalling our own child.
+            unsafe { libc_kill(c.id() as i32, 15) };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if c.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // Detach whatever is still mounted below the folder, deepest first.
+        let prefix = self.path().display().to_string();
+        let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(|s| s.replace("\\040", " ")))
+            .filter(|m| m.starts_with(&prefix))
+            .collect();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = Command::new("umount").args(["-l", &m]).status();
+        }
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
