@@ -1,4 +1,6 @@
-//! Boots a built kernel + initramfs under QEMU and reads what the VM says on its serial console.
+//! Boots a build under QEMU and reads what the VM says on its serial console: either the kernel
+//! and initramfs directly (`-kernel`/`-initrd`, [`boot`]) or a UEFI boot disk through OVMF
+//! firmware, the way Hyper-V Generation 2 boots it ([`boot_uefi`]).
 //!
 //! KVM is never assumed: `/dev/kvm` can exist and still hang QEMU (seen on the project's own
 //! CI machines). `Accel::Auto` runs a short probe boot with KVM and falls back to TCG when the
@@ -38,6 +40,8 @@ impl std::str::FromStr for Accel {
 pub enum BootError {
     #[error("{QEMU} is not installed; install it with: apt-get install -y qemu-system-x86")]
     NoQemu,
+    #[error("UEFI firmware {} is missing; install it with: apt-get install -y ovmf", path.display())]
+    NoFirmware { path: PathBuf },
     #[error("cannot start {QEMU}: {0}")]
     Spawn(std::io::Error),
     #[error("the VM did not finish within {seconds} s (last console line: {last_line:?}); the full console log is in {}", log.display())]
@@ -67,6 +71,133 @@ pub struct BootOptions {
     pub console_log: PathBuf,
     /// Echo console lines to stderr while booting.
     pub echo: bool,
+}
+
+/// A UEFI boot from disk images through OVMF (the firmware Hyper-V's is built from).
+#[derive(Debug, Clone)]
+pub struct UefiBootOptions {
+    /// The boot disk; its loader and loader entry decide the kernel command line.
+    pub boot_disk: Disk,
+    /// Attached after the boot disk. They are opened with `snapshot=on`: the VM may write, the
+    /// files stay as they are.
+    pub extra_disks: Vec<Disk>,
+    pub firmware: Firmware,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    pub accel: Accel,
+    pub timeout: Duration,
+    /// Where the whole console output is kept.
+    pub console_log: PathBuf,
+    /// Echo console lines to stderr while booting.
+    pub echo: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disk {
+    pub path: PathBuf,
+    pub format: DiskFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskFormat {
+    Raw,
+    Vhdx,
+}
+
+impl DiskFormat {
+    fn qemu_name(self) -> &'static str {
+        match self {
+            DiskFormat::Raw => "raw",
+            DiskFormat::Vhdx => "vhdx",
+        }
+    }
+}
+
+/// OVMF firmware: the code (read-only) and a variable store the VM may write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Firmware {
+    pub code: PathBuf,
+    /// Give every boot its own copy (see [`Firmware::with_private_vars`]): the firmware
+    /// records boot entries in it.
+    pub vars: PathBuf,
+}
+
+/// Debian's `ovmf` package: 2 MiB non-Secure-Boot build and its empty variable store.
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS.fd";
+
+impl Firmware {
+    /// The installed OVMF with a fresh copy of its variable store in `dir`.
+    pub fn with_private_vars(dir: &Path) -> Result<Firmware, BootError> {
+        for p in [OVMF_CODE, OVMF_VARS] {
+            if !Path::new(p).is_file() {
+                return Err(BootError::NoFirmware { path: p.into() });
+            }
+        }
+        let vars = dir.join("OVMF_VARS.fd");
+        std::fs::copy(OVMF_VARS, &vars).map_err(|source| BootError::Io {
+            path: vars.clone(),
+            source,
+        })?;
+        Ok(Firmware {
+            code: OVMF_CODE.into(),
+            vars,
+        })
+    }
+
+    pub fn installed() -> bool {
+        Path::new(OVMF_CODE).is_file() && Path::new(OVMF_VARS).is_file()
+    }
+}
+
+/// What QEMU boots: the parts of the two option structs the command line needs.
+enum Media<'a> {
+    Direct {
+        kernel: &'a Path,
+        initramfs: &'a Path,
+        cmdline: &'a [String],
+    },
+    Uefi(&'a UefiBootOptions),
+}
+
+struct Machine<'a> {
+    media: Media<'a>,
+    memory_mib: u32,
+    cpus: u32,
+    accel: Accel,
+    timeout: Duration,
+    console_log: &'a Path,
+    echo: bool,
+}
+
+impl<'a> Machine<'a> {
+    fn direct(o: &'a BootOptions) -> Self {
+        Machine {
+            media: Media::Direct {
+                kernel: &o.kernel,
+                initramfs: &o.initramfs,
+                cmdline: &o.cmdline,
+            },
+            memory_mib: o.memory_mib,
+            cpus: o.cpus,
+            accel: o.accel,
+            timeout: o.timeout,
+            console_log: &o.console_log,
+            echo: o.echo,
+        }
+    }
+
+    fn uefi(o: &'a UefiBootOptions) -> Self {
+        Machine {
+            media: Media::Uefi(o),
+            memory_mib: o.memory_mib,
+            cpus: o.cpus,
+            accel: o.accel,
+            timeout: o.timeout,
+            console_log: &o.console_log,
+            echo: o.echo,
+        }
+    }
 }
 
 /// What the self-test printed: `ECI-SELFTEST key=value` lines and the final status.
@@ -125,12 +256,12 @@ pub fn qemu_available() -> bool {
         .unwrap_or(false)
 }
 
-fn base_command(opts: &BootOptions, accel: Accel) -> Command {
+fn base_command(m: &Machine<'_>, accel: Accel) -> Command {
     let mut cmd = Command::new(QEMU);
     let accel_name = if accel == Accel::Kvm { "kvm" } else { "tcg" };
     cmd.args(["-machine", "q35", "-accel", accel_name])
-        .args(["-m", &opts.memory_mib.to_string()])
-        .args(["-smp", &opts.cpus.to_string()])
+        .args(["-m", &m.memory_mib.to_string()])
+        .args(["-smp", &m.cpus.to_string()])
         .args([
             "-display",
             "none",
@@ -140,18 +271,47 @@ fn base_command(opts: &BootOptions, accel: Accel) -> Command {
             "-nodefaults",
         ])
         .args(["-serial", "stdio"])
-        .args([
-            "-netdev",
-            "user,id=n0,restrict=on",
-            "-device",
-            "virtio-net-pci,netdev=n0",
-        ])
-        .arg("-kernel")
-        .arg(&opts.kernel)
-        .arg("-initrd")
-        .arg(&opts.initramfs)
-        .args(["-append", &opts.cmdline.join(" ")])
-        .stdin(Stdio::null())
+        .args(["-netdev", "user,id=n0,restrict=on"]);
+    match &m.media {
+        Media::Direct {
+            kernel,
+            initramfs,
+            cmdline,
+        } => {
+            cmd.args(["-device", "virtio-net-pci,netdev=n0"])
+                .arg("-kernel")
+                .arg(kernel)
+                .arg("-initrd")
+                .arg(initramfs)
+                .args(["-append", &cmdline.join(" ")]);
+        }
+        Media::Uefi(u) => {
+            // No option ROM: the firmware must boot the disk, never fall back to network boot.
+            cmd.args(["-device", "virtio-net-pci,netdev=n0,romfile="])
+                .arg("-drive")
+                .arg(drive_arg(
+                    "if=pflash,format=raw,unit=0,readonly=on",
+                    &u.firmware.code,
+                ))
+                .arg("-drive")
+                .arg(drive_arg("if=pflash,format=raw,unit=1", &u.firmware.vars))
+                .arg("-drive")
+                .arg(drive_arg(
+                    &format!(
+                        "if=virtio,format={},readonly=on",
+                        u.boot_disk.format.qemu_name()
+                    ),
+                    &u.boot_disk.path,
+                ));
+            for d in &u.extra_disks {
+                cmd.arg("-drive").arg(drive_arg(
+                    &format!("if=virtio,format={},snapshot=on", d.format.qemu_name()),
+                    &d.path,
+                ));
+            }
+        }
+    }
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     if accel == Accel::Kvm {
@@ -160,12 +320,23 @@ fn base_command(opts: &BootOptions, accel: Accel) -> Command {
     cmd
 }
 
+/// `-drive` value with `file=PATH` last; QEMU's option syntax escapes a comma by doubling it.
+fn drive_arg(options: &str, path: &Path) -> std::ffi::OsString {
+    let mut arg = std::ffi::OsString::from(format!("{options},file="));
+    arg.push(path.to_string_lossy().replace(',', ",,"));
+    arg
+}
+
 /// Starts a KVM boot and waits briefly for the kernel's first console output.
 pub fn kvm_works(opts: &BootOptions) -> bool {
+    kvm_probe(&Machine::direct(opts))
+}
+
+fn kvm_probe(m: &Machine<'_>) -> bool {
     if !Path::new("/dev/kvm").exists() {
         return false;
     }
-    let Ok(mut child) = base_command(opts, Accel::Kvm).spawn() else {
+    let Ok(mut child) = base_command(m, Accel::Kvm).spawn() else {
         return false;
     };
     let (tx, rx) = mpsc::channel();
@@ -189,26 +360,47 @@ fn kill(child: &mut Child) {
 /// Boots the VM, keeps its console in `console_log`, and returns when QEMU exits (the image
 /// powers off after its self-test) or the timeout expires.
 pub fn boot(opts: &BootOptions) -> Result<BootResult, BootError> {
+    run(&Machine::direct(opts))
+}
+
+/// Boots `opts.boot_disk` through OVMF like a UEFI VM with no boot entries: the firmware
+/// finds the loader at the removable-media path (`EFI/BOOT/BOOTX64.EFI`).
+pub fn boot_uefi(opts: &UefiBootOptions) -> Result<BootResult, BootError> {
+    for p in [&opts.firmware.code, &opts.firmware.vars] {
+        if !p.is_file() {
+            return Err(BootError::NoFirmware { path: p.clone() });
+        }
+    }
+    for d in std::iter::once(&opts.boot_disk).chain(&opts.extra_disks) {
+        if !d.path.is_file() {
+            return Err(BootError::Io {
+                path: d.path.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "disk image not found"),
+            });
+        }
+    }
+    run(&Machine::uefi(opts))
+}
+
+fn run(m: &Machine<'_>) -> Result<BootResult, BootError> {
     if !qemu_available() {
         return Err(BootError::NoQemu);
     }
-    let accel = match opts.accel {
-        Accel::Auto if kvm_works(opts) => Accel::Kvm,
+    let accel = match m.accel {
+        Accel::Auto if kvm_probe(m) => Accel::Kvm,
         Accel::Auto => Accel::Tcg,
         a => a,
     };
     let started = Instant::now();
-    let mut child = base_command(opts, accel)
-        .spawn()
-        .map_err(BootError::Spawn)?;
+    let mut child = base_command(m, accel).spawn().map_err(BootError::Spawn)?;
     let log_io = |source| BootError::Io {
-        path: opts.console_log.clone(),
+        path: m.console_log.to_path_buf(),
         source,
     };
-    if let Some(dir) = opts.console_log.parent() {
+    if let Some(dir) = m.console_log.parent() {
         std::fs::create_dir_all(dir).map_err(log_io)?;
     }
-    let mut log = std::fs::File::create(&opts.console_log).map_err(log_io)?;
+    let mut log = std::fs::File::create(m.console_log).map_err(log_io)?;
 
     let (tx, rx) = mpsc::channel::<String>();
     let stdout = child.stdout.take().expect("piped");
@@ -235,10 +427,10 @@ pub fn boot(opts: &BootOptions) -> Result<BootResult, BootError> {
     let mut last_line = String::new();
     let exit_code;
     loop {
-        let remaining = opts.timeout.saturating_sub(started.elapsed());
+        let remaining = m.timeout.saturating_sub(started.elapsed());
         match rx.recv_timeout(remaining.min(Duration::from_millis(200))) {
             Ok(line) => {
-                if opts.echo {
+                if m.echo {
                     eprintln!("{line}");
                 }
                 writeln!(log, "{line}").map_err(log_io)?;
@@ -264,12 +456,12 @@ pub fn boot(opts: &BootOptions) -> Result<BootResult, BootError> {
             exit_code = status.code();
             break;
         }
-        if started.elapsed() >= opts.timeout {
+        if started.elapsed() >= m.timeout {
             kill(&mut child);
             return Err(BootError::Timeout {
-                seconds: opts.timeout.as_secs(),
+                seconds: m.timeout.as_secs(),
                 last_line,
-                log: opts.console_log.clone(),
+                log: m.console_log.to_path_buf(),
             });
         }
     }
@@ -279,7 +471,7 @@ pub fn boot(opts: &BootOptions) -> Result<BootResult, BootError> {
         seconds: started.elapsed().as_secs_f64(),
         exit_code,
         selftest: SelfTest::parse(&transcript),
-        console_log: opts.console_log.clone(),
+        console_log: m.console_log.to_path_buf(),
     })
 }
 
@@ -301,6 +493,100 @@ mod tests {
     fn a_missing_or_failed_end_is_not_a_pass() {
         assert!(!SelfTest::parse("ECI-SELFTEST kernel=1\n").passed());
         assert!(!SelfTest::parse("ECI-SELFTEST-END status=fail\n").passed());
+    }
+
+    fn args(cmd: &Command) -> Vec<String> {
+        cmd.get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn direct_boot_passes_kernel_initrd_and_cmdline() {
+        let opts = BootOptions {
+            kernel: "/out/vmlinuz".into(),
+            initramfs: "/out/initramfs.img".into(),
+            cmdline: vec!["console=ttyS0".into(), "eci.selftest".into()],
+            memory_mib: 2048,
+            cpus: 2,
+            accel: Accel::Tcg,
+            timeout: Duration::from_secs(1),
+            console_log: "/tmp/c.log".into(),
+            echo: false,
+        };
+        let a = args(&base_command(&Machine::direct(&opts), Accel::Tcg)).join(" ");
+        assert!(
+            a.contains("-kernel /out/vmlinuz -initrd /out/initramfs.img"),
+            "{a}"
+        );
+        assert!(a.contains("-append console=ttyS0 eci.selftest"), "{a}");
+        assert!(!a.contains("pflash"), "{a}");
+    }
+
+    #[test]
+    fn uefi_boot_uses_firmware_and_disks_never_the_kernel() {
+        let opts = UefiBootOptions {
+            boot_disk: Disk {
+                path: "/out/my,boot.vhdx".into(),
+                format: DiskFormat::Vhdx,
+            },
+            extra_disks: vec![Disk {
+                path: "/out/data.vhdx".into(),
+                format: DiskFormat::Vhdx,
+            }],
+            firmware: Firmware {
+                code: OVMF_CODE.into(),
+                vars: "/tmp/vars.fd".into(),
+            },
+            memory_mib: 2048,
+            cpus: 2,
+            accel: Accel::Tcg,
+            timeout: Duration::from_secs(1),
+            console_log: "/tmp/c.log".into(),
+            echo: false,
+        };
+        let a = args(&base_command(&Machine::uefi(&opts), Accel::Tcg));
+        let joined = a.join(" ");
+        assert!(
+            !joined.contains("-kernel") && !joined.contains("-append"),
+            "{joined}"
+        );
+        assert!(a.contains(&format!(
+            "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+        )));
+        assert!(a.contains(&"if=pflash,format=raw,unit=1,file=/tmp/vars.fd".to_string()));
+        assert!(
+            a.contains(&"if=virtio,format=vhdx,readonly=on,file=/out/my,,boot.vhdx".to_string())
+        );
+        assert!(a.contains(&"if=virtio,format=vhdx,snapshot=on,file=/out/data.vhdx".to_string()));
+        assert!(a.contains(&"virtio-net-pci,netdev=n0,romfile=".to_string()));
+    }
+
+    #[test]
+    fn uefi_boot_reports_missing_firmware() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = UefiBootOptions {
+            boot_disk: Disk {
+                path: dir.path().join("none.vhdx"),
+                format: DiskFormat::Vhdx,
+            },
+            extra_disks: vec![],
+            firmware: Firmware {
+                code: dir.path().join("missing-code.fd"),
+                vars: dir.path().join("missing-vars.fd"),
+            },
+            memory_mib: 256,
+            cpus: 1,
+            accel: Accel::Tcg,
+            timeout: Duration::from_secs(1),
+            console_log: dir.path().join("c.log"),
+            echo: false,
+        };
+        let e = boot_uefi(&opts).unwrap_err().to_string();
+        assert!(
+            e.contains("missing-code.fd") && e.contains("apt-get install -y ovmf"),
+            "{e}"
+        );
     }
 
     #[test]

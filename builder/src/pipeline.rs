@@ -176,6 +176,7 @@ pub fn build_image(req: &ImageRequest) -> Result<ImageReport> {
     }
     let epoch = source_date_epoch(u64::try_from(lock.source_date_epoch).unwrap_or(0))?;
     let binaries = binaries::build(&spec.binaries, &binaries::workspace_root())?;
+    let platform = artifact::PlatformInputs::from_spec(&spec, &packages)?;
     let rootfs = rootfs::assemble(&spec, packages, binaries, epoch)?;
     let kernel_report = kernel::check_image(
         &spec,
@@ -194,6 +195,7 @@ pub fn build_image(req: &ImageRequest) -> Result<ImageReport> {
         kernel_package: spec.kernel.package.clone(),
         kernel_version: spec.kernel.version.clone(),
         compression: compression(spec.initramfs.compression),
+        platform,
     };
     let sbom: Vec<SbomPackage> = lock
         .packages

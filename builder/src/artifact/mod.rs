@@ -1,11 +1,31 @@
-//! Writes a build's outputs: kernel, initramfs, `manifest.json` and an SPDX SBOM.
+//! Writes a build's outputs: kernel, initramfs, `manifest.json`, an SPDX SBOM, and what the
+//! target's platform consumes:
+//!
+//! | target | platform outputs | module |
+//! |---|---|---|
+//! | `hyperv` | `boot.vhdx` (GPT + FAT32 ESP, systemd-boot), `data.vhdx`, `create-vm.ps1` | [`hyperv`] |
+//! | `wsl2` | `rootfs.tar.gz`, `NAME.wsl` (the same bytes), `wslconfig` (no initramfs) | [`wsl2`] |
+//! | others | none: the kernel and initramfs boot directly (QEMU `-kernel`/`-initrd`) | |
 //!
 //! Everything is written into a staging directory beside the output directory and swapped in
 //! with renames at the end, so a reader never sees the kernel of one build next to the
 //! initramfs of another, and a failed build leaves the previous outputs untouched.
+//!
+//! Every output is a function of the lock: GUIDs and serial numbers are derived from the lock's
+//! hash ([`guid`]), timestamps are `SOURCE_DATE_EPOCH`, so a rebuild is byte-identical (SPEC V1).
+
+pub mod fat;
+pub mod gpt;
+pub mod guid;
+pub mod hyperv;
+pub mod tar;
+pub mod vhdx;
+pub mod wsl2;
 
 use crate::initramfs::{self, Compression};
-use crate::rootfs::Rootfs;
+use crate::manifest::Blob;
+use crate::rootfs::{Package, Rootfs};
+use crate::spec::ImageSpec;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::fs;
@@ -27,6 +47,16 @@ pub enum ArtifactError {
     },
     #[error("writing the initramfs: {0}")]
     Initramfs(String),
+    #[error("template {}: {message}", path.display())]
+    Template { path: PathBuf, message: String },
+    #[error("the {target} target's UEFI loader: {message}")]
+    Loader { target: String, message: String },
+    #[error("building {what}: {message}")]
+    Disk { what: &'static str, message: String },
+    #[error("the WSL root filesystem breaks Microsoft's distribution rules: {rule}; {fix}")]
+    WslRule { rule: String, fix: String },
+    #[error("writing the root filesystem tarball: {0}")]
+    Tar(String),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ArtifactError + '_ {
@@ -46,6 +76,34 @@ pub struct BuildInfo {
     pub kernel_package: String,
     pub kernel_version: String,
     pub compression: Compression,
+    pub platform: PlatformInputs,
+}
+
+/// What the platform outputs need beyond the root filesystem.
+#[derive(Debug, Clone, Default)]
+pub struct PlatformInputs {
+    /// The definition's kernel command line (`kernel.cmdline`).
+    pub cmdline: Vec<String>,
+    /// Where the definition's templates live (`templates:`); platform files render from there.
+    pub templates_dir: PathBuf,
+    /// The UEFI boot loader taken from its locked package (hyperv only).
+    pub uefi_loader: Option<Blob>,
+}
+
+impl PlatformInputs {
+    /// Collects the inputs for `spec`'s target; `packages` are the locked packages' bytes (the
+    /// loader is read from its package, not from the root filesystem, which does not ship it).
+    pub fn from_spec(spec: &ImageSpec, packages: &[Package]) -> Result<Self, ArtifactError> {
+        let uefi_loader = match spec.target.as_str() {
+            hyperv::TARGET => Some(hyperv::loader_from_packages(&spec.file, packages)?),
+            _ => None,
+        };
+        Ok(PlatformInputs {
+            cmdline: spec.kernel.cmdline.clone(),
+            templates_dir: spec.templates_dir.clone(),
+            uefi_loader,
+        })
+    }
 }
 
 /// One locked package as the SBOM lists it.
@@ -67,6 +125,23 @@ pub struct ArtifactRecord {
     pub uncompressed_size: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compression: Option<String>,
+    /// Size of the disk a disk image presents to its VM.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub virtual_size: Option<u64>,
+}
+
+impl ArtifactRecord {
+    fn plain(path: &str, kind: &str, sha256: String, size: u64) -> Self {
+        ArtifactRecord {
+            path: path.into(),
+            kind: kind.into(),
+            sha256,
+            size,
+            uncompressed_size: None,
+            compression: None,
+            virtual_size: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -143,43 +218,50 @@ fn write_into(
 
     let kernel_path = dir.join(KERNEL_FILE);
     write_synced(&kernel_path, &rootfs.kernel.vmlinuz)?;
-    artifacts.push(ArtifactRecord {
-        path: KERNEL_FILE.into(),
-        kind: "kernel".into(),
-        sha256: hex::encode(Sha256::digest(&rootfs.kernel.vmlinuz)),
-        size: rootfs.kernel.vmlinuz.len() as u64,
-        uncompressed_size: None,
-        compression: None,
-    });
+    artifacts.push(ArtifactRecord::plain(
+        KERNEL_FILE,
+        "kernel",
+        hex::encode(Sha256::digest(&rootfs.kernel.vmlinuz)),
+        rootfs.kernel.vmlinuz.len() as u64,
+    ));
 
-    let initrd_path = dir.join(INITRAMFS_FILE);
-    let written = initramfs::write_initramfs(
-        &rootfs.manifest,
-        info.source_date_epoch,
-        info.compression,
-        &initrd_path,
-    )
-    .map_err(|e| ArtifactError::Initramfs(e.to_string()))?;
-    artifacts.push(ArtifactRecord {
-        path: INITRAMFS_FILE.into(),
-        kind: "initramfs".into(),
-        sha256: written.sha256.clone(),
-        size: written.compressed_size,
-        uncompressed_size: Some(written.uncompressed_size),
-        compression: Some(info.compression.name().into()),
-    });
+    // WSL boots its own initramfs; the root filesystem ships as the tarball instead.
+    if info.target != wsl2::TARGET {
+        let initrd_path = dir.join(INITRAMFS_FILE);
+        let written = initramfs::write_initramfs(
+            &rootfs.manifest,
+            info.source_date_epoch,
+            info.compression,
+            &initrd_path,
+        )
+        .map_err(|e| ArtifactError::Initramfs(e.to_string()))?;
+        artifacts.push(ArtifactRecord {
+            uncompressed_size: Some(written.uncompressed_size),
+            compression: Some(info.compression.name().into()),
+            ..ArtifactRecord::plain(
+                INITRAMFS_FILE,
+                "initramfs",
+                written.sha256.clone(),
+                written.compressed_size,
+            )
+        });
+    }
+
+    match info.target.as_str() {
+        hyperv::TARGET => artifacts.extend(hyperv::write(dir, rootfs, info)?),
+        wsl2::TARGET => artifacts.extend(wsl2::write(dir, rootfs, info)?),
+        _ => {}
+    }
 
     let sbom = serde_json::to_vec_pretty(&spdx(info, packages)).expect("SBOM serialises");
     let sbom_path = dir.join(SBOM_FILE);
     write_synced(&sbom_path, &sbom)?;
-    artifacts.push(ArtifactRecord {
-        path: SBOM_FILE.into(),
-        kind: "sbom".into(),
-        sha256: hex::encode(Sha256::digest(&sbom)),
-        size: sbom.len() as u64,
-        uncompressed_size: None,
-        compression: None,
-    });
+    artifacts.push(ArtifactRecord::plain(
+        SBOM_FILE,
+        "sbom",
+        hex::encode(Sha256::digest(&sbom)),
+        sbom.len() as u64,
+    ));
 
     let manifest = BuildManifest {
         name: info.name.clone(),
@@ -202,6 +284,50 @@ fn write_into(
     json.push(b'\n');
     write_synced(&dir.join(MANIFEST_FILE), &json)?;
     Ok(manifest)
+}
+
+/// Renders `template` from the definition's templates folder with `context`.
+fn render_template(
+    templates_dir: &Path,
+    template: &str,
+    context: &tera::Context,
+) -> Result<String, ArtifactError> {
+    let path = templates_dir.join(template);
+    let source = fs::read_to_string(&path).map_err(io(&path))?;
+    tera::Tera::one_off(&source, context, false).map_err(|e| {
+        let mut message = e.to_string();
+        let mut cur = std::error::Error::source(&e);
+        while let Some(s) = cur {
+            message.push_str(": ");
+            message.push_str(&s.to_string());
+            cur = s.source();
+        }
+        ArtifactError::Template { path, message }
+    })
+}
+
+/// Year, month, day, hour, minute, second (UTC) of an epoch second.
+pub(crate) fn civil(epoch: u64) -> (i64, u32, u32, u32, u32, u32) {
+    let days = (epoch / 86_400) as i64;
+    let secs = epoch % 86_400;
+    // Civil-from-days (proleptic Gregorian), valid for all dates after 1970.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (
+        y,
+        m as u32,
+        d as u32,
+        (secs / 3600) as u32,
+        ((secs / 60) % 60) as u32,
+        (secs % 60) as u32,
+    )
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), ArtifactError> {
@@ -301,24 +427,8 @@ fn purl_escape(s: &str) -> String {
 
 /// UTC timestamp for an epoch second, without pulling in a date crate for one line.
 pub fn rfc3339(epoch: u64) -> String {
-    let days = (epoch / 86_400) as i64;
-    let secs = epoch % 86_400;
-    // Civil-from-days (proleptic Gregorian), valid for all dates after 1970.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        (secs / 60) % 60,
-        secs % 60
-    )
+    let (y, m, d, hh, mm, ss) = civil(epoch);
+    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
 }
 
 #[cfg(test)]
@@ -343,6 +453,7 @@ mod tests {
             kernel_package: "k".into(),
             kernel_version: "1".into(),
             compression: Compression::Zstd,
+            platform: PlatformInputs::default(),
         };
         let pkgs = vec![SbomPackage {
             name: "libstdc++6".into(),
