@@ -104,6 +104,27 @@ pub fn check_image(
     Ok(report)
 }
 
+/// Where the image keeps the pins file the in-VM probe (`eci-probe`) reads.
+pub const PINS_FILE: &str = eci_kernel_config::IMAGE_PINS_PATH;
+
+/// The contents of [`PINS_FILE`] for an image (SPEC V5): which compiled-in pins apply (target
+/// and the definition's fragments), the kernel release the image ships, and the modules it
+/// loads at boot (pass what [`check_image`] was given: shipped plus built-in modules).
+/// Deterministic: the same inputs give the same bytes.
+pub fn pins_file(spec: &ImageSpec, release: &str, boot_modules: &[String]) -> String {
+    let mut modules: Vec<String> = boot_modules.to_vec();
+    modules.sort();
+    modules.dedup();
+    eci_kernel_config::ImagePins {
+        target: spec.target.clone(),
+        fragments: spec.kernel.fragments.clone(),
+        kernel_release: release.to_string(),
+        boot_modules: modules,
+        profile: None,
+    }
+    .to_json()
+}
+
 /// `name = value` lines of a sysctl.conf; later lines win, as `sysctl -p` applies them.
 pub fn parse_sysctl_conf(text: &str) -> BTreeMap<String, String> {
     text.lines()
@@ -192,6 +213,141 @@ pub fn read_config(path: &Path) -> Result<(KernelConfig, Option<String>), Kernel
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const RELEASE: &str = "6.12.107+deb12-cloud-amd64";
+
+    fn hyperv_spec() -> ImageSpec {
+        let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images");
+        crate::spec::load(&images.join("hyperv.yaml")).unwrap()
+    }
+
+    /// The pinned kernel's own config, as shipped in its .deb.
+    fn pinned_config() -> String {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("../kernel-config/testdata/config-{RELEASE}"));
+        std::fs::read_to_string(path).unwrap()
+    }
+
+    /// A root filesystem holding the sysctl file the image renders.
+    fn manifest_with_sysctls() -> Manifest {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../vm-config/templates/sysctl.conf.tera");
+        let mut m = Manifest::new();
+        m.add_dir("/etc", 0o755, 0, 0).unwrap();
+        m.add_dir("/etc/eci", 0o755, 0, 0).unwrap();
+        m.add_file(SYSCTL_FILE, std::fs::read(path).unwrap(), 0o644, 0, 0)
+            .unwrap();
+        m
+    }
+
+    #[test]
+    fn image_gate_accepts_the_pinned_kernel_with_its_compensations() {
+        let spec = hyperv_spec();
+        let report = check_image(
+            &spec,
+            &pinned_config(),
+            RELEASE,
+            &spec.kernel.modules,
+            &[],
+            &manifest_with_sysctls(),
+        )
+        .unwrap();
+        assert!(report.is_ok());
+        assert_eq!(report.profile.as_deref(), Some("debian12-cloud-6.12"));
+    }
+
+    #[test]
+    fn image_gate_refuses_a_kernel_that_violates_a_pin() {
+        let spec = hyperv_spec();
+        let weakened = pinned_config().replace("CONFIG_USER_NS=y", "# CONFIG_USER_NS is not set");
+        let err = check_image(
+            &spec,
+            &weakened,
+            RELEASE,
+            &spec.kernel.modules,
+            &[],
+            &manifest_with_sysctls(),
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, KernelCheckError::Violations { .. }), "{msg}");
+        assert!(
+            msg.contains("CONFIG_USER_NS") && msg.contains("no override"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn image_gate_refuses_a_module_pin_the_image_does_not_load() {
+        let spec = hyperv_spec();
+        let modules: Vec<String> = spec
+            .kernel
+            .modules
+            .iter()
+            .filter(|m| *m != "hv_storvsc")
+            .cloned()
+            .collect();
+        let err = check_image(
+            &spec,
+            &pinned_config(),
+            RELEASE,
+            &modules,
+            &[],
+            &manifest_with_sysctls(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("CONFIG_HYPERV_STORAGE") && err.contains("hv_storvsc"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn image_gate_refuses_compensations_the_image_does_not_establish() {
+        let mut spec = hyperv_spec();
+        spec.kernel.cmdline.retain(|t| t != "slab_nomerge");
+        let mut m = Manifest::new();
+        m.add_dir("/etc", 0o755, 0, 0).unwrap();
+        m.add_dir("/etc/eci", 0o755, 0, 0).unwrap();
+        m.add_file(SYSCTL_FILE, b"kernel.sysrq = 1\n".to_vec(), 0o644, 0, 0)
+            .unwrap();
+        let err = check_image(
+            &spec,
+            &pinned_config(),
+            RELEASE,
+            &spec.kernel.modules,
+            &[],
+            &m,
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, KernelCheckError::Unestablished { .. }),
+            "{msg}"
+        );
+        for needle in ["slab_nomerge", "kernel.sysrq", "kernel.kexec_load_disabled"] {
+            assert!(msg.contains(needle), "{needle}: {msg}");
+        }
+    }
+
+    #[test]
+    fn pins_file_names_the_image_kernel_and_reads_back() {
+        let spec = hyperv_spec();
+        let modules = vec!["sd_mod".to_string(), "overlay".into(), "sd_mod".into()];
+        let text = pins_file(&spec, "6.12.107+deb12-cloud-amd64", &modules);
+        assert_eq!(
+            text,
+            pins_file(&spec, "6.12.107+deb12-cloud-amd64", &modules)
+        );
+        let back = eci_kernel_config::ImagePins::from_json(&text, PINS_FILE).unwrap();
+        assert_eq!(back.target, "hyperv");
+        assert_eq!(back.boot_modules, ["overlay", "sd_mod"]);
+        assert_eq!(back.kernel_release, "6.12.107+deb12-cloud-amd64");
+        let pins = back.pins().unwrap();
+        assert!(pins.requirement("HYPERV_STORAGE").is_some());
+        assert!(pins.requirement("USER_NS").is_some());
+    }
 
     #[test]
     fn sysctl_conf_parsing_follows_sysctl_p() {

@@ -12,3 +12,4 @@ pub mod rootfs;
 pub mod spec;
 pub mod kernel;
 pub mod binaries;
+pub mod kernel_build;

@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use eci_build::boot::{self, Accel, BootOptions};
 use eci_build::fetch::{Cache, FetchOptions};
-use eci_build::{inspect, kernel, pipeline};
+use eci_build::{inspect, kernel, kernel_build, pipeline};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -64,7 +64,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Check kernels against the target's pinned configuration.
+    /// Check kernels against the target's pinned configuration; lock and build our own.
     Kernel {
         #[command(subcommand)]
         command: KernelCommand,
@@ -99,6 +99,45 @@ enum KernelCommand {
         format: Format,
         #[arg(long, value_name = "DIR")]
         cache: Option<PathBuf>,
+    },
+    /// Pin the kernel source package (kernel-config/source.yaml) in kernel-config/source.lock.
+    Lock {
+        #[arg(long, value_name = "[SUITE=]URL")]
+        mirror: Vec<String>,
+        #[arg(long, default_value = "/etc/apt", value_name = "DIR")]
+        sources_root: PathBuf,
+        /// The kernel-config folder (default: next to the images folder).
+        #[arg(long, value_name = "DIR")]
+        kernel_config: Option<PathBuf>,
+    },
+    /// Build our own kernel for a target from the pinned source, its fragments and
+    /// kernel-config/generated/TARGET.config.
+    Build {
+        #[arg(long)]
+        target: String,
+        /// Only regenerate kernel-config/generated/TARGET.config (review the diff, commit it).
+        #[arg(long)]
+        config_only: bool,
+        /// Parallel compile jobs (default: the number of CPUs).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Output folder (default: out/kernel/TARGET).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Never touch the network; fail if the cache lacks the source package.
+        #[arg(long)]
+        offline: bool,
+        #[arg(long, value_name = "DIR")]
+        cache: Option<PathBuf>,
+        #[arg(long, value_name = "[SUITE=]URL")]
+        mirror: Vec<String>,
+        #[arg(long, default_value = "/etc/apt", value_name = "DIR")]
+        sources_root: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        kernel_config: Option<PathBuf>,
+        /// Do not show make's output.
+        #[arg(long)]
+        quiet: bool,
     },
 }
 
@@ -141,6 +180,16 @@ fn images_dir(flag: Option<PathBuf>) -> PathBuf {
     }
     // Run through cargo from anywhere inside the checkout.
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../images")
+}
+
+fn kernel_config_dir(images: &Path, flag: Option<PathBuf>) -> PathBuf {
+    flag.unwrap_or_else(|| {
+        images
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .join("kernel-config")
+    })
 }
 
 fn out_dir(images: &Path, target: &str, flag: Option<PathBuf>) -> PathBuf {
@@ -280,6 +329,120 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        Command::Kernel {
+            command:
+                KernelCommand::Lock {
+                    mirror,
+                    sources_root,
+                    kernel_config,
+                },
+        } => {
+            let dir = kernel_config_dir(&images, kernel_config);
+            let def_path = dir.join(kernel_build::SOURCE_DEFINITION);
+            let def = kernel_build::SourceDefinition::load(&def_path)?;
+            let lockfile = def.lock(&sources_root, &mirror)?;
+            let path = dir.join(kernel_build::SOURCE_LOCK);
+            kernel_build::write_source_lock(&lockfile, &path)?;
+            let pkg = &lockfile.packages[0];
+            eprintln!(
+                "locked {} {} ({} bytes, sha256 {}) from {} in {}",
+                pkg.name,
+                pkg.version,
+                pkg.size,
+                pkg.sha256,
+                pkg.suite,
+                path.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Kernel {
+            command:
+                KernelCommand::Build {
+                    target,
+                    config_only,
+                    jobs,
+                    out,
+                    offline,
+                    cache,
+                    mirror,
+                    sources_root,
+                    kernel_config,
+                    quiet,
+                },
+        } => {
+            let dir = kernel_config_dir(&images, kernel_config);
+            let t = kernel::target(&target)?;
+            let jobs = jobs.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+            });
+            let out = out.unwrap_or_else(|| out_dir(&images, "kernel", None).join(&target));
+            let req = kernel_build::BuildRequest {
+                recipe: kernel_build::Recipe::for_target(t, &dir)?,
+                definition: dir.join(kernel_build::SOURCE_DEFINITION),
+                lock: dir.join(kernel_build::SOURCE_LOCK),
+                source: kernel_build::SourceFetch {
+                    cache: Cache::new(cache.unwrap_or_else(Cache::default_location)),
+                    fetch: FetchOptions {
+                        offline,
+                        ..FetchOptions::default()
+                    },
+                    sources_root,
+                    mirrors: mirror,
+                },
+                committed: Some(kernel_build::Recipe::generated_path(&dir, t)),
+                config_only,
+                jobs,
+                out_dir: out.clone(),
+                echo: !quiet,
+            };
+            let outcome = kernel_build::run(&req)?;
+            for w in &outcome.generated.warnings {
+                eprintln!("kconfig: {w}");
+            }
+            let committed = kernel_build::Recipe::generated_path(&dir, t);
+            let rows = &outcome.generated.report.rows;
+            eprintln!(
+                "{target}: {} {} (kernel {}), {} requested values, pins: {} ok, {} n/a, no violations",
+                outcome.tree.package,
+                outcome.tree.version,
+                outcome.tree.kernel_version,
+                outcome.generated.requests.len(),
+                rows.iter()
+                    .filter(|r| r.status == eci_kernel_config::Status::Ok)
+                    .count(),
+                rows.iter()
+                    .filter(|r| matches!(r.status, eci_kernel_config::Status::NotApplicable(_)))
+                    .count(),
+            );
+            if config_only {
+                if outcome.config_changes.is_empty() {
+                    eprintln!("{} is up to date", committed.display());
+                } else {
+                    eprintln!(
+                        "{} rewritten; changed lines:\n{}",
+                        committed.display(),
+                        outcome.config_changes
+                    );
+                }
+            }
+            if let Some(built) = &outcome.built {
+                eprintln!(
+                    "{} {}: {} ({} in {:.0} s with {} jobs), sha256 {}",
+                    if built.cached { "cached" } else { "built" },
+                    built.info.kernel_release,
+                    out.join(kernel_build::KERNEL_IMAGE).display(),
+                    if built.cached { "built earlier" } else { "compiled" },
+                    built.info.seconds,
+                    built.info.jobs,
+                    built.info.image_sha256
+                );
+            }
+            eprintln!(
+                "source {:.1} s, config {:.1} s, total {:.1} s",
+                outcome.seconds_source, outcome.seconds_config, outcome.seconds_total
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Settings {
             command: SettingsCommand::Check { file },

@@ -71,6 +71,13 @@ pub enum PinError {
     UnknownFragment { name: String, known: String },
     #[error("{dir} has no fragment {name}; expected the fragments container, hardening, hyperv, wsl2 and qemu (*.config)")]
     MissingFragment { dir: PathBuf, name: String },
+    #[error("{origin}:{line}:{column}: {message}; the file is written by eci-build at image build time, rebuild the image")]
+    ImagePins {
+        origin: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
 }
 
 /// Checking a config against the pins.

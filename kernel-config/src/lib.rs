@@ -8,13 +8,15 @@
 //!   (compiled in), plus the kernel exception profiles in `fragments/kernels/`.
 //! - [`Pins::check`] produces a [`Report`] with a row per pinned option; [`Report::render_table`]
 //!   and [`Report::to_json`] present it, [`Report::is_ok`] is the verdict.
-//! - [`probe_running_kernel`] is what the VM init calls before starting isolation.
+//! - [`probe_running_kernel`] is what the VM init calls before starting isolation;
+//!   [`ImagePins`] is the file an image carries to tell it which pins apply.
 //!
 //! See README.md for the fragment format, the targets and the exception profiles.
 
 mod check;
 mod error;
 mod fragment;
+mod image_pins;
 mod kconfig;
 mod probe;
 mod profile;
@@ -24,6 +26,7 @@ mod version;
 pub use check::{CheckOptions, ProfileSelection, Report, Row, RuntimeRequirement, Status};
 pub use error::{CheckError, ConfigError, PinError, ProbeError};
 pub use fragment::{normalize_module, Fragment, Requirement, Term, VersionPin, Want};
+pub use image_pins::{ImagePins, IMAGE_PINS_PATH};
 pub use kconfig::{KernelConfig, Value};
 pub use probe::{
     probe_running_kernel, Phase, ProbeKind, ProbeOptions, ProbeReport, ProbeRow, ProbeStatus,
