@@ -343,7 +343,13 @@ pub fn create(g: &Global, o: &CreateOpts) -> Result<i32> {
         let src = m.source.clone().unwrap_or_default();
         let real = fs::canonicalize(&src).map_err(|e| format!("bind mount source {src}: {e}"))?;
         let real_s = real.display().to_string();
-        if real_s != src {
+        // docker-init is a VM-owned symlink (Debian: to tini-static); everything else is
+        // checked again once resolved.
+        let init_binary = policy
+            .init_binaries
+            .iter()
+            .any(|b| eci_policy::normalize_path(b) == eci_policy::normalize_path(&src));
+        if real_s != src && !init_binary {
             let ctx = BindContext {
                 container_id: Some(&o.id),
                 destination: Some(&m.destination),
