@@ -4,7 +4,7 @@
 //! systems and tmpfs ([`mounts`]), load the image's modules and apply the hardening sysctls
 //! ([`sysctl`]), then set `kernel.modules_disabled=1` (SPEC V3); copy the image's /var onto a
 //! tmpfs and mount the data disk ([`disk`]) over the engine directories; list containers that
-//! predate isolation ([`legacy`], SPEC A5); make the root read-only (SPEC V2); start the services
+//! predate isolation ([`legacy`], SPEC A5); write dockerd's run-time config ([`engine`]); make the root read-only (SPEC V2); start the services
 //! of /etc/eci/services.json ([`services`]) in order with readiness checks ([`ready`]) and
 //! supervise them ([`supervise`]); shut down cleanly on SIGTERM, SIGINT (ctrl-alt-del), SIGPWR,
 //! SIGUSR2 (`eci-init poweroff`, the kernel's poweroff helper) or the ACPI power button
@@ -15,6 +15,7 @@
 
 pub mod cmdline;
 pub mod disk;
+pub mod engine;
 pub mod input;
 pub mod legacy;
 pub mod log;

@@ -218,6 +218,7 @@ impl Init {
         };
         facts.push(("ECI_POWER_BUTTONS".into(), power_buttons.len().to_string()));
 
+        write_engine_config();
         let services = std::fs::read_to_string(SERVICES_FILE)
             .map_err(|e| format!("cannot read {SERVICES_FILE}: {e}"))
             .and_then(|t| ServicesFile::parse(&t, SERVICES_FILE).map_err(|e| e.to_string()))?;
@@ -854,6 +855,26 @@ fn async_controllers() -> bool {
     hosts
         .flatten()
         .any(|h| read_sys(&h.path().join("proc_name")) == "storvsc")
+}
+
+/// dockerd's run-time config (crate::engine), root-only.
+fn write_engine_config() {
+    let result = std::fs::read_to_string(crate::engine::IMAGE_DAEMON_JSON)
+        .map_err(|e| format!("cannot read {}: {e}", crate::engine::IMAGE_DAEMON_JSON))
+        .and_then(|t| crate::engine::runtime_daemon_json(&t).map_err(|e| e.to_string()))
+        .and_then(|text| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .mode(0o600)
+                .open(crate::engine::RUN_DAEMON_JSON)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
+                .map_err(|e| format!("cannot write {}: {e}", crate::engine::RUN_DAEMON_JSON))
+        });
+    if let Err(e) = result {
+        say(&format!("{e}; dockerd will not start"));
+    }
 }
 
 /// Lists legacy containers (SPEC A5) into /run/eci/legacy-containers.json.

@@ -185,11 +185,12 @@ mod tests {
                 path: "/_ping".into()
             }
         );
-        // The daemon.json owns hosts, group and containerd: a flag repeating one makes dockerd
-        // refuse to start (vm-config/README.md).
+        // daemon.json owns hosts, group and containerd: a flag repeating one of its keys makes
+        // dockerd refuse to start (vm-config/README.md). The file is the image's daemon.json
+        // plus the writable trust-key path (crate::engine).
         assert_eq!(
             dockerd.command[1..],
-            ["--config-file", eci_vm_config::DAEMON_JSON_PATH]
+            ["--config-file", crate::engine::RUN_DAEMON_JSON]
         );
         if let Some(guard) = f.services.iter().position(|s| s.name == "eci-guard") {
             assert!(
