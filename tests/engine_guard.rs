@@ -940,3 +940,92 @@ fn guard_answers_bad_requests_and_serves_100_clients() {
         .iter()
         .any(|v| v["status"] == 413 && v["decision"] == "refuse"));
 }
+
+/// SPEC D2 (and D1 for buildx): BuildKit Solve calls asking for network.host or
+/// security.insecure are refused inside the h2c control connection; other calls go through.
+#[test]
+fn guard_refuses_buildkit_entitlements() {
+    use bytes::Bytes;
+    use eci_guard::grpc::encode_solve_request;
+    use http_body_util::{BodyExt, Empty, Full};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let Some(e) = engine("grpc", &[IMG], plain) else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let sock = tokio::net::UnixStream::connect(&e.guard_sock)
+            .await
+            .unwrap();
+        let (mut h1, conn) = hyper::client::conn::http1::handshake(TokioIo::new(sock))
+            .await
+            .unwrap();
+        tokio::spawn(conn.with_upgrades());
+        let upgrade = hyper::Request::post("/grpc")
+            .header("Host", "docker")
+            .header("Connection", "Upgrade")
+            .header("Upgrade", "h2c")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = h1.send_request(upgrade).await.unwrap();
+        assert_eq!(resp.status(), 101);
+        let io = hyper::upgrade::on(resp).await.unwrap();
+        let (mut h2, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let call = |method: &str, body: Vec<u8>| {
+            hyper::Request::post(format!("http://docker/moby.buildkit.v1.Control/{method}"))
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .body(Full::new(Bytes::from(body)))
+                .unwrap()
+        };
+        for (entitlements, attrs, word) in [
+            (vec!["network.host"], vec![], "network.host"),
+            (vec!["security.insecure"], vec![], "security.insecure"),
+            (vec![], vec![("force-network-mode", "host")], "network.host"),
+        ] {
+            let resp = h2
+                .send_request(call(
+                    "Solve",
+                    encode_solve_request("ref", &entitlements, &attrs),
+                ))
+                .await
+                .unwrap();
+            assert_eq!(
+                resp.headers()["grpc-status"],
+                "7",
+                "{entitlements:?} {attrs:?}"
+            );
+            let msg = resp.headers()["grpc-message"].to_str().unwrap().to_string();
+            assert!(
+                msg.contains(word) && msg.contains("is not allowed"),
+                "{msg}"
+            );
+        }
+        // A call the guard does not inspect reaches dockerd's BuildKit and comes back.
+        let resp = h2
+            .send_request(call("ListWorkers", vec![0, 0, 0, 0, 0]))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let collected = resp.into_body().collect().await.unwrap();
+        let trailers = collected.trailers().cloned().unwrap_or_default();
+        let data = collected.to_bytes();
+        assert_eq!(
+            trailers.get("grpc-status").map(|v| v.to_str().unwrap()),
+            Some("0"),
+            "{trailers:?}"
+        );
+        assert!(data.len() > 5, "ListWorkers answered {} bytes", data.len());
+    });
+    let line = e
+        .wait_audit(|v| has_rule(v, "D2") && v["decision"] == "refuse")
+        .expect("a D2 refusal in the audit log");
+    assert_eq!(line["path"], "/grpc/moby.buildkit.v1.Control/Solve");
+}

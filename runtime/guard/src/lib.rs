@@ -8,6 +8,10 @@
 pub mod audit;
 pub mod engine;
 pub mod facts;
+/// Properties the fuzz targets check (also run on the seeds by `cargo test`).
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod grpc;
 pub mod images;
 pub mod paths;
 pub mod pins;

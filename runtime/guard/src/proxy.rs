@@ -21,7 +21,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde_json::{json, Value};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Mutex as AsyncMutex, Semaphore};
@@ -637,11 +637,17 @@ async fn handle(
     if status == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            let grpc = call.endpoint == Endpoint::Grpc;
+            let (shared, conn) = (shared.clone(), conn.clone());
             tokio::spawn(async move {
                 let (Ok(client), Ok(upstream)) = tokio::join!(client_upgrade, upstream_upgrade)
                 else {
                     return;
                 };
+                if grpc {
+                    grpc_passthrough(client, upstream, shared, conn).await;
+                    return;
+                }
                 let mut client = TokioIo::new(client);
                 let mut upstream = TokioIo::new(upstream);
                 let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
@@ -662,6 +668,113 @@ async fn handle(
         }
     }
     out.body(body).expect("valid response")
+}
+
+/// Most a BuildKit Solve request may carry (its LLB definition) for the guard to read it.
+const SOLVE_LIMIT: usize = 64 << 20;
+
+/// BuildKit's control API after the h2c upgrade: HTTP/2 terminated on both sides, Solve
+/// calls checked (SPEC D2), every other stream forwarded as it comes.
+async fn grpc_passthrough(
+    client: hyper::upgrade::Upgraded,
+    upstream: hyper::upgrade::Upgraded,
+    shared: Arc<Shared>,
+    conn: Arc<Conn>,
+) {
+    let Ok((sender, connection)) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake::<_, Body>(upstream)
+        .await
+    else {
+        return;
+    };
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let service = service_fn(move |req: HttpRequest<Incoming>| {
+        let sender = sender.clone();
+        let shared = shared.clone();
+        let conn = conn.clone();
+        async move { Ok::<_, Infallible>(grpc_forward(sender, &shared, &conn, req).await) }
+    });
+    // Upgraded streams already speak hyper's IO traits.
+    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .serve_connection(client, service)
+        .await;
+}
+
+/// A trailers-only gRPC error: what a gRPC client reports as `rpc error: code = ... desc = ...`.
+fn grpc_error(code: u8, message: &str) -> Response<Body> {
+    let printable: String = message
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect::<String>()
+        .replace('%', "%25");
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/grpc")
+        .header("grpc-status", code.to_string())
+        .header("grpc-message", printable)
+        .body(empty())
+        .expect("valid response")
+}
+
+async fn grpc_forward(
+    mut sender: hyper::client::conn::http2::SendRequest<Body>,
+    shared: &Shared,
+    conn: &Conn,
+    req: HttpRequest<Incoming>,
+) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let (parts, mut body) = req.into_parts();
+    let ctx = AuditCtx {
+        shared,
+        conn,
+        method: parts.method.to_string(),
+        path: format!("/grpc{path}"),
+    };
+    let body: Body = if path == crate::grpc::SOLVE_PATH {
+        let bytes = match read_capped(&mut body, SOLVE_LIMIT).await {
+            Ok(b) => b,
+            Err(_) => {
+                let msg = format!("BuildKit Solve request larger than {SOLVE_LIMIT} bytes or unreadable; the guard must read it");
+                ctx.write("refuse", 200, vec!["D2"], Some(msg.clone()), vec![]);
+                return grpc_error(8, &msg);
+            }
+        };
+        if let Some(reason) = crate::grpc::check_solve_body(&bytes) {
+            ctx.write(
+                "refuse",
+                200,
+                vec!["D2"],
+                Some(reason.clone()),
+                vec!["grpc-status 7".into()],
+            );
+            return grpc_error(7, &reason);
+        }
+        ctx.write(
+            "allow",
+            200,
+            vec!["D2"],
+            None,
+            vec!["no forbidden entitlements".into()],
+        );
+        full(bytes)
+    } else {
+        body.map_err(Into::into).boxed()
+    };
+    match sender
+        .send_request(HttpRequest::from_parts(parts, body))
+        .await
+    {
+        Ok(resp) => resp.map(|b| b.map_err(Into::into).boxed()),
+        Err(e) => grpc_error(14, &format!("the engine's BuildKit did not answer: {e}")),
+    }
 }
 
 enum ReadError {

@@ -105,35 +105,44 @@ pub fn parse_settings(text: &str, origin: &str) -> Result<LoadedSettings, Settin
         .unwrap_or(false);
     if looks_like_policy {
         let file = PolicyFile::parse(text, origin)?;
-        // The runtime's reading of the same file (its eciRunc section included), so the guard
-        // and eci-runc judge bind sources alike.
-        let binds =
-            eci_policy::Policy::parse(text, origin).map_err(|e| SettingsError::Invalid {
-                origin: origin.to_string(),
-                problems: vec![eci_vm_config::Problem {
-                    key: "bindMounts".to_string(),
-                    location: eci_vm_config::Location {
-                        origin: origin.to_string(),
-                        line: 1,
-                        column: 1,
-                    },
-                    message: e.to_string(),
-                    fix: "regenerate the file from admin-settings.json".to_string(),
-                }],
-            })?;
         return Ok(LoadedSettings {
-            policy: Policy::with_binds(&file, binds),
+            policy: with_runtime_binds(&file, text, origin)?,
             format: SettingsFormat::PolicyJson,
             warnings: Vec::new(),
         });
     }
     let (admin, warnings) = AdminSettings::parse(text, origin)?;
-    let eff = effective(&admin, &UserSettings::default(), None);
+    let file = PolicyFile::from_effective(&effective(&admin, &UserSettings::default(), None));
+    // Read back as the runtime reads the rendered file, so both formats give one policy.
+    let rendered = serde_json::to_string(&file).expect("a policy file serialises");
     Ok(LoadedSettings {
-        policy: Policy::from_file(&PolicyFile::from_effective(&eff)),
+        policy: with_runtime_binds(&file, &rendered, origin)?,
         format: SettingsFormat::AdminSettings,
         warnings,
     })
+}
+
+/// The policy with eci-runc's reading of the same policy.json text (its `eciRunc` section
+/// included), so the guard and the runtime judge bind sources alike.
+fn with_runtime_binds(
+    file: &PolicyFile,
+    text: &str,
+    origin: &str,
+) -> Result<Policy, SettingsError> {
+    let binds = eci_policy::Policy::parse(text, origin).map_err(|e| SettingsError::Invalid {
+        origin: origin.to_string(),
+        problems: vec![eci_vm_config::Problem {
+            key: "bindMounts".to_string(),
+            location: eci_vm_config::Location {
+                origin: origin.to_string(),
+                line: 1,
+                column: 1,
+            },
+            message: e.to_string(),
+            fix: "regenerate the file from admin-settings.json".to_string(),
+        }],
+    })?;
+    Ok(Policy::with_binds(file, binds))
 }
 
 pub fn load_settings(path: &Path) -> Result<LoadedSettings, SettingsError> {
