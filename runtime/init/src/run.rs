@@ -392,8 +392,8 @@ impl Init {
             .stderr(out);
         // Its own session and process group: a stop can kill the whole group, and nothing a
         // service starts can take the console as its controlling terminal.
-        // SAFETY: setsid is async-signal-safe.
-        unsafe { cmd.pre_exec(sys::setsid) };
+        // SAFETY: child_setup only makes async-signal-safe calls.
+        unsafe { cmd.pre_exec(sys::child_setup) };
         let child = cmd.spawn()?;
         // The child is reaped by the SIGCHLD loop, never through `Child`.
         Ok(child.id() as i32)
@@ -431,8 +431,8 @@ impl Init {
             .envs(self.facts.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .current_dir("/")
             .stdin(Stdio::null());
-        // SAFETY: setsid is async-signal-safe.
-        unsafe { cmd.pre_exec(sys::setsid) };
+        // SAFETY: child_setup only makes async-signal-safe calls.
+        unsafe { cmd.pre_exec(sys::child_setup) };
         match cmd.spawn() {
             Ok(child) => {
                 say(&format!("running {SELFTEST}"));
@@ -447,7 +447,10 @@ impl Init {
 
     /// After the services stopped: end what is left, flush, unmount, power off.
     fn power_off(&mut self, reason: &str) {
-        say(&format!("all services stopped ({reason})"));
+        say(&format!(
+            "all services stopped ({reason}); {} orphaned processes were reaped",
+            self.orphans_reaped
+        ));
         if sys::getpid() == 1 {
             // Only PID 1 may do this: -1 means every process it can signal.
             let _ = sys::kill(-1, libc::SIGTERM);
@@ -695,8 +698,12 @@ fn data_disk(opts: &BootOptions) -> DataDisk {
     if let Err(e) = mounted {
         return fallback(format!("cannot mount {dev}: {e}"));
     }
+    let mut kept = Vec::new();
     for (dir, target, mode) in mounts::PERSISTENT {
         let on_disk = mount_at.join(dir);
+        if on_disk.is_dir() {
+            kept.push(*dir);
+        }
         let bound = (|| {
             if !on_disk.exists() {
                 std::fs::create_dir(&on_disk)?;
@@ -722,6 +729,9 @@ fn data_disk(opts: &BootOptions) -> DataDisk {
         "data disk {dev} ({state}, uuid {uuid}) mounted on {}",
         mounts::DATA_MOUNT
     ));
+    if !kept.is_empty() {
+        say(&format!("kept from the last boot: {}", kept.join(", ")));
+    }
     DataDisk {
         state,
         detail: format!("{state} {dev}"),

@@ -127,9 +127,27 @@ pub fn sync() {
     unsafe { libc::sync() }
 }
 
-pub fn setsid() -> io::Result<()> {
-    // SAFETY: no pointers.
-    check(unsafe { libc::setsid() }).map(drop)
+/// Runs in a freshly forked child before exec: its own session (no controlling terminal, its
+/// own process group) and the signal state a program expects. PID 1 blocks the signals it reads
+/// through its signalfd; a blocked mask survives exec, and a service started with SIGTERM
+/// blocked would never see a stop request.
+pub fn child_setup() -> io::Result<()> {
+    // SAFETY: only async-signal-safe calls (setsid, sigemptyset, sigprocmask, signal) on
+    // local data.
+    unsafe {
+        check(libc::setsid())?;
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        check(libc::sigprocmask(
+            libc::SIG_SETMASK,
+            &set,
+            std::ptr::null_mut(),
+        ))?;
+        for &s in HANDLED_SIGNALS {
+            libc::signal(s, libc::SIG_DFL);
+        }
+    }
+    Ok(())
 }
 
 /// Seconds since boot, including suspend (what /proc/uptime shows).
