@@ -293,3 +293,320 @@ fn host_namespaces_and_restricted_binds_are_refused() {
         "{out}"
     );
 }
+
+/// The docker workflows containerd-shim-runc-v2 drives through eci-runc: detached run, exec,
+/// logs, top, pause/unpause, update --memory, stats, stop (signal delivery), restart, kill,
+/// terminals for run and exec, and --rm cleanup.
+#[test]
+fn docker_lifecycle_works() {
+    let Some(e) = engine("life") else { return };
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "lc",
+        "--network",
+        "none",
+        IMAGE,
+        "sh",
+        "-c",
+        "trap 'echo got-term; exit 0' TERM; echo started; while true; do sleep 0.1; done",
+    ]);
+    assert_eq!(e.ok(&["exec", "lc", "echo", "exec-ok"]), "exec-ok");
+    assert_eq!(e.ok(&["exec", "-u", "1000:1000", "lc", "id", "-u"]), "1000");
+    let top = e.ok(&["top", "lc"]);
+    assert!(top.contains("sleep") || top.contains("sh -c"), "{top}");
+    e.ok(&["pause", "lc"]);
+    assert_eq!(
+        e.ok(&["inspect", "-f", "{{.State.Status}}", "lc"]),
+        "paused"
+    );
+    e.ok(&["unpause", "lc"]);
+    assert_eq!(
+        e.ok(&["inspect", "-f", "{{.State.Status}}", "lc"]),
+        "running"
+    );
+    e.ok(&["update", "--memory", "64m", "--memory-swap", "128m", "lc"]);
+    let limit = e.ok(&[
+        "exec", "lc", "sh", "-c",
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max",
+    ]);
+    assert_eq!(limit, (64u64 << 20).to_string());
+    let stats = e.ok(&["stats", "--no-stream", "--format", "{{.MemUsage}}", "lc"]);
+    assert!(stats.contains("64MiB"), "{stats}");
+    e.ok(&["stop", "-t", "10", "lc"]);
+    assert_eq!(e.ok(&["inspect", "-f", "{{.State.ExitCode}}", "lc"]), "0");
+    let logs = e.ok(&["logs", "lc"]);
+    assert!(
+        logs.contains("started") && logs.contains("got-term"),
+        "{logs}"
+    );
+    e.ok(&["restart", "-t", "1", "lc"]);
+    assert_eq!(
+        e.ok(&["inspect", "-f", "{{.State.Status}}", "lc"]),
+        "running"
+    );
+    e.ok(&["kill", "lc"]);
+    assert_eq!(e.ok(&["inspect", "-f", "{{.State.ExitCode}}", "lc"]), "137");
+    e.ok(&["rm", "lc"]);
+    // Terminals through the console socket, for run and exec.
+    let out = e.ok(&["run", "--rm", "-t", "--network", "none", IMAGE, "tty"]);
+    assert!(out.starts_with("/dev/pts/"), "{out}");
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "tt",
+        "--network",
+        "none",
+        IMAGE,
+        "sleep",
+        "300",
+    ]);
+    let out = e.ok(&["exec", "-t", "tt", "tty"]);
+    assert!(out.starts_with("/dev/pts/"), "{out}");
+    e.ok(&["rm", "-f", "tt"]);
+    assert!(e.ok(&["ps", "-aq"]).is_empty());
+    assert!(e.ranges().is_empty(), "{:?}", e.ranges());
+}
+
+mod direct {
+    //! eci-runc driven directly on a bundle, as containerd's shim drives it.
+
+    use eci_e2e::runc_engine::{eci_runc_binary, parse_map, prerequisites};
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Output};
+
+    struct Bundle {
+        dir: tempfile::TempDir,
+        bin: PathBuf,
+    }
+
+    impl Bundle {
+        fn new(args: &[&str]) -> Bundle {
+            let dir = tempfile::Builder::new()
+                .prefix("er-direct-")
+                .tempdir_in("/tmp")
+                .unwrap();
+            let root = dir.path().join("bundle/rootfs");
+            for sub in ["bin", "proc", "dev", "sys", "tmp", "etc"] {
+                std::fs::create_dir_all(root.join(sub)).unwrap();
+            }
+            std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+            for a in ["sh", "sleep", "cat", "echo", "true"] {
+                std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).unwrap();
+            }
+            let config = serde_json::json!({
+                "ociVersion": "1.0.2",
+                "process": {"user": {"uid": 0, "gid": 0}, "args": args, "cwd": "/",
+                    "env": ["PATH=/bin"],
+                    "capabilities": {"bounding": ["CAP_KILL"], "effective": ["CAP_KILL"], "permitted": ["CAP_KILL"]}},
+                "root": {"path": "rootfs"},
+                "hostname": "direct",
+                "mounts": [
+                    {"destination": "/proc", "type": "proc", "source": "proc"},
+                    {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755"]},
+                    {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["ro", "nosuid", "nodev", "noexec"]}
+                ],
+                "linux": {"namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
+                          "cgroupsPath": "/eci-e2e/direct"}
+            });
+            std::fs::write(
+                dir.path().join("bundle/config.json"),
+                serde_json::to_vec_pretty(&config).unwrap(),
+            )
+            .unwrap();
+            Bundle {
+                bin: eci_runc_binary().unwrap(),
+                dir,
+            }
+        }
+
+        fn cmd(&self, args: &[&str]) -> Command {
+            let d = self.dir.path();
+            let mut c = Command::new(&self.bin);
+            c.env("ECI_RUNC_STATE_DIR", d.join("ids"))
+                .env("ECI_RUNC_POLICY", d.join("no-policy.json"))
+                .arg("--root")
+                .arg(d.join("state"))
+                .arg("--log")
+                .arg(d.join("log.json"))
+                .args(["--log-format", "json"])
+                .args(args);
+            c
+        }
+
+        fn run(&self, args: &[&str]) -> Output {
+            self.cmd(args).output().unwrap()
+        }
+
+        /// `create` leaves the container's init holding its stdio until `start`, so its
+        /// output cannot be collected through pipes (the shim hands it fifos instead).
+        fn create(&self, args: &[&str]) {
+            let st = self
+                .cmd(args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap();
+            let log = std::fs::read_to_string(self.dir.path().join("log.json")).unwrap_or_default();
+            assert!(st.success(), "eci-runc {args:?}: {log}");
+        }
+
+        fn ok(&self, args: &[&str]) -> String {
+            let o = self.run(args);
+            assert!(
+                o.status.success(),
+                "eci-runc {args:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            String::from_utf8_lossy(&o.stdout).trim().to_string()
+        }
+
+        fn bundle(&self) -> String {
+            self.dir.path().join("bundle").display().to_string()
+        }
+
+        fn ranges(&self) -> String {
+            std::fs::read_to_string(self.dir.path().join("ids/ranges.json")).unwrap_or_default()
+        }
+
+        /// Nothing of container `id` is left: state, cgroup folders, id range, host mounts.
+        fn assert_clean(&self, id: &str) {
+            assert!(
+                !self.dir.path().join("state").join(id).exists(),
+                "state folder left"
+            );
+            assert!(!self.ranges().contains(id), "range left: {}", self.ranges());
+            for m in ["pids", "memory", "cpu", "unified", ""] {
+                let p = Path::new("/sys/fs/cgroup").join(m).join("eci-e2e/direct");
+                assert!(!p.exists(), "cgroup {} left", p.display());
+            }
+            let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+            let me = self.dir.path().display().to_string();
+            assert!(!mounts.contains(&me), "mounts left under {me}");
+        }
+    }
+
+    fn state(b: &Bundle, id: &str) -> serde_json::Value {
+        serde_json::from_str(&b.ok(&["state", id])).unwrap()
+    }
+
+    /// create/start/state/exec/ps/events/pause/resume/update/kill/delete on a plain bundle.
+    #[test]
+    fn runc_surface_on_a_bundle() {
+        if !prerequisites() {
+            return;
+        }
+        let b = Bundle::new(&["sleep", "300"]);
+        let bundle = b.bundle();
+        let pidfile = b.dir.path().join("init.pid");
+        b.create(&[
+            "create",
+            "--bundle",
+            &bundle,
+            "--pid-file",
+            &pidfile.display().to_string(),
+            "c1",
+        ]);
+        let st = state(&b, "c1");
+        assert_eq!(st["status"], "created");
+        let pid: i64 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(st["pid"], pid);
+        b.ok(&["start", "c1"]);
+        assert_eq!(state(&b, "c1")["status"], "running");
+        let map = b.ok(&["exec", "c1", "cat", "/proc/self/uid_map"]);
+        let (_, outside, count) = parse_map(&map).unwrap();
+        assert!(outside >= 100_000 && count == 65536, "{map}");
+        assert_eq!(
+            b.ok(&["exec", "c1", "cat", "/proc/sys/kernel/hostname"]),
+            "direct"
+        );
+        let pids: Vec<i64> =
+            serde_json::from_str(&b.ok(&["ps", "--format", "json", "c1"])).unwrap();
+        assert!(pids.contains(&pid), "{pids:?}");
+        let ev: serde_json::Value =
+            serde_json::from_str(&b.ok(&["events", "--stats", "c1"])).unwrap();
+        assert_eq!(ev["type"], "stats");
+        assert!(ev["data"]["pids"]["current"].as_u64().unwrap() >= 1, "{ev}");
+        b.ok(&["pause", "c1"]);
+        assert_eq!(state(&b, "c1")["status"], "paused");
+        b.ok(&["resume", "c1"]);
+        assert_eq!(state(&b, "c1")["status"], "running");
+        let mut up = b.cmd(&["update", "--resources", "-", "c1"]);
+        up.stdin(std::process::Stdio::piped());
+        let mut child = up.spawn().unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(br#"{"pids":{"limit":42}}"#)
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+        let ev: serde_json::Value =
+            serde_json::from_str(&b.ok(&["events", "--stats", "c1"])).unwrap();
+        assert_eq!(ev["data"]["pids"]["limit"], 42, "{ev}");
+        let o = b.run(&["delete", "c1"]);
+        assert!(
+            !o.status.success(),
+            "delete of a running container must fail"
+        );
+        b.ok(&["kill", "c1", "KILL"]);
+        for _ in 0..200 {
+            if state(&b, "c1")["status"] == "stopped" {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(state(&b, "c1")["status"], "stopped");
+        b.ok(&["delete", "c1"]);
+        b.assert_clean("c1");
+        // The last error is in the log in runc's JSON shape.
+        let log = std::fs::read_to_string(b.dir.path().join("log.json")).unwrap();
+        let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+        assert_eq!(last["level"], "error");
+        assert!(
+            last["msg"].as_str().unwrap().contains("not stopped"),
+            "{last}"
+        );
+    }
+
+    /// Crash safety: the runtime killed in the middle of `create` (after the cgroup, after
+    /// the id mapping, after the mounts were handed over); `delete --force` leaves no mount,
+    /// cgroup or id range behind.
+    #[test]
+    fn delete_force_cleans_up_after_a_crashed_create() {
+        if !prerequisites() {
+            return;
+        }
+        let b = Bundle::new(&["sleep", "300"]);
+        let bundle = b.bundle();
+        for point in ["allocated", "cgroup", "mapped", "mounts"] {
+            let id = format!("crash-{point}");
+            let mut c = b.cmd(&["create", "--bundle", &bundle, &id]);
+            c.env("ECI_RUNC_TEST_STALL", point)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+            let mut child = c.spawn().unwrap();
+            // Wait until the runtime reached the stall point: the range is allocated first.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !b.ranges().contains(&id) && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            child.kill().unwrap();
+            child.wait().unwrap();
+            assert!(
+                b.ranges().contains(&id),
+                "{point}: range not allocated before the kill"
+            );
+            b.ok(&["delete", "--force", &id]);
+            b.assert_clean(&id);
+        }
+    }
+}

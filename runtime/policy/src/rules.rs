@@ -305,7 +305,10 @@ fn safe(kind: &str, major: i64, minor: i64) -> Option<&'static SafeDevice> {
 }
 
 /// Drop every device node outside [`SAFE_DEVICES`] (SPEC P3) and rewrite the device cgroup
-/// rules to deny all, then allow at most the safe devices the spec allowed.
+/// rules to: deny all, allow the safe set. The spec's own rules are not kept: engines rely on
+/// the runtime's defaults for ptmx/pts/full (docker lists only null, zero, random, urandom,
+/// tty and console), and nothing outside the safe set may be allowed anyway. `/dev/fuse` is
+/// allowed only when the spec lists it as a device or has a rule naming it.
 pub fn filter_devices(spec: &mut Spec) -> Vec<Warning> {
     let linux = spec.linux_mut();
     let mut dropped = Vec::new();
@@ -316,14 +319,16 @@ pub fn filter_devices(spec: &mut Spec) -> Vec<Warning> {
         }
         ok
     });
-    let fuse = linux
-        .devices
-        .iter()
-        .any(|d| d.major == 10 && d.minor == 229);
-    let offered: Vec<&SafeDevice> = SAFE_DEVICES
-        .iter()
-        .filter(|d| d.major != 10 || fuse)
-        .collect();
+    let fuse_rule = linux.resources.as_ref().is_some_and(|r| {
+        r.devices
+            .iter()
+            .any(|d| d.allow && d.major == Some(10) && d.minor == Some(229))
+    });
+    let fuse = fuse_rule
+        || linux
+            .devices
+            .iter()
+            .any(|d| d.major == 10 && d.minor == 229);
     let mut rules = vec![DeviceRule {
         allow: false,
         kind: Some("a".into()),
@@ -331,47 +336,14 @@ pub fn filter_devices(spec: &mut Spec) -> Vec<Warning> {
         minor: None,
         access: Some("rwm".into()),
     }];
-    let input = linux
-        .resources
-        .as_ref()
-        .map(|r| r.devices.clone())
-        .unwrap_or_default();
-    for r in input {
-        if !r.allow {
-            rules.push(r);
-            continue;
-        }
-        let kind = r.kind.as_deref().unwrap_or("a");
-        if kind != "a" && kind != "c" {
-            continue;
-        }
-        for d in &offered {
-            // A negative number is the OCI spelling of "any".
-            let major_ok = r.major.map_or(true, |m| m < 0 || m == d.major);
-            let minor_ok = match (r.minor, d.minor) {
-                (None, _) => true,
-                (Some(m), _) if m < 0 => true,
-                (Some(m), Some(dm)) => m == dm,
-                // A rule for one minor of a wildcard-minor device (a single pts).
-                (Some(_), None) => true,
-            };
-            if major_ok && minor_ok {
-                let minor = match (r.minor, d.minor) {
-                    (Some(m), None) if m >= 0 => Some(m),
-                    (_, dm) => dm,
-                };
-                let rule = DeviceRule {
-                    allow: true,
-                    kind: Some("c".into()),
-                    major: Some(d.major),
-                    minor,
-                    access: r.access.clone(),
-                };
-                if !rules.contains(&rule) {
-                    rules.push(rule);
-                }
-            }
-        }
+    for d in SAFE_DEVICES.iter().filter(|d| d.major != 10 || fuse) {
+        rules.push(DeviceRule {
+            allow: true,
+            kind: Some("c".into()),
+            major: Some(d.major),
+            minor: d.minor,
+            access: Some("rwm".into()),
+        });
     }
     linux.resources.get_or_insert_with(Default::default).devices = rules;
     if dropped.is_empty() {
@@ -704,23 +676,20 @@ mod tests {
     }
 
     #[test]
-    fn fuse_only_when_asked_and_docker_default_rules_are_narrowed() {
+    fn docker_default_rules_become_the_safe_set_without_fuse() {
         let mut s = base();
+        // dockerd 20.10's default rules (it relies on the runtime for ptmx, pts and full).
         s.linux_mut().resources = Some(Resources {
             devices: vec![
                 rule(false, "a", None, None),
-                DeviceRule {
-                    access: Some("m".into()),
-                    ..rule(true, "c", None, None)
-                },
+                rule(true, "c", Some(1), Some(5)),
+                rule(true, "c", Some(1), Some(3)),
+                rule(true, "c", Some(5), Some(0)),
+                rule(false, "c", Some(10), Some(229)),
                 DeviceRule {
                     access: Some("m".into()),
                     ..rule(true, "b", None, None)
                 },
-                rule(true, "c", Some(1), Some(3)),
-                rule(true, "c", Some(136), None),
-                rule(true, "c", Some(10), Some(200)),
-                rule(false, "c", Some(1), Some(9)),
             ],
             ..Resources::default()
         });
@@ -733,14 +702,31 @@ mod tests {
             .as_ref()
             .unwrap()
             .devices;
+        assert_eq!(rules[0], rule(false, "a", None, None));
+        for (maj, min) in [(1, Some(3)), (1, Some(7)), (5, Some(2)), (136, None)] {
+            assert!(
+                rules.contains(&rule(true, "c", Some(maj), min)),
+                "{maj}:{min:?}"
+            );
+        }
         assert!(!rules.iter().any(|r| r.major == Some(10) && r.allow));
         assert!(!rules
             .iter()
             .any(|r| r.kind.as_deref() == Some("b") && r.allow));
-        assert!(rules.contains(&rule(true, "c", Some(1), Some(3))));
-        assert!(rules.contains(&rule(true, "c", Some(136), None)));
-        // Deny rules keep their place after the allows they follow.
-        assert_eq!(rules.last().unwrap(), &rule(false, "c", Some(1), Some(9)));
+        assert_eq!(rules.len(), SAFE_DEVICES.len());
+        // A rule naming fuse (--device-cgroup-rule) is asking for it.
+        s.linux_mut().resources.as_mut().unwrap().devices =
+            vec![rule(true, "c", Some(10), Some(229))];
+        filter_devices(&mut s);
+        let rules = &s
+            .linux
+            .as_ref()
+            .unwrap()
+            .resources
+            .as_ref()
+            .unwrap()
+            .devices;
+        assert!(rules.contains(&rule(true, "c", Some(10), Some(229))));
     }
 
     #[test]
