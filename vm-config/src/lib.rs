@@ -48,6 +48,16 @@ pub const ECI_RUNTIME_NAME: &str = "eci";
 pub const ECI_RUNC_PATH: &str = "/usr/bin/eci-runc";
 /// dockerd's own socket: root-only (SPEC S4). The user-facing socket belongs to the guard.
 pub const DOCKERD_SOCKET: &str = "/run/eci/dockerd.sock";
+/// The engine socket users reach (also `/var/run/docker.sock`): eci-guard listens here (S4).
+pub const ENGINE_SOCKET: &str = "/run/docker.sock";
+/// eci-guard's socket for containers allowed to mount the engine socket: their bind mount of
+/// it is re-pointed here, and requests arriving here are filtered by commandList (B4, B6).
+/// The runtime must treat it as an engine socket too.
+pub const CONTAINER_ENGINE_SOCKET: &str = "/run/eci/container-engine.sock";
+/// eci-guard's image pins and last good settings (on the data disk).
+pub const GUARD_STATE_DIR: &str = "/var/lib/eci/guard";
+/// eci-guard's audit log, one JSON line per decision (S5).
+pub const GUARD_AUDIT_LOG: &str = "/var/log/eci/guard-audit.log";
 pub const CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
 pub const CONTAINERD_ROOT: &str = "/var/lib/containerd";
 pub const CONTAINERD_STATE: &str = "/run/containerd";
