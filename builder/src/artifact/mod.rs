@@ -17,6 +17,7 @@
 pub mod fat;
 pub mod gpt;
 pub mod guid;
+pub mod gzip;
 pub mod hyperv;
 pub mod tar;
 pub mod vhdx;

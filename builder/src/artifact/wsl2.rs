@@ -7,7 +7,7 @@
 //!
 //! | rule | here |
 //! |---|---|
-//! | tar of the root filesystem, gzip recommended | [`super::tar`], gzip; the root of the tar is `/` |
+//! | tar of the root filesystem, gzip recommended | [`super::tar`], gzip ([`super::gzip`], level 6); the root of the tar is `/` |
 //! | `.wsl` is the tarball renamed | `NAME.wsl` is a hard link to (or copy of) `rootfs.tar.gz` |
 //! | `/etc/wsl.conf`, `/etc/wsl-distribution.conf`, root:root 0644 | rendered from `wsl.conf.tera` and `wsl-distribution.conf.tera` by the definition; checked here |
 //! | `oobe.defaultName` set (needed to install by double-click) | checked here |
@@ -19,6 +19,7 @@
 //! `/init` (the initramfs init script of the VM targets) stays in the tree: WSL mounts its own
 //! init over `/init` in every distribution, so it never runs.
 
+use super::gzip::ParallelGzWriter;
 use super::tar::write_tar;
 use super::{io, render_template, ArtifactError, ArtifactRecord, BuildInfo};
 use crate::manifest::{EntryKind, Manifest};
@@ -214,12 +215,10 @@ fn write_tarball(
         hasher: Sha256::new(),
         written: 0,
     };
-    // A fixed gzip header: no file name, mtime 0, OS "unknown"; level 9 as Microsoft's guide
-    // recommends (`gzip --best`).
-    let mut gz = flate2::GzBuilder::new()
-        .mtime(0)
-        .operating_system(255)
-        .write(&mut hashed, flate2::Compression::best());
+    // Level 6, not the `gzip --best` of Microsoft's example: on this root filesystem level 9
+    // takes three times as long for a tarball under 1% smaller (measured with GNU gzip: 23.7 s
+    // and 102.1 MB at -6, 78.2 s and 101.3 MB at -9). Compression runs on every core.
+    let mut gz = ParallelGzWriter::new(&mut hashed, flate2::Compression::default());
     let stats = write_tar(manifest, epoch, &mut gz).map_err(|e| match e {
         super::tar::TarError::Io(source) => ArtifactError::Io {
             path: path.to_path_buf(),
