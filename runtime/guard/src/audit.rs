@@ -81,6 +81,9 @@ impl AuditLog {
             Box::new(io::stdout())
         } else {
             use std::os::unix::fs::OpenOptionsExt;
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
             Box::new(
                 OpenOptions::new()
                     .create(true)

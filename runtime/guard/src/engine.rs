@@ -88,7 +88,7 @@ impl Engine {
         }
     }
 
-    /// `GET path`: `Ok(None)` on 404.
+    /// `GET path`: `Ok(None)` on 404 (and 400, an unparsable name).
     pub async fn get_json(&self, path: &str) -> Result<Option<Value>, EngineError> {
         let what = format!("GET {path}");
         let fut = async {
@@ -109,7 +109,8 @@ impl Engine {
                     reason: e.to_string(),
                 })?
                 .to_bytes();
-            if status == StatusCode::NOT_FOUND {
+            // 400 is dockerd's answer to a name it cannot parse: no such object either.
+            if status == StatusCode::NOT_FOUND || status == StatusCode::BAD_REQUEST {
                 return Ok(None);
             }
             if !status.is_success() {
@@ -164,13 +165,25 @@ impl Engine {
             .and_then(|v| v.get("Driver").and_then(Value::as_str).map(str::to_string)))
     }
 
-    /// Every local image with its layers (for pinning at start).
-    pub async fn all_images(&self) -> Result<Vec<ImageInfo>, EngineError> {
+    /// Local images with their layers, inspected only when `wanted` accepts one of their
+    /// tags (pinning at start looks at the allowed names, not the whole store).
+    pub async fn images_tagged(
+        &self,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Result<Vec<ImageInfo>, EngineError> {
         let list = self.get_json("/images/json").await?.unwrap_or(Value::Null);
         let ids: BTreeSet<String> = list
             .as_array()
             .into_iter()
             .flatten()
+            .filter(|i| {
+                i.get("RepoTags")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .any(&wanted)
+            })
             .filter_map(|i| i.get("Id").and_then(Value::as_str).map(str::to_string))
             .collect();
         let mut out = Vec::new();

@@ -95,8 +95,8 @@ fn has_provenance(img: &ImageInfo, name: &str) -> bool {
     refs(&img.repo_digests).iter().any(|r| r.name() == name)
 }
 
-/// A pinned reference still covered by a rule (rules may have been removed since).
-fn in_scope(policy: &Policy, reference: &str) -> bool {
+/// A reference covered by a tag rule (pinned references whose rule was removed are not).
+pub fn in_scope(policy: &Policy, reference: &str) -> bool {
     let Ok(r) = normalise(reference) else {
         return false;
     };

@@ -18,7 +18,11 @@ struct Args {
     /// Socket to serve, `[ROLE=]PATH`; ROLE is `user` (default: the engine socket users
     /// reach) or `container` (the socket bind-mounted into allowed containers, where
     /// commandList applies). Repeatable.
-    #[arg(long = "listen", required = true, value_name = "[ROLE=]PATH")]
+    #[arg(
+        long = "listen",
+        required_unless_present = "check",
+        value_name = "[ROLE=]PATH"
+    )]
     listen: Vec<String>,
     /// dockerd's root-only socket.
     #[arg(long, value_name = "PATH", default_value = eci_vm_config::DOCKERD_SOCKET)]
@@ -27,13 +31,13 @@ struct Args {
     #[arg(long, value_name = "FILE", default_value = eci_vm_config::POLICY_PATH)]
     settings: PathBuf,
     /// One JSON line per decision; `-` for standard output.
-    #[arg(long = "audit-log", value_name = "FILE")]
+    #[arg(long = "audit-log", value_name = "FILE", default_value = eci_vm_config::GUARD_AUDIT_LOG)]
     audit_log: PathBuf,
     /// Image pins and the last good settings live here.
     #[arg(
         long = "state-dir",
         value_name = "DIR",
-        default_value = "/var/lib/eci/guard"
+        default_value = eci_vm_config::GUARD_STATE_DIR
     )]
     state_dir: PathBuf,
     /// Another path that names the engine socket in bind mounts (repeatable); defaults to
@@ -74,8 +78,17 @@ fn parse_listener(s: &str) -> Result<Listener, String> {
     })
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+fn main() -> std::process::ExitCode {
+    match real_main(Args::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("eci-guard: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(args: Args) -> anyhow::Result<()> {
     if args.check {
         let loaded = load_settings(&args.settings).map_err(|e| anyhow::anyhow!("{e}"))?;
         for w in &loaded.warnings {

@@ -170,7 +170,7 @@ async fn pin_first_seen(shared: &Shared) -> Result<usize, String> {
     }
     let images = shared
         .engine
-        .all_images()
+        .images_tagged(|tag| crate::images::in_scope(&policy, tag))
         .await
         .map_err(|e| e.to_string())?;
     let updates = first_seen_pins(&policy, &shared.pins.snapshot(), &images);
