@@ -45,13 +45,10 @@ pub fn engine_prerequisites() -> bool {
     ) && prerequisite(
         Path::new("/bin/busybox").is_file(),
         "/bin/busybox not found (apt-get install -y busybox-static)",
-    ) && prerequisite(
-        which("curl").is_some(),
-        "curl not found (apt-get install -y curl)",
     ) && prerequisite(which("tar").is_some(), "tar not found")
 }
 
-/// One HTTP answer read with curl.
+/// One HTTP answer read with [`http`].
 #[derive(Debug, Clone)]
 pub struct HttpAnswer {
     pub status: u16,
@@ -348,33 +345,16 @@ impl GuardEngine {
         self.cli(&self.dockerd_sock, args, None, &[])
     }
 
-    /// Raw HTTP on a socket with curl: `(status, body)`.
+    /// Raw HTTP on a socket (JSON body when given): status and body.
     pub fn curl(&self, sock: &Path, method: &str, path: &str, body: Option<&str>) -> HttpAnswer {
-        let mut cmd = Command::new("curl");
-        cmd.args([
-            "-s",
-            "-S",
-            "--max-time",
-            "60",
-            "-o",
-            "-",
-            "-w",
-            "\n%{http_code}",
-        ])
-        .arg("--unix-socket")
-        .arg(sock)
-        .args(["-X", method]);
-        if let Some(b) = body {
-            cmd.args(["-H", "Content-Type: application/json", "--data-binary", b]);
-        }
-        cmd.arg(format!("http://docker{path}"));
-        let out = cmd.output().expect("curl runs");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-        HttpAnswer {
-            status: code.trim().parse().unwrap_or(0),
-            body: body.to_string(),
-        }
+        let ct = body.map(|_| "application/json");
+        http(
+            sock,
+            method,
+            path,
+            ct,
+            body.unwrap_or("").as_bytes().to_vec(),
+        )
     }
 
     /// Import a busybox image under `name` straight into dockerd; returns its id. Each import
@@ -459,6 +439,77 @@ impl GuardEngine {
         }
         Ok(dir)
     }
+}
+
+/// One HTTP/1.1 request on a unix socket with hyper (what a client library does); the body
+/// is read to its end.
+pub fn http(
+    sock: &Path,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> HttpAnswer {
+    let (status, bytes) = http_read(sock, method, path, content_type, body, None);
+    HttpAnswer {
+        status,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+/// Like [`http`] but stops reading the body after `window` (for streams that stay open):
+/// what arrived by then.
+pub fn http_stream(sock: &Path, path: &str, window: Duration) -> (u16, Vec<u8>) {
+    http_read(sock, "GET", path, None, Vec::new(), Some(window))
+}
+
+fn http_read(
+    sock: &Path,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+    window: Option<Duration>,
+) -> (u16, Vec<u8>) {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::TokioIo;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async {
+        let stream = tokio::net::UnixStream::connect(sock)
+            .await
+            .expect("connect");
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("HTTP handshake");
+        tokio::spawn(conn);
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("Host", "docker");
+        if let Some(ct) = content_type {
+            req = req.header("Content-Type", ct);
+        }
+        let req = req
+            .body(Full::new(bytes::Bytes::from(body)))
+            .expect("request");
+        let resp = match sender.send_request(req).await {
+            Ok(r) => r,
+            Err(e) => panic!("{method} {path}: {e}"),
+        };
+        let status = resp.status().as_u16();
+        let mut body = resp.into_body();
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + window.unwrap_or(Duration::from_secs(120));
+        while let Ok(Some(Ok(frame))) = tokio::time::timeout_at(deadline, body.frame()).await {
+            if let Some(d) = frame.data_ref() {
+                out.extend_from_slice(d);
+            }
+        }
+        (status, out)
+    })
 }
 
 /// `GET /_ping` answered 200 on `sock`.
