@@ -824,8 +824,8 @@ async fn send_fresh(shared: &Shared, req: HttpRequest<Body>) -> Result<Response<
     sender.send_request(req).await.map_err(|e| e.to_string())
 }
 
-/// Send on the connection's cached upstream connection when it is idle; a request that
-/// fails there before any answer is replayed once on a new connection (its body is bytes).
+/// Send on the connection's cached upstream connection when it is idle; a request the old
+/// connection could not send at all is sent once more on a new one (its body is bytes).
 async fn send_reusing(
     shared: &Shared,
     conn: &Conn,
@@ -836,11 +836,17 @@ async fn send_reusing(
     let mut slot = conn.upstream.lock().await;
     if let Some(mut sender) = slot.take() {
         if sender.ready().await.is_ok() {
-            if let Ok(resp) = sender.send_request(build(body())).await {
-                if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-                    *slot = Some(sender);
+            match sender.send_request(build(body())).await {
+                Ok(resp) => {
+                    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+                        *slot = Some(sender);
+                    }
+                    return Ok(resp);
                 }
-                return Ok(resp);
+                // Closed before the request went out: safe to send again on a new connection.
+                // Anything else may have reached dockerd, and a create must not run twice.
+                Err(e) if e.is_canceled() => {}
+                Err(e) => return Err(e.to_string()),
             }
         }
     }
