@@ -3,7 +3,9 @@
 //! Proves SPEC V1 (pinned inputs, byte-identical rebuilds), V3 (modules loaded, then loading
 //! disabled), A2/S3/S4 (baked settings: eci is dockerd's default runtime, root-only socket) and V7 (the artifact boots and reports a machine-readable self-test), and the
 //! issue's targets: the initramfs stays under 150 MiB compressed and dynamic binaries
-//! (dockerd, containerd, docker) run inside the VM, with dockerd answering its API.
+//! (dockerd, containerd, docker) run inside the VM, with dockerd answering its API. eci-init
+//! is PID 1: read-only root with tmpfs /run, /tmp, /var and the tmpfs fallback for engine data
+//! (V2), kexec off (V3), nothing on the console (V4), services in readiness order.
 
 use eci_build::boot::{self, Accel, BootOptions};
 use eci_build::fetch::{Cache, FetchOptions};
@@ -95,6 +97,19 @@ fn hyperv_image_rebuilds_identically_and_boots_to_a_passing_selftest() {
         (0, 0, "-rwxr-xr-x")
     );
     assert!(find("/init").is_some() && find("/dev/console").is_some());
+    // eci-init is PID 1 (through /init) and no file in the image starts a login on the
+    // console: no inittab, no getty of any kind (SPEC V4).
+    let init = find("/usr/sbin/eci-init").expect("eci-init is in the image");
+    assert_eq!((init.uid, init.mode.as_str()), (0, "-rwxr-xr-x"));
+    assert!(find("/usr/lib/eci/selftest").is_some() && find("/etc/eci/services.json").is_some());
+    for e in &listing.entries {
+        let name = e.path.rsplit('/').next().unwrap_or("");
+        assert!(
+            e.path != "/etc/inittab" && !name.contains("getty"),
+            "{} could start a console login",
+            e.path
+        );
+    }
     let modules: Vec<_> = listing
         .entries
         .iter()
@@ -186,6 +201,39 @@ fn hyperv_image_rebuilds_identically_and_boots_to_a_passing_selftest() {
     // SPEC A2 and S4: the baked settings make eci the default runtime, on a root-only socket.
     assert_eq!(t.fact("default-runtime"), Some("eci"), "{t:?}");
     assert_eq!(t.fact("socket-mode"), Some("700"), "{t:?}");
+    // SPEC V2: the image is read-only, run-time state on tmpfs; this boot has no data disk,
+    // so the engine data falls back to tmpfs and says so (tests/init_boot.rs boots with one).
+    assert_eq!(t.fact("root"), Some("ro"), "{t:?}");
+    assert_eq!(t.fact("etc-write"), Some("refused"), "{t:?}");
+    for d in ["run", "tmp", "var"] {
+        assert_eq!(t.fact(d), Some("tmpfs"), "/{d}: {t:?}");
+    }
+    assert_eq!(t.fact("data-disk"), Some("tmpfs"), "{t:?}");
+    assert!(
+        t.fact("data-disk-detail")
+            .unwrap_or("")
+            .contains("no disk is labelled eci-data"),
+        "{t:?}"
+    );
+    assert_eq!(t.fact("docker-data-fs"), Some("tmpfs"), "{t:?}");
+    // SPEC V3: kexec is off with module loading.
+    assert_eq!(t.fact("kexec_load_disabled"), Some("1"), "{t:?}");
+    // Containers can pivot_root out of the root eci-init leaves (no initramfs rootfs).
+    assert_eq!(t.fact("pivot_root"), Some("ok"), "{t:?}");
+    // SPEC V4: no process but PID 1 holds the console; PID 1 reaps what it inherits.
+    assert_eq!(t.fact("console-readers"), Some("0"), "{t:?}");
+    assert_eq!(t.fact("zombies"), Some("0"), "{t:?}");
+    // Services start in order, each once the previous one answered: containerd's socket, then
+    // dockerd's /_ping; the guard is skipped while its binary is not in the image.
+    let services = t.fact("services").unwrap_or("");
+    let ready_at = |name: &str| -> f64 {
+        services
+            .split_whitespace()
+            .find_map(|s| s.strip_prefix(&format!("{name}:ready@")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} not ready: {services}"))
+    };
+    assert!(ready_at("containerd") <= ready_at("dockerd"), "{services}");
     eprintln!(
         "booted under {} in {:.1} s; dockerd ready at uptime {}",
         result.accel,
