@@ -1,12 +1,12 @@
 //! The audit log (SPEC S5): one JSON object per line for every decision.
 //!
-//! Lines are handed to a writer thread so a slow disk never stalls a request; the thread
-//! flushes whenever it has nothing queued, so a line is on disk moments after its request.
+//! Each line is written as its request is decided (see [`AuditLog`]).
 
 use std::fs::OpenOptions;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -69,9 +69,13 @@ impl Record {
     }
 }
 
+/// Shared by every connection. Each line is one `write(2)` on an `O_APPEND` file: on disk (in
+/// the page cache) when the request's answer goes out, whole even with concurrent writers, and
+/// cheaper than waking a writer thread on every request.
 #[derive(Clone)]
 pub struct AuditLog {
-    tx: mpsc::Sender<String>,
+    sink: Arc<Mutex<Box<dyn Write + Send>>>,
+    failed: Arc<AtomicBool>,
 }
 
 impl AuditLog {
@@ -92,31 +96,30 @@ impl AuditLog {
                     .open(path)?,
             )
         };
-        let (tx, rx) = mpsc::channel::<String>();
-        std::thread::Builder::new()
-            .name("eci-guard-audit".into())
-            .spawn(move || {
-                let mut w = BufWriter::new(sink);
-                while let Ok(line) = rx.recv() {
-                    let mut ok = w.write_all(line.as_bytes()).is_ok();
-                    while let Ok(more) = rx.try_recv() {
-                        ok &= w.write_all(more.as_bytes()).is_ok();
-                    }
-                    if !(ok && w.flush().is_ok()) {
-                        eprintln!("eci-guard: cannot write the audit log; decisions go on but are not recorded");
-                    }
-                }
-            })?;
-        Ok(AuditLog { tx })
+        Ok(AuditLog {
+            sink: Arc::new(Mutex::new(sink)),
+            failed: Arc::new(AtomicBool::new(false)),
+        })
     }
 
     pub fn write(&self, record: &Record) {
-        let mut line = serde_json::to_string(record).unwrap_or_else(|e| {
+        let mut line = serde_json::to_vec(record).unwrap_or_else(|e| {
             format!("{{\"event\":\"error\",\"message\":\"unserialisable record: {e}\"}}")
+                .into_bytes()
         });
-        line.push('\n');
-        // The writer thread only ends with the process.
-        let _ = self.tx.send(line);
+        line.push(b'\n');
+        let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
+        let ok = sink.write_all(&line).and_then(|_| sink.flush()).is_ok();
+        // Report the first failure and the recovery, not every line in between.
+        if self.failed.swap(!ok, Ordering::Relaxed) == ok {
+            if ok {
+                eprintln!("eci-guard: the audit log is writable again");
+            } else {
+                eprintln!(
+                    "eci-guard: cannot write the audit log; decisions go on but are not recorded"
+                );
+            }
+        }
     }
 }
 

@@ -125,7 +125,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
     config.socket_mode = mode;
     config.max_body = args.max_body;
     config.upstream_wait = Duration::from_secs(args.upstream_wait);
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {

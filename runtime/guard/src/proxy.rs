@@ -97,9 +97,34 @@ pub struct Shared {
     audit: AuditLog,
     engine: Engine,
     max_body: usize,
+    /// Idle upstream connections left by client connections that ended; a new client
+    /// connection starts on one of these instead of connecting to dockerd again.
+    idle: std::sync::Mutex<Vec<SendRequest<Body>>>,
 }
 
+/// Most idle upstream connections kept.
+const IDLE_UPSTREAMS: usize = 32;
+
 impl Shared {
+    fn take_idle(&self) -> Option<SendRequest<Body>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(s) = idle.pop() {
+            if s.is_ready() {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    fn give_idle(&self, s: SendRequest<Body>) {
+        if s.is_ready() {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < IDLE_UPSTREAMS {
+                idle.push(s);
+            }
+        }
+    }
+
     fn policy(&self) -> Arc<Policy> {
         self.policy
             .read()
@@ -221,6 +246,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         audit,
         engine: Engine::new(&config.upstream),
         max_body: config.max_body,
+        idle: std::sync::Mutex::new(Vec::new()),
     });
 
     // Pin before serving, so the first socket-mount check already knows the allowed images.
@@ -327,6 +353,15 @@ struct Conn {
     peer_pid: Option<i32>,
     peer_uid: Option<u32>,
     upstream: AsyncMutex<Option<SendRequest<Body>>>,
+    shared: Arc<Shared>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(s) = self.upstream.get_mut().take() {
+            self.shared.give_idle(s);
+        }
+    }
 }
 
 async fn serve_connection(stream: UnixStream, listener: Listener, shared: Arc<Shared>) {
@@ -336,6 +371,7 @@ async fn serve_connection(stream: UnixStream, listener: Listener, shared: Arc<Sh
         peer_pid: cred.as_ref().and_then(|c| c.pid()),
         peer_uid: cred.as_ref().map(|c| c.uid()),
         upstream: AsyncMutex::new(None),
+        shared: shared.clone(),
     });
     let service = service_fn(move |req| {
         let shared = shared.clone();
@@ -834,6 +870,9 @@ async fn send_reusing(
 ) -> Result<Response<Incoming>, String> {
     let body = || bytes.clone().map(full).unwrap_or_else(empty);
     let mut slot = conn.upstream.lock().await;
+    if slot.is_none() {
+        *slot = shared.take_idle();
+    }
     if let Some(mut sender) = slot.take() {
         if sender.ready().await.is_ok() {
             match sender.send_request(build(body())).await {
