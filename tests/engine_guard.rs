@@ -873,6 +873,30 @@ fn guard_answers_bad_requests_and_serves_100_clients() {
     assert_eq!(a.status, 413, "{}", a.body);
     assert!(a.message().contains("larger than"), "{}", a.body);
     assert!(raw_get(&e.guard_sock, "/v1.41/containers%zz/json").starts_with("HTTP/1.1 400"));
+    // Malformed HTTP: hyper's answers, and the guard keeps serving.
+    let raw = |bytes: Vec<u8>| {
+        let mut s = UnixStream::connect(&e.guard_sock).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = s.write_all(&bytes);
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out.lines().next().unwrap_or_default().to_string()
+    };
+    let many_headers: String = (0..300).map(|i| format!("X-H{i}: v\r\n")).collect();
+    assert_eq!(
+        raw(format!("GET /_ping HTTP/1.1\r\nHost: d\r\n{many_headers}\r\n").into_bytes()),
+        "HTTP/1.1 431 Request Header Fields Too Large"
+    );
+    assert_eq!(
+        raw(format!("GET /{} HTTP/1.1\r\nHost: d\r\n\r\n", "a".repeat(200_000)).into_bytes()),
+        "HTTP/1.1 414 URI Too Long"
+    );
+    for bad in [
+        "POST /v1.41/containers/create HTTP/1.1\r\nHost: d\r\nContent-Length: 99999999999999999999\r\n\r\n",
+        "POST /v1.41/containers/create HTTP/1.1\r\nHost: d\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    ] {
+        assert_eq!(raw(bad.as_bytes().to_vec()), "HTTP/1.1 400 Bad Request", "{bad:?}");
+    }
     let mut s = UnixStream::connect(&e.guard_sock).unwrap();
     s.write_all(b"NOT HTTP AT ALL\r\n\r\n").unwrap();
     let mut junk = String::new();
