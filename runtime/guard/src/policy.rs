@@ -321,6 +321,16 @@ pub fn volume_source_path(driver: &str, options: &Map<String, Value>) -> Option<
     device.starts_with('/').then(|| device.to_string())
 }
 
+/// The VM path an existing volume's data comes from (see [`volume_source_path`]), cleaned.
+pub fn volume_device(v: &crate::facts::VolumeInfo) -> Option<String> {
+    let opts: Map<String, Value> = v
+        .options
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    volume_source_path(&v.driver, &opts).map(|p| clean(&p))
+}
+
 /// Bind sources (absolute paths) and volume device paths whose real location the proxy
 /// should resolve.
 pub fn paths_to_resolve(body: Option<&Value>) -> Vec<String> {
@@ -637,14 +647,7 @@ fn decide_create(
                 // An existing volume keeps its own options; new ones get the request's.
                 let existing = (!name.is_empty()).then(|| facts.volume(&name)).flatten();
                 let path = match existing {
-                    Some(v) => {
-                        let opts: Map<String, Value> = v
-                            .options
-                            .iter()
-                            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-                            .collect();
-                        volume_source_path(&v.driver, &opts)
-                    }
+                    Some(v) => volume_device(v),
                     None => options
                         .as_ref()
                         .and_then(|o| volume_source_path(driver.as_deref().unwrap_or(""), o)),

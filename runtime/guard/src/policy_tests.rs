@@ -397,6 +397,45 @@ fn volumes_sourced_from_restricted_paths_are_refused() {
 }
 
 #[test]
+fn an_existing_volume_pointing_through_a_symlink_is_judged_by_its_target() {
+    let mut f = facts();
+    f.volumes.insert(
+        "sneaky".into(),
+        VolumeInfo {
+            driver: "local".into(),
+            options: [
+                ("type", "none"),
+                ("o", "bind"),
+                ("device", "/mnt/host/share/link"),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        },
+    );
+    assert_eq!(
+        volume_device(&f.volumes["sneaky"]).as_deref(),
+        Some("/mnt/host/share/link")
+    );
+    let c = case(
+        "POST",
+        "/containers/create",
+        Some(json!({"Image": "a", "HostConfig": {"Binds": ["sneaky:/x"]}})),
+    );
+    assert!(!matches!(
+        run_with(&c, &policy(), &sockets(), &f).decision,
+        Decision::Refuse { .. }
+    ));
+    f.real_paths
+        .insert("/mnt/host/share/link".into(), "/etc".into());
+    let (_, msg) = refusal(&run_with(&c, &policy(), &sockets(), &f));
+    assert_eq!(
+        msg,
+        "can't mount /mnt/host/share/link because it's configured as a restricted host mount"
+    );
+}
+
+#[test]
 fn volume_create_checks_the_device() {
     let vc = |opts: Value| {
         run(&case(

@@ -600,6 +600,17 @@ async fn handle(
                 vec![],
             );
         }
+        // Existing volumes' devices are bind sources too; resolve their symlinks as well.
+        let devices: Vec<String> = facts
+            .volumes
+            .values()
+            .filter_map(crate::policy::volume_device)
+            .collect();
+        for p in devices {
+            if let Some(real) = real_path(&p) {
+                facts.real_paths.insert(p, real);
+            }
+        }
     }
     let pins = shared.pins.snapshot();
     let verdict = decide(&view, &policy, &shared.sockets, &pins, &facts);
