@@ -36,7 +36,7 @@ use crate::policy::{
     decide, facts_needed, needs_body, paths_to_resolve, Decision, Request, Role, Sockets,
 };
 use crate::routes::{classify, Endpoint};
-use crate::settings::{load_settings, parse_settings, Policy};
+use crate::settings::{parse_settings, Policy};
 
 /// One listening socket and the role of the requests that arrive on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,40 +150,45 @@ fn engine_socket_names(paths: &[PathBuf]) -> Vec<String> {
     out
 }
 
+/// Read and parse the settings file once; the text is returned with the policy so the copy
+/// kept as "last good" is exactly what was parsed.
+fn read_settings(path: &Path) -> Result<(Policy, Vec<String>, String), String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read settings file {}: {e}", path.display()))?;
+    let loaded = parse_settings(&text, &path.display().to_string()).map_err(|e| e.to_string())?;
+    let warnings = loaded.warnings.iter().map(|w| w.to_string()).collect();
+    Ok((loaded.policy, warnings, text))
+}
+
 /// Load settings; when the file is bad, fall back to the last good copy in the state folder.
 fn initial_policy(config: &Config, audit: &AuditLog) -> anyhow::Result<Policy> {
-    match load_settings(&config.settings) {
-        Ok(loaded) => {
-            for w in &loaded.warnings {
-                audit.write(&Record::event("settings", "info", w.to_string()));
+    let last = config
+        .state_dir
+        .as_ref()
+        .map(|d| d.join(LAST_GOOD_SETTINGS));
+    match read_settings(&config.settings) {
+        Ok((policy, warnings, text)) => {
+            for w in warnings {
+                audit.write(&Record::event("settings", "info", w));
             }
-            if let Some(dir) = &config.state_dir {
-                if let Ok(text) = std::fs::read(&config.settings) {
-                    let _ = std::fs::create_dir_all(dir);
-                    write_atomic(&dir.join(LAST_GOOD_SETTINGS), &text)?;
-                }
+            if let (Some(dir), Some(last)) = (&config.state_dir, &last) {
+                std::fs::create_dir_all(dir)?;
+                write_atomic(last, text.as_bytes())?;
             }
-            Ok(loaded.policy)
+            Ok(policy)
         }
-        Err(e) => {
-            let last = config
-                .state_dir
-                .as_ref()
-                .map(|d| d.join(LAST_GOOD_SETTINGS));
-            let text = last.as_ref().and_then(|p| std::fs::read_to_string(p).ok());
-            match text {
-                Some(text) => {
-                    let msg = format!(
-                        "{e}\nusing the last good settings from {}",
-                        last.unwrap().display()
-                    );
-                    eprintln!("eci-guard: {msg}");
-                    audit.write(&Record::event("settings", "error", msg));
-                    Ok(parse_settings(&text, LAST_GOOD_SETTINGS)?.policy)
-                }
-                None => Err(anyhow::anyhow!("{e}")),
+        Err(e) => match last.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) {
+            Some(text) => {
+                let msg = format!(
+                    "{e}\nusing the last good settings from {}",
+                    last.as_ref().expect("read above").display()
+                );
+                eprintln!("eci-guard: {msg}");
+                audit.write(&Record::event("settings", "error", msg));
+                Ok(parse_settings(&text, LAST_GOOD_SETTINGS)?.policy)
             }
-        }
+            None => Err(anyhow::anyhow!("{e}")),
+        },
     }
 }
 
@@ -1009,12 +1014,11 @@ async fn watch_settings(config: Config, shared: Arc<Shared>) {
             continue;
         }
         last = now;
-        match load_settings(&config.settings) {
-            Ok(loaded) => {
-                *shared.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded.policy);
-                if let (Some(dir), Ok(text)) = (&config.state_dir, std::fs::read(&config.settings))
-                {
-                    let _ = write_atomic(&dir.join(LAST_GOOD_SETTINGS), &text);
+        match read_settings(&config.settings) {
+            Ok((policy, _, text)) => {
+                *shared.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+                if let Some(dir) = &config.state_dir {
+                    let _ = write_atomic(&dir.join(LAST_GOOD_SETTINGS), text.as_bytes());
                 }
                 shared.audit.write(&Record::event(
                     "settings",
