@@ -123,6 +123,52 @@ fn guard_rewrites_any_runtime_to_eci() {
     assert_eq!(line["listener"], "user");
 }
 
+/// SPEC A5: a container created before isolation (here: straight on dockerd, with its default
+/// runtime) is not run again through the guard; the message says how to recreate it.
+#[test]
+fn guard_refuses_to_run_containers_from_before_isolation() {
+    let Some(e) = engine("legacy", &[IMG], plain) else {
+        return;
+    };
+    ok(e.docker_direct(&["create", "--name", "old", IMG, "sleep", "60"]));
+    refused(
+        e.docker(&["start", "old"]),
+        "container old was created before container isolation was enabled (runtime runc)",
+    );
+    let t = text(&e.docker(&["start", "old"]));
+    assert!(t.contains("`docker rm old`"), "{t}");
+    ok(e.docker_direct(&["start", "old"]));
+    for action in ["restart", "pause"] {
+        let a = e.curl(
+            &e.guard_sock,
+            "POST",
+            &format!("/v1.41/containers/old/{action}"),
+            None,
+        );
+        if action == "pause" {
+            assert_eq!(a.status, 204, "pause is not a way back in: {}", a.body);
+        } else {
+            assert_eq!(
+                (a.status, a.message().contains("docker rm old")),
+                (409, true),
+                "{}",
+                a.body
+            );
+        }
+    }
+    let a = e.curl(&e.guard_sock, "POST", "/v1.41/containers/old/unpause", None);
+    assert_eq!(a.status, 409, "{}", a.body);
+    // Recreated through the guard, it runs (isolated).
+    ok(e.docker(&["rm", "-f", "old"]));
+    ok(e.docker(&["run", "-d", "--name", "old", IMG, "sleep", "60"]));
+    assert_eq!(runtime_of(&e, "old"), "eci");
+    ok(e.docker(&["restart", "-t", "0", "old"]));
+    let line = e
+        .wait_audit(|v| has_rule(v, "A5"))
+        .expect("an A5 refusal in the audit log");
+    assert_eq!(line["status"], 409);
+}
+
 /// SPEC A6: pid/ipc/uts/network host sharing is refused naming the namespace; userns=host
 /// is ignored.
 #[test]

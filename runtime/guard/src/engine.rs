@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::UnixStream;
 
-use crate::facts::{FactQuery, Facts, ImageInfo, VolumeInfo};
+use crate::facts::{ContainerInfo, FactQuery, Facts, ImageInfo, VolumeInfo};
 use crate::paths::encode_path;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -157,6 +157,14 @@ impl Engine {
             .map(|v| VolumeInfo::from_inspect(&v)))
     }
 
+    pub async fn container(&self, id: &str) -> Result<Option<ContainerInfo>, EngineError> {
+        let path = format!("/containers/{}/json", encode_path(id));
+        Ok(self
+            .get_json(&path)
+            .await?
+            .map(|v| ContainerInfo::from_inspect(&v)))
+    }
+
     pub async fn network_driver(&self, name: &str) -> Result<Option<String>, EngineError> {
         let path = format!("/networks/{}", encode_path(name));
         Ok(self
@@ -220,6 +228,11 @@ impl Engine {
         for name in &q.volumes {
             if let Some(v) = self.volume(name).await? {
                 facts.volumes.insert(name.clone(), v);
+            }
+        }
+        for id in &q.containers {
+            if let Some(c) = self.container(id).await? {
+                facts.containers.insert(id.clone(), c);
             }
         }
         for name in &q.networks {

@@ -90,6 +90,25 @@ pub fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
+/// The parts of `GET /containers/{id}/json` the start rule uses (SPEC A5).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ContainerInfo {
+    /// Without docker's leading `/`.
+    pub name: String,
+    /// `HostConfig.Runtime`; empty when dockerd recorded none.
+    pub runtime: String,
+}
+
+impl ContainerInfo {
+    pub fn from_inspect(v: &Value) -> ContainerInfo {
+        let s = |p: &str| v.pointer(p).and_then(Value::as_str).unwrap_or_default();
+        ContainerInfo {
+            name: s("/Name").trim_start_matches('/').to_string(),
+            runtime: s("/HostConfig/Runtime").to_string(),
+        }
+    }
+}
+
 /// Lookups the decision may make. Every method answers from data gathered before the call.
 pub trait EngineFacts {
     /// An image by reference or id; `None` if the engine does not have it.
@@ -98,6 +117,8 @@ pub trait EngineFacts {
     fn volume(&self, name: &str) -> Option<&VolumeInfo>;
     /// The driver of a network by name or id; `None` if unknown.
     fn network_driver(&self, name: &str) -> Option<&str>;
+    /// A container by id or name; `None` if it does not exist.
+    fn container(&self, id: &str) -> Option<&ContainerInfo>;
     /// The real location of a VM path with symlinks resolved as far as the path exists;
     /// `None` when nothing is known (the lexical path is used).
     fn real_path(&self, path: &str) -> Option<&str>;
@@ -111,6 +132,7 @@ pub struct FactQuery {
     pub image_chains: bool,
     pub volumes: BTreeSet<String>,
     pub networks: BTreeSet<String>,
+    pub containers: BTreeSet<String>,
     pub paths: BTreeSet<String>,
 }
 
@@ -119,6 +141,7 @@ impl FactQuery {
         self.images.is_empty()
             && self.volumes.is_empty()
             && self.networks.is_empty()
+            && self.containers.is_empty()
             && self.paths.is_empty()
     }
 }
@@ -130,6 +153,7 @@ pub struct Facts {
     pub images: BTreeMap<String, ImageInfo>,
     pub volumes: BTreeMap<String, VolumeInfo>,
     pub networks: BTreeMap<String, String>,
+    pub containers: BTreeMap<String, ContainerInfo>,
     pub real_paths: BTreeMap<String, String>,
 }
 
@@ -150,6 +174,9 @@ impl EngineFacts for Facts {
     }
     fn network_driver(&self, name: &str) -> Option<&str> {
         self.networks.get(name).map(String::as_str)
+    }
+    fn container(&self, id: &str) -> Option<&ContainerInfo> {
+        self.containers.get(id)
     }
     fn real_path(&self, path: &str) -> Option<&str> {
         self.real_paths.get(path).map(String::as_str)

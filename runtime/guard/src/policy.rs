@@ -402,6 +402,10 @@ pub fn facts_needed(
     facts: &dyn EngineFacts,
 ) -> FactQuery {
     let mut q = FactQuery::default();
+    if let Some(id) = resumed_container(req) {
+        q.containers.insert(id.to_string());
+        return q;
+    }
     let Some(body) = req.body.and_then(Value::as_object) else {
         return q;
     };
@@ -443,6 +447,40 @@ pub fn facts_needed(
         }
     }
     q
+}
+
+/// The container a start, restart or unpause names.
+fn resumed_container<'r>(req: &Request<'r>) -> Option<&'r str> {
+    match req.call.endpoint {
+        Endpoint::ContainerStart | Endpoint::ContainerResume => {
+            req.api.route.split('/').nth(2).filter(|s| !s.is_empty())
+        }
+        _ => None,
+    }
+}
+
+/// SPEC A5: a container whose runtime is not eci was created before isolation; running it
+/// again is refused with the message that says how to recreate it (eci-init's wording, so the
+/// boot console and the CLI agree).
+fn refuse_legacy(req: &Request, facts: &dyn EngineFacts) -> Option<Verdict> {
+    let id = resumed_container(req)?;
+    let c = facts.container(id)?;
+    if !eci_init::legacy::is_legacy_runtime(Some(c.runtime.as_str())) {
+        return None;
+    }
+    let name = if c.name.is_empty() {
+        id
+    } else {
+        c.name.as_str()
+    };
+    let mut v = Verdict::refuse(
+        409,
+        "A5",
+        eci_init::legacy::refusal_message(name, &c.runtime),
+    );
+    v.notes
+        .push(format!("container {name} has runtime {:?}", c.runtime));
+    Some(v)
 }
 
 fn needs_network_lookup(mode: &str) -> bool {
@@ -493,9 +531,13 @@ pub fn decide(
         ));
         return v;
     }
+    if let Some(v) = refuse_legacy(req, facts) {
+        return v;
+    }
     match req.call.endpoint {
         Endpoint::ContainerCreate => decide_create(req, policy, sockets, pins, facts),
         Endpoint::ContainerStart => decide_start(req),
+        Endpoint::ContainerResume => Verdict::allow(),
         Endpoint::VolumeCreate => decide_volume_create(req, policy, facts),
         Endpoint::Build => decide_build(req),
         Endpoint::SwarmInitOrJoin | Endpoint::ServiceWrite => Verdict::refuse(

@@ -4,7 +4,7 @@ use eci_vm_config::{CommandListType, CommandRule, ImageRule};
 use serde_json::{json, Value};
 
 use super::*;
-use crate::facts::{Facts, ImageInfo, VolumeInfo};
+use crate::facts::{ContainerInfo, Facts, ImageInfo, VolumeInfo};
 use crate::images::{first_seen_pins, Pins};
 use crate::paths::{parse_query, ApiPath};
 use crate::routes::classify;
@@ -825,6 +825,85 @@ fn start_bodies_swarm_and_plugins_are_refused() {
     assert_eq!(
         run(&case("GET", "/v1.41/plugins", None)).decision,
         Decision::Allow
+    );
+}
+
+#[test]
+fn containers_from_before_isolation_are_not_run_again() {
+    let mut f = facts();
+    f.containers.insert(
+        "old".into(),
+        ContainerInfo {
+            name: "old".into(),
+            runtime: "runc".into(),
+        },
+    );
+    f.containers.insert(
+        "abc123".into(),
+        ContainerInfo {
+            name: "".into(),
+            runtime: "".into(),
+        },
+    );
+    f.containers.insert(
+        "new".into(),
+        ContainerInfo {
+            name: "new".into(),
+            runtime: "eci".into(),
+        },
+    );
+    for path in [
+        "/v1.41/containers/old/start",
+        "/v1.41/containers/old/restart",
+        "/containers/old/unpause",
+    ] {
+        let (status, msg) = refusal(&run_with(
+            &case("POST", path, None),
+            &policy(),
+            &sockets(),
+            &f,
+        ));
+        assert_eq!(status, 409, "{path}");
+        assert_eq!(msg, eci_init::legacy::refusal_message("old", "runc"));
+        assert!(msg.contains("docker rm old"), "{msg}");
+    }
+    let (_, msg) = refusal(&run_with(
+        &case("POST", "/containers/abc123/start", None),
+        &policy(),
+        &sockets(),
+        &f,
+    ));
+    assert!(
+        msg.contains("container abc123 ") && msg.contains("the default (runc)"),
+        "{msg}"
+    );
+    for path in [
+        "/v1.41/containers/new/start",
+        "/v1.41/containers/missing/start",
+        "/v1.41/containers/old/stop",
+    ] {
+        assert_eq!(
+            run_with(&case("POST", path, None), &policy(), &sockets(), &f).decision,
+            Decision::Allow,
+            "{path}"
+        );
+    }
+    // The start rule asks for the container, and only for it.
+    let api = ApiPath::parse("/v1.41/containers/old/restart").unwrap();
+    let call = classify("POST", &api.segments(), &[]);
+    let req = Request {
+        method: "POST",
+        api: &api,
+        query: &[],
+        call: &call,
+        content_type: None,
+        role: Role::User,
+        body: None,
+    };
+    let q = facts_needed(&req, &policy(), &sockets(), &Facts::default());
+    assert_eq!(
+        q.containers.into_iter().collect::<Vec<_>>(),
+        vec!["old".to_string()]
     );
 }
 

@@ -13,6 +13,8 @@ pub enum Endpoint {
     ContainerCreate,
     /// `POST /containers/{id}/start`: a body here is the pre-1.24 way to pass a HostConfig.
     ContainerStart,
+    /// `POST /containers/{id}/restart` and `/unpause`: like start, they run a container again.
+    ContainerResume,
     VolumeCreate,
     Build,
     /// BuildKit's gRPC control API over an h2c upgrade.
@@ -98,12 +100,12 @@ pub fn classify(method: &str, segments: &[&str], query: &[(String, String)]) -> 
             ["stats"] => other(&["stats"], C),
             ["resize"] => other(&["attach", "run", "start"], C),
             ["stop"] => other(&["stop"], C),
-            ["restart"] => other(&["restart"], C),
+            ["restart"] if m == "POST" => Call::new(E::ContainerResume, &["restart"], C),
             ["kill"] => other(&["kill", "attach", "run", "start"], C),
             ["update"] => other(&["update"], C),
             ["rename"] => other(&["rename"], C),
             ["pause"] => other(&["pause"], C),
-            ["unpause"] => other(&["unpause"], C),
+            ["unpause"] if m == "POST" => Call::new(E::ContainerResume, &["unpause"], C),
             ["attach"] | ["attach", "ws"] => other(&["attach", "run", "start"], C),
             ["wait"] => other(&["wait", "run", "start"], C),
             ["archive"] => other(&["cp"], C),
@@ -197,6 +199,14 @@ mod tests {
         assert_eq!(
             call("POST", "/v1.23/containers/abc/start").endpoint,
             Endpoint::ContainerStart
+        );
+        assert_eq!(
+            call("POST", "/v1.41/containers/abc/restart").endpoint,
+            Endpoint::ContainerResume
+        );
+        assert_eq!(
+            call("POST", "/v1.41/containers/abc/unpause").endpoint,
+            Endpoint::ContainerResume
         );
         assert_eq!(
             call("POST", "/v1.41/volumes/create").endpoint,
