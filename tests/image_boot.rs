@@ -201,6 +201,11 @@ fn hyperv_image_rebuilds_identically_and_boots_to_a_passing_selftest() {
     // SPEC A2 and S4: the baked settings make eci the default runtime, on a root-only socket.
     assert_eq!(t.fact("default-runtime"), Some("eci"), "{t:?}");
     assert_eq!(t.fact("socket-mode"), Some("700"), "{t:?}");
+    // SPEC A1, A2, A4, U1 inside the VM: `runc` leads to eci-runc, and a container started through the
+    // engine runs under eci-runc in its own user namespace.
+    assert_eq!(t.fact("runc"), Some("eci-runc"), "{t:?}");
+    assert_eq!(t.fact("container-userns"), Some("isolated"), "{t:?}");
+    assert_eq!(t.fact("container-runtime"), Some("eci"), "{t:?}");
     // SPEC V2: the image is read-only, run-time state on tmpfs; this boot has no data disk,
     // so the engine data falls back to tmpfs and says so (tests/init_boot.rs boots with one).
     assert_eq!(t.fact("root"), Some("ro"), "{t:?}");

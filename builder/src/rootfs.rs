@@ -153,6 +153,10 @@ pub fn assemble(
     manifest.remove_matching(|p| patterns.is_match(p));
 
     write_accounts(spec, &mut manifest, epoch)?;
+    // Before alternatives, which may point at them.
+    for b in binaries {
+        insert(&mut manifest, &b.path, Entry::file(b.bytes, 0o755), epoch)?;
+    }
     for alt in &spec.alternatives {
         if manifest.resolve(&alt.target).is_err() {
             return Err(RootfsError::Alternative {
@@ -205,9 +209,6 @@ pub fn assemble(
         epoch,
     )?;
 
-    for b in binaries {
-        insert(&mut manifest, &b.path, Entry::file(b.bytes, 0o755), epoch)?;
-    }
     bake_settings(spec, &mut manifest, epoch)?;
     render_files(spec, &kernel, &module_names, &mut manifest, epoch)?;
     let status = dpkg_status(&records);
