@@ -432,7 +432,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     if built.cached { "cached" } else { "built" },
                     built.info.kernel_release,
                     out.join(kernel_build::KERNEL_IMAGE).display(),
-                    if built.cached { "built earlier" } else { "compiled" },
+                    if built.cached {
+                        "built earlier"
+                    } else {
+                        "compiled"
+                    },
                     built.info.seconds,
                     built.info.jobs,
                     built.info.image_sha256
