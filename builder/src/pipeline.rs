@@ -177,7 +177,7 @@ pub fn build_image(req: &ImageRequest) -> Result<ImageReport> {
     let epoch = source_date_epoch(u64::try_from(lock.source_date_epoch).unwrap_or(0))?;
     let binaries = binaries::build(&spec.binaries, &binaries::workspace_root())?;
     let platform = artifact::PlatformInputs::from_spec(&spec, &packages)?;
-    let rootfs = rootfs::assemble(&spec, packages, binaries, epoch)?;
+    let mut rootfs = rootfs::assemble(&spec, packages, binaries, epoch)?;
     let kernel_report = kernel::check_image(
         &spec,
         &rootfs.kernel.config,
@@ -186,6 +186,17 @@ pub fn build_image(req: &ImageRequest) -> Result<ImageReport> {
         &rootfs.builtin_modules,
         &rootfs.manifest,
     )?;
+    // What the in-VM probe compares the running kernel with (SPEC V5).
+    let mut boot_modules = rootfs.modules.clone();
+    boot_modules.extend(rootfs.builtin_modules.iter().cloned());
+    let pins = kernel::pins_file(&spec, &rootfs.kernel.release, &boot_modules);
+    rootfs
+        .manifest
+        .insert(
+            kernel::PINS_FILE,
+            crate::manifest::Entry::file(pins, 0o644).with_mtime(epoch),
+        )
+        .with_context(|| format!("adding {}", kernel::PINS_FILE))?;
 
     let info = BuildInfo {
         name: spec.name.clone(),
