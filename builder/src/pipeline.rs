@@ -219,10 +219,19 @@ pub fn build_image(req: &ImageRequest) -> Result<ImageReport> {
         })
         .collect();
     let manifest = artifact::write_outputs(&req.out_dir, &rootfs, &info, &sbom)?;
+    let mut warnings = rootfs.warnings;
+    for a in &manifest.artifacts {
+        warnings.extend(a.dropped_xattrs.iter().map(|d| {
+            format!(
+                "{}: extended attributes not stored (format limit): {d}",
+                a.path
+            )
+        }));
+    }
     Ok(ImageReport {
         manifest,
         fetch: fetched,
-        warnings: rootfs.warnings,
+        warnings,
         kernel: kernel_report,
         seconds_fetch,
         seconds_total: started.elapsed().as_secs_f64(),

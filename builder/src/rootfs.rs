@@ -209,7 +209,7 @@ pub fn assemble(
         epoch,
     )?;
 
-    bake_settings(spec, &mut manifest, epoch)?;
+    warnings.extend(bake_settings(spec, &mut manifest, epoch)?);
     render_files(spec, &kernel, &module_names, &mut manifest, epoch)?;
     let status = dpkg_status(&records);
     insert(
@@ -227,15 +227,6 @@ pub fn assemble(
             return Err(RootfsError::Required { path, why });
         }
     }
-    for (path, entry) in manifest.iter() {
-        if !entry.xattrs.is_empty() {
-            warnings.push(format!(
-                "{path} carries extended attributes ({}) that the initramfs format cannot store",
-                entry.xattrs.keys().cloned().collect::<Vec<_>>().join(", ")
-            ));
-        }
-    }
-
     Ok(Rootfs {
         manifest,
         kernel,
@@ -444,14 +435,23 @@ fn render_files(
 
 /// Writes the engine configuration that the admin settings produce, with isolation-owned keys
 /// forced; without a settings file the defaults (isolation on, nothing allowed) apply.
-fn bake_settings(spec: &ImageSpec, manifest: &mut Manifest, epoch: u64) -> Result<(), RootfsError> {
+/// Returns the settings parser's warnings (unknown keys and the like) for the build report.
+fn bake_settings(
+    spec: &ImageSpec,
+    manifest: &mut Manifest,
+    epoch: u64,
+) -> Result<Vec<String>, RootfsError> {
+    let mut warnings = Vec::new();
     let admin = match &spec.settings {
         Some(path) => {
-            let (admin, _warnings) = eci_vm_config::AdminSettings::load(path)?;
-            let text = std::fs::read(path).map_err(|source| RootfsError::TemplateIo {
+            // Read once: the bytes checked are the bytes baked in.
+            let text = std::fs::read_to_string(path).map_err(|source| RootfsError::TemplateIo {
                 path: path.display().to_string(),
                 source,
             })?;
+            let (admin, parse_warnings) =
+                eci_vm_config::AdminSettings::parse(&text, &path.display().to_string())?;
+            warnings.extend(parse_warnings.iter().map(|w| w.to_string()));
             insert(
                 manifest,
                 "/etc/eci/admin-settings.json",
@@ -472,7 +472,7 @@ fn bake_settings(spec: &ImageSpec, manifest: &mut Manifest, epoch: u64) -> Resul
             epoch,
         )?;
     }
-    Ok(())
+    Ok(warnings)
 }
 
 /// Tera hides the useful part of its errors in the source chain.

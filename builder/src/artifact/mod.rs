@@ -129,6 +129,10 @@ pub struct ArtifactRecord {
     /// Size of the disk a disk image presents to its VM.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub virtual_size: Option<u64>,
+    /// Extended attributes (e.g. file capabilities) the format could not carry, as
+    /// `PATH: NAME, NAME`; the initramfs (cpio newc) has no place for them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dropped_xattrs: Vec<String>,
 }
 
 impl ArtifactRecord {
@@ -141,6 +145,7 @@ impl ArtifactRecord {
             uncompressed_size: None,
             compression: None,
             virtual_size: None,
+            dropped_xattrs: Vec::new(),
         }
     }
 }
@@ -239,6 +244,11 @@ fn write_into(
         artifacts.push(ArtifactRecord {
             uncompressed_size: Some(written.uncompressed_size),
             compression: Some(info.compression.name().into()),
+            dropped_xattrs: written
+                .dropped_xattrs
+                .iter()
+                .map(|d| format!("{}: {}", d.path, d.names.join(", ")))
+                .collect(),
             ..ArtifactRecord::plain(
                 INITRAMFS_FILE,
                 "initramfs",
