@@ -180,6 +180,108 @@ fn rootfs_and_volumes_have_correct_owners() {
     );
 }
 
+/// SPEC U4: overlay semantics survive the idmapped rebuild of the rootfs. A folder deleted and
+/// recreated is opaque (the lower layer's files must not show through), both inside the running
+/// container and after `docker build`/`docker commit` turned its upper layer into an image layer,
+/// which dockerd exports from the upper folder's overlay markers.
+#[test]
+fn deleted_and_recreated_folders_stay_opaque() {
+    let Some(e) = engine("opaque") else { return };
+    let ctx = e.path().join("opaque-build");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {IMAGE}\n\
+             RUN mkdir -p /d/sub && echo old > /d/old && echo old > /d/sub/f\n\
+             RUN rm -rf /d && mkdir /d && echo new > /d/new\n"
+        ),
+    )
+    .unwrap();
+    // The classic builder runs each RUN step as a container under the default runtime (eci).
+    let out = e
+        .command(&[
+            "build",
+            "-q",
+            "-t",
+            "eci-opaque:test",
+            &ctx.display().to_string(),
+        ])
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker build: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        eci_e2e::runc_engine::tail(&e.dockerd_log(), 30)
+    );
+    let listing = e.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "eci-opaque:test",
+        "find",
+        "/d",
+    ]);
+    assert_eq!(
+        listing, "/d\n/d/new",
+        "the built image's /d must hold only the new file"
+    );
+
+    // Inside one container, on top of the image's lower layers.
+    e.ok(&[
+        "run",
+        "--name",
+        "op",
+        "--network",
+        "none",
+        "eci-opaque:test",
+        "sh",
+        "-c",
+        "rm -rf /d && mkdir /d && touch /d/mine && find /d > /tmp/inside",
+    ]);
+    e.ok(&["commit", "op", "eci-opaque:commit"]);
+    let listing = e.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "eci-opaque:commit",
+        "sh",
+        "-c",
+        "cat /tmp/inside; echo --; find /d",
+    ]);
+    assert_eq!(listing, "/d\n/d/mine\n--\n/d\n/d/mine", "{listing}");
+    let upper = e.ok(&["inspect", "-f", "{{.GraphDriver.Data.UpperDir}}", "op"]);
+    let opaque = xattr(&format!("{upper}/d"), "trusted.overlay.opaque");
+    assert_eq!(
+        opaque.as_deref(),
+        Some(&b"y"[..]),
+        "dockerd reads opaque folders from trusted.overlay.opaque in the upper layer"
+    );
+}
+
+fn xattr(path: &str, name: &str) -> Option<Vec<u8>> {
+    let p = std::ffi::CString::new(path).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 256];
+    // SAFETY: valid C strings and a buffer of the given length.
+    let len = unsafe {
+        libc::getxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            buf.as_mut_ptr() as *mut libc::c_void,
+            buf.len(),
+        )
+    };
+    (len >= 0).then(|| {
+        buf.truncate(len as usize);
+        buf
+    })
+}
+
 /// SPEC P1-P5, P8: --privileged works (CAP_SYS_RESOURCE is dropped with a warning instead of
 /// failing) and its powers stay inside the container.
 #[test]

@@ -4,8 +4,9 @@
 //! P  fork ──► C: join spec ns paths, unshare(user) ──"map"──► P writes uid/gid_map, cgroup
 //!            C: unshare(mnt, pid, net, ipc, uts, cgroup), open rootfs/stage as VM-root-owner,
 //!               become container root, fork ──► C2 (pid 1)     ◄──"pid"── C exits
-//! P  idmapped layer and bind mounts (needs VM root + the new user ns) ──fds──► C2
-//! C2 overlay from the layers as container root, spec mounts, devices
+//! P  idmapped layer and bind mounts (needs VM root + the new user ns); overlay over the layers
+//!    with fs ids = container root's VM id (rootfs::container_overlay) ──fds──► C2
+//! C2 attaches the rootfs, spec mounts, devices
 //! P  prestart/createRuntime hooks ──"hooks"──► C2 pivot_root, masks, user, caps, seccomp
 //! C2 ──"ready"──► P writes state + pid file and exits; C2 blocks on exec.fifo until `start`
 //! ```
@@ -425,7 +426,6 @@ pub fn create(g: &Global, o: &CreateOpts) -> Result<i32> {
     let ctx = ChildCtx {
         spec: &spec,
         root_path: &root_path,
-        stage: &stage,
         cgroup: &cg,
         fifo_fd: fifo_fd.as_raw_fd(),
         console: console.as_ref().map(|c| c.as_raw_fd()),
@@ -474,12 +474,21 @@ pub fn create(g: &Global, o: &CreateOpts) -> Result<i32> {
         RootPlan::Overlay {
             lowers,
             upper_parent,
-            ..
+            upper,
+            work,
         } => {
+            let mut layers = Vec::with_capacity(lowers.len() + 1);
             for l in lowers {
-                fds.push(idmapped(l, &userns, sys::MOUNT_ATTR_RDONLY, false, true)?);
+                layers.push(idmapped(l, &userns, sys::MOUNT_ATTR_RDONLY, false, true)?);
             }
-            fds.push(idmapped(upper_parent, &userns, 0, false, true)?);
+            layers.push(idmapped(upper_parent, &userns, 0, false, true)?);
+            fds.push(rootfs::container_overlay(
+                &stage,
+                &layers,
+                upper,
+                work,
+                range.start,
+            )?);
         }
         RootPlan::Dir => fds.push(idmapped(&root_path, &userns, 0, true, true)?),
     }
@@ -594,7 +603,6 @@ fn clamp_sysctl(key: &str, value: &str) -> String {
 struct ChildCtx<'a> {
     spec: &'a Spec,
     root_path: &'a Path,
-    stage: &'a Path,
     cgroup: &'a Cgroup,
     fifo_fd: RawFd,
     console: Option<RawFd>,
@@ -640,10 +648,9 @@ fn stage1(c: &ChildCtx<'_>, sock: RawFd) -> Result<()> {
         libc::MS_REC | libc::MS_SLAVE,
         None,
     )?;
-    // Still VM id 0 as far as file owners go: open the rootfs and staging folders now, while
-    // the owner bits of VM-root-only folders (dockerd's 0710 data dirs) let us through.
+    // Still VM id 0 as far as file owners go: open the rootfs folder now, while the owner
+    // bits of VM-root-only folders (dockerd's 0710 data dirs) let us through.
     let root_fd = sys::open(c.root_path, libc::O_PATH | libc::O_DIRECTORY, 0)?;
-    let stage_fd = sys::open(c.stage, libc::O_PATH | libc::O_DIRECTORY, 0)?;
     // SAFETY: id changes inside the new user namespace, where we hold every capability.
     unsafe {
         if libc::setgroups(0, std::ptr::null()) < 0 {
@@ -659,7 +666,7 @@ fn stage1(c: &ChildCtx<'_>, sock: RawFd) -> Result<()> {
         // SAFETY: the first stage is done; leave without destructors.
         unsafe { libc::_exit(0) };
     }
-    match stage2(c, sock, &root_fd, &stage_fd) {
+    match stage2(c, sock, &root_fd) {
         Ok(never) => match never {},
         Err(e) => Err(e),
     }
@@ -667,7 +674,7 @@ fn stage1(c: &ChildCtx<'_>, sock: RawFd) -> Result<()> {
 
 enum Never {}
 
-fn stage2(c: &ChildCtx<'_>, sock: RawFd, root_fd: &OwnedFd, stage_fd: &OwnedFd) -> Result<Never> {
+fn stage2(c: &ChildCtx<'_>, sock: RawFd, root_fd: &OwnedFd) -> Result<Never> {
     let (msg, mut fds) = recv_msg(sock, "eci-runc")?;
     let Msg::Mounts { root, binds } = msg else {
         return Err(format!("unexpected message {msg:?}"));
@@ -675,27 +682,7 @@ fn stage2(c: &ChildCtx<'_>, sock: RawFd, root_fd: &OwnedFd, stage_fd: &OwnedFd) 
     let mut warnings = Vec::new();
     let mut it = fds.drain(..);
     match &root {
-        RootPlan::Overlay {
-            lowers,
-            upper,
-            work,
-            ..
-        } => {
-            if !rootfs::plain_name(upper) || !rootfs::plain_name(work) {
-                return Err("overlay upper/work names must be plain folder names".into());
-            }
-            rootfs::fchdir(stage_fd.as_raw_fd())?;
-            for i in 0..lowers.len() {
-                let fd = it.next().ok_or("missing layer descriptor")?;
-                sys::move_mount(fd.as_raw_fd(), Path::new(&format!("l{i}")))?;
-            }
-            let fd = it.next().ok_or("missing upper layer descriptor")?;
-            sys::move_mount(fd.as_raw_fd(), Path::new("u"))?;
-            let m = rootfs::make_overlay(lowers.len(), upper, work)?;
-            rootfs::attach_at_fd(m.as_raw_fd(), root_fd.as_raw_fd())?;
-            rootfs::fchdir(m.as_raw_fd())?;
-        }
-        RootPlan::Dir => {
+        RootPlan::Overlay { .. } | RootPlan::Dir => {
             let fd = it.next().ok_or("missing rootfs descriptor")?;
             rootfs::attach_at_fd(fd.as_raw_fd(), root_fd.as_raw_fd())?;
             rootfs::fchdir(fd.as_raw_fd())?;

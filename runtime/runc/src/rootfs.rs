@@ -52,11 +52,83 @@ fn fs_context_log(fs: RawFd) -> String {
     out
 }
 
-/// Create an overlay from layers already attached below the current folder (`l0`, `l1`, ...,
-/// `u/<upper>`, `u/<work>`), with this process's credentials, which must be container root:
-/// overlay then creates its work files as container root, which the idmapped upper layer writes
-/// to disk as VM root (what docker expects). Returns the detached mount.
-pub fn make_overlay(lowers: usize, upper: &str, work: &str) -> Result<OwnedFd> {
+/// The container's rootfs overlay over its idmapped layers, created by a short-lived helper
+/// process in a private mount namespace of the VM, as VM root but with file-system ids set to
+/// container root's VM id (`fs_id`). Returns the detached overlay mount.
+///
+/// Why these credentials: overlay does its internal work (work folder, copy-up, whiteouts,
+/// opaque markers) with the credentials of whoever created it.
+/// - Created inside the container's user namespace, it cannot read or write `trusted.overlay.*`
+///   xattrs, which are reserved to the VM's init namespace: opaque folders of the image's layers
+///   are ignored (a deleted lower folder's files show through again) and removing a merged
+///   folder fails with EIO. With `userxattr` it would use `user.overlay.*`, which dockerd does
+///   not read when it turns an upper layer into an image layer (`docker commit`, `build`).
+/// - Created by plain VM root (fs id 0), every operation in the idmapped work folder fails
+///   with EOVERFLOW, because id 0 has no mapping there, and overlay falls back to read-only.
+///
+/// VM root holding its capabilities with file-system id = container root's VM id gets both:
+/// `trusted.*` markers exactly as dockerd writes and reads them, and work files that the
+/// idmapped upper layer stores on disk as VM id 0, which is what docker expects. `layers` are
+/// the idmapped lower layers (top first) and the last descriptor is the idmapped folder holding
+/// `upper` and `work`; they are attached below `stage` in the helper's namespace only (overlay
+/// takes its own private copies), so nothing is ever mounted in the VM's namespace.
+pub fn container_overlay(
+    stage: &Path,
+    layers: &[OwnedFd],
+    upper: &str,
+    work: &str,
+    fs_id: u32,
+) -> Result<OwnedFd> {
+    if layers.len() < 2 || !plain_name(upper) || !plain_name(work) {
+        return Err("an overlay needs lower layers and plain upper/work folder names".into());
+    }
+    let (parent, child) = sys::socketpair()?;
+    let pid = sys::fork()?;
+    if pid == 0 {
+        drop(parent);
+        let made = (|| -> Result<OwnedFd> {
+            sys::unshare(libc::CLONE_NEWNS)?;
+            sys::mount(
+                None,
+                Path::new("/"),
+                None,
+                libc::MS_REC | libc::MS_PRIVATE,
+                None,
+            )?;
+            std::env::set_current_dir(stage)
+                .map_err(|e| format!("enter {}: {e}", stage.display()))?;
+            let (upper_fd, lowers) = layers.split_last().expect("checked above");
+            for (i, fd) in lowers.iter().enumerate() {
+                sys::move_mount(fd.as_raw_fd(), Path::new(&format!("l{i}")))?;
+            }
+            sys::move_mount(upper_fd.as_raw_fd(), Path::new("u"))?;
+            sys::set_fs_ids(fs_id)?;
+            make_overlay(lowers.len(), upper, work)
+        })();
+        let sent = match &made {
+            Ok(fd) => sys::send(child.as_raw_fd(), b"ok", &[fd.as_raw_fd()]),
+            Err(e) => sys::send(child.as_raw_fd(), e.as_bytes(), &[]),
+        };
+        // SAFETY: leave the forked helper without running the parent's destructors.
+        unsafe { libc::_exit(i32::from(sent.is_err() || made.is_err())) };
+    }
+    drop(child);
+    let reply = sys::recv(parent.as_raw_fd());
+    let _ = sys::waitpid(pid);
+    match reply? {
+        Some((msg, mut fds)) if msg == b"ok" && fds.len() == 1 => Ok(fds.remove(0)),
+        Some((msg, _)) => Err(format!(
+            "create the container's overlay: {}",
+            String::from_utf8_lossy(&msg)
+        )),
+        None => Err("create the container's overlay: the helper process died".into()),
+    }
+}
+
+/// Create an overlay from layers attached below the current folder (`l0`, `l1`, ...,
+/// `u/<upper>`, `u/<work>`) with this process's credentials ([`container_overlay`] says which).
+/// Returns the detached mount.
+fn make_overlay(lowers: usize, upper: &str, work: &str) -> Result<OwnedFd> {
     let name = c"overlay";
     // SAFETY: fsopen with a valid name.
     let fs = unsafe { libc::syscall(libc::SYS_fsopen, name.as_ptr(), 1u32) };
@@ -88,6 +160,9 @@ pub fn make_overlay(lowers: usize, upper: &str, work: &str) -> Result<OwnedFd> {
     set("lowerdir", Some(&lowerdir))?;
     set("upperdir", Some(&format!("u/{upper}")))?;
     set("workdir", Some(&format!("u/{work}")))?;
+    // dockerd's own mount of these layers stays in place (index=off there too); an inode index
+    // would refuse the shared upper folder with EBUSY on kernels built with index on.
+    set("index", Some("off"))?;
     // SAFETY: FSCONFIG_CMD_CREATE (6) has no key/value.
     let rc = unsafe {
         libc::syscall(

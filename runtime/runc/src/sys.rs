@@ -208,6 +208,50 @@ pub fn unshare(flags: libc::c_int) -> Result<()> {
     .map(|_| ())
 }
 
+/// Set this process's file-system uid and gid to `id` and keep every capability it has.
+/// Changing the fs uid away from 0 clears the file capabilities (CAP_CHOWN, CAP_DAC_OVERRIDE,
+/// CAP_FOWNER, CAP_MKNOD, ...) from the effective set; they are raised again from the
+/// permitted set.
+pub fn set_fs_ids(id: u32) -> Result<()> {
+    // SAFETY: plain syscalls; the previous value is returned, -1 as argument only queries.
+    unsafe {
+        libc::setfsgid(id);
+        libc::setfsuid(id);
+        if libc::setfsgid(u32::MAX) as u32 != id || libc::setfsuid(u32::MAX) as u32 != id {
+            return Err(format!("setfsuid/setfsgid {id} did not take effect"));
+        }
+    }
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Default, Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let hdr = Header {
+        version: 0x2008_0522,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: header and two data structs as capget(2) expects for version 3.
+    if unsafe { libc::syscall(libc::SYS_capget, &hdr, data.as_mut_ptr()) } < 0 {
+        return Err(errno("capget"));
+    }
+    for d in &mut data {
+        d.effective = d.permitted;
+    }
+    // SAFETY: as above, for capset(2).
+    if unsafe { libc::syscall(libc::SYS_capset, &hdr, data.as_ptr()) } < 0 {
+        return Err(errno("capset"));
+    }
+    Ok(())
+}
+
 /// fork(2). The runtime is single-threaded, so the child may run arbitrary Rust code.
 pub fn fork() -> Result<libc::pid_t> {
     // SAFETY: the process has one thread (no runtime threads are ever started).
