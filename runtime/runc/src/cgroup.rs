@@ -7,7 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use eci_policy::spec::Resources;
+use eci_policy::spec::{DeviceRule, Resources};
 use serde::{Deserialize, Serialize};
 
 const CGROUP2_MAGIC: i64 = 0x6367_7270;
@@ -216,6 +216,52 @@ impl Cgroup {
                 .map_err(|e| format!("add pid {pid} to {}: {e}", f.display()))?;
         }
         Ok(())
+    }
+
+    /// Put the calling process (an `exec` into the container) into the container's cgroups,
+    /// so that it is counted against the container's limits. On cgroup2 a container that made
+    /// sub-cgroups with controllers (Docker-in-Docker moves its processes to `/init`) cannot
+    /// take processes in its own folder (EBUSY): the process joins the cgroup of the
+    /// container's init instead, which lies in the container's subtree. Failing is an error:
+    /// an exec'd process must never run outside the container's limits.
+    pub fn join_for_exec(&self, init_pid: i32) -> Result<(), String> {
+        for d in &self.dirs {
+            let procs = d.path.join("cgroup.procs");
+            let first = match fs::write(&procs, "0") {
+                Ok(()) => continue,
+                Err(e) => e,
+            };
+            let init = fs::read_to_string(format!("/proc/{init_pid}/cgroup")).unwrap_or_default();
+            let Some(dir) = d.v2.then(|| exec_dir_v2(d, &init)).flatten() else {
+                return Err(format!("join {}: {first}", procs.display()));
+            };
+            let procs = dir.join("cgroup.procs");
+            fs::write(&procs, "0").map_err(|e| {
+                format!(
+                    "join {} ({first}) or the init's cgroup {}: {e}",
+                    d.path.display(),
+                    procs.display()
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Attach the device filter to every cgroup2 folder (SPEC P3). On a pure cgroup2 VM it is
+    /// the only device control and a failure fails the create; on a hybrid layout the v1
+    /// devices controller already enforces the rules, so a failure there is only a warning.
+    pub fn restrict_devices(&self, rules: &[DeviceRule]) -> Result<Vec<String>, String> {
+        let mut warnings = Vec::new();
+        for d in self.dirs.iter().filter(|d| d.v2) {
+            match crate::devices::attach(&d.path, rules) {
+                Ok(()) => {}
+                Err(e) if self.mode == Mode::V1 => warnings.push(format!(
+                    "{e}; the v1 devices cgroup still enforces the device rules"
+                )),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(warnings)
     }
 
     /// Let container root manage its own subtree (SPEC P5: only its own subtree is writable).
@@ -648,6 +694,18 @@ fn init_cpuset(mount: &Path, path: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// The cgroup2 folder of the container's init, from its `/proc/PID/cgroup` text, if it lies
+/// inside the container's folder `d` (never a folder outside the container).
+fn exec_dir_v2(d: &Dir, proc_cgroup: &str) -> Option<PathBuf> {
+    let rel = proc_cgroup.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let rel = rel.trim().trim_start_matches('/');
+    if rel.split('/').any(|c| c == ".." || c == ".") {
+        return None;
+    }
+    let dir = d.mount.join(rel);
+    (dir.starts_with(&d.path) && dir != d.path).then_some(dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -671,6 +729,33 @@ mod tests {
             resolve_path(Some("user-1000.slice:cri:x"), true, "x"),
             "/user.slice/user-1000.slice/cri-x.scope"
         );
+    }
+
+    #[test]
+    fn exec_joins_the_inits_cgroup_only_inside_the_container() {
+        let d = Dir {
+            controllers: vec![],
+            path: "/sys/fs/cgroup/docker/abc".into(),
+            mount: "/sys/fs/cgroup".into(),
+            v2: true,
+        };
+        assert_eq!(
+            exec_dir_v2(&d, "0::/docker/abc/init\n"),
+            Some(PathBuf::from("/sys/fs/cgroup/docker/abc/init"))
+        );
+        assert_eq!(
+            exec_dir_v2(&d, "1:name=systemd:/x\n0::/docker/abc/a/b\n"),
+            Some(PathBuf::from("/sys/fs/cgroup/docker/abc/a/b"))
+        );
+        for outside in [
+            "0::/docker/abc\n",
+            "0::/docker/abcd/init\n",
+            "0::/docker/abc/../xyz\n",
+            "0::/\n",
+            "",
+        ] {
+            assert_eq!(exec_dir_v2(&d, outside), None, "{outside:?}");
+        }
     }
 
     #[test]

@@ -386,6 +386,9 @@ pub fn create(g: &Global, o: &CreateOpts) -> Result<i32> {
     cg.create()?;
     if let Some(r) = spec.linux.as_ref().and_then(|l| l.resources.as_ref()) {
         cg.apply(r)?;
+        for w in cg.restrict_devices(&r.devices)? {
+            crate::log::warn(&w);
+        }
     }
     cg.delegate(range.start, range.start);
     stall("cgroup");

@@ -210,11 +210,7 @@ fn child(
     console: Option<RawFd>,
     preserve_fds: i32,
 ) -> Result<()> {
-    for d in &st.cgroup.dirs {
-        // A container that made sub-cgroups (Docker-in-Docker) cannot take processes in its
-        // own folder on cgroup2; the process then stays in the runtime's cgroup.
-        let _ = fs::write(d.path.join("cgroup.procs"), "0");
-    }
+    st.cgroup.join_for_exec(st.pid)?;
     for (fd, flag, name) in ns_fds {
         sys::setns(
             fd.as_raw_fd(),

@@ -4,6 +4,7 @@
 mod alloc;
 mod cgroup;
 mod create;
+mod devices;
 mod exec;
 mod hooks;
 mod log;
