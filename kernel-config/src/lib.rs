@@ -9,11 +9,14 @@
 //! - [`Pins::check`] produces a [`Report`] with a row per pinned option; [`Report::render_table`]
 //!   and [`Report::to_json`] present it, [`Report::is_ok`] is the verdict.
 //! - [`probe_running_kernel`] is what the VM init calls before starting isolation;
-//!   [`ImagePins`] is the file an image carries to tell it which pins apply.
+//!   [`ImagePins`] is the file an image carries to tell it which pins apply; [`DriftVerdict`]
+//!   turns the probe's report into allowed or refused, excusing only boot modules whose
+//!   hardware is absent ([`HardwareAbsent`]).
 //!
 //! See README.md for the fragment format, the targets and the exception profiles.
 
 mod check;
+mod drift;
 mod error;
 mod fragment;
 mod image_pins;
@@ -24,6 +27,10 @@ mod target;
 mod version;
 
 pub use check::{CheckOptions, ProfileSelection, Report, Row, RuntimeRequirement, Status};
+pub use drift::{
+    DriftItem, DriftVerdict, ExcusedItem, HardwareAbsent, Isolation, ModuleFailure, ENODEV, ENOENT,
+    ENXIO, HARDWARE_ABSENT,
+};
 pub use error::{CheckError, ConfigError, PinError, ProbeError};
 pub use fragment::{normalize_module, Fragment, Requirement, Term, VersionPin, Want};
 pub use image_pins::{ImagePins, IMAGE_PINS_PATH};

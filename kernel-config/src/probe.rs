@@ -73,6 +73,9 @@ pub enum ProbeKind {
     Runtime,
     /// A minimum kernel version.
     Version,
+    /// The probe itself could not run (no pins file, no readable `/proc`): drift of unknown
+    /// extent, never a pass.
+    Probe,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -96,6 +99,11 @@ pub struct ProbeRow {
     /// Extra context, e.g. the compensation a row relies on.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub note: String,
+    /// For a drifting row: the boot modules whose absence is its whole cause (empty when
+    /// anything else is wrong). [`crate::DriftVerdict`] excuses such a row only if every one of
+    /// them is missing because its hardware is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub modules: Vec<String>,
 }
 
 /// The probe's verdict.
@@ -203,6 +211,7 @@ pub fn probe_running_kernel(
             _ => ProbeStatus::Ok,
         },
         note: String::new(),
+        modules: Vec::new(),
     });
 
     let config = load_config(&fs, pins.target, &release, &mut report);
@@ -222,6 +231,7 @@ pub fn probe_running_kernel(
                     "required after module loading is disabled; probe again in that phase".into(),
                 ),
                 note: String::new(),
+                modules: Vec::new(),
             });
             continue;
         }
@@ -281,6 +291,7 @@ fn sysctl_row(
         found,
         status,
         note: note.to_string(),
+        modules: Vec::new(),
     }
 }
 
@@ -310,6 +321,7 @@ fn load_config(
                 found: path.display().to_string(),
                 status: ProbeStatus::Drift(format!("the kernel's config is unreadable: {e}")),
                 note: String::new(),
+                modules: Vec::new(),
             });
             None
         }
@@ -349,6 +361,7 @@ fn config_rows(
             found: row.found.clone(),
             status,
             note,
+            modules: Vec::new(),
         });
         modules.extend(row.boot_modules.iter().cloned());
     }
@@ -368,6 +381,7 @@ fn config_rows(
                 ))
             },
             note: String::new(),
+            modules: if loaded { Vec::new() } else { vec![module] },
         });
     }
     let base: BTreeSet<(&str, Cmp, i64)> = HARDENING_SYSCTLS
@@ -403,6 +417,7 @@ fn config_rows(
                         ))
                     },
                     note,
+                    modules: Vec::new(),
                 }
             }
         };
@@ -435,6 +450,7 @@ fn lockdown_row(fs: &Fs<'_>, want: LockdownLevel, note: String) -> ProbeRow {
         found,
         status,
         note,
+        modules: Vec::new(),
     }
 }
 
@@ -458,6 +474,7 @@ fn feature_rows(
                     .into(),
             ),
             note: String::new(),
+            modules: Vec::new(),
         });
     }
     let boot: BTreeSet<String> = opts
@@ -476,7 +493,7 @@ fn feature_rows(
     }
     for req in &pins.requirements {
         let name = req.option_label();
-        let mut status = feature_status(fs, req, &boot, builtin.as_ref());
+        let (mut status, modules) = feature_status(fs, req, &boot, builtin.as_ref());
         if matches!(status, ProbeStatus::Ok) {
             if let Some(min) = req.min_version {
                 let v = version_row(&name, min, version, &req.reason);
@@ -494,6 +511,7 @@ fn feature_rows(
             },
             status,
             note: String::new(),
+            modules,
         });
     }
 }
@@ -518,6 +536,7 @@ fn version_row(
         found: version.map_or("unknown".into(), |v| v.to_string()),
         status,
         note: String::new(),
+        modules: Vec::new(),
     }
 }
 
@@ -525,16 +544,21 @@ fn version_row(
 enum Evidence {
     Present,
     Absent(String),
+    /// Absent only because this module is neither loaded nor built in.
+    ModuleAbsent(String, String),
     Unknown,
 }
 
+/// The row's status and, when it drifts only because boot modules are missing, those modules.
 fn feature_status(
     fs: &Fs<'_>,
     req: &Requirement,
     boot: &BTreeSet<String>,
     builtin: Option<&BTreeSet<String>>,
-) -> ProbeStatus {
+) -> (ProbeStatus, Vec<String>) {
     let mut absent = Vec::new();
+    let mut modules = Vec::new();
+    let mut only_modules = true;
     let mut unknown = false;
     for term in &req.terms {
         let evidence = match &term.want {
@@ -544,15 +568,28 @@ fn feature_status(
             _ => Evidence::Unknown,
         };
         match evidence {
-            Evidence::Present => return ProbeStatus::Ok,
-            Evidence::Absent(why) => absent.push(why),
+            Evidence::Present => return (ProbeStatus::Ok, Vec::new()),
+            Evidence::Absent(why) => {
+                only_modules = false;
+                absent.push(why);
+            }
+            Evidence::ModuleAbsent(module, why) => {
+                modules.push(module);
+                absent.push(why);
+            }
             Evidence::Unknown => unknown = true,
         }
     }
     if unknown {
-        ProbeStatus::Unverified("no run-time trace without the kernel's config".into())
+        (
+            ProbeStatus::Unverified("no run-time trace without the kernel's config".into()),
+            Vec::new(),
+        )
     } else {
-        ProbeStatus::Drift(absent.join("; "))
+        if !only_modules {
+            modules.clear();
+        }
+        (ProbeStatus::Drift(absent.join("; ")), modules)
     }
 }
 
@@ -672,9 +709,10 @@ fn module_evidence(
             } else {
                 "add it to kernel.modules in the image definition or build it in"
             };
-            return Evidence::Absent(format!(
-                "module {m} (CONFIG_{option}) is neither loaded nor built in: {hint}"
-            ));
+            return Evidence::ModuleAbsent(
+                m.clone(),
+                format!("module {m} (CONFIG_{option}) is neither loaded nor built in: {hint}"),
+            );
         }
         return Evidence::Unknown;
     }
@@ -889,5 +927,82 @@ impl ProbeReport {
             report: self,
         })
         .expect("a probe report always serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(release: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let put = |rel: &str, text: &str| {
+            let p = dir.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        put("proc/sys/kernel/osrelease", &format!("{release}\n"));
+        dir
+    }
+
+    fn row<'r>(r: &'r ProbeReport, name: &str) -> &'r ProbeRow {
+        r.rows.iter().find(|x| x.name == name).unwrap()
+    }
+
+    #[test]
+    fn a_missing_boot_module_row_names_its_module_and_nothing_else_does() {
+        let release = "6.12.107+deb12-cloud-amd64";
+        let dir = tree(release);
+        let config = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("testdata/config-{release}")),
+        )
+        .unwrap();
+        std::fs::create_dir_all(dir.path().join("boot")).unwrap();
+        std::fs::write(dir.path().join(format!("boot/config-{release}")), config).unwrap();
+        std::fs::create_dir_all(dir.path().join("sys/module/hv_sock")).unwrap();
+        let opts = ProbeOptions {
+            boot_modules: vec!["hv_vmbus".into(), "hv_sock".into(), "vsock".into()],
+            ..ProbeOptions::new(Phase::AfterModuleLock)
+        };
+        let pins = Pins::builtin(Target::Hyperv).unwrap();
+        let r = probe_running_kernel(dir.path(), &pins, &opts).unwrap();
+        let vmbus = row(&r, "hv_vmbus");
+        assert!(matches!(vmbus.status, ProbeStatus::Drift(_)), "{vmbus:?}");
+        assert_eq!(vmbus.modules, ["hv_vmbus"]);
+        assert_eq!(row(&r, "hv_sock").status, ProbeStatus::Ok);
+        assert!(row(&r, "hv_sock").modules.is_empty());
+        // Sysctls are absent in this tree: drift, with no module to blame.
+        let kptr = row(&r, "kernel.kptr_restrict");
+        assert!(matches!(kptr.status, ProbeStatus::Drift(_)));
+        assert!(kptr.modules.is_empty());
+        let json = r.to_json();
+        assert!(
+            json.contains("\"modules\": [\n        \"hv_vmbus\""),
+            "{json}"
+        );
+    }
+
+    #[test]
+    fn a_feature_missing_only_for_a_module_names_it() {
+        let release = "6.6.87.2-microsoft-standard-WSL2";
+        let dir = tree(release);
+        let modules = dir.path().join(format!("lib/modules/{release}"));
+        std::fs::create_dir_all(&modules).unwrap();
+        std::fs::write(modules.join("modules.builtin"), "kernel/net/veth.ko\n").unwrap();
+        let pins = Pins::builtin(Target::Wsl2).unwrap();
+        let r = probe_running_kernel(
+            dir.path(),
+            &pins,
+            &ProbeOptions::new(Phase::AfterModuleLock),
+        )
+        .unwrap();
+        let bridge = row(&r, "CONFIG_BRIDGE");
+        assert!(matches!(bridge.status, ProbeStatus::Drift(_)), "{bridge:?}");
+        assert_eq!(bridge.modules, ["bridge"]);
+        assert_eq!(row(&r, "CONFIG_VETH").status, ProbeStatus::Ok);
+        // Missing for a reason that is not a module: no module named.
+        let userns = row(&r, "CONFIG_USER_NS");
+        assert!(matches!(userns.status, ProbeStatus::Drift(_)), "{userns:?}");
+        assert!(userns.modules.is_empty());
     }
 }
