@@ -5,13 +5,16 @@
 use crate::cmdline::{self, BootOptions, DataDiskChoice};
 use crate::disk::{self, BlockDevice, Decision, FsckVerdict, Signature};
 use crate::input;
+use crate::kernel_check;
 use crate::legacy;
 use crate::log::{self, say, Logger};
+use crate::modinfo;
 use crate::mounts::{self, Mount};
 use crate::ready;
 use crate::services::ServicesFile;
 use crate::supervise::{Action, Backoff, Machine};
 use crate::sys;
+use eci_kernel_config::{DriftVerdict, ModuleFailure, IMAGE_PINS_PATH};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Read;
@@ -37,7 +40,7 @@ const FINAL_GRACE: Duration = Duration::from_secs(3);
 const PATH_ENV: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// How eci-init runs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Mode {
     /// `Some(root)`: the test sandbox (a private PID and mount namespace): enter `root` instead
     /// of the initramfs, and leave everything kernel-global alone (sysctls, modules, hostname,
@@ -45,11 +48,32 @@ pub struct Mode {
     pub sandbox: Option<PathBuf>,
     /// Replaces /proc/cmdline (sandbox only).
     pub cmdline: Option<String>,
+    /// Where the kernel check reads /proc, /sys and /boot instead of / (sandbox only: a fake
+    /// kernel tree inside the sandbox root, so a test can present a matching or a drifting
+    /// kernel; the VM always probes the kernel it runs on).
+    pub probe_root: Option<PathBuf>,
+    /// Under another init (WSL2, whose own init is PID 1 and runs the image's boot command):
+    /// no root to enter, nothing to mount, no disks, no power off; the hardening sysctls, the
+    /// boot modules while the pinned kernel runs, the kernel check, the legacy-container scan
+    /// and the supervised services as in the VM.
+    pub under_init: bool,
 }
 
 impl Mode {
+    /// The eci VM proper, eci-init as the kernel's PID 1.
     fn vm(&self) -> bool {
+        self.sandbox.is_none() && !self.under_init
+    }
+
+    /// Whether this init hardens the kernel it runs on (sysctls, modules, module lock).
+    fn hardens(&self) -> bool {
         self.sandbox.is_none()
+    }
+
+    fn probe_root(&self) -> PathBuf {
+        self.probe_root
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/"))
     }
 }
 
@@ -64,6 +88,7 @@ struct DataDisk {
 }
 
 struct Init {
+    under_init: bool,
     opts: BootOptions,
     signals: sys::SignalFd,
     power_buttons: Vec<File>,
@@ -73,6 +98,8 @@ struct Init {
     shutdown_reason: Option<String>,
     data_mounted: bool,
     orphans_reaped: u64,
+    /// The kernel check refused isolation: no service was started.
+    refused: bool,
 }
 
 /// Runs PID 1 and never returns: the end is always a power off.
@@ -91,6 +118,73 @@ pub fn pid1(mode: Mode) -> ! {
     // reboot only returns on error; PID 1 exiting panics the kernel, which panic=-1 turns
     // into a reset: still no shell.
     std::process::exit(1)
+}
+
+/// `eci-init --under-init`: the same boot minus the PID-1 duties (see [`Mode::under_init`]);
+/// returns the process's exit code once the services stopped after SIGTERM.
+pub fn under_init(mode: Mode) -> i32 {
+    std::env::set_var("PATH", PATH_ENV);
+    log::install(Logger::new(Box::new(std::io::stderr()), sys::uptime));
+    // Orphans of the services (containerd's shims) are ours to reap, as they are PID 1's in
+    // the VM, instead of the other init's.
+    if let Err(e) = sys::set_child_subreaper() {
+        say(&format!("cannot become the services' subreaper: {e}"));
+    }
+    // One supervisor per distribution: the boot command run by hand a second time must not
+    // start a second engine. The lock lives as long as this process.
+    let _lock = match single_instance() {
+        Ok(lock) => lock,
+        Err(e) => {
+            say(&e);
+            log::close();
+            return 1;
+        }
+    };
+    let result =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<(), String> {
+            let mut init = Init::stage2(mode)?;
+            init.run();
+            let reason = init.shutdown_reason.clone().unwrap_or_default();
+            init.power_off(&reason);
+            Ok(())
+        }));
+    let code = match result {
+        Ok(Ok(())) => 0,
+        Ok(Err(e)) => {
+            say(&format!("fatal: {e}"));
+            1
+        }
+        Err(_) => {
+            say("fatal: eci-init panicked (message above)");
+            1
+        }
+    };
+    log::close();
+    code
+}
+
+/// Takes `RUN_DIR/eci-init.lock`, or says who has it.
+fn single_instance() -> Result<File, String> {
+    let path = Path::new(RUN_DIR).join("eci-init.lock");
+    let file = std::fs::create_dir_all(RUN_DIR)
+        .and_then(|_| std::fs::set_permissions(RUN_DIR, std::fs::Permissions::from_mode(0o700)))
+        .and_then(|_| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o600)
+                .open(&path)
+        })
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    match sys::try_lock(&file) {
+        Ok(true) => Ok(file),
+        Ok(false) => Err(format!(
+            "another eci-init already supervises the engine ({} is locked); exiting",
+            path.display()
+        )),
+        Err(e) => Err(format!("cannot lock {}: {e}", path.display())),
+    }
 }
 
 fn boot(mode: Mode) -> Result<(), String> {
@@ -136,9 +230,12 @@ fn do_mount(m: &Mount) -> std::io::Result<()> {
 
 impl Init {
     fn stage2(mode: Mode) -> Result<Init, String> {
-        for m in mounts::early() {
-            if let Err(e) = do_mount(&m) {
-                say(&format!("cannot mount {} on {}: {e}", m.fstype, m.target));
+        // Under another init, /proc, /sys, /dev, /run and the cgroups are its mounts.
+        if !mode.under_init {
+            for m in mounts::early() {
+                if let Err(e) = do_mount(&m) {
+                    say(&format!("cannot mount {} on {}: {e}", m.fstype, m.target));
+                }
             }
         }
         if let Err(e) = sys::stdin_to_null() {
@@ -159,9 +256,26 @@ impl Init {
             if let Err(e) = sys::reboot(libc::LINUX_REBOOT_CMD_CAD_OFF) {
                 say(&format!("cannot turn off the ctrl-alt-del reset: {e}"));
             }
-            system_setup(&mut facts);
+            vm_identity();
         }
-        prepare_var()?;
+        let mut module_failures = Vec::new();
+        if mode.hardens() {
+            module_failures = harden(mode.under_init, &mut facts);
+        }
+        if mode.vm() {
+            // Hyper-V's shutdown integration service (hv_utils) runs the kernel's poweroff
+            // helper; Debian's busybox installs no /sbin/poweroff, so point it at eci-init.
+            if let Err(e) = std::fs::write(
+                "/proc/sys/kernel/poweroff_cmd",
+                format!("{SELF_PATH} poweroff"),
+            ) {
+                say(&format!("cannot set kernel.poweroff_cmd: {e}"));
+            }
+        }
+        // Under another init the distribution's disk is persistent and its /var is the engine's.
+        if !mode.under_init {
+            prepare_var()?;
+        }
         for (dir, mode_bits) in [(RUN_DIR, 0o700), (LOG_DIR, 0o755)] {
             std::fs::create_dir_all(dir)
                 .and_then(|_| {
@@ -174,8 +288,40 @@ impl Init {
                 "cannot open {LOG_DIR}/init.log: {e}; logging to the console only"
             ));
         }
+
+        // SPEC V5: hardening done, module loading off; nothing started yet.
+        let verdict = kernel_check::check(
+            &mode.probe_root(),
+            Path::new(IMAGE_PINS_PATH),
+            &module_failures,
+        );
+        facts.push(("ECI_KERNEL_DRIFT".into(), verdict.selftest_value()));
+        facts.push(("ECI_KERNEL_EXCUSED".into(), verdict.excused_value()));
+        for e in &verdict.excused {
+            say(&format!(
+                "kernel check: {} excused ({}): {}",
+                e.name, e.reason, e.detail
+            ));
+        }
+        if let Err(e) = kernel_check::write_status(Path::new(kernel_check::STATUS_FILE), &verdict) {
+            say(&format!("cannot write {}: {e}", kernel_check::STATUS_FILE));
+        }
+        if !verdict.is_refused() {
+            say(&format!(
+                "kernel check: {} matches the image's kernel pins",
+                verdict.kernel_release
+            ));
+        }
+
         let data = if mode.vm() {
             data_disk(&opts)
+        } else if mode.under_init {
+            DataDisk {
+                state: "distribution",
+                device: String::new(),
+                uuid: String::new(),
+                detail: "engine data is on the distribution's own disk".into(),
+            }
         } else {
             DataDisk {
                 state: "tmpfs",
@@ -198,18 +344,21 @@ impl Init {
         facts.push(("ECI_LEGACY_CONTAINERS".into(), record_legacy().to_string()));
 
         // SPEC V2: from here on the image is read-only; /run, /tmp, /var and the data disk are
-        // the only writable places.
-        match sys::mount(
-            "",
-            Path::new("/"),
-            None,
-            libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY,
-            "",
-        ) {
-            Ok(()) => say("root filesystem is read-only"),
-            Err(e) => say(&format!("cannot make the root read-only: {e}")),
+        // the only writable places. Under another init the root is the distribution's disk,
+        // which that init and its tools write to.
+        if !mode.under_init {
+            match sys::mount(
+                "",
+                Path::new("/"),
+                None,
+                libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY,
+                "",
+            ) {
+                Ok(()) => say("root filesystem is read-only"),
+                Err(e) => say(&format!("cannot make the root read-only: {e}")),
+            }
+            facts.push(("ECI_ROOT_RO_UPTIME".into(), format!("{:.2}", sys::uptime())));
         }
-        facts.push(("ECI_ROOT_RO_UPTIME".into(), format!("{:.2}", sys::uptime())));
 
         let power_buttons = if mode.vm() {
             power_buttons()
@@ -222,8 +371,21 @@ impl Init {
         let services = std::fs::read_to_string(SERVICES_FILE)
             .map_err(|e| format!("cannot read {SERVICES_FILE}: {e}"))
             .and_then(|t| ServicesFile::parse(&t, SERVICES_FILE).map_err(|e| e.to_string()))?;
-        let machine = Machine::new(services.services, Backoff::default(), is_executable);
+        let refused = verdict.is_refused();
+        let specs = if refused {
+            refuse(&verdict, &services, mode.under_init);
+            Vec::new()
+        } else {
+            services.services
+        };
+        let mut opts = opts;
+        if mode.under_init && opts.selftest {
+            say("eci.selftest is for the VM (it checks the VM's mounts); not run under another init");
+            opts.selftest = false;
+        }
+        let machine = Machine::new(specs, Backoff::default(), is_executable);
         Ok(Init {
+            under_init: mode.under_init,
             opts,
             signals,
             power_buttons,
@@ -233,6 +395,7 @@ impl Init {
             shutdown_reason: None,
             data_mounted,
             orphans_reaped: 0,
+            refused,
         })
     }
 
@@ -413,7 +576,11 @@ impl Init {
                 self.facts.push((key, format!("{:.2}", uptime_at(at))));
             }
         }
-        let summary = summary.join(" ");
+        let summary = if self.refused {
+            "none (isolation refused: kernel drift)".to_string()
+        } else {
+            summary.join(" ")
+        };
         say(&format!("ready: {summary}"));
         self.facts.push(("ECI_SERVICES".into(), summary));
         if self.opts.selftest {
@@ -445,12 +612,17 @@ impl Init {
         }
     }
 
-    /// After the services stopped: end what is left, flush, unmount, power off.
+    /// After the services stopped: end what is left, flush, unmount, power off. Under another
+    /// init only the first step's log line: the machine is not ours to power off.
     fn power_off(&mut self, reason: &str) {
         say(&format!(
             "all services stopped ({reason}); {} orphaned processes were reaped",
             self.orphans_reaped
         ));
+        if self.under_init {
+            say("exiting");
+            return;
+        }
         if sys::getpid() == 1 {
             // Only PID 1 may do this: -1 means every process it can signal.
             let _ = sys::kill(-1, libc::SIGTERM);
@@ -500,8 +672,8 @@ fn is_executable(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// Hostname, loopback, modules, sysctls, module lock (SPEC V3). VM only.
-fn system_setup(facts: &mut Vec<(String, String)>) {
+/// Hostname and loopback. VM only: under another init both are its business.
+fn vm_identity() {
     if let Ok(name) = std::fs::read_to_string("/etc/hostname") {
         if let Err(e) = sys::sethostname(name.trim()) {
             say(&format!("cannot set the hostname: {e}"));
@@ -510,27 +682,31 @@ fn system_setup(facts: &mut Vec<(String, String)>) {
     if let Err(e) = sys::loopback_up() {
         say(&format!("cannot bring up lo: {e}"));
     }
-    let list = std::fs::read_to_string(MODULES_FILE).unwrap_or_default();
-    let mut loaded = 0;
-    let mut failed = Vec::new();
-    for path in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        let result = File::open(path).and_then(|f| sys::finit_module(&f));
-        match result {
-            Ok(()) => loaded += 1,
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => loaded += 1,
-            Err(e) => {
-                let name = Path::new(path)
-                    .file_name()
-                    .map(|n| n.to_string_lossy().trim_end_matches(".ko").to_string())
-                    .unwrap_or_default();
-                say(&format!("cannot load {path}: {e}"));
-                failed.push(name);
-            }
+}
+
+/// SPEC V3: the boot modules, the hardening sysctls, then module loading off for good. Returns
+/// the modules that did not load, with their errno and dependencies, for the kernel check.
+///
+/// Under another init (WSL2) the kernel is shared and may not be the image's: modules are only
+/// loaded, and loading only disabled, while the image's pinned kernel runs and has loadable
+/// module support at all (the WSL2 kernel eci builds has none). Another kernel is drift that
+/// the check refuses; changing it further would only disturb the other distributions.
+fn harden(under_init: bool, facts: &mut Vec<(String, String)>) -> Vec<ModuleFailure> {
+    let modular = Path::new("/proc/modules").exists();
+    let ours = !under_init || running_pinned_kernel();
+    let (loaded, failures) = if modular && ours {
+        load_modules()
+    } else {
+        if !modular {
+            say("the kernel has no loadable module support; no modules to load");
+        } else {
+            say("the running kernel is not the image's pinned kernel; no modules loaded");
         }
-    }
-    say(&format!("{loaded} modules loaded, {} failed", failed.len()));
+        (0, Vec::new())
+    };
+    let names: Vec<&str> = failures.iter().map(|f| f.name.as_str()).collect();
     facts.push(("ECI_MODULES_LOADED".into(), loaded.to_string()));
-    facts.push(("ECI_MODULES_FAILED".into(), failed.join(" ")));
+    facts.push(("ECI_MODULES_FAILED".into(), names.join(" ")));
 
     let text = std::fs::read_to_string(SYSCTL_FILE).unwrap_or_default();
     let (settings, errors) = crate::sysctl::parse(&text, SYSCTL_FILE);
@@ -551,17 +727,90 @@ fn system_setup(facts: &mut Vec<(String, String)>) {
         "{applied} of {} hardening sysctls applied",
         settings.len()
     ));
-    // Module loading ends here for the life of the VM (SPEC V3).
-    if let Err(e) = std::fs::write("/proc/sys/kernel/modules_disabled", "1") {
-        say(&format!("cannot disable module loading: {e}"));
+    // Module loading ends here for the life of the kernel (SPEC V3).
+    if modular && ours {
+        if let Err(e) = std::fs::write("/proc/sys/kernel/modules_disabled", "1") {
+            say(&format!("cannot disable module loading: {e}"));
+        }
     }
-    // Hyper-V's shutdown integration service (hv_utils) runs the kernel's poweroff helper;
-    // Debian's busybox installs no /sbin/poweroff, so point the helper at eci-init.
-    if let Err(e) = std::fs::write(
-        "/proc/sys/kernel/poweroff_cmd",
-        format!("{SELF_PATH} poweroff"),
-    ) {
-        say(&format!("cannot set kernel.poweroff_cmd: {e}"));
+    failures
+}
+
+/// Whether the running release is the one /etc/eci/kernel-pins.json names.
+fn running_pinned_kernel() -> bool {
+    let running = read_sys(Path::new("/proc/sys/kernel/osrelease"));
+    std::fs::read_to_string(IMAGE_PINS_PATH)
+        .ok()
+        .and_then(|t| eci_kernel_config::ImagePins::from_json(&t, IMAGE_PINS_PATH).ok())
+        .is_some_and(|p| p.kernel_release == running)
+}
+
+/// Loads /etc/eci/modules.load in order (dependencies first). A failure keeps its errno and
+/// the module's declared dependencies: the kernel check excuses only modules whose hardware
+/// is absent, and tells that from other failures by them.
+fn load_modules() -> (usize, Vec<ModuleFailure>) {
+    let list = std::fs::read_to_string(MODULES_FILE).unwrap_or_default();
+    let mut loaded = 0;
+    let mut failures = Vec::new();
+    for path in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let name = Path::new(path)
+            .file_name()
+            .map(|n| n.to_string_lossy().trim_end_matches(".ko").to_string())
+            .unwrap_or_default();
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) => {
+                say(&format!("cannot open {path}: {e}"));
+                failures.push(ModuleFailure {
+                    name,
+                    errno: None,
+                    depends: Vec::new(),
+                });
+                continue;
+            }
+        };
+        match sys::finit_module(&file) {
+            Ok(()) => loaded += 1,
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => loaded += 1,
+            Err(e) => {
+                let depends = std::fs::read(path)
+                    .ok()
+                    .and_then(|elf| modinfo::depends(&elf))
+                    .unwrap_or_default();
+                say(&format!("cannot load {path}: {e}"));
+                failures.push(ModuleFailure {
+                    name,
+                    errno: e.raw_os_error(),
+                    depends,
+                });
+            }
+        }
+    }
+    say(&format!(
+        "{loaded} modules loaded, {} failed",
+        failures.len()
+    ));
+    (loaded, failures)
+}
+
+/// Isolation refused: the console block (and, under another init, the kernel log, which
+/// `dmesg` in any distribution of the same WSL VM shows), no services.
+fn refuse(verdict: &DriftVerdict, services: &ServicesFile, under_init: bool) {
+    let names: Vec<String> = services.services.iter().map(|s| s.name.clone()).collect();
+    let block = kernel_check::refusal_block(verdict, &names);
+    for line in &block {
+        say(line);
+    }
+    if under_init {
+        if let Ok(mut kmsg) = std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
+            for line in &block {
+                // One write per record; level 3 (error) so it stands out.
+                let _ = std::io::Write::write_all(
+                    &mut kmsg,
+                    format!("<3>eci-init: {line}\n").as_bytes(),
+                );
+            }
+        }
     }
 }
 

@@ -122,6 +122,23 @@ pub fn getpid() -> i32 {
     unsafe { libc::getpid() }
 }
 
+/// prctl(PR_SET_CHILD_SUBREAPER): orphaned descendants are reparented to this process
+/// instead of PID 1 (eci-init under another init reaps its services' orphans itself).
+pub fn set_child_subreaper() -> io::Result<()> {
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes one integer argument; no pointers.
+    check(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong) }).map(drop)
+}
+
+/// flock(LOCK_EX | LOCK_NB): `Ok(false)` if another process holds the lock.
+pub fn try_lock(file: &std::fs::File) -> io::Result<bool> {
+    // SAFETY: a valid fd; flock takes no pointers.
+    match check(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 pub fn sync() {
     // SAFETY: no preconditions.
     unsafe { libc::sync() }
