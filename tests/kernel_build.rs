@@ -61,7 +61,7 @@ fn request(out: &Path) -> BuildRequest {
         committed: None,
         config_only: false,
         jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        out_dir: out.to_path_buf(),
+        out_dir: Some(out.to_path_buf()),
         echo: false,
     }
 }

@@ -79,7 +79,7 @@ pub fn check_image(
 ) -> Result<Report, KernelCheckError> {
     let config = KernelConfig::parse(
         config_text,
-        &format!("{}:/boot/config-{release}", spec.kernel.package),
+        &format!("{}:/boot/config-{release}", spec.kernel.describe()),
     )?
     .with_release(release);
     let mut modules: Vec<String> = shipped_modules.to_vec();

@@ -63,6 +63,8 @@ pub const KERNEL_IMAGE: &str = "vmlinuz";
 pub const KERNEL_CONFIG: &str = "config";
 pub const SYSTEM_MAP: &str = "System.map";
 pub const BUILD_INFO: &str = "build.json";
+/// Which modules are built in: the image build checks the definition's module list against it.
+pub const MODULES_BUILTIN: &str = "modules.builtin";
 
 const ARCH: &str = "x86_64";
 
@@ -1271,7 +1273,9 @@ pub fn build_kernel(
         if let Ok(info) = serde_json::from_str::<BuildInfo>(&text) {
             let image = dir.join(KERNEL_IMAGE);
             let bytes = std::fs::read(&image).map_err(io_err(&image))?;
-            if hex::encode(Sha256::digest(&bytes)) == info.image_sha256 {
+            if hex::encode(Sha256::digest(&bytes)) == info.image_sha256
+                && complete_entry(&dir, &generated.obj_dir, &generated.kconfig)
+            {
                 return Ok(Built {
                     dir,
                     info,
@@ -1319,6 +1323,7 @@ pub fn build_kernel(
         (obj.join("arch/x86/boot/bzImage"), KERNEL_IMAGE),
         (obj.join(".config"), KERNEL_CONFIG),
         (obj.join("System.map"), SYSTEM_MAP),
+        (obj.join(MODULES_BUILTIN), MODULES_BUILTIN),
     ] {
         std::fs::copy(&from, tmp.path().join(to)).map_err(io_err(&from))?;
     }
@@ -1354,10 +1359,33 @@ pub fn build_kernel(
     })
 }
 
+/// True when a cache entry has every file a build now stores. Entries written before
+/// `modules.builtin` was kept get it from the object folder of the same config (kbuild writes
+/// it there), instead of a rebuild that takes most of an hour.
+fn complete_entry(dir: &Path, obj: &Path, kconfig: &str) -> bool {
+    let want = dir.join(MODULES_BUILTIN);
+    if want.is_file() {
+        return true;
+    }
+    let from = obj.join(MODULES_BUILTIN);
+    let same_build = std::fs::read_to_string(obj.join(".config")).is_ok_and(|c| c == kconfig);
+    if !same_build || !from.is_file() {
+        return false;
+    }
+    let tmp = dir.join(format!(".{MODULES_BUILTIN}.tmp"));
+    std::fs::copy(&from, &tmp).is_ok() && std::fs::rename(&tmp, &want).is_ok()
+}
+
 /// Copies a build's files into `out` (replacing older ones).
 pub fn install(built: &Built, out: &Path) -> Result<(), KernelBuildError> {
     std::fs::create_dir_all(out).map_err(io_err(out))?;
-    for name in [KERNEL_IMAGE, KERNEL_CONFIG, SYSTEM_MAP, BUILD_INFO] {
+    for name in [
+        KERNEL_IMAGE,
+        KERNEL_CONFIG,
+        SYSTEM_MAP,
+        MODULES_BUILTIN,
+        BUILD_INFO,
+    ] {
         let from = built.dir.join(name);
         std::fs::copy(&from, out.join(name)).map_err(io_err(&from))?;
     }
@@ -1379,8 +1407,9 @@ pub struct BuildRequest {
     pub committed: Option<PathBuf>,
     pub config_only: bool,
     pub jobs: usize,
-    /// Where `vmlinuz`, `config`, `System.map` and `build.json` are copied.
-    pub out_dir: PathBuf,
+    /// Where `vmlinuz`, `config`, `System.map`, `modules.builtin` and `build.json` are copied
+    /// (`None`: used from the cache, as the image build does).
+    pub out_dir: Option<PathBuf>,
     /// Show make's output while it runs.
     pub echo: bool,
 }
@@ -1443,9 +1472,11 @@ pub fn run(req: &BuildRequest) -> Result<BuildOutcome, KernelBuildError> {
         }
     }
     if req.config_only {
-        std::fs::create_dir_all(&req.out_dir).map_err(io_err(&req.out_dir))?;
-        let path = req.out_dir.join(KERNEL_CONFIG);
-        std::fs::write(&path, &generated.kconfig).map_err(io_err(&path))?;
+        if let Some(out) = &req.out_dir {
+            std::fs::create_dir_all(out).map_err(io_err(out))?;
+            let path = out.join(KERNEL_CONFIG);
+            std::fs::write(&path, &generated.kconfig).map_err(io_err(&path))?;
+        }
         return Ok(BuildOutcome {
             tree,
             generated,
@@ -1464,7 +1495,9 @@ pub fn run(req: &BuildRequest) -> Result<BuildOutcome, KernelBuildError> {
         req.jobs,
         req.echo,
     )?;
-    install(&built, &req.out_dir)?;
+    if let Some(out) = &req.out_dir {
+        install(&built, out)?;
+    }
     Ok(BuildOutcome {
         tree,
         generated,

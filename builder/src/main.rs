@@ -299,15 +299,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 },
         } => {
             let spec = pipeline::load_spec(&images, &target)?;
-            let path = match config {
-                Some(p) => p,
-                None => {
+            let path = match (config, spec.kernel.package()) {
+                (Some(p), _) => p,
+                (None, Some((package, _, sha256))) => {
                     let cache = Cache::new(cache.unwrap_or_else(Cache::default_location));
-                    let p = cache.path_for(&spec.kernel.sha256);
+                    let p = cache.path_for(sha256);
                     anyhow::ensure!(
                         p.is_file(),
-                        "the pinned kernel {} is not in the cache ({}); run `eci-build image --target {target}` once or pass a CONFIG",
-                        spec.kernel.package,
+                        "the pinned kernel {package} is not in the cache ({}); run `eci-build image --target {target}` once or pass a CONFIG",
+                        p.display()
+                    );
+                    p
+                }
+                (None, None) => {
+                    let t = kernel::target(&target)?;
+                    let p =
+                        kernel_build::Recipe::generated_path(&kernel_config_dir(&images, None), t);
+                    anyhow::ensure!(
+                        p.is_file(),
+                        "{target} builds its own kernel and its committed config {} is missing; run `eci-build kernel build --target {target} --config-only` or pass a CONFIG",
                         p.display()
                     );
                     p
@@ -393,7 +403,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 committed: Some(kernel_build::Recipe::generated_path(&dir, t)),
                 config_only,
                 jobs,
-                out_dir: out.clone(),
+                out_dir: Some(out.clone()),
                 echo: !quiet,
             };
             let outcome = kernel_build::run(&req)?;

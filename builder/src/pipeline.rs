@@ -8,8 +8,8 @@ use crate::fetch::{self, Cache, FetchItem, FetchOptions, FetchSummary};
 use crate::initramfs::Compression;
 use crate::lock::{self, Lockfile};
 use crate::rootfs::{self, Package};
-use crate::spec::{self, CompressionName, ImageSpec};
-use crate::{binaries, kernel};
+use crate::spec::{self, CompressionName, ImageSpec, KernelSource};
+use crate::{binaries, kernel, kernel_build};
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -111,25 +111,37 @@ pub fn check_lock_matches(spec: &ImageSpec, lock: &Lockfile, lock_file: &Path) -
             dropped
         );
     }
-    let k = &spec.kernel;
+    let Some((package, version, sha256)) = spec.kernel.package() else {
+        // Our own kernel: a kernel package in the lock would be a second, unchecked kernel.
+        if let Some(p) = lock
+            .packages
+            .iter()
+            .find(|p| p.name.starts_with("linux-image-"))
+        {
+            bail!(
+                "{} builds its own kernel (kernel.build: true) but {} contains the kernel package {}; \
+                 remove it from packages.include and {relock}",
+                spec.file.display(),
+                lock_file.display(),
+                p.name
+            );
+        }
+        return Ok(());
+    };
     let locked = lock
         .packages
         .iter()
-        .find(|p| p.name == k.package)
+        .find(|p| p.name == package)
         .with_context(|| {
             format!(
-                "the kernel package {} is not in {}; list it under packages.include and {relock}",
-                k.package,
+                "the kernel package {package} is not in {}; list it under packages.include and {relock}",
                 lock_file.display()
             )
         })?;
-    if locked.version != k.version || locked.sha256 != k.sha256 {
+    if locked.version != version || locked.sha256 != sha256 {
         bail!(
-            "kernel pin mismatch: the definition pins {} {} sha256 {}, the lock has {} sha256 {}; \
+            "kernel pin mismatch: the definition pins {package} {version} sha256 {sha256}, the lock has {} sha256 {}; \
              update kernel.version/kernel.sha256 in the definition (pins are reviewed by hand) or {relock}",
-            k.package,
-            k.version,
-            k.sha256,
             locked.version,
             locked.sha256
         );
@@ -177,7 +189,17 @@ pub fn build_image(req: &ImageRequest) -> Result<ImageReport> {
     let epoch = source_date_epoch(u64::try_from(lock.source_date_epoch).unwrap_or(0))?;
     let binaries = binaries::build(&spec.binaries, &binaries::workspace_root())?;
     let platform = artifact::PlatformInputs::from_spec(&spec, &packages)?;
-    let mut rootfs = rootfs::assemble(&spec, packages, binaries, epoch)?;
+    let own = match spec.kernel.source {
+        KernelSource::Own => Some(own_kernel(req, &spec)?),
+        KernelSource::Package { .. } => None,
+    };
+    let mut rootfs = rootfs::assemble(
+        &spec,
+        packages,
+        binaries,
+        own.as_ref().map(|o| o.kernel.clone()),
+        epoch,
+    )?;
     let kernel_report = kernel::check_image(
         &spec,
         &rootfs.kernel.config,
@@ -203,12 +225,23 @@ pub fn build_image(req: &ImageRequest) -> Result<ImageReport> {
         target: spec.target.clone(),
         source_date_epoch: epoch,
         lock_sha256: hex::encode(Sha256::digest(&lock_text)),
-        kernel_package: spec.kernel.package.clone(),
-        kernel_version: spec.kernel.version.clone(),
+        kernel_package: match (&own, spec.kernel.package()) {
+            (Some(o), _) => format!(
+                "{} (built by eci-build, config {})",
+                o.source_package, o.config_path
+            ),
+            (None, Some((package, _, _))) => package.to_string(),
+            (None, None) => unreachable!("a definition has a package kernel or its own"),
+        },
+        kernel_version: match (&own, spec.kernel.package()) {
+            (Some(o), _) => o.source_version.clone(),
+            (None, Some((_, version, _))) => version.to_string(),
+            (None, None) => unreachable!("a definition has a package kernel or its own"),
+        },
         compression: compression(spec.initramfs.compression),
         platform,
     };
-    let sbom: Vec<SbomPackage> = lock
+    let mut sbom: Vec<SbomPackage> = lock
         .packages
         .iter()
         .map(|p| SbomPackage {
@@ -218,6 +251,15 @@ pub fn build_image(req: &ImageRequest) -> Result<ImageReport> {
             sha256: p.sha256.clone(),
         })
         .collect();
+    // The own kernel is made from this source package: the SBOM names it.
+    if let Some(o) = &own {
+        sbom.push(SbomPackage {
+            name: o.source_package.clone(),
+            version: o.source_version.clone(),
+            architecture: "all".into(),
+            sha256: o.source_sha256.clone(),
+        });
+    }
     let manifest = artifact::write_outputs(&req.out_dir, &rootfs, &info, &sbom)?;
     let mut warnings = rootfs.warnings;
     for a in &manifest.artifacts {
@@ -238,6 +280,77 @@ pub fn build_image(req: &ImageRequest) -> Result<ImageReport> {
     })
 }
 
+/// The own kernel of a definition with `kernel.build: true`, and where it came from.
+struct Own {
+    kernel: rootfs::OwnKernel,
+    source_package: String,
+    source_version: String,
+    source_sha256: String,
+    config_path: String,
+}
+
+/// `eci-build kernel build --target T` as a step of the image build: the kernel-config folder
+/// beside the images folder gives the pinned source and the committed config; the result comes
+/// from the cache when this exact source, config and toolchain were built before.
+fn own_kernel(req: &ImageRequest, spec: &ImageSpec) -> Result<Own> {
+    let dir = req
+        .images_dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .join("kernel-config");
+    let target = kernel::target(&spec.target)?;
+    let committed = kernel_build::Recipe::generated_path(&dir, target);
+    let jobs = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    eprintln!(
+        "{}: own kernel from {} and {} (cached after the first build; a first build takes 30-45 min on 2 cores, log in the cache's kernel/obj folder)",
+        spec.file.display(),
+        dir.join(kernel_build::SOURCE_LOCK).display(),
+        committed.display()
+    );
+    let outcome = kernel_build::run(&kernel_build::BuildRequest {
+        recipe: kernel_build::Recipe::for_target(target, &dir)?,
+        definition: dir.join(kernel_build::SOURCE_DEFINITION),
+        lock: dir.join(kernel_build::SOURCE_LOCK),
+        source: kernel_build::SourceFetch {
+            cache: req.cache.clone(),
+            fetch: req.fetch.clone(),
+            sources_root: req.sources_root.clone(),
+            mirrors: req.mirrors.clone(),
+        },
+        committed: Some(committed.clone()),
+        config_only: false,
+        jobs,
+        out_dir: None,
+        echo: false,
+    })
+    .with_context(|| format!("building the own kernel for {}", spec.file.display()))?;
+    let built = outcome
+        .built
+        .context("the kernel build returned no kernel")?;
+    let read = |name: &str| {
+        let p = built.dir.join(name);
+        std::fs::read(&p).with_context(|| format!("reading {}", p.display()))
+    };
+    Ok(Own {
+        kernel: rootfs::OwnKernel {
+            release: built.info.kernel_release.clone(),
+            vmlinuz: read(kernel_build::KERNEL_IMAGE)?,
+            config: String::from_utf8_lossy(&read(kernel_build::KERNEL_CONFIG)?).into_owned(),
+            modules_builtin: String::from_utf8_lossy(&read(kernel_build::MODULES_BUILTIN)?)
+                .into_owned(),
+        },
+        source_package: outcome.tree.package.clone(),
+        source_version: outcome.tree.version.clone(),
+        source_sha256: outcome.tree.sha256.clone(),
+        config_path: committed
+            .strip_prefix(req.images_dir.parent().unwrap_or(Path::new("")))
+            .unwrap_or(&committed)
+            .display()
+            .to_string(),
+    })
+}
+
 /// Resolves the definition's packages and pins them (`eci-build lock`).
 pub fn lock_target(spec: &ImageSpec, sources_root: &Path, mirrors: &[String]) -> Result<Lockfile> {
     let mut req = lock::LockRequest::new(&spec.target, &spec.distribution.architecture);
@@ -253,14 +366,15 @@ pub fn lock_target(spec: &ImageSpec, sources_root: &Path, mirrors: &[String]) ->
     req.sources_root = sources_root.to_path_buf();
     req.mirrors = lock::sources::MirrorOverrides::parse(mirrors)?;
     let lockfile = lock::lock(&req, &lock::TerminalProgress::new())?;
-    let k = &spec.kernel;
-    if let Some(p) = lockfile.packages.iter().find(|p| p.name == k.package) {
-        if p.version != k.version || p.sha256 != k.sha256 {
-            eprintln!(
-                "warning: the mirror now offers {} {} (sha256 {}); the definition pins {} (sha256 {}): \
-                 review the new kernel and update kernel.version and kernel.sha256 before building",
-                k.package, p.version, p.sha256, k.version, k.sha256
-            );
+    if let Some((package, version, sha256)) = spec.kernel.package() {
+        if let Some(p) = lockfile.packages.iter().find(|p| p.name == package) {
+            if p.version != version || p.sha256 != sha256 {
+                eprintln!(
+                    "warning: the mirror now offers {package} {} (sha256 {}); the definition pins {version} (sha256 {sha256}): \
+                     review the new kernel and update kernel.version and kernel.sha256 before building",
+                    p.version, p.sha256
+                );
+            }
         }
     }
     Ok(lockfile)

@@ -75,7 +75,7 @@ pub enum RootfsError {
     },
     #[error(transparent)]
     Module(#[from] modules::ModuleError),
-    #[error("kernel package {package} ships {found} kernel images under /boot (expected exactly one vmlinuz-*)")]
+    #[error("{package}: the image holds {found} kernel images under /boot (expected exactly one vmlinuz-*; a definition with `kernel.build: true` must not also list a kernel package)")]
     Kernel { package: String, found: usize },
     #[error("kernel {release}: /boot/config-{release} is missing from the package; eci needs it to check the kernel against its pins")]
     KernelConfig { release: String },
@@ -109,11 +109,25 @@ fn man(context: impl Into<String>) -> impl FnOnce(ManifestError) -> RootfsError 
     move |source| RootfsError::Manifest { context, source }
 }
 
-/// Builds the root filesystem for `spec` from its locked packages.
+/// A kernel eci built itself (`kernel.build: true`), placed where a kernel package would put
+/// its files, so that the kernel and module steps below treat both alike.
+#[derive(Debug, Clone)]
+pub struct OwnKernel {
+    pub release: String,
+    pub vmlinuz: Vec<u8>,
+    pub config: String,
+    /// kbuild's `modules.builtin`: every requested module must be in it (the own kernels have
+    /// no loadable modules at all).
+    pub modules_builtin: String,
+}
+
+/// Builds the root filesystem for `spec` from its locked packages (and its own kernel when the
+/// definition builds one).
 pub fn assemble(
     spec: &ImageSpec,
     mut packages: Vec<Package>,
     binaries: Vec<crate::binaries::Built>,
+    own_kernel: Option<OwnKernel>,
     epoch: u64,
 ) -> Result<Rootfs, RootfsError> {
     packages.sort_by(|a, b| a.name.cmp(&b.name));
@@ -146,7 +160,28 @@ pub fn assemble(
     }
     drop(packages);
 
-    let kernel = take_kernel(&mut manifest, &spec.kernel.package)?;
+    if let Some(k) = own_kernel {
+        let r = &k.release;
+        insert(
+            &mut manifest,
+            &format!("/boot/vmlinuz-{r}"),
+            Entry::file(k.vmlinuz, 0o644),
+            epoch,
+        )?;
+        insert(
+            &mut manifest,
+            &format!("/boot/config-{r}"),
+            Entry::file(k.config, 0o644),
+            epoch,
+        )?;
+        insert(
+            &mut manifest,
+            &format!("/lib/modules/{r}/modules.builtin"),
+            Entry::file(k.modules_builtin, 0o644),
+            epoch,
+        )?;
+    }
+    let kernel = take_kernel(&mut manifest, &spec.kernel.describe())?;
     let selection = select_modules(&mut manifest, &kernel.release, &spec.kernel.modules)?;
 
     let patterns = remove_patterns(&spec.remove)?;

@@ -118,12 +118,47 @@ pub struct Exclusion {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelPin {
-    pub package: String,
-    pub version: String,
-    pub sha256: String,
+    pub source: KernelSource,
     pub fragments: Vec<String>,
     pub modules: Vec<String>,
     pub cmdline: Vec<String>,
+}
+
+/// Where the image's kernel comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelSource {
+    /// A Debian kernel package, pinned by version and sha256 (and listed in the lock).
+    Package {
+        package: String,
+        version: String,
+        sha256: String,
+    },
+    /// Our own kernel for the image's target (`kernel.build: true`): `eci-build kernel build
+    /// --target T` from the pinned source (kernel-config/source.lock) and the committed config
+    /// (kernel-config/generated/T.config), taken from its cache or built on demand.
+    Own,
+}
+
+impl KernelPin {
+    /// The pinned package, for a definition that boots one.
+    pub fn package(&self) -> Option<(&str, &str, &str)> {
+        match &self.source {
+            KernelSource::Package {
+                package,
+                version,
+                sha256,
+            } => Some((package, version, sha256)),
+            KernelSource::Own => None,
+        }
+    }
+
+    /// Names the kernel's origin in messages.
+    pub fn describe(&self) -> String {
+        match &self.source {
+            KernelSource::Package { package, .. } => package.clone(),
+            KernelSource::Own => "eci's own kernel (eci-build kernel build)".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -249,6 +284,7 @@ struct PackagesLayer {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct KernelLayer {
+    build: Option<bool>,
     package: Option<String>,
     version: Option<String>,
     sha256: Option<String>,
@@ -472,6 +508,7 @@ fn merge(chain: Vec<Parsed>) -> Result<ImageSpec, SpecError> {
     let (mut suites, mut components, mut architecture) = (None, None, None);
     let (mut include, mut exclude) = (Vec::new(), Vec::new());
     let (mut kpackage, mut kversion, mut ksha) = (None, None, None);
+    let mut kbuild: Option<(bool, usize)> = None;
     let (mut fragments, mut modules, mut cmdline) = (Vec::new(), Vec::new(), Vec::new());
     let mut templates_dir: Option<PathBuf> = None;
     let mut file_layers: Vec<(usize, FileLayer)> = Vec::new();
@@ -501,6 +538,9 @@ fn merge(chain: Vec<Parsed>) -> Result<ImageSpec, SpecError> {
             exclude.extend(p.exclude.iter().cloned());
         }
         if let Some(k) = &layer.kernel {
+            if let Some(b) = k.build {
+                kbuild = Some((b, idx));
+            }
             kpackage = k.package.clone().or(kpackage);
             kversion = k.version.clone().or(kversion);
             ksha = k.sha256.clone().or(ksha);
@@ -635,9 +675,24 @@ fn merge(chain: Vec<Parsed>) -> Result<ImageSpec, SpecError> {
         },
         packages: Packages { include, exclude },
         kernel: KernelPin {
-            package: kpackage.ok_or_else(|| missing("kernel.package"))?,
-            version: kversion.ok_or_else(|| missing("kernel.version"))?,
-            sha256: ksha.ok_or_else(|| missing("kernel.sha256"))?,
+            source: match kbuild {
+                Some((true, idx)) => {
+                    if kpackage.is_some() || kversion.is_some() || ksha.is_some() {
+                        return Err(SpecError::Invalid {
+                            location: chain[idx].locate("build"),
+                            field: "kernel.build".into(),
+                            message: "`build: true` (our own kernel) and `kernel.package`/`version`/`sha256` (a Debian kernel package) exclude each other, and a file of this chain sets both; keep the package pin only in the definitions that boot it".into(),
+                        });
+                    }
+                    KernelSource::Own
+                }
+                _ => KernelSource::Package {
+                    package: kpackage
+                        .ok_or_else(|| missing("kernel.package (or kernel.build: true)"))?,
+                    version: kversion.ok_or_else(|| missing("kernel.version"))?,
+                    sha256: ksha.ok_or_else(|| missing("kernel.sha256"))?,
+                },
+            },
             fragments,
             modules,
             cmdline,
@@ -807,6 +862,44 @@ groups:
         let msg = load(&p).unwrap_err().to_string();
         assert!(msg.contains("t.yaml:5:15"), "{msg}");
         assert!(msg.contains("template `nope.tera` not found"), "{msg}");
+    }
+
+    #[test]
+    fn own_kernel_excludes_a_package_pin() {
+        let fx = Fixture::new();
+        // Without the package pin (as the real base.yaml: targets pick their kernel).
+        let base = BASE
+            .replace("  package: linux-image-cloud\n", "")
+            .replace("  version: \"6.12.1-1\"\n", "")
+            .replace(
+                "  sha256: 0000000000000000000000000000000000000000000000000000000000000000\n",
+                "",
+            );
+        fx.write("base.yaml", &base);
+        let own = fx.write(
+            "wsl2.yaml",
+            "extends: base.yaml\ntarget: wsl2\nkernel:\n  build: true\n  fragments: [wsl2]\n",
+        );
+        let spec = load(&own).unwrap();
+        assert_eq!(spec.kernel.source, KernelSource::Own);
+        assert_eq!(spec.kernel.package(), None);
+        assert_eq!(spec.kernel.modules, vec!["overlay"]);
+
+        let neither = fx.write("t.yaml", "extends: base.yaml\ntarget: t\n");
+        let msg = load(&neither).unwrap_err().to_string();
+        assert!(
+            msg.contains("kernel.package (or kernel.build: true)"),
+            "{msg}"
+        );
+
+        fx.write("pkgbase.yaml", BASE);
+        let both = fx.write(
+            "both.yaml",
+            "extends: pkgbase.yaml\ntarget: wsl2\nkernel:\n  build: true\n",
+        );
+        let msg = load(&both).unwrap_err().to_string();
+        assert!(msg.contains("both.yaml:4:"), "{msg}");
+        assert!(msg.contains("exclude each other"), "{msg}");
     }
 
     #[test]
