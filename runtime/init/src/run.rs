@@ -299,8 +299,8 @@ impl Init {
         facts.push(("ECI_KERNEL_EXCUSED".into(), verdict.excused_value()));
         for e in &verdict.excused {
             say(&format!(
-                "kernel check: {} excused ({}): {}",
-                e.name, e.reason, e.detail
+                "kernel check: excused ({}): {}",
+                e.reason, e.detail
             ));
         }
         if let Err(e) = kernel_check::write_status(Path::new(kernel_check::STATUS_FILE), &verdict) {
@@ -777,7 +777,20 @@ fn load_modules() -> (usize, Vec<ModuleFailure>) {
                     .ok()
                     .and_then(|elf| modinfo::depends(&elf))
                     .unwrap_or_default();
-                say(&format!("cannot load {path}: {e}"));
+                // finit_module's ENOENT is not a missing file (the file is open) but symbols
+                // no loaded module provides; strerror would say the former.
+                if e.raw_os_error() == Some(libc::ENOENT) {
+                    say(&format!(
+                        "cannot load {path}: unresolved symbols (ENOENT); it needs: {}",
+                        if depends.is_empty() {
+                            "nothing, per its .modinfo".to_string()
+                        } else {
+                            depends.join(", ")
+                        }
+                    ));
+                } else {
+                    say(&format!("cannot load {path}: {e}"));
+                }
                 failures.push(ModuleFailure {
                     name,
                     errno: e.raw_os_error(),
