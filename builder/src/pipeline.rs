@@ -44,18 +44,18 @@ pub fn lock_path(images_dir: &Path, target: &str) -> PathBuf {
 pub fn load_spec(images_dir: &Path, target: &str) -> Result<ImageSpec> {
     let path = spec::definition_path(images_dir, target);
     if !path.is_file() {
-        let known: Vec<String> = std::fs::read_dir(images_dir)
+        let mut known: Vec<String> = std::fs::read_dir(images_dir)
             .map(|d| {
                 d.filter_map(|e| e.ok())
                     .filter_map(|e| {
+                        // A target has a lock; shared layers (base.yaml, ...) have none.
                         let name = e.file_name().to_string_lossy().into_owned();
-                        name.strip_suffix(".yaml")
-                            .filter(|n| *n != "base")
-                            .map(str::to_string)
+                        name.strip_suffix(".lock").map(str::to_string)
                     })
                     .collect()
             })
             .unwrap_or_default();
+        known.sort();
         bail!(
             "no image definition for target `{target}` ({} does not exist); known targets: {}",
             path.display(),

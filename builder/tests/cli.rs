@@ -58,6 +58,7 @@ fn a_stale_lock_is_refused_with_the_relock_command() {
     let images = repo_images();
     for f in [
         "base.yaml",
+        "debian-kernel.yaml",
         "hyperv.yaml",
         "hyperv.lock",
         "admin-settings.json",

@@ -43,3 +43,21 @@ extern "C" {
     #[link_name = "geteuid"]
     fn libc_geteuid() -> u32;
 }
+
+/// `eci-build image` for the checkout's definition of `target`, written to `out`, with the
+/// user's package cache and the machine's apt sources (what `./dev image` does).
+pub fn image_request(target: &str, out: &std::path::Path) -> eci_build::pipeline::ImageRequest {
+    use eci_build::fetch::{Cache, FetchOptions};
+    eci_build::pipeline::ImageRequest {
+        images_dir: workspace_root().join("images"),
+        target: target.into(),
+        out_dir: out.to_path_buf(),
+        cache: Cache::new(Cache::default_location()),
+        fetch: FetchOptions {
+            progress: false,
+            ..FetchOptions::default()
+        },
+        sources_root: "/etc/apt".into(),
+        mirrors: vec![],
+    }
+}

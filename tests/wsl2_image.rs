@@ -1,0 +1,133 @@
+//! Opt-in (`ECI_KERNEL_BUILD_TARGET=wsl2`; the first run builds the WSL2 kernel, 30-45 min on
+//! two cores, later runs take it from the cache in seconds): the WSL2 image end to end
+//! (SPEC V5, V6, V1). `images/wsl2.yaml` boots our own kernel (`kernel.build: true`), because
+//! no Debian kernel meets the wsl2 pins; this proves the image build takes that kernel from the
+//! kernel build, checks it against the pins, and writes a tarball WSL can import with the
+//! kernel beside it and nothing of a Debian kernel inside.
+
+use eci_build::pipeline;
+use eci_e2e::{image_request, workspace_root};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::process::Command;
+
+fn tar_list(tarball: &Path) -> Vec<String> {
+    let out = Command::new("tar")
+        .arg("-tzf")
+        .arg(tarball)
+        .output()
+        .expect("tar");
+    assert!(out.status.success(), "tar -t {}", tarball.display());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim_start_matches('.').to_string())
+        .collect()
+}
+
+fn tar_file(tarball: &Path, path: &str) -> String {
+    let out = Command::new("tar")
+        .arg("-xzOf")
+        .arg(tarball)
+        .arg(format!(".{path}"))
+        .output()
+        .expect("tar");
+    assert!(
+        out.status.success(),
+        "{path} is not in {}",
+        tarball.display()
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn wsl2_image_ships_the_own_kernel_and_passes_its_pins() {
+    if std::env::var("ECI_KERNEL_BUILD_TARGET").as_deref() != Ok("wsl2") {
+        eprintln!("opt-in: set ECI_KERNEL_BUILD_TARGET=wsl2 to run (builds the WSL2 kernel once)");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("wsl2");
+    let report = pipeline::build_image(&image_request("wsl2", &out))
+        .unwrap_or_else(|e| panic!("wsl2 image: {e:#}"));
+    let m = &report.manifest;
+    assert!(report.kernel.is_ok());
+    assert!(
+        m.kernel.release.ends_with("-eci-wsl2"),
+        "{}",
+        m.kernel.release
+    );
+    assert!(
+        m.kernel.package.starts_with("linux-source-"),
+        "{}",
+        m.kernel.package
+    );
+    assert!(
+        m.kernel.modules.is_empty(),
+        "own kernels load no modules: {:?}",
+        m.kernel.modules
+    );
+    assert!(m.kernel.builtin_modules.contains(&"overlay".to_string()));
+
+    // The kernel beside the tarball is the cached kernel build's bzImage.
+    let kernel = m
+        .artifacts
+        .iter()
+        .find(|a| a.kind == "kernel")
+        .expect("a kernel artifact");
+    let bytes = std::fs::read(out.join(&kernel.path)).unwrap();
+    assert_eq!(hex::encode(Sha256::digest(&bytes)), kernel.sha256);
+    let cached = std::fs::read_dir(eci_build::fetch::Cache::default_location().join("kernel/out"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_to_string(e.path().join("build.json")).ok())
+        .filter_map(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .find(|b| b["recipe"] == "wsl2" && b["kernel_release"] == m.kernel.release.as_str())
+        .expect("the wsl2 kernel build in the cache");
+    assert_eq!(cached["image_sha256"], kernel.sha256.as_str());
+
+    let tarball = out.join(eci_build::artifact::wsl2::ROOTFS_FILE);
+    let entries = tar_list(&tarball);
+    assert!(
+        !entries
+            .iter()
+            .any(|e| e.ends_with(".ko") || e.starts_with("/boot/vmlinuz")),
+        "no kernel or modules inside the distribution"
+    );
+    assert!(entries.contains(&format!("/boot/config-{}", m.kernel.release)));
+    let pins: serde_json::Value =
+        serde_json::from_str(&tar_file(&tarball, eci_kernel_config::IMAGE_PINS_PATH)).unwrap();
+    assert_eq!(pins["kernel_release"], m.kernel.release.as_str());
+    assert!(pins["fragments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f == "wsl2"));
+    let status = tar_file(&tarball, "/var/lib/dpkg/status");
+    assert!(
+        !status.contains("Package: linux-image-"),
+        "a Debian kernel package is recorded as installed"
+    );
+    let sbom = std::fs::read_to_string(out.join("sbom.spdx.json")).unwrap();
+    assert!(
+        sbom.contains("linux-source-"),
+        "the SBOM names the kernel's source"
+    );
+    let snippet =
+        std::fs::read_to_string(out.join(eci_build::artifact::wsl2::WSLCONFIG_FILE)).unwrap();
+    assert!(snippet.contains("kernel="), "{snippet}");
+
+    // Same inputs, same bytes (SPEC V1), the kernel coming from the cache this time.
+    let again = work.path().join("again");
+    pipeline::build_image(&image_request("wsl2", &again)).unwrap();
+    for a in &m.artifacts {
+        assert_eq!(
+            std::fs::read(out.join(&a.path)).unwrap(),
+            std::fs::read(again.join(&a.path)).unwrap(),
+            "{} differs between two builds",
+            a.path
+        );
+    }
+    assert!(workspace_root()
+        .join("kernel-config/generated/wsl2.config")
+        .is_file());
+}
