@@ -5,9 +5,8 @@
 //! off by itself. The disk image is checked from the host between boots.
 
 use eci_build::boot::{self, Accel, BootOptions, SelfTest};
-use eci_build::fetch::{Cache, FetchOptions};
-use eci_build::pipeline::{self, ImageRequest};
-use eci_e2e::{prerequisite, workspace_root};
+use eci_build::pipeline;
+use eci_e2e::{image_request, prerequisite, workspace_root};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -182,18 +181,7 @@ fn data_disk_is_formatted_once_reused_and_the_power_button_shuts_down_cleanly() 
     }
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("out");
-    let built = pipeline::build_image(&ImageRequest {
-        images_dir: workspace_root().join("images"),
-        target: TARGET.into(),
-        out_dir: out.clone(),
-        cache: Cache::new(Cache::default_location()),
-        fetch: FetchOptions {
-            progress: false,
-            ..FetchOptions::default()
-        },
-        sources_root: "/etc/apt".into(),
-        mirrors: vec![],
-    });
+    let built = pipeline::build_image(&image_request(TARGET, &out));
     if let Err(e) = &built {
         let msg = format!("{e:#}");
         let offline = msg.contains("cannot download") || msg.contains("not in the cache");

@@ -15,31 +15,16 @@ use eci_build::artifact::gpt;
 use eci_build::artifact::hyperv::{self, BootDisk};
 use eci_build::artifact::vhdx::VhdxReader;
 use eci_build::boot::{self, Accel, Disk, DiskFormat, Firmware, UefiBootOptions};
-use eci_build::fetch::{Cache, FetchOptions};
+use eci_build::fetch::Cache;
 use eci_build::lock::Lockfile;
-use eci_build::pipeline::{self, ImageRequest};
-use eci_e2e::{prerequisite, workspace_root};
+use eci_build::pipeline;
+use eci_e2e::{image_request, prerequisite, workspace_root};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 const TARGET: &str = "hyperv";
-
-fn request(out: &Path) -> ImageRequest {
-    ImageRequest {
-        images_dir: workspace_root().join("images"),
-        target: TARGET.into(),
-        out_dir: out.to_path_buf(),
-        cache: Cache::new(Cache::default_location()),
-        fetch: FetchOptions {
-            progress: false,
-            ..FetchOptions::default()
-        },
-        sources_root: "/etc/apt".into(),
-        mirrors: vec![],
-    }
-}
 
 fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -67,7 +52,7 @@ fn qemu_img(args: &[&str], file: &Path) -> (bool, String) {
 fn hyperv_boot_disk_boots_through_uefi_to_a_passing_selftest() {
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("out");
-    let built = match pipeline::build_image(&request(&out)) {
+    let built = match pipeline::build_image(&image_request(TARGET, &out)) {
         Ok(b) => b,
         Err(e) => {
             let msg = format!("{e:#}");
