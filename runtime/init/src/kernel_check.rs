@@ -69,7 +69,8 @@ pub fn refusal_block(verdict: &DriftVerdict, not_started: &[String]) -> Vec<Stri
     ];
     out.extend(verdict.lines());
     out.push(format!(
-        "the VM stays up so this can be read; the verdict is in {STATUS_FILE}; power off as usual"
+        "eci-init keeps running, with nothing started, so this can be read; the verdict is in \
+         {STATUS_FILE}; shut down as usual"
     ));
     out.push(rule);
     out
