@@ -1,7 +1,9 @@
-//! `eci-probe`: the VM's check of its running kernel against the image's kernel pins, run
-//! before isolation starts (SPEC V5). On WSL2 the kernel is shared and user-replaceable, so
-//! this is what notices a weaker kernel; on Hyper-V and QEMU it proves the image booted the
-//! kernel it was built and checked with, in the state the compensations rely on.
+//! `eci-probe`: the running kernel against the image's kernel pins (SPEC V5), as a table or
+//! JSON, for an administrator (on WSL2: `wsl -d eci -e /usr/libexec/eci/eci-probe`) and for
+//! tests. The gate itself is eci-init's: before starting any service it runs the same probe
+//! through the same library and refuses isolation on drift (runtime/init, kernel_check.rs),
+//! excusing boot modules whose hardware is absent, which only it can know from their load
+//! errors; here such a module is a drift row like any other.
 //!
 //! ```text
 //! eci-probe [--root DIR] [--pins FILE] [--phase after-module-lock|before-module-lock]
