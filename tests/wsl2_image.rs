@@ -20,7 +20,7 @@ fn tar_list(tarball: &Path) -> Vec<String> {
     assert!(out.status.success(), "tar -t {}", tarball.display());
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .map(|l| l.trim_start_matches('.').to_string())
+        .map(|l| format!("/{}", l.trim_start_matches("./")))
         .collect()
 }
 
@@ -28,7 +28,7 @@ fn tar_file(tarball: &Path, path: &str) -> String {
     let out = Command::new("tar")
         .arg("-xzOf")
         .arg(tarball)
-        .arg(format!(".{path}"))
+        .arg(path.trim_start_matches('/'))
         .output()
         .expect("tar");
     assert!(

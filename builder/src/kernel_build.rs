@@ -911,12 +911,17 @@ struct DirLock {
 }
 
 impl DirLock {
+    /// Waits while another live process holds the folder (like cargo's "blocking waiting for
+    /// file lock"): two image builds of one target share the cached kernel, and the second
+    /// one should get it, not an error. A dead owner's marker is taken over.
     fn acquire(dir: &Path) -> Result<DirLock, KernelBuildError> {
         let marker = dir.with_extension("lock");
         if let Some(parent) = marker.parent() {
             std::fs::create_dir_all(parent).map_err(io_err(parent))?;
         }
-        for _ in 0..2 {
+        let mut told = false;
+        let mut takeovers = 0;
+        loop {
             match std::fs::create_dir(&marker) {
                 Ok(()) => {
                     let pid = marker.join("pid");
@@ -928,14 +933,27 @@ impl DirLock {
                     let pid = pid.trim().to_string();
                     let alive = !pid.is_empty() && Path::new("/proc").join(&pid).exists();
                     if alive {
-                        return Err(KernelBuildError::Busy {
-                            pid,
-                            dir: dir.to_path_buf(),
-                            lock: marker,
-                        });
+                        if !told {
+                            eprintln!(
+                                "waiting for kernel build pid {pid}, which is using {}",
+                                dir.display()
+                            );
+                            told = true;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(500));
+                        continue;
                     }
-                    // The owner died without cleaning up.
-                    let _ = std::fs::remove_dir_all(&marker);
+                    // The owner died without cleaning up (or is between mkdir and writing its
+                    // pid: give it a moment before taking over).
+                    takeovers += 1;
+                    if takeovers > 3 {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    let pid_now = std::fs::read_to_string(marker.join("pid")).unwrap_or_default();
+                    if pid_now.trim().is_empty() || pid_now.trim() == pid {
+                        let _ = std::fs::remove_dir_all(&marker);
+                    }
                 }
                 Err(e) => return Err(io_err(&marker)(e)),
             }
@@ -1512,6 +1530,33 @@ pub fn run(req: &BuildRequest) -> Result<BuildOutcome, KernelBuildError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_busy_object_folder_is_waited_for_and_a_dead_owners_lock_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let obj = dir.path().join("obj");
+        // A lock left by a process that no longer exists.
+        std::fs::create_dir_all(obj.with_extension("lock")).unwrap();
+        std::fs::write(obj.with_extension("lock").join("pid"), "999999999").unwrap();
+        let held = DirLock::acquire(&obj).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let obj2 = obj.clone();
+        let waiter = std::thread::spawn(move || {
+            let lock = DirLock::acquire(&obj2).unwrap();
+            tx.send(()).unwrap();
+            drop(lock);
+        });
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(700))
+                .is_err(),
+            "a second build must wait while the first holds the folder"
+        );
+        drop(held);
+        rx.recv_timeout(std::time::Duration::from_secs(5))
+            .expect("the waiting build gets the folder once it is free");
+        waiter.join().unwrap();
+        assert!(!obj.with_extension("lock").exists());
+    }
 
     fn symbols(text: &str) -> Symbols {
         let mut s = Symbols::default();
