@@ -58,7 +58,7 @@ pub fn check(
     release: Option<&str>,
     boot_modules: Vec<String>,
 ) -> Result<Report, KernelCheckError> {
-    let pins = Pins::builtin_with_fragments(target(&spec.target)?, &spec.kernel.fragments)?;
+    let pins = Pins::builtin_with_fragments(target(&spec.target)?, &image_fragments(spec)?)?;
     let opts = CheckOptions {
         boot_modules,
         kernel_release: release.map(str::to_string),
@@ -104,6 +104,23 @@ pub fn check_image(
     Ok(report)
 }
 
+/// The fragments an image's kernel is held to: always its target's own (container, hardening
+/// and the target's fragment), then any the definition adds. A definition can add pins but
+/// never drop one: pins are locked.
+pub fn image_fragments(spec: &ImageSpec) -> Result<Vec<String>, KernelCheckError> {
+    let mut names: Vec<String> = target(&spec.target)?
+        .fragments()
+        .iter()
+        .map(|f| f.to_string())
+        .collect();
+    for f in &spec.kernel.fragments {
+        if !names.contains(f) {
+            names.push(f.clone());
+        }
+    }
+    Ok(names)
+}
+
 /// Where the image keeps the pins file the in-VM probe (`eci-probe`) reads.
 pub const PINS_FILE: &str = eci_kernel_config::IMAGE_PINS_PATH;
 
@@ -117,7 +134,7 @@ pub fn pins_file(spec: &ImageSpec, release: &str, boot_modules: &[String]) -> St
     modules.dedup();
     eci_kernel_config::ImagePins {
         target: spec.target.clone(),
-        fragments: spec.kernel.fragments.clone(),
+        fragments: image_fragments(spec).unwrap_or_else(|_| spec.kernel.fragments.clone()),
         kernel_release: release.to_string(),
         boot_modules: modules,
         profile: None,
@@ -329,6 +346,30 @@ mod tests {
         for needle in ["slab_nomerge", "kernel.sysrq", "kernel.kexec_load_disabled"] {
             assert!(msg.contains(needle), "{needle}: {msg}");
         }
+    }
+
+    #[test]
+    fn a_definition_cannot_drop_its_targets_pins() {
+        let mut spec = hyperv_spec();
+        spec.kernel.fragments = vec!["hyperv".into()];
+        assert_eq!(
+            image_fragments(&spec).unwrap(),
+            vec!["container", "hardening", "hyperv"]
+        );
+        // The hardening pins still apply: a config without them fails.
+        let config = KernelConfig::parse("CONFIG_HYPERV=y\n", "test").unwrap();
+        let report = check(&spec, &config, None, Vec::new()).unwrap();
+        assert!(!report.is_ok());
+        assert!(
+            report.render_table().contains("hardening"),
+            "{}",
+            report.render_table()
+        );
+        spec.kernel.fragments = vec!["qemu".into()];
+        assert_eq!(
+            image_fragments(&spec).unwrap(),
+            vec!["container", "hardening", "hyperv", "qemu"]
+        );
     }
 
     #[test]

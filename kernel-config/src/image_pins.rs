@@ -60,7 +60,8 @@ impl ImagePins {
         self.target.parse()
     }
 
-    /// The compiled-in pins these fragments select.
+    /// The compiled-in pins these fragments select: always the target's own fragments, plus
+    /// any the file adds, so an edited file can add pins but never drop one.
     pub fn pins(&self) -> Result<Pins, PinError> {
         let target = self.target().map_err(|message| PinError::ImagePins {
             origin: IMAGE_PINS_PATH.to_string(),
@@ -68,7 +69,13 @@ impl ImagePins {
             column: 1,
             message,
         })?;
-        Pins::builtin_with_fragments(target, &self.fragments)
+        let mut names: Vec<String> = target.fragments().iter().map(|f| f.to_string()).collect();
+        for f in &self.fragments {
+            if !names.contains(f) {
+                names.push(f.clone());
+            }
+        }
+        Pins::builtin_with_fragments(target, &names)
     }
 
     pub fn probe_options(&self, phase: Phase) -> ProbeOptions {
@@ -114,6 +121,16 @@ mod tests {
         );
         assert_eq!(opts.boot_modules, ["overlay", "hv_vmbus"]);
         assert_eq!(opts.profile, ProfileSelection::Auto);
+    }
+
+    #[test]
+    fn an_edited_file_cannot_drop_the_targets_pins() {
+        let mut edited = sample();
+        edited.fragments = vec!["hyperv".into()];
+        let pins = edited.pins().unwrap();
+        // A hardening and a container pin are still there.
+        assert!(pins.requirement("STACKPROTECTOR_STRONG").is_some());
+        assert!(pins.requirement("USER_NS").is_some());
     }
 
     #[test]
