@@ -76,29 +76,37 @@ fn ranges_are_disjoint_released_and_reused() {
     let a = run("ca");
     let b = run("cb");
     assert!(a.abs_diff(b) >= 65536, "overlapping ranges {a} and {b}");
-    // Twenty creates at once.
+    // Twenty containers whose runtime `create` runs at the same time: `docker create` does not
+    // call the runtime, `docker start` does, so the twenty starts are what run in parallel.
+    for i in 0..20 {
+        e.ok(&[
+            "create",
+            "--name",
+            &format!("p{i}"),
+            "--network",
+            "none",
+            IMAGE,
+            "sleep",
+            "300",
+        ]);
+    }
     let handles: Vec<_> = (0..20)
         .map(|i| {
-            let mut c = e.command(&[
-                "create",
-                "--name",
-                &format!("p{i}"),
-                "--network",
-                "none",
-                IMAGE,
-                "sleep",
-                "300",
-            ]);
-            c.stdout(std::process::Stdio::null()).spawn().unwrap()
+            let mut c = e.command(&["start", &format!("p{i}")]);
+            c.stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
         })
         .collect();
-    for mut h in handles {
-        assert!(h.wait().unwrap().success());
+    for h in handles {
+        let out = h.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "parallel start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let names: Vec<String> = (0..20).map(|i| format!("p{i}")).collect();
-    let mut args = vec!["start"];
-    args.extend(names.iter().map(|s| s.as_str()));
-    e.ok(&args);
     let mut starts: Vec<u64> = e.ranges().into_iter().map(|(_, s)| s).collect();
     assert_eq!(starts.len(), 22, "{:?}", e.ranges());
     starts.sort();
@@ -482,6 +490,8 @@ mod direct {
     struct Bundle {
         dir: tempfile::TempDir,
         bin: PathBuf,
+        /// The bundle's own cgroup path, so tests running at once never share a cgroup.
+        cgroup: String,
     }
 
     impl Bundle {
@@ -490,6 +500,10 @@ mod direct {
                 .prefix("er-direct-")
                 .tempdir_in("/tmp")
                 .unwrap();
+            let cgroup = format!(
+                "/eci-e2e/{}",
+                dir.path().file_name().unwrap().to_string_lossy()
+            );
             let root = dir.path().join("bundle/rootfs");
             for sub in ["bin", "proc", "dev", "sys", "tmp", "etc"] {
                 std::fs::create_dir_all(root.join(sub)).unwrap();
@@ -511,7 +525,7 @@ mod direct {
                     {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["ro", "nosuid", "nodev", "noexec"]}
                 ],
                 "linux": {"namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
-                          "cgroupsPath": "/eci-e2e/direct"}
+                          "cgroupsPath": cgroup}
             });
             std::fs::write(
                 dir.path().join("bundle/config.json"),
@@ -521,6 +535,7 @@ mod direct {
             Bundle {
                 bin: eci_runc_binary().unwrap(),
                 dir,
+                cgroup,
             }
         }
 
@@ -580,12 +595,28 @@ mod direct {
                 "state folder left"
             );
             assert!(!self.ranges().contains(id), "range left: {}", self.ranges());
-            for m in ["pids", "memory", "cpu", "unified", ""] {
-                let p = Path::new("/sys/fs/cgroup").join(m).join("eci-e2e/direct");
+            // Every hierarchy the runtime writes to (v1 controllers, name=systemd, unified).
+            let mut hierarchies = vec![Path::new("/sys/fs/cgroup").to_path_buf()];
+            for d in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+                hierarchies.push(d.path());
+            }
+            for h in hierarchies {
+                let p = h.join(self.cgroup.trim_start_matches('/'));
                 assert!(!p.exists(), "cgroup {} left", p.display());
             }
-            let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
             let me = self.dir.path().display().to_string();
+            // No process of the create is left (the container init is a fork of eci-runc,
+            // so it carries the same command line).
+            for d in std::fs::read_dir("/proc").unwrap().flatten() {
+                let cmd = std::fs::read(d.path().join("cmdline")).unwrap_or_default();
+                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                assert!(
+                    !(cmd.contains(&format!(" {id}")) && cmd.contains(&me)),
+                    "process {} of {id} left: {cmd}",
+                    d.file_name().to_string_lossy()
+                );
+            }
+            let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
             assert!(!mounts.contains(&me), "mounts left under {me}");
         }
     }
@@ -690,17 +721,25 @@ mod direct {
         let bundle = b.bundle();
         for point in ["allocated", "cgroup", "mapped", "mounts"] {
             let id = format!("crash-{point}");
+            let mark = b.dir.path().join(format!("stalled-{point}"));
             let mut c = b.cmd(&["create", "--bundle", &bundle, &id]);
             c.env("ECI_RUNC_TEST_STALL", point)
+                .env("ECI_RUNC_TEST_STALL_MARK", &mark)
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null());
             let mut child = c.spawn().unwrap();
-            // Wait until the runtime reached the stall point: the range is allocated first.
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-            while !b.ranges().contains(&id) && std::time::Instant::now() < deadline {
+            // Kill only once the runtime says it reached the point.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while std::fs::read_to_string(&mark).ok().as_deref() != Some(point) {
+                if child.try_wait().unwrap().is_some() {
+                    panic!("{point}: create ended before the stall point");
+                }
+                if std::time::Instant::now() > deadline {
+                    let _ = child.kill();
+                    panic!("{point}: the runtime never reached the stall point");
+                }
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
-            std::thread::sleep(std::time::Duration::from_millis(300));
             child.kill().unwrap();
             child.wait().unwrap();
             assert!(

@@ -139,9 +139,17 @@ impl Allocator {
                 size: e.size,
             });
         }
-        let used: std::collections::BTreeSet<u32> = t.ranges.iter().map(|e| e.slot).collect();
+        // Free means no overlap with any live range by VM ids, not just an unused slot number:
+        // ranges allocated under an earlier pool start or size stay taken.
+        let overlaps = |start: u32| {
+            let end = u64::from(start) + u64::from(RANGE_SIZE);
+            t.ranges.iter().any(|e| {
+                u64::from(e.start) < end
+                    && u64::from(start) < u64::from(e.start) + u64::from(e.size)
+            })
+        };
         let slot = (0..self.pool_ranges)
-            .find(|s| !used.contains(s))
+            .find(|s| !overlaps(self.pool_start + s * RANGE_SIZE))
             .ok_or_else(|| {
                 format!(
                     "all {} id ranges of the pool are in use; remove stopped containers or enlarge eciRunc.idPool.ranges",
@@ -212,6 +220,22 @@ mod tests {
         a.release("a", &root).unwrap();
         live(&root, "c");
         assert_eq!(a.allocate("c", &root).unwrap().start, 100_000);
+    }
+
+    #[test]
+    fn a_changed_pool_start_never_overlaps_live_ranges() {
+        let (d, a, root) = setup();
+        live(&root, "old");
+        assert_eq!(a.allocate("old", &root).unwrap().start, 100_000);
+        // The admin moves the pool by half a range while "old" still runs.
+        let moved = Allocator::new(&d.path().join("alloc"), 100_000 + 32_768, 4);
+        live(&root, "new");
+        let r = moved.allocate("new", &root).unwrap();
+        assert!(
+            r.start >= 100_000 + 65_536,
+            "range {} overlaps the live range 100000-165535",
+            r.start
+        );
     }
 
     #[test]

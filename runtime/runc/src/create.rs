@@ -263,8 +263,12 @@ impl Drop for Cleanup<'_> {
 }
 
 fn stall(point: &str) {
-    // Lets the crash-safety test kill the runtime at a known point of `create`.
+    // Lets the crash-safety test kill the runtime at a known point of `create`; the test waits
+    // for the point's name in ECI_RUNC_TEST_STALL_MARK before it kills.
     if std::env::var("ECI_RUNC_TEST_STALL").is_ok_and(|v| v == point) {
+        if let Some(mark) = std::env::var_os("ECI_RUNC_TEST_STALL_MARK") {
+            let _ = fs::write(mark, point);
+        }
         std::thread::sleep(std::time::Duration::from_secs(600));
     }
 }
