@@ -127,3 +127,58 @@ fn boot_without_a_build_says_what_to_run() {
     assert_eq!(code, 1);
     assert!(err.contains("eci-build image --target hyperv"), "{err}");
 }
+
+/// SPEC V6: `eci-build kernel check` on a config file: table and JSON, exit code by verdict.
+/// eci's own qemu kernel config passes strictly; the same config without user namespaces and
+/// with /dev/mem fails, and both rows are named.
+#[test]
+fn kernel_check_reports_verdicts_with_exit_codes() {
+    let generated = repo_images().join("../kernel-config/generated/qemu.config");
+    let good = generated.to_str().unwrap();
+    let (code, out, err) = eci_build(
+        &["kernel", "check", "--target", "qemu", good],
+        &repo_images(),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("CONFIG_USER_NS"), "{out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("config");
+    let text = std::fs::read_to_string(&generated).unwrap();
+    assert!(text.contains("CONFIG_USER_NS=y\n"));
+    let text =
+        text.replace("CONFIG_USER_NS=y\n", "# CONFIG_USER_NS is not set\n") + "CONFIG_DEVMEM=y\n";
+    std::fs::write(&bad, text).unwrap();
+    let bad = bad.to_str().unwrap();
+    let (code, out, _) = eci_build(
+        &["kernel", "check", "--target", "qemu", bad],
+        &repo_images(),
+    );
+    assert_eq!(code, 1, "{out}");
+    let (code, json, _) = eci_build(
+        &[
+            "kernel", "check", "--target", "qemu", "--format", "json", bad,
+        ],
+        &repo_images(),
+    );
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&json).expect("JSON on stdout");
+    let violations: Vec<String> = v["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter(|r| r["status"].to_string().to_lowercase().contains("violation"))
+        .map(|r| r["option"].to_string())
+        .collect();
+    assert!(
+        violations.iter().any(|o| o.contains("USER_NS"))
+            && violations.iter().any(|o| o.contains("DEVMEM")),
+        "{violations:?}\n{json}"
+    );
+    let (code, _, err) = eci_build(
+        &["kernel", "check", "--target", "qemu", "/nonexistent/config"],
+        &repo_images(),
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("/nonexistent/config"), "{err}");
+}
