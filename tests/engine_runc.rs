@@ -297,7 +297,7 @@ fn privileged_containers_are_confined() {
     let Some(e) = engine("priv") else { return };
     let script = "set -u; \
         mkdir -p /tmp/t && mount -t tmpfs t /tmp/t && echo tmpfs-ok; \
-        head -c 65536 /dev/zero > /tmp/m.ko; insmod /tmp/m.ko 2>/dev/null && echo insmod-worked || echo insmod-refused; \
+        head -c 65536 /dev/zero > /tmp/m.ko; insmod /tmp/m.ko > /tmp/ins.err 2>&1 && echo insmod-worked || { grep -q 'not permitted' /tmp/ins.err && echo insmod-refused || cat /tmp/ins.err; }; \
         mknod /tmp/blk b 8 0 2>/dev/null && echo mknod-worked || echo mknod-refused; \
         ls /dev | grep -E '^(sd|vd|nvme|loop|mem|kmem|port|kmsg|kvm|vsock)' || echo no-hw-devices; \
         echo x > /proc/sys/kernel/core_pattern 2>/dev/null && echo core-worked || echo core-refused; \
