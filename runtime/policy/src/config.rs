@@ -28,12 +28,25 @@ pub const DEFAULT_INIT_BINARIES: &[&str] = &[
     "/usr/libexec/docker/docker-init",
     "/usr/local/bin/docker-init",
 ];
-/// Engine endpoints a container must not reach by a bind mount unless the policy allows it
-/// (SPEC B4); `dockerdSocket` from the policy file is added to these.
+/// The guard's engine sockets: a container may bind-mount one only when the policy lets some
+/// image mount the engine socket; the guard decides which images (SPEC B4) and re-points the
+/// mount to its container socket, so behind the guard only that one reaches the runtime.
 pub const DEFAULT_ENGINE_SOCKETS: &[&str] = &[
     "/var/run/docker.sock",
-    "/run/docker.sock",
+    eci_vm_config::ENGINE_SOCKET,
+    eci_vm_config::CONTAINER_ENGINE_SOCKET,
+];
+/// Root-only engine endpoints: dockerd's folder (its socket, its config), containerd's state
+/// (its socket and the shims'). A container reaching one would bypass the guard (SPEC S4), so
+/// no setting makes them, anything below them or a folder holding them a bind source; they
+/// are refused with the B2 message. The guard's container socket
+/// (`eci_vm_config::CONTAINER_ENGINE_SOCKET`), which lives in dockerd's folder so that only
+/// the mounts the guard makes reach it, is the one exception, and only while it is listed in
+/// the engine sockets. `dockerdSocket` from the policy file is added to these.
+pub const PRIVATE_ENGINE_PATHS: &[&str] = &[
+    "/run/eci",
     eci_vm_config::DOCKERD_SOCKET,
+    eci_vm_config::CONTAINERD_STATE,
     eci_vm_config::CONTAINERD_SOCKET,
 ];
 
@@ -48,6 +61,9 @@ pub struct Policy {
     pub init_binaries: Vec<String>,
     /// Engine sockets (refused as bind sources unless `allow_engine_socket`).
     pub engine_sockets: Vec<String>,
+    /// Paths no bind mount may reach, nor a folder holding them, whatever else allows it (see
+    /// [`PRIVATE_ENGINE_PATHS`]); the guard's container socket below them is the exception.
+    pub private_engine_paths: Vec<String>,
     /// True when the admin lets some images mount the engine socket; the API guard decides
     /// which (SPEC B4, B5), the runtime only stops refusing the path.
     pub allow_engine_socket: bool,
@@ -62,6 +78,7 @@ impl Default for Policy {
             engine_data_roots: strings(DEFAULT_ENGINE_DATA_ROOTS),
             init_binaries: strings(DEFAULT_INIT_BINARIES),
             engine_sockets: strings(DEFAULT_ENGINE_SOCKETS),
+            private_engine_paths: strings(PRIVATE_ENGINE_PATHS),
             allow_engine_socket: false,
             pool_start: DEFAULT_POOL_START,
             pool_ranges: DEFAULT_POOL_RANGES,
@@ -143,8 +160,14 @@ impl Policy {
             p.allowed_bind_prefixes = prefixes;
         }
         if let Some(sock) = file.dockerd_socket {
-            if !p.engine_sockets.contains(&sock) {
-                p.engine_sockets.push(sock);
+            if !sock.starts_with('/') {
+                return Err(bad(format!(
+                    "dockerdSocket: {sock:?} is not an absolute VM path; write it as {}",
+                    eci_vm_config::DOCKERD_SOCKET
+                )));
+            }
+            if !p.private_engine_paths.contains(&sock) {
+                p.private_engine_paths.push(sock);
             }
         }
         if let Some(sm) = file.docker_socket_mount {
@@ -202,10 +225,30 @@ mod tests {
     fn defaults_match_vm_config() {
         let p = Policy::default();
         assert_eq!(p.allowed_bind_prefixes, vec!["/mnt/host".to_string()]);
-        assert!(p
-            .engine_sockets
-            .iter()
-            .any(|s| s == "/run/eci/dockerd.sock"));
+        // The guard's sockets are engine sockets; dockerd's and containerd's are private.
+        for s in [
+            eci_vm_config::ENGINE_SOCKET,
+            eci_vm_config::CONTAINER_ENGINE_SOCKET,
+        ] {
+            assert!(p.engine_sockets.iter().any(|e| e == s), "{s}");
+        }
+        for s in [
+            eci_vm_config::DOCKERD_SOCKET,
+            eci_vm_config::CONTAINERD_SOCKET,
+        ] {
+            assert!(!p.engine_sockets.iter().any(|e| e == s), "{s}");
+            assert!(p.private_engine_paths.iter().any(|e| e == s), "{s}");
+        }
+        // dockerd's folder is the private one, and the guard's container socket sits in it
+        // (eci-init makes it root-only, so only the mounts the guard makes reach that socket).
+        let dir = std::path::Path::new(eci_vm_config::DOCKERD_SOCKET)
+            .parent()
+            .unwrap();
+        assert_eq!(dir, std::path::Path::new(PRIVATE_ENGINE_PATHS[0]));
+        assert_eq!(
+            std::path::Path::new(eci_vm_config::CONTAINER_ENGINE_SOCKET).parent(),
+            Some(dir)
+        );
         assert!(!p.allow_engine_socket);
         assert_eq!(p.pool_start, 100_000);
     }
@@ -220,8 +263,13 @@ mod tests {
           "containersProxy":{}}"#;
         let p = Policy::parse(text, "policy.json").unwrap();
         assert_eq!(p.allowed_bind_prefixes, vec!["/mnt/host/c/src".to_string()]);
-        assert!(p.engine_sockets.contains(&"/run/x.sock".to_string()));
+        assert!(p.private_engine_paths.contains(&"/run/x.sock".to_string()));
+        assert!(!p.engine_sockets.contains(&"/run/x.sock".to_string()));
         assert!(p.allow_engine_socket);
+        let e = Policy::parse(r#"{"dockerdSocket": "run/x.sock"}"#, "p")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dockerdSocket"), "{e}");
     }
 
     #[test]

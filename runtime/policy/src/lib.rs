@@ -14,7 +14,7 @@ pub mod spec;
 pub use caps::{cap_bit, cap_name, caps_from_mask, CAPABILITIES};
 pub use config::{
     Policy, DEFAULT_ENGINE_DATA_ROOTS, DEFAULT_ENGINE_SOCKETS, DEFAULT_INIT_BINARIES,
-    DEFAULT_POOL_RANGES, DEFAULT_POOL_START, RANGE_SIZE,
+    DEFAULT_POOL_RANGES, DEFAULT_POOL_START, PRIVATE_ENGINE_PATHS, RANGE_SIZE,
 };
 pub use mounts::{
     check_bind_source, check_mounts, normalize_path, restricted_mount_message, BindContext,

@@ -81,11 +81,21 @@ pub fn check_bind_source(
         return Err(PolicyError::RelativeSource(source.to_string()));
     }
     let path = normalize_path(source);
-    if policy
+    let engine_socket = policy
         .engine_sockets
         .iter()
-        .any(|s| normalize_path(s) == path)
-    {
+        .any(|s| normalize_path(s) == path);
+    // dockerd's and containerd's own endpoints, and any folder holding them, before every
+    // rule that could allow the path (S4: only the guard's sockets reach the engine).
+    let private = policy.private_engine_paths.iter().any(|p| {
+        let p = normalize_path(p);
+        is_within(&path, &p) || is_within(&p, &path)
+    });
+    let guard_container_socket = path == eci_vm_config::CONTAINER_ENGINE_SOCKET;
+    if private && !(engine_socket && guard_container_socket) {
+        return Err(PolicyError::RestrictedMount(source.to_string()));
+    }
+    if engine_socket {
         return if policy.allow_engine_socket {
             Ok(BindKind::EngineSocket)
         } else {
@@ -314,8 +324,7 @@ mod tests {
         for s in [
             "/var/run/docker.sock",
             "/run/docker.sock",
-            "/run/eci/dockerd.sock",
-            "/run/containerd/containerd.sock",
+            "/run/eci/container-engine.sock",
             "/var/run/../run/docker.sock",
         ] {
             let e = check_bind_source(s, &p, &BindContext::default()).unwrap_err();
@@ -323,15 +332,88 @@ mod tests {
             assert!(e.to_string().contains("dockerSocketMount"));
         }
         p.allow_engine_socket = true;
-        assert_eq!(
-            check_bind_source("/var/run/docker.sock", &p, &BindContext::default()),
-            Ok(BindKind::EngineSocket)
-        );
+        for s in ["/var/run/docker.sock", "/run/eci/container-engine.sock"] {
+            assert_eq!(
+                check_bind_source(s, &p, &BindContext::default()),
+                Ok(BindKind::EngineSocket),
+                "{s}"
+            );
+        }
         // A socket under a shared prefix is still the socket when listed.
         p.allow_engine_socket = false;
         p.engine_sockets.push("/mnt/host/run/docker.sock".into());
         assert!(
             check_bind_source("/mnt/host/run/docker.sock", &p, &BindContext::default()).is_err()
+        );
+    }
+
+    /// SPEC S4 and B2: whatever the settings say, a container never gets dockerd's or
+    /// containerd's own endpoints, nor a folder that holds them.
+    #[test]
+    fn root_only_engine_endpoints_are_always_restricted() {
+        let mut p = Policy::parse(
+            r#"{"dockerdSocket": "/run/dockerd-alt.sock",
+                "bindMounts": {"allowedVmPrefixes": ["/run", "/mnt/host"]},
+                "dockerSocketMount": {"images": ["*"]},
+                "eciRunc": {"engineSockets": ["/run/eci/dockerd.sock", "/run/eci/container-engine.sock",
+                                             "/run/containerd/containerd.sock", "/run/dockerd-alt.sock"]}}"#,
+            "policy.json",
+        )
+        .unwrap();
+        assert!(p.allow_engine_socket);
+        for src in [
+            "/run/eci/dockerd.sock",
+            "/run/eci//dockerd.sock",
+            "/run/eci/./../eci/dockerd.sock",
+            "/run/eci",
+            "/run/eci/",
+            "/run/eci/dockerd.json",
+            "/run/eci/legacy-containers.json",
+            "/run/containerd/containerd.sock",
+            "/run/containerd/s/0123abcd",
+            "/run/containerd",
+            "/run/dockerd-alt.sock",
+            // Folders holding them would expose them too.
+            "/run",
+            "/",
+        ] {
+            let ctx = ctx("abc", "/var/run/docker.sock");
+            assert_eq!(
+                check_bind_source(src, &p, &ctx),
+                Err(PolicyError::RestrictedMount(src.to_string())),
+                "{src}"
+            );
+            assert_eq!(
+                check_bind_source(src, &p, &ctx).unwrap_err().to_string(),
+                format!("can't mount {src} because it's configured as a restricted host mount")
+            );
+        }
+        // The guard's container socket in dockerd's folder is the one exception (B4: the guard
+        // chose the image), and only while it is an engine socket.
+        assert_eq!(
+            check_bind_source(
+                eci_vm_config::CONTAINER_ENGINE_SOCKET,
+                &p,
+                &BindContext::default()
+            ),
+            Ok(BindKind::EngineSocket)
+        );
+        // Other paths under the allowed prefix keep passing.
+        assert_eq!(
+            check_bind_source("/run/user/1000/x", &p, &BindContext::default()),
+            Ok(BindKind::HostShare)
+        );
+        p.engine_sockets
+            .retain(|s| s != eci_vm_config::CONTAINER_ENGINE_SOCKET);
+        assert_eq!(
+            check_bind_source(
+                eci_vm_config::CONTAINER_ENGINE_SOCKET,
+                &p,
+                &BindContext::default()
+            ),
+            Err(PolicyError::RestrictedMount(
+                eci_vm_config::CONTAINER_ENGINE_SOCKET.to_string()
+            ))
         );
     }
 
