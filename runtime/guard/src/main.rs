@@ -47,6 +47,10 @@ struct Args {
     /// Permission bits of the listening sockets, octal.
     #[arg(long = "socket-mode", value_name = "OCTAL", default_value = "660")]
     socket_mode: String,
+    /// Group (name from /etc/group, or a number) of the user-role sockets; by default they
+    /// keep the guard's group. The container socket always keeps it.
+    #[arg(long = "socket-group", value_name = "GROUP")]
+    socket_group: Option<String>,
     /// Largest JSON body the policy reads, in bytes.
     #[arg(long = "max-body", value_name = "BYTES", default_value_t = 16 << 20)]
     max_body: usize,
@@ -76,6 +80,26 @@ fn parse_listener(s: &str) -> Result<Listener, String> {
         path: PathBuf::from(path),
         role,
     })
+}
+
+const GROUP_FILE: &str = "/etc/group";
+
+/// A group name looked up in `group_file` (the text of /etc/group), or a numeric gid.
+fn resolve_group(name: &str, group_file: &str) -> Result<u32, String> {
+    if let Ok(gid) = name.parse::<u32>() {
+        return Ok(gid);
+    }
+    group_file
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let (n, _, gid) = (f.next()?, f.next()?, f.next()?);
+            (n == name).then(|| gid.parse::<u32>().ok()).flatten()
+        })
+        .next()
+        .ok_or_else(|| {
+            format!("--socket-group {name}: no such group in {GROUP_FILE}; give a group listed there or a numeric gid")
+        })
 }
 
 fn main() -> std::process::ExitCode {
@@ -123,6 +147,10 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         config.engine_aliases = args.engine_socket_alias;
     }
     config.socket_mode = mode;
+    if let Some(g) = &args.socket_group {
+        let groups = std::fs::read_to_string(GROUP_FILE).unwrap_or_default();
+        config.socket_group = Some(resolve_group(g, &groups).map_err(|e| anyhow::anyhow!(e))?);
+    }
     config.max_body = args.max_body;
     config.upstream_wait = Duration::from_secs(args.upstream_wait);
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -160,5 +188,95 @@ mod tests {
         assert_eq!(parse_listener("user=/x").unwrap().path, PathBuf::from("/x"));
         assert!(parse_listener("admin=/x").is_err());
         assert!(parse_listener("relative.sock").is_err());
+    }
+
+    /// The VM's service line (vm-config/templates/services.json.tera) parses, and names the
+    /// sockets and files eci-vm-config, eci-runc and eci-init expect (SPEC S4, S5, B4).
+    #[test]
+    fn the_vm_service_line_uses_the_vm_paths() {
+        let t = include_str!("../../../vm-config/templates/services.json.tera");
+        let json = t.split_once("-#}").map_or(t, |(_, rest)| rest);
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        let services = v["services"].as_array().unwrap();
+        let at = |name: &str| services.iter().position(|s| s["name"] == name).unwrap();
+        let guard = &services[at("eci-guard")];
+        assert!(
+            at("eci-guard") > at("dockerd"),
+            "the guard starts after dockerd"
+        );
+        assert_eq!(
+            guard["ready"]["http_unix"]["socket"],
+            eci_vm_config::ENGINE_SOCKET,
+            "ready when its own socket answers"
+        );
+        let argv: Vec<&str> = guard["command"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert_eq!(argv[0], "/usr/bin/eci-guard");
+        let base = include_str!("../../../images/base.yaml");
+        assert!(
+            base.contains("{bin: eci-guard, path: /usr/bin/eci-guard}"),
+            "images/base.yaml installs the binary the service runs"
+        );
+        let args = Args::try_parse_from(&argv).unwrap();
+        let listeners: Vec<Listener> = args
+            .listen
+            .iter()
+            .map(|l| parse_listener(l).unwrap())
+            .collect();
+        assert_eq!(
+            listeners,
+            [
+                Listener {
+                    path: eci_vm_config::ENGINE_SOCKET.into(),
+                    role: Role::User
+                },
+                // The docker CLI's default path.
+                Listener {
+                    path: "/var/run/docker.sock".into(),
+                    role: Role::User
+                },
+                Listener {
+                    path: eci_vm_config::CONTAINER_ENGINE_SOCKET.into(),
+                    role: Role::Container
+                },
+            ]
+        );
+        assert!(
+            eci_policy::DEFAULT_ENGINE_SOCKETS.contains(&eci_vm_config::CONTAINER_ENGINE_SOCKET)
+        );
+        assert_eq!(args.upstream, PathBuf::from(eci_vm_config::DOCKERD_SOCKET));
+        assert_eq!(args.settings, PathBuf::from(eci_vm_config::POLICY_PATH));
+        assert_eq!(
+            args.audit_log,
+            PathBuf::from(eci_vm_config::GUARD_AUDIT_LOG)
+        );
+        assert_eq!(
+            args.state_dir,
+            PathBuf::from(eci_vm_config::GUARD_STATE_DIR)
+        );
+        assert_eq!(args.socket_mode, "660");
+        let group = args.socket_group.as_deref().unwrap();
+        assert!(
+            base.contains(&format!("- {{name: {group}, gid: ")),
+            "the image declares the socket group {group}"
+        );
+    }
+
+    #[test]
+    fn socket_groups_by_name_or_number() {
+        let groups = "root:x:0:\ndocker:x:999:alice\nbad:x:notanumber:\n";
+        assert_eq!(resolve_group("docker", groups), Ok(999));
+        assert_eq!(resolve_group("root", groups), Ok(0));
+        assert_eq!(resolve_group("1234", groups), Ok(1234));
+        let e = resolve_group("bad", groups).unwrap_err();
+        assert!(
+            e.contains("--socket-group bad") && e.contains("/etc/group"),
+            "{e}"
+        );
+        assert!(resolve_group("dock", groups).is_err());
     }
 }

@@ -56,6 +56,10 @@ pub struct Config {
     /// Other paths that name the engine socket in bind mounts (`/var/run/docker.sock`).
     pub engine_aliases: Vec<PathBuf>,
     pub socket_mode: u32,
+    /// Group given to the user-role sockets (the VM's `docker` group); `None` keeps the
+    /// guard's own group. The container socket stays root's: eci-runc idmaps its bind mount,
+    /// so container root is its owner.
+    pub socket_group: Option<u32>,
     /// Cap on JSON bodies the policy reads.
     pub max_body: usize,
     pub settings_poll: Duration,
@@ -79,6 +83,7 @@ impl Config {
             state_dir: None,
             engine_aliases: vec!["/var/run/docker.sock".into(), "/run/docker.sock".into()],
             socket_mode: 0o660,
+            socket_group: None,
             max_body: 16 << 20,
             settings_poll: Duration::from_secs(2),
             upstream_wait: Duration::from_secs(30),
@@ -280,7 +285,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let limit = Arc::new(Semaphore::new(config.max_connections));
     let mut tasks = Vec::new();
     for l in &config.listeners {
-        let listener = bind(&l.path, config.socket_mode)?;
+        let group = match l.role {
+            Role::User => config.socket_group,
+            Role::Container => None,
+        };
+        let listener = bind(&l.path, config.socket_mode, group)?;
         shared.audit.write(&Record::event(
             "start",
             "info",
@@ -305,7 +314,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn bind(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
+fn bind(path: &Path, mode: u32, group: Option<u32>) -> anyhow::Result<UnixListener> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)?,
         Ok(_) => anyhow::bail!(
@@ -319,6 +328,11 @@ fn bind(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
     }
     let l = UnixListener::bind(path)
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", path.display()))?;
+    // Group before mode: the socket is never group-accessible to the wrong group.
+    if let Some(gid) = group {
+        std::os::unix::fs::chown(path, None, Some(gid))
+            .map_err(|e| anyhow::anyhow!("cannot give {} to group {gid}: {e}", path.display()))?;
+    }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     Ok(l)
 }
@@ -1044,6 +1058,37 @@ async fn watch_settings(config: Config, shared: Arc<Shared>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn sockets_get_the_mode_and_group_asked_for() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let own_gid = std::fs::metadata(dir.path()).unwrap().gid();
+        let plain = dir.path().join("c.sock");
+        let c = bind(&plain, 0o600, None).unwrap();
+        let m = std::fs::metadata(&plain).unwrap();
+        assert_eq!((m.mode() & 0o7777, m.gid()), (0o600, own_gid));
+        // A stale socket is replaced; any other file is left alone.
+        drop(c);
+        bind(&plain, 0o600, None).unwrap();
+        let file = dir.path().join("not-a-socket");
+        std::fs::write(&file, "x").unwrap();
+        assert!(bind(&file, 0o600, None).is_err());
+
+        let user = dir.path().join("docker.sock");
+        let is_root = std::fs::metadata("/proc/self").unwrap().uid() == 0;
+        match bind(&user, 0o660, Some(4242)) {
+            Ok(_u) => {
+                assert!(is_root, "only root can hand a socket to another group");
+                let m = std::fs::metadata(&user).unwrap();
+                assert_eq!((m.mode() & 0o7777, m.gid()), (0o660, 4242));
+            }
+            Err(e) => {
+                assert!(!is_root, "{e}");
+                assert!(e.to_string().contains("group 4242"), "{e}");
+            }
+        }
+    }
 
     #[test]
     fn hop_by_hop_headers_are_dropped_except_for_upgrades() {
