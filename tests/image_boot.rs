@@ -1,11 +1,16 @@
 //! The main job end to end: `images/hyperv.yaml` + its lock -> artifacts -> a QEMU boot.
 //!
 //! Proves SPEC V1 (pinned inputs, byte-identical rebuilds), V3 (modules loaded, then loading
-//! disabled), A2/S3/S4 (baked settings: eci is dockerd's default runtime, root-only socket) and V7 (the artifact boots and reports a machine-readable self-test), and the
-//! issue's targets: the initramfs stays under 150 MiB compressed and dynamic binaries
-//! (dockerd, containerd, docker) run inside the VM, with dockerd answering its API. eci-init
-//! is PID 1: read-only root with tmpfs /run, /tmp, /var and the tmpfs fallback for engine data
-//! (V2), kexec off (V3), nothing on the console (V4), services in readiness order.
+//! disabled), A2/S3/S4 (baked settings: eci is dockerd's default runtime, root-only socket) and
+//! V7 (the artifact boots and reports a machine-readable self-test). Through eci-guard on the
+//! CLI's default socket inside the VM: A3 (`--runtime=runc` rewritten, audited as S5 asks), B2
+//! and S4 (dockerd's socket is no bind source, for the guard nor for eci-runc; no TCP listener),
+//! B4 (the engine socket for an image the admin did not allow) and A5 (a container made without
+//! eci is not started). And the targets: the initramfs stays under 150 MiB compressed
+//! and dynamic binaries (dockerd, containerd, docker) run inside the VM, with dockerd answering
+//! its API. eci-init is PID 1: read-only root with tmpfs /run, /tmp, /var and the tmpfs
+//! fallback for engine data (V2), kexec off (V3), nothing on the console (V4), services in
+//! readiness order.
 
 use eci_build::boot::{self, Accel, BootOptions};
 use eci_build::fetch::{Cache, FetchOptions};
@@ -102,6 +107,19 @@ fn hyperv_image_rebuilds_identically_and_boots_to_a_passing_selftest() {
     let init = find("/usr/sbin/eci-init").expect("eci-init is in the image");
     assert_eq!((init.uid, init.mode.as_str()), (0, "-rwxr-xr-x"));
     assert!(find("/usr/lib/eci/selftest").is_some() && find("/etc/eci/services.json").is_some());
+    // The guard ships where services.json starts it from, next to the policy it reads.
+    let spec = pipeline::load_spec(&workspace_root().join("images"), TARGET).unwrap();
+    let guard_path = &spec
+        .binaries
+        .iter()
+        .find(|b| b.bin == "eci-guard")
+        .expect("eci-guard is in images/base.yaml binaries")
+        .path;
+    let guard = find(guard_path).expect("eci-guard is in the image");
+    assert_eq!((guard.uid, guard.mode.as_str()), (0, "-rwxr-xr-x"));
+    // The guard's settings hold the containers' proxy credentials: root's alone.
+    let policy = find("/etc/eci/policy.json").expect("the baked policy is in the image");
+    assert_eq!((policy.uid, policy.mode.as_str()), (0, "-rw-------"));
     for e in &listing.entries {
         let name = e.path.rsplit('/').next().unwrap_or("");
         assert!(
@@ -140,7 +158,6 @@ fn hyperv_image_rebuilds_identically_and_boots_to_a_passing_selftest() {
     ) {
         return;
     }
-    let spec = pipeline::load_spec(&workspace_root().join("images"), TARGET).unwrap();
     let mut cmdline = spec.kernel.cmdline.clone();
     cmdline.push("eci.selftest".into());
     let console = work.path().join("console.log");
@@ -218,7 +235,87 @@ fn hyperv_image_rebuilds_identically_and_boots_to_a_passing_selftest() {
     // engine runs under eci-runc in its own user namespace.
     assert_eq!(t.fact("runc"), Some("eci-runc"), "{t:?}");
     assert_eq!(t.fact("container-userns"), Some("isolated"), "{t:?}");
+    // SPEC A3, A1 through the guard on the CLI's default socket: `--runtime=runc` is accepted,
+    // the container runs under eci in its own user namespace, and the rewrite is audited (S5).
     assert_eq!(t.fact("container-runtime"), Some("eci"), "{t:?}");
+    let map: Vec<u64> = t
+        .fact("guard-run-uid-map")
+        .unwrap_or("")
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    assert!(
+        map.len() == 3 && map[0] == 0 && map[1] >= 100_000 && map[2] == 65_536,
+        "{t:?}"
+    );
+    let line = t.fact("guard-audit-rewrite").unwrap_or("none");
+    let audit: serde_json::Value = serde_json::from_str(line)
+        .unwrap_or_else(|e| panic!("audit line is not one JSON object ({e}): {line}"));
+    assert_eq!(audit["event"], "request", "{line}");
+    assert_eq!(audit["listener"], "user", "{line}");
+    // DOCKER_HOST unset: the CLI's default path.
+    assert_eq!(audit["socket"], "/var/run/docker.sock", "{line}");
+    assert_eq!(audit["method"], "POST", "{line}");
+    assert!(
+        audit["path"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("/containers/create")),
+        "{line}"
+    );
+    assert_eq!(audit["decision"], "rewrite", "{line}");
+    assert_eq!(audit["status"], 201, "{line}");
+    assert!(
+        audit["rules"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r == "A3")),
+        "{line}"
+    );
+    assert!(
+        audit["notes"]
+            .as_array()
+            .is_some_and(|n| n.iter().any(|n| n == "Runtime \"runc\" -> \"eci\"")),
+        "{line}"
+    );
+    // SPEC S4: dockerd's socket is root's alone (its folder is 700, above); users get the
+    // guard's socket with the image's docker group; nothing listens on TCP.
+    assert_eq!(t.fact("dockerd-socket"), Some("660 0:0"), "{t:?}");
+    let docker_gid = spec
+        .groups
+        .iter()
+        .find(|g| g.name == "docker")
+        .expect("images/base.yaml declares the docker group")
+        .gid;
+    for key in ["user-socket", "cli-socket"] {
+        assert_eq!(
+            t.fact(key),
+            Some(format!("660 0:{docker_gid}").as_str()),
+            "{key}: {t:?}"
+        );
+    }
+    assert_eq!(t.fact("container-socket"), Some("660 0:0"), "{t:?}");
+    assert_eq!(t.fact("tcp-listeners"), Some("none"), "{t:?}");
+    // SPEC B2, S4: dockerd's socket is no bind source, through the guard and for eci-runc when
+    // root asks dockerd directly.
+    let b2 = "can't mount /run/eci/dockerd.sock because it's configured as a restricted host mount";
+    for key in ["guard-dockerd-socket-mount", "runtime-dockerd-socket-mount"] {
+        assert!(t.fact(key).unwrap_or("").contains(b2), "{key}: {t:?}");
+    }
+    // SPEC B4: the baked imageList is empty, so the self-test's image may not mount the socket.
+    assert!(
+        t.fact("guard-socket-mount").unwrap_or("").contains(
+            "image \"eci-selftest:busybox\" is not allowed to mount the Docker engine socket: it is not in enhancedContainerIsolation.dockerSocketMount.imageList"
+        ),
+        "{t:?}"
+    );
+    // SPEC A5: a container created without eci is not started through the guard; the
+    // refusal names it and says how to recreate it.
+    let legacy = t.fact("guard-legacy-start").unwrap_or("");
+    assert!(
+        legacy.contains(
+            "container eci-selftest-legacy was created before container isolation was enabled (runtime runc)"
+        ) && legacy.contains("`docker rm eci-selftest-legacy`"),
+        "{t:?}"
+    );
     // SPEC V2: the image is read-only, run-time state on tmpfs; this boot has no data disk,
     // so the engine data falls back to tmpfs and says so (tests/init_boot.rs boots with one).
     assert_eq!(t.fact("root"), Some("ro"), "{t:?}");
@@ -242,7 +339,7 @@ fn hyperv_image_rebuilds_identically_and_boots_to_a_passing_selftest() {
     assert_eq!(t.fact("console-readers"), Some("0"), "{t:?}");
     assert_eq!(t.fact("zombies"), Some("0"), "{t:?}");
     // Services start in order, each once the previous one answered: containerd's socket, then
-    // dockerd's /_ping; the guard is skipped while its binary is not in the image.
+    // dockerd's /_ping, then the guard's own /_ping.
     let services = t.fact("services").unwrap_or("");
     let ready_at = |name: &str| -> f64 {
         services
@@ -252,13 +349,11 @@ fn hyperv_image_rebuilds_identically_and_boots_to_a_passing_selftest() {
             .unwrap_or_else(|| panic!("{name} not ready: {services}"))
     };
     assert!(ready_at("containerd") <= ready_at("dockerd"), "{services}");
+    assert!(ready_at("dockerd") <= ready_at("eci-guard"), "{services}");
     eprintln!(
-        "booted under {} in {:.1} s; dockerd ready at uptime {}",
+        "booted under {} in {:.1} s; ready at uptime: {services}\n{}",
         result.accel,
         result.seconds,
-        t.facts
-            .iter()
-            .find_map(|f| f.strip_prefix("dockerd-ready uptime="))
-            .unwrap_or("?")
+        t.facts.join("\n")
     );
 }
