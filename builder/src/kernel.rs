@@ -348,6 +348,32 @@ mod tests {
         }
     }
 
+    fn test_list(name: &str) -> Vec<String> {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../kernel-config/testdata/boot-modules")
+            .join(format!("{name}.txt"));
+        std::fs::read_to_string(&p)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn boot_module_test_lists_match_the_definitions() {
+        let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images");
+        for target in ["hyperv", "qemu"] {
+            let spec = crate::spec::load(&images.join(format!("{target}.yaml"))).unwrap();
+            let mut want = test_list("common");
+            want.extend(test_list(target));
+            assert_eq!(
+                spec.kernel.modules, want,
+                "kernel-config/testdata/boot-modules/ is out of step with images/{target}.yaml"
+            );
+        }
+    }
+
     #[test]
     fn a_definition_cannot_drop_its_targets_pins() {
         let mut spec = hyperv_spec();

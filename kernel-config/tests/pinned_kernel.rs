@@ -17,64 +17,28 @@ fn debian() -> KernelConfig {
     KernelConfig::from_path(&fixture()).expect("the fixture parses")
 }
 
-/// Modules every target's image loads at boot (container.config).
-const COMMON: &[&str] = &[
-    "overlay",
-    "veth",
-    "bridge",
-    "br_netfilter",
-    "nf_conntrack",
-    "nf_nat",
-    "x_tables",
-    "xt_tcpudp",
-    "xt_addrtype",
-    "xt_conntrack",
-    "xt_mark",
-    "xt_nat",
-    "xt_MASQUERADE",
-    "xt_comment",
-    "xt_multiport",
-    "xt_statistic",
-    "ip_tables",
-    "iptable_filter",
-    "iptable_nat",
-    "iptable_mangle",
-    "iptable_raw",
-    "ip6_tables",
-    "ip6table_filter",
-    "ip6table_nat",
-    "ip6table_mangle",
-    "ip6table_raw",
-    "vsock",
-];
-const HYPERV: &[&str] = &[
-    "hv_vmbus",
-    "hv_storvsc",
-    "scsi_mod",
-    "sd_mod",
-    "hv_netvsc",
-    "hv_sock",
-    "hv_utils",
-    "hv_balloon",
-    "hyperv_keyboard",
-    "hid_hyperv",
-    "pci_hyperv",
-    "hyperv_fb",
-];
-const QEMU: &[&str] = &[
-    "virtio_blk",
-    "virtio_net",
-    "virtio_rng",
-    "vmw_vsock_virtio_transport",
-];
+/// A boot-module list of kernel-config/testdata/boot-modules/ (kept equal to the image
+/// definitions by a builder test).
+fn boot_modules(list: &str) -> Vec<String> {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/boot-modules")
+        .join(format!("{list}.txt"));
+    std::fs::read_to_string(&p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect()
+}
 
 fn modules(target: Target) -> Vec<String> {
-    let extra = match target {
-        Target::Hyperv => HYPERV,
-        Target::Qemu => QEMU,
-        Target::Wsl2 => &[],
-    };
-    COMMON.iter().chain(extra).map(|s| s.to_string()).collect()
+    let mut m = boot_modules("common");
+    match target {
+        Target::Hyperv => m.extend(boot_modules("hyperv")),
+        Target::Qemu => m.extend(boot_modules("qemu")),
+        Target::Wsl2 => {}
+    }
+    m
 }
 
 fn check(target: Target, config: &KernelConfig) -> Report {

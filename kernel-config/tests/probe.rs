@@ -94,52 +94,24 @@ impl Tree {
     }
 }
 
-const COMMON: &[&str] = &[
-    "overlay",
-    "veth",
-    "bridge",
-    "br_netfilter",
-    "nf_conntrack",
-    "nf_nat",
-    "x_tables",
-    "xt_tcpudp",
-    "xt_addrtype",
-    "xt_conntrack",
-    "xt_mark",
-    "xt_nat",
-    "xt_MASQUERADE",
-    "xt_comment",
-    "xt_multiport",
-    "xt_statistic",
-    "ip_tables",
-    "iptable_filter",
-    "iptable_nat",
-    "iptable_mangle",
-    "iptable_raw",
-    "ip6_tables",
-    "ip6table_filter",
-    "ip6table_nat",
-    "ip6table_mangle",
-    "ip6table_raw",
-    "vsock",
-];
-const HYPERV: &[&str] = &[
-    "hv_vmbus",
-    "hv_storvsc",
-    "scsi_mod",
-    "sd_mod",
-    "hv_netvsc",
-    "hv_sock",
-    "hv_utils",
-    "hv_balloon",
-    "hyperv_keyboard",
-    "hid_hyperv",
-    "pci_hyperv",
-    "hyperv_fb",
-];
+/// A boot-module list of kernel-config/testdata/boot-modules/ (kept equal to the image
+/// definitions by a builder test).
+fn boot_modules(list: &str) -> Vec<String> {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/boot-modules")
+        .join(format!("{list}.txt"));
+    std::fs::read_to_string(&p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect()
+}
 
 fn hyperv_modules() -> Vec<String> {
-    COMMON.iter().chain(HYPERV).map(|s| s.to_string()).collect()
+    let mut m = boot_modules("common");
+    m.extend(boot_modules("hyperv"));
+    m
 }
 
 /// A Hyper-V VM on the pinned kernel after boot: config in /boot, modules loaded.
@@ -316,7 +288,7 @@ fn wsl_without_config() -> Tree {
     t.mkdir("proc/sys/kernel/keys");
     t.mkdir("proc/sys/net/ipv6");
     t.mkdir("proc/sys/net/bridge");
-    let builtin: String = COMMON
+    let builtin: String = boot_modules("common")
         .iter()
         .map(|m| format!("kernel/net/{m}.ko\n"))
         .collect();

@@ -174,59 +174,36 @@ mod tests {
     }
 
     const DEBIAN: &str = "6.12.107+deb12-cloud-amd64";
-    const HYPERV_MODULES: &[&str] = &[
-        "overlay",
-        "veth",
-        "bridge",
-        "br_netfilter",
-        "nf_conntrack",
-        "nf_nat",
-        "x_tables",
-        "xt_tcpudp",
-        "xt_addrtype",
-        "xt_conntrack",
-        "xt_mark",
-        "xt_nat",
-        "xt_MASQUERADE",
-        "xt_comment",
-        "xt_multiport",
-        "xt_statistic",
-        "ip_tables",
-        "iptable_filter",
-        "iptable_nat",
-        "iptable_mangle",
-        "iptable_raw",
-        "ip6_tables",
-        "ip6table_filter",
-        "ip6table_nat",
-        "ip6table_mangle",
-        "ip6table_raw",
-        "vsock",
-        "hv_vmbus",
-        "hv_storvsc",
-        "scsi_mod",
-        "sd_mod",
-        "hv_netvsc",
-        "hv_sock",
-        "hv_utils",
-        "hv_balloon",
-        "hyperv_keyboard",
-        "hid_hyperv",
-        "pci_hyperv",
-        "hyperv_fb",
-    ];
-    const HV: &[&str] = &[
-        "hv_vmbus",
-        "hv_storvsc",
-        "hv_netvsc",
-        "hv_sock",
-        "hv_utils",
-        "hv_balloon",
-        "hyperv_keyboard",
-        "hid_hyperv",
-        "pci_hyperv",
-        "hyperv_fb",
-    ];
+
+    /// A boot-module list of kernel-config/testdata/boot-modules/ (a builder test keeps them
+    /// equal to the image definitions).
+    fn boot_modules(list: &str) -> Vec<String> {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../kernel-config/testdata/boot-modules")
+            .join(format!("{list}.txt"));
+        std::fs::read_to_string(&p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The hyperv image's boot modules.
+    fn hyperv_modules() -> Vec<String> {
+        let mut m = boot_modules("common");
+        m.extend(boot_modules("hyperv"));
+        m
+    }
+
+    /// The Hyper-V drivers among them, which cannot bind without Hyper-V (the SCSI disk
+    /// modules are generic and load anywhere).
+    fn hv() -> Vec<String> {
+        boot_modules("hyperv")
+            .into_iter()
+            .filter(|m| m != "scsi_mod" && m != "sd_mod")
+            .collect()
+    }
 
     /// The hyperv image booted under QEMU: Debian's kernel with its compensations in force,
     /// every module loaded except the Hyper-V drivers, which have no VMBus to bind to.
@@ -263,22 +240,23 @@ mod tests {
             "proc/cmdline",
             "console=ttyS0 panic=-1 lockdown=integrity slab_nomerge\n",
         );
-        for m in HYPERV_MODULES.iter().filter(|m| !HV.contains(m)) {
+        let hv = hv();
+        for m in hyperv_modules().iter().filter(|m| !hv.contains(m)) {
             std::fs::create_dir_all(root.join("sys/module").join(m)).unwrap();
         }
         root
     }
 
     fn hv_failures(errno_of_netvsc: i32) -> Vec<ModuleFailure> {
-        HV.iter()
+        hv().iter()
             .map(|m| ModuleFailure {
                 name: m.replace('_', "-"),
-                errno: Some(match *m {
+                errno: Some(match m.as_str() {
                     "hv_vmbus" => ENODEV,
                     "hv_netvsc" => errno_of_netvsc,
                     _ => ENOENT,
                 }),
-                depends: if *m == "hv_vmbus" {
+                depends: if m == "hv_vmbus" {
                     vec![]
                 } else {
                     vec!["hv_vmbus".into()]
@@ -296,7 +274,7 @@ mod tests {
             target: "hyperv".into(),
             fragments: vec!["container".into(), "hardening".into(), "hyperv".into()],
             kernel_release: DEBIAN.into(),
-            boot_modules: HYPERV_MODULES.iter().map(|m| m.to_string()).collect(),
+            boot_modules: hyperv_modules(),
             profile: None,
         };
         std::fs::write(&p, image.to_json()).unwrap();
@@ -304,8 +282,11 @@ mod tests {
         let v = check(&root, &p, &hv_failures(ENOENT));
         assert_eq!(v.isolation, Isolation::Allowed, "{:#?}", v.lines());
         let excused: Vec<&str> = v.excused.iter().map(|e| e.name.as_str()).collect();
-        for m in HV {
-            assert!(excused.contains(m), "{m} not excused: {excused:?}");
+        for m in hv() {
+            assert!(
+                excused.contains(&m.as_str()),
+                "{m} not excused: {excused:?}"
+            );
         }
         assert!(v.excused.iter().all(|e| e.reason == "hardware absent"));
 
@@ -315,7 +296,7 @@ mod tests {
         assert_eq!(v.selftest_value(), "1: hv_netvsc");
         // Without the load failures nothing explains the missing drivers.
         let v = check(&root, &p, &[]);
-        assert_eq!(v.drifted.len(), HV.len(), "{:#?}", v.lines());
+        assert_eq!(v.drifted.len(), hv().len(), "{:#?}", v.lines());
     }
 
     #[test]

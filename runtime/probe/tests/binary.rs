@@ -15,41 +15,24 @@ fn kernel_config_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../kernel-config")
 }
 
-/// The modules images/base.yaml and images/qemu.yaml load at boot.
-const QEMU_MODULES: &[&str] = &[
-    "overlay",
-    "veth",
-    "bridge",
-    "br_netfilter",
-    "nf_conntrack",
-    "nf_nat",
-    "x_tables",
-    "xt_tcpudp",
-    "xt_addrtype",
-    "xt_conntrack",
-    "xt_mark",
-    "xt_nat",
-    "xt_MASQUERADE",
-    "xt_comment",
-    "xt_multiport",
-    "xt_statistic",
-    "ip_tables",
-    "iptable_filter",
-    "iptable_nat",
-    "iptable_mangle",
-    "iptable_raw",
-    "ip6_tables",
-    "ip6table_filter",
-    "ip6table_nat",
-    "ip6table_mangle",
-    "ip6table_raw",
-    "vsock",
-    "fuse",
-    "virtio_blk",
-    "virtio_net",
-    "virtio_rng",
-    "vmw_vsock_virtio_transport",
-];
+/// The modules images/base.yaml and images/qemu.yaml load at boot, from
+/// kernel-config/testdata/boot-modules/ (a builder test keeps those lists equal to the
+/// definitions).
+fn qemu_modules() -> Vec<String> {
+    let dir = kernel_config_dir().join("testdata/boot-modules");
+    ["common", "qemu"]
+        .iter()
+        .flat_map(|list| {
+            let p = dir.join(format!("{list}.txt"));
+            std::fs::read_to_string(&p)
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+                .lines()
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
 
 struct Vm {
     dir: tempfile::TempDir,
@@ -124,25 +107,26 @@ fn gzip(text: &str) -> Vec<u8> {
     enc.finish().unwrap()
 }
 
-fn qemu_pins(release: &str, modules: &[&str]) -> ImagePins {
+fn qemu_pins(release: &str, modules: &[String]) -> ImagePins {
     ImagePins {
         target: "qemu".into(),
         fragments: vec!["container".into(), "hardening".into(), "qemu".into()],
         kernel_release: release.into(),
-        boot_modules: modules.iter().map(|m| m.to_string()).collect(),
+        boot_modules: modules.to_vec(),
         profile: None,
     }
 }
 
 /// The pinned Debian kernel after boot: /boot/config, modules loaded, compensations in place.
 fn debian_vm() -> Vm {
-    let vm = Vm::new(DEBIAN_RELEASE, &qemu_pins(DEBIAN_RELEASE, QEMU_MODULES));
+    let modules = qemu_modules();
+    let vm = Vm::new(DEBIAN_RELEASE, &qemu_pins(DEBIAN_RELEASE, &modules));
     let config = std::fs::read_to_string(
         kernel_config_dir().join(format!("testdata/config-{DEBIAN_RELEASE}")),
     )
     .unwrap();
     vm.write(&format!("boot/config-{DEBIAN_RELEASE}"), &config);
-    for m in QEMU_MODULES {
+    for m in &modules {
         std::fs::create_dir_all(vm.root().join("sys/module").join(m)).unwrap();
     }
     for (name, value) in [
