@@ -13,29 +13,13 @@
 //! readiness order.
 
 use eci_build::boot::{self, Accel, BootOptions};
-use eci_build::fetch::{Cache, FetchOptions};
 use eci_build::inspect;
-use eci_build::pipeline::{self, ImageRequest};
-use eci_e2e::{prerequisite, workspace_root};
+use eci_build::pipeline;
+use eci_e2e::{image_request, prerequisite, workspace_root};
 use std::path::Path;
 use std::time::Duration;
 
 const TARGET: &str = "hyperv";
-
-fn request(out: &Path) -> ImageRequest {
-    ImageRequest {
-        images_dir: workspace_root().join("images"),
-        target: TARGET.into(),
-        out_dir: out.to_path_buf(),
-        cache: Cache::new(Cache::default_location()),
-        fetch: FetchOptions {
-            progress: false,
-            ..FetchOptions::default()
-        },
-        sources_root: "/etc/apt".into(),
-        mirrors: vec![],
-    }
-}
 
 fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -49,7 +33,7 @@ fn hyperv_image_rebuilds_identically_and_boots_to_a_passing_selftest() {
     let first = work.path().join("first");
     let second = work.path().join("second");
 
-    let built = pipeline::build_image(&request(&first));
+    let built = pipeline::build_image(&image_request(TARGET, &first));
     let built = match built {
         Ok(b) => b,
         Err(e) => {
@@ -62,7 +46,7 @@ fn hyperv_image_rebuilds_identically_and_boots_to_a_passing_selftest() {
             panic!("image build failed: {msg}");
         }
     };
-    let rebuilt = pipeline::build_image(&request(&second)).expect("warm rebuild");
+    let rebuilt = pipeline::build_image(&image_request(TARGET, &second)).expect("warm rebuild");
     assert_eq!(
         rebuilt.fetch.downloaded, 0,
         "a warm rebuild downloads nothing"
