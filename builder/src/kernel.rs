@@ -348,17 +348,7 @@ mod tests {
         }
     }
 
-    fn test_list(name: &str) -> Vec<String> {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../kernel-config/testdata/boot-modules")
-            .join(format!("{name}.txt"));
-        std::fs::read_to_string(&p)
-            .unwrap()
-            .lines()
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(str::to_string)
-            .collect()
-    }
+    use eci_kernel_config::testdata::boot_modules as test_list;
 
     #[test]
     fn boot_module_test_lists_match_the_definitions() {

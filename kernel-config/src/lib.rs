@@ -24,6 +24,8 @@ mod kconfig;
 mod probe;
 mod profile;
 mod target;
+#[doc(hidden)]
+pub mod testdata;
 mod version;
 
 pub use check::{CheckOptions, ProfileSelection, Report, Row, RuntimeRequirement, Status};

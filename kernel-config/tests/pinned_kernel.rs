@@ -17,19 +17,7 @@ fn debian() -> KernelConfig {
     KernelConfig::from_path(&fixture()).expect("the fixture parses")
 }
 
-/// A boot-module list of kernel-config/testdata/boot-modules/ (kept equal to the image
-/// definitions by a builder test).
-fn boot_modules(list: &str) -> Vec<String> {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata/boot-modules")
-        .join(format!("{list}.txt"));
-    std::fs::read_to_string(&p)
-        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-        .lines()
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(str::to_string)
-        .collect()
-}
+use eci_kernel_config::testdata::boot_modules;
 
 fn modules(target: Target) -> Vec<String> {
     let mut m = boot_modules("common");

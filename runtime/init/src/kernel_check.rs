@@ -175,19 +175,7 @@ mod tests {
 
     const DEBIAN: &str = "6.12.107+deb12-cloud-amd64";
 
-    /// A boot-module list of kernel-config/testdata/boot-modules/ (a builder test keeps them
-    /// equal to the image definitions).
-    fn boot_modules(list: &str) -> Vec<String> {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../kernel-config/testdata/boot-modules")
-            .join(format!("{list}.txt"));
-        std::fs::read_to_string(&p)
-            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-            .lines()
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(str::to_string)
-            .collect()
-    }
+    use eci_kernel_config::testdata::boot_modules;
 
     /// The hyperv image's boot modules.
     fn hyperv_modules() -> Vec<String> {

@@ -19,19 +19,9 @@ fn kernel_config_dir() -> PathBuf {
 /// kernel-config/testdata/boot-modules/ (a builder test keeps those lists equal to the
 /// definitions).
 fn qemu_modules() -> Vec<String> {
-    let dir = kernel_config_dir().join("testdata/boot-modules");
-    ["common", "qemu"]
-        .iter()
-        .flat_map(|list| {
-            let p = dir.join(format!("{list}.txt"));
-            std::fs::read_to_string(&p)
-                .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-                .lines()
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(str::to_string)
-                .collect::<Vec<_>>()
-        })
-        .collect()
+    let mut m = eci_kernel_config::testdata::boot_modules("common");
+    m.extend(eci_kernel_config::testdata::boot_modules("qemu"));
+    m
 }
 
 struct Vm {
