@@ -13,6 +13,7 @@ pub mod facts;
 pub mod fuzzing;
 pub mod grpc;
 pub mod images;
+pub mod limits;
 pub mod paths;
 pub mod pins;
 pub mod policy;

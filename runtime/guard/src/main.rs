@@ -152,6 +152,12 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         config.socket_group = Some(resolve_group(g, &groups).map_err(|e| anyhow::anyhow!(e))?);
     }
     config.max_body = args.max_body;
+    let (fits, warning) = eci_guard::limits::fit_open_files(config.max_connections)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    if let Some(w) = warning {
+        eprintln!("eci-guard: {w}");
+    }
+    config.max_connections = fits;
     config.upstream_wait = Duration::from_secs(args.upstream_wait);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
