@@ -11,6 +11,7 @@
 //! | directories created at install time       | `directories:`                                  |
 //! | depmod (kernel postinst)                  | [`crate::modules`]: closure + load order         |
 //! | dpkg's own database                       | /var/lib/dpkg/status written from control data   |
+//! | base-files: /var/run -> /run               | [`run_links`]: the empty folder becomes a link   |
 //! | ldconfig (libc-bin trigger)               | not needed: every shipped library lives in a    |
 //! |                                           | directory ld.so searches by default             |
 //!
@@ -160,6 +161,8 @@ pub fn assemble(
     }
     drop(packages);
 
+    run_links(&mut manifest, epoch)?;
+
     if let Some(k) = own_kernel {
         let r = &k.release;
         insert(
@@ -270,6 +273,27 @@ pub fn assemble(
         builtin_modules: selection.builtin,
         warnings,
     })
+}
+
+/// `/var/run` -> `/run`, as base-files' maintainer script leaves a Debian system (the package
+/// ships a folder). Software then reaches the tmpfs /run through the usual paths: the docker
+/// CLI's default socket `/var/run/docker.sock`, pid files. A folder a package filled is left
+/// alone. (`/var/lock` stays a folder: nothing in the VM creates `/run/lock`.)
+fn run_links(manifest: &mut Manifest, epoch: u64) -> Result<(), RootfsError> {
+    const PATH: &str = "/var/run";
+    let is_empty_dir = manifest.get(PATH).is_some_and(|e| e.is_dir())
+        && !manifest
+            .iter()
+            .any(|(p, _)| p.starts_with(&format!("{PATH}/")));
+    if is_empty_dir {
+        manifest
+            .remove(PATH)
+            .map_err(man(format!("replacing {PATH}")))?;
+    }
+    if manifest.get(PATH).is_none() {
+        insert(manifest, PATH, Entry::symlink("/run"), epoch)?;
+    }
+    Ok(())
 }
 
 fn insert(

@@ -240,11 +240,6 @@ mod tests {
                     path: eci_vm_config::ENGINE_SOCKET.into(),
                     role: Role::User
                 },
-                // The docker CLI's default path.
-                Listener {
-                    path: "/var/run/docker.sock".into(),
-                    role: Role::User
-                },
                 Listener {
                     path: eci_vm_config::CONTAINER_ENGINE_SOCKET.into(),
                     role: Role::Container
