@@ -21,6 +21,7 @@ mod error;
 mod fragment;
 mod image_pins;
 mod kconfig;
+pub mod modinfo;
 mod probe;
 mod profile;
 mod target;

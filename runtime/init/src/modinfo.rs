@@ -4,56 +4,14 @@
 //! symbols) because a dependency had no hardware to drive counts as hardware-absent too
 //! (eci_kernel_config::HardwareAbsent), and only the module itself says what it depends on.
 
-/// `depends=` of a 64-bit little-endian kernel module, `None` if the bytes are not one or have
-/// no `.modinfo` section. An empty list means the module depends on nothing.
+/// `depends=` of a 64-bit little-endian kernel module (canonical names), `None` if the bytes
+/// are not one or have no `.modinfo` section. An empty list means the module depends on
+/// nothing.
 pub fn depends(elf: &[u8]) -> Option<Vec<String>> {
-    let info = modinfo_section(elf)?;
-    let value = info
-        .split(|&b| b == 0)
-        .find_map(|entry| entry.strip_prefix(b"depends="))?;
-    Some(
-        String::from_utf8_lossy(value)
-            .split(',')
-            .map(str::trim)
-            .filter(|d| !d.is_empty())
-            .map(str::to_string)
-            .collect(),
-    )
-}
-
-fn modinfo_section(elf: &[u8]) -> Option<&[u8]> {
-    if elf.get(..4)? != b"\x7fELF" || elf.get(4)? != &2 || elf.get(5)? != &1 {
-        return None;
-    }
-    let u16_at = |o: usize| Some(u16::from_le_bytes(elf.get(o..o + 2)?.try_into().ok()?));
-    let u32_at = |o: usize| Some(u32::from_le_bytes(elf.get(o..o + 4)?.try_into().ok()?));
-    let u64_at = |o: usize| Some(u64::from_le_bytes(elf.get(o..o + 8)?.try_into().ok()?));
-    let shoff = usize::try_from(u64_at(0x28)?).ok()?;
-    let shentsize = usize::from(u16_at(0x3a)?);
-    let shnum = usize::from(u16_at(0x3c)?);
-    let shstrndx = usize::from(u16_at(0x3e)?);
-    if shentsize < 64 || shstrndx >= shnum {
-        return None;
-    }
-    // (name offset, file offset, size) of section i.
-    let header = |i: usize| -> Option<(usize, usize, usize)> {
-        let at = shoff.checked_add(i.checked_mul(shentsize)?)?;
-        Some((
-            usize::try_from(u32_at(at)?).ok()?,
-            usize::try_from(u64_at(at + 24)?).ok()?,
-            usize::try_from(u64_at(at + 32)?).ok()?,
-        ))
-    };
-    let bytes = |off: usize, size: usize| elf.get(off..off.checked_add(size)?);
-    let (_, str_off, str_size) = header(shstrndx)?;
-    let names = bytes(str_off, str_size)?;
-    (0..shnum).find_map(|i| {
-        let (name, off, size) = header(i)?;
-        let rest = names.get(name..)?;
-        let end = rest.iter().position(|&b| b == 0)?;
-        (&rest[..end] == b".modinfo").then_some(())?;
-        bytes(off, size)
-    })
+    eci_kernel_config::modinfo::read(elf)
+        .ok()
+        .filter(|info| info.depends_declared)
+        .map(|info| info.depends)
 }
 
 #[cfg(test)]
