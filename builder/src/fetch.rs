@@ -4,7 +4,9 @@
 //! checkouts) is fetched once, and a complete cache makes a build work offline. A file enters
 //! the cache only after its size and hash were checked while streaming it to a temporary file
 //! in the same directory, followed by fsync and rename: a crash or a bad mirror never leaves a
-//! half-written or wrong entry under a real key.
+//! half-written or wrong entry under a real key. Two fetches of one object (threads of one
+//! process, or two builds) take turns on a per-object `flock`, so the second finds the first's
+//! entry instead of racing it.
 
 use sha2::{Digest, Sha256};
 use std::fs::{self, File};
@@ -125,6 +127,30 @@ impl Cache {
             });
         }
         Ok(bytes)
+    }
+
+    /// Holds the object's lock until the returned file is dropped. `flock` belongs to the open
+    /// file description, so each call opens its own file: threads of one process then exclude
+    /// each other as two processes do (an `fcntl` lock would not, it is per process).
+    fn lock_object(&self, sha256: &str) -> Result<File, FetchError> {
+        let dir = self.root.join("locks");
+        fs::create_dir_all(&dir).map_err(|source| FetchError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let path = dir.join(sha256);
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| FetchError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        file.lock()
+            .map_err(|source| FetchError::Io { path, source })?;
+        Ok(file)
     }
 
     fn staging_dir(&self) -> Result<PathBuf, FetchError> {
@@ -262,6 +288,12 @@ fn fetch_one(
     opts: &FetchOptions,
     bar: &indicatif::ProgressBar,
 ) -> Result<(), FetchError> {
+    let _turn = cache.lock_object(&item.sha256)?;
+    if cache.contains(&item.sha256, item.size) {
+        // Another thread or build fetched it while this one waited for the lock.
+        bar.inc(item.size);
+        return Ok(());
+    }
     let mut backoff = opts.first_backoff;
     let mut last = None;
     for attempt in 1..=opts.attempts.max(1) {
@@ -320,7 +352,8 @@ fn try_download(
         });
     }
 
-    // The temp name is unique per process and item so parallel builds never share a file.
+    // The object lock already keeps two writers of one item apart; the process id in the name
+    // keeps a crashed build's leftover from being mistaken for a live download.
     let part = staging.join(format!("{}.{}.part", item.sha256, std::process::id()));
     let result = (|| {
         let mut file = File::create(&part).map_err(|e| io_err(&part, e))?;
@@ -399,6 +432,8 @@ mod tests {
         /// Announces `len` bytes but sends only the body given, then closes.
         Short(Vec<u8>, usize),
         Status(u16),
+        /// Answers like `Ok` after a pause, so concurrent fetches overlap for sure.
+        Slow(Vec<u8>, Duration),
     }
 
     fn serve(replies: Vec<Reply>) -> Server {
@@ -415,7 +450,11 @@ mod tests {
                 while reader.read_line(&mut line).map(|n| n > 2).unwrap_or(false) {
                     line.clear();
                 }
-                let reply = replies[n.min(replies.len() - 1)].clone();
+                let mut reply = replies[n.min(replies.len() - 1)].clone();
+                if let Reply::Slow(body, pause) = reply {
+                    std::thread::sleep(pause);
+                    reply = Reply::Ok(body);
+                }
                 let _ = match reply {
                     Reply::Ok(body) => stream
                         .write_all(
@@ -429,6 +468,7 @@ mod tests {
                                 .as_bytes(),
                         )
                         .and_then(|_| stream.write_all(&body)),
+                    Reply::Slow(..) => unreachable!("turned into Ok above"),
                     Reply::Status(code) => stream.write_all(
                         format!("HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                             .as_bytes(),
@@ -565,5 +605,36 @@ mod tests {
         let err = cache.read_verified(&it.sha256).unwrap_err();
         assert!(matches!(err, FetchError::CorruptCache { .. }), "{err}");
         assert!(!cache.path_for(&it.sha256).exists());
+    }
+
+    /// Two tests of one test binary fetched the same linux-source at once: one thread's rename
+    /// took the other's temporary file away (ENOENT on a fresh cache). Fetches of one object
+    /// now take turns, threads of one process included, and the later ones find the entry.
+    #[test]
+    fn concurrent_fetches_of_one_object_download_it_once() {
+        let body = b"one object wanted by four threads".to_vec();
+        let server = serve(vec![Reply::Slow(body.clone(), Duration::from_millis(300))]);
+        let dir = tempfile::tempdir().unwrap();
+        let it = item(&server.url, &body);
+        let start = std::sync::Barrier::new(4);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    scope.spawn(|| {
+                        // Each thread has its own handle, as two tests of one binary do.
+                        let cache = Cache::new(dir.path());
+                        start.wait();
+                        fetch_all(std::slice::from_ref(&it), &cache, &opts())
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join().unwrap().expect("every concurrent fetch succeeds");
+            }
+        });
+        assert_eq!(server.hits.load(Ordering::SeqCst), 1, "downloaded once");
+        let cache = Cache::new(dir.path());
+        assert_eq!(cache.read_verified(&it.sha256).unwrap(), body);
+        assert_eq!(leftovers(&cache), 0);
     }
 }
