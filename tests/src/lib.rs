@@ -17,22 +17,7 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-pub fn in_ci() -> bool {
-    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
-
-/// Returns true when the test may go on. Otherwise prints the reason and returns false
-/// (the caller returns early), or panics in CI.
-pub fn prerequisite(ok: bool, reason: &str) -> bool {
-    if ok {
-        return true;
-    }
-    if in_ci() {
-        panic!("prerequisite missing in CI: {reason}");
-    }
-    eprintln!("SKIPPED: {reason}");
-    false
-}
+pub use eci_test_support::{in_ci, prerequisite};
 
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.

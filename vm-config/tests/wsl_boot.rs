@@ -78,10 +78,14 @@ fn renders_a_script_that_leaves_the_engine_to_eci_init() {
 
 #[test]
 fn the_script_starts_eci_init_detached_and_returns() {
-    let Some(bb) = busybox() else {
-        eprintln!("SKIPPED: busybox is not installed");
+    let bb = busybox();
+    if !eci_test_support::prerequisite(
+        bb.is_some(),
+        "busybox is not installed (apt-get install busybox-static)",
+    ) {
         return;
-    };
+    }
+    let bb = bb.unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("stub.out");
     let stub = tmp.path().join("eci-init");

@@ -1028,20 +1028,17 @@ mod tests {
     /// dosfstools' fsck and mtools are independent implementations of the format.
     #[test]
     fn fsck_and_mtools_accept_the_volume() {
-        let have = |tool: &str| {
-            Command::new(tool)
-                .arg("--version")
-                .output()
-                .map(|_| true)
-                .unwrap_or(false)
-        };
+        use eci_test_support::{have, prerequisite};
         let big = big();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("esp.img");
         let mut vol = vec![0u8; 300 * MIB];
         format(&mut vol, &options(), &sample(&big)).unwrap();
         std::fs::write(&path, &vol).unwrap();
-        if have("fsck.vfat") {
+        if prerequisite(
+            have("fsck.vfat"),
+            "fsck: fsck.vfat is not installed (apt-get install dosfstools)",
+        ) {
             let out = Command::new("fsck.vfat")
                 .args(["-n", "-V"])
                 .arg(&path)
@@ -1054,10 +1051,11 @@ mod tests {
             );
             assert!(out.status.success(), "fsck.vfat:\n{text}");
             assert!(!text.contains("differ"), "fsck.vfat:\n{text}");
-        } else {
-            eprintln!("SKIPPED fsck: fsck.vfat is not installed (apt-get install dosfstools)");
         }
-        if have("mdir") {
+        if prerequisite(
+            have("mdir"),
+            "mtools: mdir is not installed (apt-get install mtools)",
+        ) {
             let img = path.to_str().unwrap();
             let out = Command::new("mdir")
                 .args(["-i", img, "-/", "-b", "::"])
@@ -1096,8 +1094,6 @@ mod tests {
                 .unwrap();
             let text = String::from_utf8_lossy(&label.stdout);
             assert!(text.contains("ECI-ESP"), "{text}");
-        } else {
-            eprintln!("SKIPPED mtools: mdir is not installed (apt-get install mtools)");
         }
     }
 }

@@ -356,13 +356,16 @@ mod tests {
     /// sgdisk (gdisk package) is an independent reader of the same on-disk format.
     #[test]
     fn sgdisk_verifies_the_table() {
-        let Ok(out) = std::process::Command::new("sgdisk")
+        let out = std::process::Command::new("sgdisk")
             .arg("--version")
-            .output()
-        else {
-            eprintln!("SKIPPED: sgdisk is not installed (apt-get install gdisk)");
+            .output();
+        if !eci_test_support::prerequisite(
+            out.is_ok(),
+            "sgdisk is not installed (apt-get install gdisk)",
+        ) {
             return;
-        };
+        }
+        let out = out.unwrap();
         assert!(out.status.success());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("disk.img");

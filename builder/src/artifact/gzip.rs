@@ -169,12 +169,8 @@ mod tests {
 
     #[test]
     fn gzip_tool_accepts_it() {
-        if std::process::Command::new("gzip")
-            .arg("--version")
-            .output()
-            .is_err()
+        if !eci_test_support::prerequisite(eci_test_support::have("gzip"), "gzip is not installed")
         {
-            eprintln!("SKIPPED: gzip is not installed");
             return;
         }
         let dir = tempfile::tempdir().unwrap();

@@ -506,8 +506,10 @@ pub(crate) mod tests {
     /// numeric owners, and restore file capabilities.
     #[test]
     fn gnu_tar_lists_and_extracts_it() {
-        if Command::new("tar").arg("--version").output().is_err() {
-            eprintln!("SKIPPED: GNU tar is not installed");
+        if !eci_test_support::prerequisite(
+            eci_test_support::have("tar"),
+            "GNU tar is not installed",
+        ) {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -551,14 +553,15 @@ pub(crate) mod tests {
             .args(["--absolute-names", "-n", "security.capability", "-e", "hex"])
             .arg(root.join("usr/bin/newuidmap"))
             .output();
-        match caps {
-            Ok(o) if o.status.success() => {
-                let t = String::from_utf8_lossy(&o.stdout);
-                assert!(t.contains("0x0100000220000000"), "{t}");
-            }
-            // Setting security.* needs CAP_SETFCAP and getfattr (package attr); not every
-            // test machine has both.
-            _ => eprintln!("SKIPPED capability check: getfattr missing or not privileged"),
+        // Restoring security.* needs CAP_SETFCAP and getfattr (package attr): CI runs as
+        // root with both, a laptop may have neither.
+        let restored = caps.as_ref().is_ok_and(|o| o.status.success());
+        if eci_test_support::prerequisite(
+            restored,
+            "capability check: getfattr missing (apt-get install attr) or not privileged",
+        ) {
+            let t = String::from_utf8_lossy(&caps.unwrap().stdout).to_string();
+            assert!(t.contains("0x0100000220000000"), "{t}");
         }
     }
 }

@@ -668,8 +668,10 @@ mod tests {
     /// raw conversion must give back the payload.
     #[test]
     fn qemu_img_checks_and_converts_it() {
-        if Command::new("qemu-img").arg("--version").output().is_err() {
-            eprintln!("SKIPPED: qemu-img is not installed (apt-get install qemu-utils)");
+        if !eci_test_support::prerequisite(
+            eci_test_support::have("qemu-img"),
+            "qemu-img is not installed (apt-get install qemu-utils)",
+        ) {
             return;
         }
         let dir = tempfile::tempdir().unwrap();

@@ -974,14 +974,20 @@ SHA256:
             match gen {
                 Ok(o) if o.status.success() => {}
                 Ok(o) => {
-                    eprintln!(
-                        "skipping signature test: gpg failed: {}",
-                        String::from_utf8_lossy(&o.stderr)
+                    eci_test_support::prerequisite(
+                        false,
+                        &format!(
+                            "signature test: gpg failed: {}",
+                            String::from_utf8_lossy(&o.stderr)
+                        ),
                     );
                     return None;
                 }
                 Err(e) => {
-                    eprintln!("skipping signature test: gpg is not installed ({e})");
+                    eci_test_support::prerequisite(
+                        false,
+                        &format!("signature test: gpg is not installed ({e})"),
+                    );
                     return None;
                 }
             }

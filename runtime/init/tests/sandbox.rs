@@ -20,17 +20,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn prerequisite(ok: bool, reason: &str) -> bool {
-    if ok {
-        return true;
-    }
-    let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0");
-    if ci {
-        panic!("prerequisite missing in CI: {reason}");
-    }
-    eprintln!("SKIPPED: {reason}");
-    false
-}
+use eci_test_support::prerequisite;
 
 fn have(program: &str) -> bool {
     Command::new(program)
