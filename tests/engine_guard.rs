@@ -367,6 +367,171 @@ fn guard_restricts_bind_mounts_and_volume_sources() {
     assert_eq!(line["decision"], "refuse");
 }
 
+/// SPEC B2, issue 9: a volume's options are a mount the guard must judge. Shown first against
+/// dockerd directly (plain runc, no guard) to prove the attack is real, then refused through
+/// the guard at volume create, at container create and at start, and through --volumes-from.
+#[test]
+fn volume_options_cannot_reach_vm_paths_through_the_guard() {
+    let Some(e) = engine("volopts", &[IMG], plain) else {
+        return;
+    };
+    // A stand-in for a VM folder such as /etc, reached by a path relative to dockerd's
+    // working directory.
+    let vm = e.dir.path().join("vmdir");
+    std::fs::create_dir_all(&vm).unwrap();
+    let relative = ["-o", "type=none", "-o", "o=bind", "-o", "device=vmdir"];
+
+    // Without the guard: the relative device reaches the VM folder and the container writes
+    // there as the VM's root.
+    let mut args = vec!["volume", "create"];
+    args.extend(relative);
+    args.push("relvol");
+    ok(e.docker_direct(&args));
+    ok(e.docker_direct(&["run", "--rm", "-v", "relvol:/m", IMG, "touch", "/m/pwned"]));
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(vm.join("pwned")).expect("the attack works without the guard");
+    assert_eq!((meta.uid(), meta.gid()), (0, 0));
+
+    // Through the guard: refused at volume create, naming the volume and the option ...
+    let mut args = vec!["volume", "create"];
+    args.extend(relative);
+    args.push("relvol2");
+    refused(e.docker(&args), "volume \"relvol2\" is not allowed");
+    refused(e.docker(&args), "device=vmdir");
+    let lower = format!("o=lowerdir={},upperdir=/tmp/u,workdir=/tmp/w", vm.display());
+    refused(
+        e.docker(&[
+            "volume",
+            "create",
+            "-o",
+            "type=overlay",
+            "-o",
+            &lower,
+            "-o",
+            "device=overlay",
+            "ov",
+        ]),
+        "type=overlay",
+    );
+    refused(
+        e.docker(&["volume", "create", "-d", "someplugin", "pv"]),
+        "driver \"someplugin\"",
+    );
+    // ... when the options come with the container (an anonymous volume) ...
+    refused(
+        e.docker(&[
+            "run",
+            "--rm",
+            "--mount",
+            "type=volume,dst=/m,volume-opt=type=none,volume-opt=o=bind,volume-opt=device=vmdir",
+            IMG,
+            "true",
+        ]),
+        "device=vmdir",
+    );
+    // ... when a container names a volume made behind the guard's back ...
+    refused(
+        e.docker(&["run", "--rm", "-v", "relvol:/m", IMG, "touch", "/m/again"]),
+        "volume \"relvol\" is not allowed",
+    );
+    // ... and when such a container, created behind the guard's back, is started.
+    // (Runtime eci, so the A5 rule for containers from before isolation does not decide.)
+    ok(e.docker_direct(&[
+        "create",
+        "--runtime",
+        "eci",
+        "--name",
+        "pre",
+        "-v",
+        "relvol:/m",
+        IMG,
+        "touch",
+        "/m/again",
+    ]));
+    refused(
+        e.docker(&["start", "pre"]),
+        "volume \"relvol\" is not allowed",
+    );
+    assert!(!vm.join("again").exists());
+
+    // --volumes-from hands over the source's mounts: judged by the same rules.
+    let bind = format!("{}:/m", vm.display());
+    ok(e.docker_direct(&[
+        "create",
+        "--runtime",
+        "eci",
+        "--name",
+        "binder",
+        "-v",
+        &bind,
+        IMG,
+        "true",
+    ]));
+    refused(
+        e.docker(&[
+            "run",
+            "--rm",
+            "--volumes-from",
+            "binder",
+            IMG,
+            "touch",
+            "/m/x",
+        ]),
+        &format!(
+            "can't mount {} because it's configured as a restricted host mount",
+            vm.display()
+        ),
+    );
+    refused(
+        e.docker(&["run", "--rm", "--volumes-from", "pre:ro", IMG, "true"]),
+        "volume \"relvol\" is not allowed",
+    );
+    assert!(!vm.join("x").exists());
+
+    // What stays allowed: tmpfs volumes, plain ones, and --volumes-from a clean container.
+    ok(e.docker(&[
+        "volume",
+        "create",
+        "-o",
+        "type=tmpfs",
+        "-o",
+        "device=tmpfs",
+        "-o",
+        "o=size=8m,mode=1777",
+        "tv",
+    ]));
+    assert_eq!(
+        ok(e.docker(&[
+            "run",
+            "--rm",
+            "-v",
+            "tv:/t",
+            IMG,
+            "sh",
+            "-c",
+            "grep -c ' /t tmpfs' /proc/mounts"
+        ])),
+        "1"
+    );
+    ok(e.docker(&["create", "--name", "clean", "-v", "plain:/p", IMG, "true"]));
+    ok(e.docker(&[
+        "run",
+        "--rm",
+        "--volumes-from",
+        "clean",
+        IMG,
+        "touch",
+        "/p/ok",
+    ]));
+    let line = e
+        .wait_audit(|v| {
+            v["rules"] == json!(["B2"])
+                && v["message"].as_str().is_some_and(|m| m.contains("relvol"))
+        })
+        .expect("the refusal is audited");
+    assert_eq!(line["decision"], "refuse");
+}
+
 fn socket_policy<'a>(
     images: &'a [&'a str],
     derived: bool,

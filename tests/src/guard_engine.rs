@@ -186,6 +186,10 @@ impl GuardEngine {
             .arg("--add-runtime")
             .arg(format!("eci={}", runc.display()))
             .args(["--log-level", "warn"])
+            // dockerd resolves a local volume's relative `device` against its working
+            // directory: `/` in the VM, the engine's own folder here (tests plant a stand-in
+            // for a VM folder there).
+            .current_dir(d)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

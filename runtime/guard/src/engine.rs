@@ -232,6 +232,15 @@ impl Engine {
         }
         for id in &q.containers {
             if let Some(c) = self.container(id).await? {
+                // A container's volumes are judged by their options (SPEC B2), so they are
+                // looked up with it.
+                for name in c.volume_names() {
+                    if !facts.volumes.contains_key(name) {
+                        if let Some(v) = self.volume(name).await? {
+                            facts.volumes.insert(name.to_string(), v);
+                        }
+                    }
+                }
                 facts.containers.insert(id.clone(), c);
             }
         }

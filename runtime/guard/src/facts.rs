@@ -90,22 +90,63 @@ pub fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-/// The parts of `GET /containers/{id}/json` the start rule uses (SPEC A5).
+/// The parts of `GET /containers/{id}/json` the start rules (SPEC A5, B2) and `VolumesFrom`
+/// use.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ContainerInfo {
     /// Without docker's leading `/`.
     pub name: String,
     /// `HostConfig.Runtime`; empty when dockerd recorded none.
     pub runtime: String,
+    /// `Mounts`, as dockerd resolved them.
+    pub mounts: Vec<ContainerMount>,
+}
+
+/// One entry of a container's `Mounts`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ContainerMount {
+    /// `bind`, `volume`, `tmpfs`, ...
+    pub kind: String,
+    /// The volume's name (`volume` mounts).
+    pub name: String,
+    /// The VM path dockerd mounts (`bind` mounts: the bind source).
+    pub source: String,
+    /// The volume driver (`volume` mounts).
+    pub driver: String,
 }
 
 impl ContainerInfo {
     pub fn from_inspect(v: &Value) -> ContainerInfo {
-        let s = |p: &str| v.pointer(p).and_then(Value::as_str).unwrap_or_default();
+        let s = |v: &Value, p: &str| {
+            v.pointer(p)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
         ContainerInfo {
-            name: s("/Name").trim_start_matches('/').to_string(),
-            runtime: s("/HostConfig/Runtime").to_string(),
+            name: s(v, "/Name").trim_start_matches('/').to_string(),
+            runtime: s(v, "/HostConfig/Runtime"),
+            mounts: v
+                .get("Mounts")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|m| ContainerMount {
+                    kind: s(m, "/Type"),
+                    name: s(m, "/Name"),
+                    source: s(m, "/Source"),
+                    driver: s(m, "/Driver"),
+                })
+                .collect(),
         }
+    }
+
+    /// Names of the named volumes the container mounts.
+    pub fn volume_names(&self) -> impl Iterator<Item = &str> {
+        self.mounts
+            .iter()
+            .filter(|m| m.kind == "volume" && !m.name.is_empty())
+            .map(|m| m.name.as_str())
     }
 }
 
@@ -203,6 +244,20 @@ mod tests {
         assert_eq!(vol.options["device"], "/etc");
         assert!(VolumeInfo::from_inspect(&json!({"Options": null}))
             .options
+            .is_empty());
+        let c = ContainerInfo::from_inspect(&json!({
+            "Name": "/web", "HostConfig": {"Runtime": "eci"},
+            "Mounts": [
+                {"Type": "volume", "Name": "v", "Source": "/var/lib/docker/volumes/v/_data",
+                 "Destination": "/m", "Driver": "local"},
+                {"Type": "bind", "Source": "/mnt/host/x", "Destination": "/x"}
+            ]
+        }));
+        assert_eq!(c.name, "web");
+        assert_eq!(c.volume_names().collect::<Vec<_>>(), vec!["v"]);
+        assert_eq!(c.mounts[1].source, "/mnt/host/x");
+        assert!(ContainerInfo::from_inspect(&json!({"Mounts": null}))
+            .mounts
             .is_empty());
     }
 }

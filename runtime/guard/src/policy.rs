@@ -394,6 +394,74 @@ fn is_engine_socket(sockets: &Sockets, facts: &dyn EngineFacts, path: &str) -> b
             .is_some_and(|r| sockets.is_engine(r))
 }
 
+/// The containers `HostConfig.VolumesFrom` names (`name[:ro|rw]`).
+fn volumes_from(body: &Map<String, Value>) -> Vec<&str> {
+    host_configs(body)
+        .into_iter()
+        .filter_map(|h| h.get("VolumesFrom").and_then(Value::as_array))
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(|v| v.split_once(':').map_or(v, |(name, _)| name))
+        .filter(|n| !n.is_empty())
+        .collect()
+}
+
+/// SPEC B2 for a named volume: its driver and options (eci-policy's rule), and for a bind
+/// volume its device like any bind source. `None` when the volume may be used.
+fn volume_refusal<'a>(
+    policy: &Policy,
+    facts: &dyn EngineFacts,
+    name: &str,
+    driver: &str,
+    options: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Option<Verdict> {
+    match eci_policy::check_volume(name, driver, options) {
+        Err(e) => {
+            let mut v = Verdict::refuse(403, "B2", e.to_string());
+            v.notes.push(format!("volume {name:?} driver {driver:?}"));
+            Some(v)
+        }
+        Ok(eci_policy::VolumeSource::Bind(device)) if !bind_allowed(policy, facts, &device) => {
+            let mut v = Verdict::refuse(403, "B2", restricted(&device));
+            v.notes
+                .push(format!("volume {name:?} is sourced from {device}"));
+            Some(v)
+        }
+        Ok(_) => None,
+    }
+}
+
+/// [`volume_refusal`] for a volume that exists in the engine.
+fn existing_volume_refusal(
+    policy: &Policy,
+    facts: &dyn EngineFacts,
+    name: &str,
+    v: &crate::facts::VolumeInfo,
+) -> Option<Verdict> {
+    volume_refusal(
+        policy,
+        facts,
+        name,
+        &v.driver,
+        v.options.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    )
+}
+
+/// Options as dockerd reads them (`map[string]string`); a non-string value is refused rather
+/// than guessed at.
+fn string_options(
+    options: &Map<String, Value>,
+    what: &str,
+) -> Result<Vec<(String, String)>, Verdict> {
+    options
+        .iter()
+        .map(|(k, v)| match v.as_str() {
+            Some(s) => Ok((k.clone(), s.to_string())),
+            None => Err(bad_body(format!("{what}: option {k:?} must be a string"))),
+        })
+        .collect()
+}
+
 /// What to look up before deciding on this request (after its paths are resolved).
 pub fn facts_needed(
     req: &Request,
@@ -413,6 +481,10 @@ pub fn facts_needed(
         return q;
     }
     let mut socket = false;
+    for source in volumes_from(body) {
+        // Their mounts become this container's; judged like its own (SPEC B2, B4).
+        q.containers.insert(source.to_string());
+    }
     for (_, src) in mount_sources(body) {
         match src {
             Source::Path(p) => socket |= is_engine_socket(sockets, facts, &p),
@@ -422,6 +494,9 @@ pub fn facts_needed(
             Source::Volume { .. } => {}
         }
     }
+    // A VolumesFrom source may carry the engine socket; its mounts are only known after the
+    // lookup, so the image facts are gathered up front.
+    socket |= !volumes_from(body).is_empty();
     if socket {
         if let Some(image) = body.get("Image").and_then(Value::as_str) {
             q.images.insert(image.to_string());
@@ -536,8 +611,8 @@ pub fn decide(
     }
     match req.call.endpoint {
         Endpoint::ContainerCreate => decide_create(req, policy, sockets, pins, facts),
-        Endpoint::ContainerStart => decide_start(req),
-        Endpoint::ContainerResume => Verdict::allow(),
+        Endpoint::ContainerStart => decide_start(req, policy, facts),
+        Endpoint::ContainerResume => recheck_volumes(req, policy, facts),
         Endpoint::VolumeCreate => decide_volume_create(req, policy, facts),
         Endpoint::Build => decide_build(req),
         Endpoint::SwarmInitOrJoin | Endpoint::ServiceWrite => Verdict::refuse(
@@ -560,16 +635,34 @@ fn bad_body(message: impl Into<String>) -> Verdict {
     Verdict::refuse(400, "S5", message)
 }
 
-fn decide_start(req: &Request) -> Verdict {
+fn decide_start(req: &Request, policy: &Policy, facts: &dyn EngineFacts) -> Verdict {
     match req.body {
-        None | Some(Value::Null) => Verdict::allow(),
-        Some(Value::Object(o)) if o.is_empty() => Verdict::allow(),
-        Some(_) => Verdict::refuse(
-            400,
-            "A6",
-            "a HostConfig in the start request (API before 1.24) is not accepted; give it when the container is created",
-        ),
+        None | Some(Value::Null) => {}
+        Some(Value::Object(o)) if o.is_empty() => {}
+        Some(_) => {
+            return Verdict::refuse(
+                400,
+                "A6",
+                "a HostConfig in the start request (API before 1.24) is not accepted; give it when the container is created",
+            )
+        }
     }
+    recheck_volumes(req, policy, facts)
+}
+
+/// dockerd mounts a container's volumes at every start and restart, with the options the
+/// volume has now: a volume made before the guard saw it (or under an older policy) is judged
+/// here.
+fn recheck_volumes(req: &Request, policy: &Policy, facts: &dyn EngineFacts) -> Verdict {
+    let container = resumed_container(req).and_then(|id| facts.container(id));
+    for name in container.into_iter().flat_map(|c| c.volume_names()) {
+        if let Some(v) = facts.volume(name) {
+            if let Some(refusal) = existing_volume_refusal(policy, facts, name, v) {
+                return refusal;
+            }
+        }
+    }
+    Verdict::allow()
 }
 
 fn decide_build(req: &Request) -> Verdict {
@@ -593,20 +686,24 @@ fn decide_volume_create(req: &Request, policy: &Policy, facts: &dyn EngineFacts)
     if let Err(e) = check_keys(body, &[VOLUME_CREATE_FIELDS], "volume config") {
         return bad_body(e);
     }
+    let name = body.get("Name").and_then(Value::as_str).unwrap_or("");
     let driver = body.get("Driver").and_then(Value::as_str).unwrap_or("");
+    let options = match obj(body.get("DriverOpts")).map(|o| string_options(o, "DriverOpts")) {
+        None => Vec::new(),
+        Some(Ok(o)) => o,
+        Some(Err(v)) => return v,
+    };
+    let pairs = options.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    if let Some(refusal) = volume_refusal(policy, facts, name, driver, pairs) {
+        return refusal;
+    }
+    let mut v = Verdict::allow();
     if let Some(path) = obj(body.get("DriverOpts")).and_then(|o| volume_source_path(driver, o)) {
-        if !bind_allowed(policy, facts, &path) {
-            let mut v = Verdict::refuse(403, "B2", restricted(&path));
-            v.notes.push(format!("volume device {path}"));
-            return v;
-        }
-        let mut v = Verdict::allow();
         v.rules.push("B1");
         v.notes
             .push(format!("volume device {path} is in a shared directory"));
-        return v;
     }
-    Verdict::allow()
+    v
 }
 
 const NAMESPACES: &[(&str, &str)] = &[
@@ -686,29 +783,66 @@ fn decide_create(
                 driver,
                 options,
             } => {
-                // An existing volume keeps its own options; new ones get the request's.
+                // An existing volume keeps its own options; a new one (anonymous ones too)
+                // gets the request's. Both are judged: dockerd refuses a driver that differs
+                // from the existing volume's but ignores other options.
                 let existing = (!name.is_empty()).then(|| facts.volume(&name)).flatten();
-                let path = match existing {
-                    Some(v) => volume_device(v),
-                    None => options
-                        .as_ref()
-                        .and_then(|o| volume_source_path(driver.as_deref().unwrap_or(""), o)),
-                };
-                if let Some(path) = path {
-                    if !bind_allowed(policy, facts, &path) {
-                        let mut v = Verdict::refuse(403, "B2", restricted(&path));
-                        v.notes
-                            .push(format!("volume {name:?} is sourced from {path}"));
-                        return v;
+                if let Some(v) = existing {
+                    if let Some(refusal) = existing_volume_refusal(policy, facts, &name, v) {
+                        return refusal;
+                    }
+                }
+                if driver.is_some() || options.is_some() || existing.is_none() {
+                    let opts = match options.as_ref().map(|o| string_options(o, "DriverConfig")) {
+                        None => Vec::new(),
+                        Some(Ok(o)) => o,
+                        Some(Err(v)) => return v,
+                    };
+                    let pairs = opts.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+                    let driver = driver.as_deref().unwrap_or("");
+                    if let Some(refusal) = volume_refusal(policy, facts, &name, driver, pairs) {
+                        return refusal;
                     }
                 }
             }
         }
     }
 
+    // VolumesFrom: the source container's mounts, by the same rules (SPEC B2, B4).
+    let mut socket_from: Vec<String> = Vec::new();
+    for source in volumes_from(body) {
+        let Some(c) = facts.container(source) else {
+            continue; // dockerd answers "No such container"
+        };
+        for m in &c.mounts {
+            match m.kind.as_str() {
+                "bind" if is_engine_socket(sockets, facts, &m.source) => {
+                    socket_from.push(source.to_string());
+                }
+                "bind" if !bind_allowed(policy, facts, &m.source) => {
+                    let mut v = Verdict::refuse(403, "B2", restricted(&m.source));
+                    v.notes
+                        .push(format!("--volumes-from {source}: bind source {}", m.source));
+                    return v;
+                }
+                "volume" => {
+                    let Some(info) = facts.volume(&m.name) else {
+                        continue;
+                    };
+                    if let Some(mut refusal) = existing_volume_refusal(policy, facts, &m.name, info)
+                    {
+                        refusal.notes.push(format!("--volumes-from {source}"));
+                        return refusal;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
     let mut new_body = body.clone();
     let mut pin_updates = Vec::new();
-    if !socket_sites.is_empty() {
+    if !socket_sites.is_empty() || !socket_from.is_empty() {
         let Some(container_socket) = sockets.container.as_deref() else {
             return Verdict::refuse(
                 403,
@@ -745,6 +879,9 @@ fn decide_create(
                 notes.push(format!(
                     "engine socket mount of {image} allowed by {via}; source -> {container_socket}"
                 ));
+                for source in &socket_from {
+                    notes.push(format!("engine socket from --volumes-from {source}"));
+                }
                 pin_updates = pins;
                 for site in &socket_sites {
                     repoint(&mut new_body, site, container_socket);

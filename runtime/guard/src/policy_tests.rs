@@ -4,7 +4,7 @@ use eci_vm_config::{CommandListType, CommandRule, ImageRule};
 use serde_json::{json, Value};
 
 use super::*;
-use crate::facts::{ContainerInfo, Facts, ImageInfo, VolumeInfo};
+use crate::facts::{ContainerInfo, ContainerMount, Facts, ImageInfo, VolumeInfo};
 use crate::images::{first_seen_pins, Pins};
 use crate::paths::{parse_query, ApiPath};
 use crate::routes::classify;
@@ -469,6 +469,249 @@ fn volume_create_checks_the_device() {
     assert_eq!(refusal(&v).0, 400);
 }
 
+fn volume(opts: &[(&str, &str)]) -> VolumeInfo {
+    VolumeInfo {
+        driver: "local".into(),
+        options: opts
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    }
+}
+
+/// Issue 9's attack: dockerd resolves a relative device against its working directory (`/` in
+/// the VM), and other types mount VM filesystems; only the local driver with tmpfs, a bind of a
+/// share, nfs or cifs passes, with a message naming the volume and the option.
+#[test]
+fn volume_create_refuses_relative_devices_other_types_and_drivers() {
+    let vc = |driver: &str, opts: Value| {
+        run(&case(
+            "POST",
+            "/v1.41/volumes/create",
+            Some(json!({"Name": "v", "Driver": driver, "DriverOpts": opts})),
+        ))
+    };
+    let (status, msg) = refusal(&vc(
+        "local",
+        json!({"type": "none", "o": "bind", "device": "etc"}),
+    ));
+    assert_eq!(status, 403);
+    assert!(
+        msg.contains("volume \"v\"") && msg.contains("device=etc") && msg.contains("relative"),
+        "{msg}"
+    );
+    let (_, msg) = refusal(&vc(
+        "",
+        json!({"type": "overlay", "device": "overlay",
+               "o": "lowerdir=/etc,upperdir=/tmp/u,workdir=/tmp/w"}),
+    ));
+    assert!(msg.contains("type=overlay"), "{msg}");
+    for ty in [
+        "proc", "sysfs", "cgroup2", "bpf", "debugfs", "devpts", "ext4",
+    ] {
+        let v = vc("local", json!({"type": ty, "device": "x"}));
+        assert!(refusal(&v).1.contains(&format!("type={ty}")), "{ty}");
+        assert_eq!(v.rules, vec!["B2"]);
+    }
+    assert!(refusal(&vc("rexray/ebs", json!({})))
+        .1
+        .contains("driver \"rexray/ebs\""));
+    assert!(refusal(&vc(
+        "local",
+        json!({"type": "tmpfs", "o": "size=1m", "x": "1"})
+    ))
+    .1
+    .contains("x=1"));
+    assert_eq!(refusal(&vc("local", json!({"type": 1}))).0, 400);
+    assert_eq!(
+        vc(
+            "local",
+            json!({"type": "tmpfs", "device": "tmpfs", "o": "size=64m,uid=1000,noexec"})
+        )
+        .decision,
+        Decision::Allow
+    );
+    assert_eq!(
+        vc(
+            "",
+            json!({"type": "cifs", "device": "//srv/share", "o": "username=u"})
+        )
+        .decision,
+        Decision::Allow
+    );
+}
+
+/// The same options arriving with a container: an anonymous or new volume in `Mounts`.
+#[test]
+fn volume_options_in_a_create_request_are_judged_like_volume_create() {
+    for opts in [
+        json!({"type": "none", "o": "bind", "device": "etc"}),
+        json!({"type": "overlay", "o": "lowerdir=/etc"}),
+    ] {
+        for source in ["", "new"] {
+            let v = create(
+                json!({"Image": "a", "HostConfig": {"Mounts": [{"Type": "volume",
+                "Source": source, "Target": "/m",
+                "VolumeOptions": {"DriverConfig": {"Name": "local", "Options": opts}}}]}}),
+            );
+            assert!(refusal(&v)
+                .1
+                .contains("is not allowed under Enhanced Container Isolation"));
+        }
+    }
+    let v = create(
+        json!({"Image": "a", "HostConfig": {"Mounts": [{"Type": "volume",
+        "Source": "n", "Target": "/m", "VolumeOptions": {"DriverConfig": {"Name": "convoy"}}}]}}),
+    );
+    assert!(refusal(&v).1.contains("driver \"convoy\""));
+}
+
+fn with_container(f: &mut Facts, id: &str, mounts: &[(&str, &str, &str)]) {
+    f.containers.insert(
+        id.into(),
+        ContainerInfo {
+            name: id.into(),
+            runtime: "eci".into(),
+            mounts: mounts
+                .iter()
+                .map(|(kind, name, source)| ContainerMount {
+                    kind: kind.to_string(),
+                    name: name.to_string(),
+                    source: source.to_string(),
+                    driver: if *kind == "volume" {
+                        "local".into()
+                    } else {
+                        String::new()
+                    },
+                })
+                .collect(),
+        },
+    );
+}
+
+/// dockerd mounts volumes at every start with their current options: a volume made behind the
+/// guard's back (dockerd directly, an older policy) is refused when its container starts.
+#[test]
+fn starting_a_container_rechecks_its_volumes() {
+    let mut f = facts();
+    f.volumes.insert(
+        "rel".into(),
+        volume(&[("type", "none"), ("o", "bind"), ("device", "etc")]),
+    );
+    f.volumes.insert("fine".into(), volume(&[]));
+    with_container(
+        &mut f,
+        "bad",
+        &[("volume", "rel", "/var/lib/docker/volumes/rel/_data")],
+    );
+    with_container(
+        &mut f,
+        "good",
+        &[("volume", "fine", "/var/lib/docker/volumes/fine/_data")],
+    );
+    for path in ["/v1.41/containers/bad/start", "/containers/bad/restart"] {
+        let v = run_with(&case("POST", path, None), &policy(), &sockets(), &f);
+        let (status, msg) = refusal(&v);
+        assert_eq!(status, 403, "{path}");
+        assert!(
+            msg.contains("volume \"rel\"") && msg.contains("device=etc"),
+            "{msg}"
+        );
+    }
+    let v = run_with(
+        &case("POST", "/containers/good/start", None),
+        &policy(),
+        &sockets(),
+        &f,
+    );
+    assert_eq!(v.decision, Decision::Allow);
+    // The same volume named at create is refused there too.
+    let v = run_with(
+        &case(
+            "POST",
+            "/containers/create",
+            Some(json!({"Image": "a", "HostConfig": {"Binds": ["rel:/m"]}})),
+        ),
+        &policy(),
+        &sockets(),
+        &f,
+    );
+    assert!(refusal(&v).1.contains("device=etc"));
+}
+
+/// `--volumes-from` hands over the source container's mounts: the same rules apply to them.
+#[test]
+fn volumes_from_is_judged_by_the_source_containers_mounts() {
+    let mut f = facts();
+    f.volumes.insert(
+        "etcvol".into(),
+        volume(&[("type", "none"), ("o", "bind"), ("device", "/etc")]),
+    );
+    f.volumes.insert("fine".into(), volume(&[]));
+    with_container(&mut f, "binder", &[("bind", "", "/etc")]);
+    with_container(&mut f, "voler", &[("volume", "etcvol", "/x/_data")]);
+    with_container(&mut f, "socketer", &[("bind", "", CONTAINER_SOCK)]);
+    with_container(
+        &mut f,
+        "clean",
+        &[
+            ("volume", "fine", "/x/_data"),
+            ("bind", "", "/mnt/host/share/a"),
+        ],
+    );
+    let run_f = |from: &str, image: &str| {
+        run_with(
+            &case(
+                "POST",
+                "/containers/create",
+                Some(json!({"Image": image, "HostConfig": {"VolumesFrom": [from]}})),
+            ),
+            &policy(),
+            &sockets(),
+            &f,
+        )
+    };
+    assert_eq!(
+        refusal(&run_f("binder:ro", "a")).1,
+        "can't mount /etc because it's configured as a restricted host mount"
+    );
+    assert_eq!(
+        refusal(&run_f("voler", "a")).1,
+        "can't mount /etc because it's configured as a restricted host mount"
+    );
+    // The engine socket comes only with an image allowed to mount it (SPEC B4).
+    assert_eq!(refusal(&run_f("socketer", "evil:1")).0, 403);
+    assert!(!matches!(
+        run_f("socketer", "docker:cli").decision,
+        Decision::Refuse { .. }
+    ));
+    assert!(!matches!(
+        run_f("clean:rw", "a").decision,
+        Decision::Refuse { .. }
+    ));
+    // The facts the decision needs are asked for.
+    let c = case(
+        "POST",
+        "/containers/create",
+        Some(json!({"Image": "a", "HostConfig": {"VolumesFrom": ["binder:ro"]}})),
+    );
+    let (path, _) = (c.path.clone(), ());
+    let api = ApiPath::parse(&path).unwrap();
+    let call = classify("POST", &api.segments(), &[]);
+    let req = Request {
+        method: "POST",
+        api: &api,
+        query: &[],
+        call: &call,
+        content_type: Some("application/json"),
+        role: Role::User,
+        body: c.body.as_ref(),
+    };
+    let q = facts_needed(&req, &policy(), &sockets(), &Facts::default());
+    assert!(q.containers.contains("binder"), "{q:?}");
+    assert!(q.images.contains("a"), "{q:?}");
+}
+
 // ---- B4, B5: engine socket ----
 
 #[test]
@@ -836,6 +1079,7 @@ fn containers_from_before_isolation_are_not_run_again() {
         ContainerInfo {
             name: "old".into(),
             runtime: "runc".into(),
+            ..ContainerInfo::default()
         },
     );
     f.containers.insert(
@@ -843,6 +1087,7 @@ fn containers_from_before_isolation_are_not_run_again() {
         ContainerInfo {
             name: "".into(),
             runtime: "".into(),
+            ..ContainerInfo::default()
         },
     );
     f.containers.insert(
@@ -850,6 +1095,7 @@ fn containers_from_before_isolation_are_not_run_again() {
         ContainerInfo {
             name: "new".into(),
             runtime: "eci".into(),
+            ..ContainerInfo::default()
         },
     );
     for path in [

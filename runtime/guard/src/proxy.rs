@@ -619,11 +619,20 @@ async fn handle(
                 vec![],
             );
         }
-        // Existing volumes' devices are bind sources too; resolve their symlinks as well.
+        // Existing volumes' devices and the bind sources of containers named by VolumesFrom
+        // are bind sources too; resolve their symlinks as well.
         let devices: Vec<String> = facts
             .volumes
             .values()
             .filter_map(crate::policy::volume_device)
+            .chain(
+                facts
+                    .containers
+                    .values()
+                    .flat_map(|c| &c.mounts)
+                    .filter(|m| m.kind == "bind")
+                    .map(|m| crate::paths::clean(&m.source)),
+            )
             .collect();
         for p in devices {
             if let Some(real) = real_path(&p) {

@@ -10,6 +10,7 @@ mod config;
 mod mounts;
 mod rules;
 pub mod spec;
+mod volumes;
 
 pub use caps::{cap_bit, cap_name, caps_from_mask, CAPABILITIES};
 pub use config::{
@@ -20,6 +21,7 @@ pub use mounts::{
     check_bind_source, check_mounts, normalize_path, restricted_mount_message, BindContext,
     BindKind, ALLOWED_PROC_DESTINATIONS, VIRTUAL_FS_TYPES,
 };
+pub use volumes::{check_volume, VolumeRefusal, VolumeSource};
 pub use rules::{
     apply, check_namespaces, check_sysctls, clamp_capabilities, ensure_private_namespaces,
     filter_devices, force_user_namespace, harden_paths, Environment, IdRange, SafeDevice,
