@@ -404,6 +404,210 @@ fn host_namespaces_and_restricted_binds_are_refused() {
     );
 }
 
+/// SPEC B2: a named volume is only as safe as what dockerd's `local` driver mounted on its
+/// `_data` folder. Volume options that bind a VM folder (by absolute or relative `device`) or
+/// overlay one give a container VM root's access to it under plain runc; eci-runc refuses them
+/// by looking at the mount itself, not at the API (this engine has no guard in front). Plain
+/// volumes, tmpfs volumes and binds of a shared folder keep working.
+#[test]
+fn volumes_whose_options_reach_vm_paths_are_refused() {
+    let Some(e) = engine("volopts") else { return };
+    use std::os::unix::fs::MetadataExt;
+    // dockerd registers Debian's runc as `runc` besides eci: the runtime without the defence.
+    let runtimes = e.ok(&["info", "--format", "{{json .Runtimes}}"]);
+    assert!(runtimes.contains("\"runc\""), "{runtimes}");
+
+    // A VM folder outside the share, standing for /etc.
+    let victim_dir = tempfile::Builder::new()
+        .prefix("eci-victim-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let victim = victim_dir.path();
+    std::fs::write(victim.join("secret"), "vm-only\n").unwrap();
+    // The same folder as dockerd reaches it from its working directory.
+    let up = "../".repeat(e.cwd.components().count() - 1);
+    let relative = format!(
+        "{up}{}",
+        victim.display().to_string().trim_start_matches('/')
+    );
+    assert!(e.cwd.join(&relative).join("secret").is_file(), "{relative}");
+    let data = e.path().join("data/volumes");
+    let refusal = |name: &str| {
+        format!(
+            "can't mount {}/{name}/_data because it's configured as a restricted host mount",
+            data.display()
+        )
+    };
+    let run = |runtime: &str, volume: &str, script: &str| {
+        let v = format!("{volume}:/m");
+        let mut args = vec!["run", "--rm", "--network", "none", "-v", &v];
+        if !runtime.is_empty() {
+            args.extend(["--runtime", runtime]);
+        }
+        args.extend([IMAGE, "sh", "-c", script]);
+        e.docker(&args)
+    };
+
+    // The VM's own tmpfs folders (/run holds dockerd's socket) look like a tmpfs volume to a
+    // check by filesystem type; /dev/shm stands for them here.
+    let shm = std::path::Path::new("/dev/shm");
+    for (name, device, folder) in [
+        ("vabs", victim.display().to_string(), victim),
+        ("vrel", relative, victim),
+        ("vshm", shm.display().to_string(), shm),
+    ] {
+        let device = format!("device={device}");
+        e.ok(&[
+            "volume",
+            "create",
+            "--opt",
+            "type=none",
+            "--opt",
+            "o=bind",
+            "--opt",
+            &device,
+            name,
+        ]);
+        let pwned = folder.join(format!("pwned-{name}"));
+        // Without the defence: the container writes into the VM folder as VM root.
+        let touch = format!("touch /m/pwned-{name}");
+        let o = run("runc", name, &touch);
+        assert!(
+            o.status.success(),
+            "plain runc, volume {name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let meta = std::fs::metadata(&pwned).expect("the attack wrote into the VM folder");
+        assert_eq!((meta.uid(), meta.gid()), (0, 0), "{name}");
+        println!(
+            "plain runc, volume {name} ({device}): wrote {} as 0:0",
+            pwned.display()
+        );
+        std::fs::remove_file(&pwned).unwrap();
+        // eci-runc: refused with the SPEC's words, nothing written.
+        let o = run("", name, &touch);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "eci-runc ran with volume {name}");
+        assert!(err.contains(&refusal(name)), "volume {name}: {err}");
+        assert!(!pwned.exists(), "{name}: the refused container wrote");
+        println!("eci-runc, volume {name}: {}", err.trim());
+    }
+
+    // An overlay whose lower layer is the VM folder shows its files.
+    let ovl = e.path().join("ovl");
+    for sub in ["upper", "work"] {
+        std::fs::create_dir_all(ovl.join(sub)).unwrap();
+    }
+    let o_opt = format!(
+        "o=lowerdir={},upperdir={},workdir={}",
+        victim.display(),
+        ovl.join("upper").display(),
+        ovl.join("work").display()
+    );
+    e.ok(&[
+        "volume",
+        "create",
+        "--opt",
+        "type=overlay",
+        "--opt",
+        "device=overlay",
+        "--opt",
+        &o_opt,
+        "vovl",
+    ]);
+    let o = run("runc", "vovl", "cat /m/secret");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "vm-only\n",
+        "plain runc, overlay volume: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    println!("plain runc, volume vovl: read the VM folder's secret");
+    let o = run("", "vovl", "cat /m/secret");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && o.stdout.is_empty(),
+        "eci-runc ran vovl"
+    );
+    assert!(err.contains(&refusal("vovl")), "{err}");
+    println!("eci-runc, volume vovl: {}", err.trim());
+    assert!(
+        e.ranges().is_empty(),
+        "refused creates leaked ranges: {:?}",
+        e.ranges()
+    );
+
+    // Allowed under eci-runc: a plain volume, a tmpfs volume, a bind of a shared folder.
+    let out = e.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        "plain:/m",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo p > /m/f && cat /m/f",
+    ]);
+    assert_eq!(out, "p");
+    e.ok(&[
+        "volume",
+        "create",
+        "--opt",
+        "type=tmpfs",
+        "--opt",
+        "device=tmpfs",
+        "--opt",
+        "o=size=1m",
+        "vtmp",
+    ]);
+    let out = e.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        "vtmp:/m",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo t > /m/f && cat /m/f && grep -c ' /m tmpfs ' /proc/mounts",
+    ]);
+    assert_eq!(out, "t\n1");
+    let sub = e.share.join("sub");
+    std::fs::create_dir_all(&sub).unwrap();
+    let device = format!("device={}", sub.display());
+    e.ok(&[
+        "volume",
+        "create",
+        "--opt",
+        "type=none",
+        "--opt",
+        "o=bind",
+        "--opt",
+        &device,
+        "vshare",
+    ]);
+    e.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        "vshare:/m",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo s > /m/from-container",
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(sub.join("from-container")).unwrap(),
+        "s\n"
+    );
+    println!("eci-runc: plain, tmpfs and shared-folder volumes work");
+}
+
 /// The docker workflows containerd-shim-runc-v2 drives through eci-runc: detached run, exec,
 /// logs, top, pause/unpause, update --memory, stats, stop (signal delivery), restart, kill,
 /// terminals for run and exec, and --rm cleanup.

@@ -86,6 +86,9 @@ pub struct RuncEngine {
     pub share: PathBuf,
     /// eci-runc's id-allocator folder for this engine.
     pub ids: PathBuf,
+    /// dockerd's working directory, an empty folder of its own: the kernel resolves a volume's
+    /// relative `device` against it, so tests that use one know where it points.
+    pub cwd: PathBuf,
     dockerd: Option<Child>,
 }
 
@@ -99,10 +102,13 @@ impl RuncEngine {
         let d = dir.path().to_path_buf();
         let share = d.join("share");
         std::fs::create_dir_all(&share)?;
+        let cwd = d.join("cwd");
+        std::fs::create_dir_all(&cwd)?;
         let mut e = RuncEngine {
             sock: d.join("docker.sock"),
             share,
             ids: d.join("ids"),
+            cwd,
             dir,
             dockerd: None,
         };
@@ -174,6 +180,7 @@ impl RuncEngine {
             .arg("--add-runtime")
             .arg(format!("eci={}", d.join("eci-runc").display()))
             .args(["--default-runtime", "eci", "--log-level", "warn"])
+            .current_dir(&self.cwd)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -10,6 +10,7 @@ mod config;
 mod mounts;
 mod rules;
 pub mod spec;
+mod volume_data;
 mod volumes;
 
 pub use caps::{cap_bit, cap_name, caps_from_mask, CAPABILITIES};
@@ -21,12 +22,16 @@ pub use mounts::{
     check_bind_source, check_mounts, normalize_path, restricted_mount_message, BindContext,
     BindKind, ALLOWED_PROC_DESTINATIONS, VIRTUAL_FS_TYPES,
 };
-pub use volumes::{check_volume, VolumeRefusal, VolumeSource};
 pub use rules::{
     apply, check_namespaces, check_sysctls, clamp_capabilities, ensure_private_namespaces,
     filter_devices, force_user_namespace, harden_paths, Environment, IdRange, SafeDevice,
     KERNEL_GLOBAL_SYSCALLS, MASKED_PATHS, NAMESPACED_PROC_SYS, READONLY_PATHS, SAFE_DEVICES,
 };
+pub use volume_data::{
+    classify, named_volume_data, parse_mountinfo, unescape_mountinfo, MountEntry, ShareFolder,
+    VolumeDataKind, REMOTE_FS_TYPES,
+};
+pub use volumes::{check_volume, VolumeRefusal, VolumeSource};
 
 /// Why a spec is refused. The message is what the docker user sees (containerd forwards the
 /// runtime's last error log line), so it names the offending item and the way out.

@@ -3,6 +3,7 @@
 use eci_vm_config::is_within;
 
 use crate::spec::Spec;
+use crate::volume_data::named_volume_data;
 use crate::{Policy, PolicyError};
 
 /// Filesystems the runtime creates fresh inside the container's own namespaces; none of them
@@ -119,15 +120,12 @@ pub fn check_bind_source(
                 }
             }
         }
-        // <root>/volumes/<name>/_data and below: a local named volume.
-        if let Some(rest) = path.strip_prefix(&format!("{root}/volumes/")) {
-            let mut it = rest.split('/');
-            if let (Some(name), Some("_data")) = (it.next(), it.next()) {
-                if !name.is_empty() {
-                    return Ok(BindKind::EngineInternal);
-                }
-            }
-        }
+    }
+    // <root>/volumes/<name>/_data and below: a named volume. The runtime also checks what is
+    // mounted on `_data` (`volume_data::classify`), since dockerd's local driver mounts there
+    // whatever the volume's options say.
+    if named_volume_data(&path, &policy.engine_data_roots).is_some() {
+        return Ok(BindKind::EngineInternal);
     }
     let dest_ok = ctx
         .destination

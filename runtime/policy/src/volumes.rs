@@ -69,10 +69,6 @@ const RESTRICTIVE_FLAGS: &[&str] = &[
 /// tmpfs options that shape the fresh filesystem and reach nothing else.
 const TMPFS_OPTIONS: &[&str] = &["size", "mode", "uid", "gid", "nr_inodes"];
 
-/// Remote filesystems: their source is an export on another machine, never a VM path. 9p and
-/// virtiofs are how the VM sees its host's shares, so they count only as shares (a bind).
-const REMOTE_TYPES: &[&str] = &["nfs", "nfs4", "cifs"];
-
 /// Decide on a named volume from its driver and options (SPEC B2). `driver` is empty when the
 /// request names none (dockerd then uses `local`).
 pub fn check_volume<'a>(
@@ -159,7 +155,9 @@ pub fn check_volume<'a>(
             }
             Ok(VolumeSource::Bind(device.to_string()))
         }
-        t if REMOTE_TYPES.contains(&t) => {
+        // Remote filesystems: an export on another machine, never a VM path (9p and virtiofs
+        // are how the VM sees its host's shares, so they count only as shares, i.e. a bind).
+        t if crate::REMOTE_FS_TYPES.contains(&t) => {
             let device = device.unwrap_or("");
             // nfs exports are `host:/path` (or `:/path` with addr=); cifs shares `//host/share`.
             let remote = if t == "cifs" {

@@ -81,25 +81,8 @@ pub fn resolve_path(spec_path: Option<&str>, systemd: bool, id: &str) -> String 
     }
 }
 
-pub fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
+/// mountinfo's octal escapes; one decoder for the runtime and the volume rule.
+pub use eci_policy::unescape_mountinfo as unescape;
 
 /// A line of /proc/self/mountinfo.
 #[derive(Debug, Clone)]

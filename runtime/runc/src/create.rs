@@ -22,7 +22,9 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use eci_policy::spec::Spec;
-use eci_policy::{check_bind_source, BindContext, IdRange, Policy};
+use eci_policy::{
+    check_bind_source, named_volume_data, BindContext, IdRange, Policy, ShareFolder, VolumeDataKind,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::cgroup::{self, Cgroup};
@@ -361,6 +363,12 @@ pub fn create(g: &Global, o: &CreateOpts) -> Result<i32> {
             };
             check_bind_source(&real_s, &policy, &ctx).map_err(|e| e.to_string())?;
         }
+        // A named volume's path says nothing about what dockerd mounted on its `_data` (SPEC
+        // B2): check that folder's mount, also for a source below it.
+        if let Some((root, data)) = named_volume_data(&real_s, &policy.engine_data_roots) {
+            let kind = check_volume_data(&root, &data, &policy)?;
+            crate::log::debug(&format!("volume folder {data}: {kind:?}"));
+        }
         binds.push((i, real));
     }
 
@@ -569,6 +577,36 @@ pub fn create(g: &Global, o: &CreateOpts) -> Result<i32> {
     }
     cleanup.armed = false;
     Ok(init)
+}
+
+/// Whether a named volume's `_data` folder may be bound (SPEC B2): dockerd's local driver mounts
+/// whatever the volume's options say there (`type=none,o=bind,device=/etc`), so the path proves
+/// nothing. The rule (`eci_policy::classify`) looks at the mount the opened folder is on, found
+/// by its mount id, not at mount points as text (which stacked or escaped mounts can blur).
+fn check_volume_data(root: &str, data_dir: &str, policy: &Policy) -> Result<VolumeDataKind> {
+    let data_path = Path::new(data_dir);
+    let data_id = sys::mount_id(&sys::open_dir_path(data_path)?, data_path)?;
+    let root_path = Path::new(root);
+    let root_id = sys::mount_id(&sys::open_dir_path(root_path)?, root_path)?;
+    let mut shares = Vec::new();
+    for prefix in &policy.allowed_bind_prefixes {
+        // A prefix that does not exist here (no share mounted) allows nothing.
+        let Ok(real) = fs::canonicalize(prefix) else {
+            continue;
+        };
+        let Ok(fd) = sys::open_dir_path(&real) else {
+            continue;
+        };
+        shares.push(ShareFolder {
+            path: real.display().to_string(),
+            mount_id: sys::mount_id(&fd, &real)?,
+        });
+    }
+    // Read after the ids: a mount that went away in between is not found, and refused.
+    let text = fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| format!("read /proc/self/mountinfo: {e}"))?;
+    let mounts = eci_policy::parse_mountinfo(&text);
+    eci_policy::classify(data_dir, data_id, root_id, &mounts, &shares).map_err(|e| e.to_string())
 }
 
 /// A detached copy of `path` whose owners are shifted into the container's range: VM id 0

@@ -444,3 +444,42 @@ pub fn chown_path(path: &Path, uid: u32, gid: u32) -> Result<()> {
     })
     .map(|_| ())
 }
+
+/// An `O_PATH` handle on the folder at `path`, for asking the kernel about that very folder.
+/// `O_NOFOLLOW` refuses a final symlink (the caller resolved the path, so a link there now was
+/// planted after the check) and `O_DIRECTORY` anything but a folder; `O_PATH` reads nothing and
+/// needs no permission on the folder itself. `open` adds `O_CLOEXEC`.
+pub fn open_dir_path(path: &Path) -> Result<OwnedFd> {
+    open(path, libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)
+}
+
+/// The id of the mount the opened `fd` lies on, as `/proc/self/mountinfo` numbers mounts
+/// (field 1). `Err` when the kernel does not report it (`STATX_MNT_ID` is Linux >= 5.8): the
+/// caller must then refuse rather than guess.
+pub fn mount_id(fd: &OwnedFd, what: &Path) -> Result<u64> {
+    // SAFETY: statx is plain old data; all-zero is a valid value.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    let empty = c"";
+    // AT_EMPTY_PATH: describe `fd` itself, not a name under it. AT_STATX_DONT_SYNC: the mount
+    // id is the VFS's own knowledge, so a remote filesystem need not ask its server.
+    // SAFETY: valid descriptor, NUL-terminated empty path and a live out-buffer of the type the
+    // kernel fills.
+    let rc = unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_STATX_DONT_SYNC,
+            libc::STATX_MNT_ID,
+            &mut st,
+        )
+    };
+    check(rc, || format!("statx {}", what.display()))?;
+    // The kernel sets in stx_mask what it filled; a zeroed stx_mnt_id is not an answer.
+    if st.stx_mask & libc::STATX_MNT_ID == 0 {
+        return Err(format!(
+            "statx {}: the kernel does not report mount ids (STATX_MNT_ID, Linux >= 5.8)",
+            what.display()
+        ));
+    }
+    Ok(st.stx_mnt_id)
+}
