@@ -532,6 +532,126 @@ fn volume_options_cannot_reach_vm_paths_through_the_guard() {
     assert_eq!(line["decision"], "refuse");
 }
 
+/// A loop device over a file holding a marker: a stand-in for the VM's disk that the attack
+/// reads. Detached when dropped.
+struct LoopDisk {
+    path: String,
+    major: u32,
+    minor: u32,
+}
+
+const DISK_MARKER: &str = "ECI-DISK-MARKER";
+
+impl LoopDisk {
+    fn new(dir: &std::path::Path) -> Option<LoopDisk> {
+        use std::os::unix::fs::MetadataExt;
+        let backing = dir.join("disk.img");
+        let mut bytes = DISK_MARKER.as_bytes().to_vec();
+        bytes.resize(1 << 20, 0);
+        std::fs::write(&backing, bytes).ok()?;
+        let out = Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(&backing)
+            .output()
+            .ok()?;
+        let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !out.status.success() || path.is_empty() {
+            return None;
+        }
+        let rdev = std::fs::metadata(&path).ok()?.rdev();
+        let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+        Some(LoopDisk { path, major, minor })
+    }
+}
+
+impl Drop for LoopDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.path]).status();
+    }
+}
+
+/// SPEC P3: `--device` and `--device-cgroup-rule` reach only the safe set. Shown first against
+/// dockerd with plain runc and no guard (the container reads the machine's disk), then refused
+/// through the guard; a safe device at a custom path still works.
+#[test]
+fn guard_refuses_devices_outside_the_safe_set() {
+    let Some(e) = engine("devices", &[IMG], plain) else {
+        return;
+    };
+    let loop_disk = LoopDisk::new(e.dir.path());
+    if !eci_e2e::prerequisite(loop_disk.is_some(), "a loop device (losetup)") {
+        return;
+    }
+    let loop_disk = loop_disk.unwrap();
+    let (disk, major, minor) = (loop_disk.path.as_str(), loop_disk.major, loop_disk.minor);
+    let map = format!("{disk}:/dev/xdisk");
+    let read = "head -c 15 /dev/xdisk";
+    assert_eq!(
+        ok(e.docker_direct(&["run", "--rm", "--device", &map, IMG, "sh", "-c", read])),
+        DISK_MARKER,
+        "without the guard the container reads the disk"
+    );
+    let rule = format!("b {major}:{minor} rwm");
+    let mknod = format!("mknod /xdisk b {major} {minor} && head -c 15 /xdisk");
+    assert_eq!(
+        ok(e.docker_direct(&[
+            "run",
+            "--rm",
+            "--device-cgroup-rule",
+            &rule,
+            IMG,
+            "sh",
+            "-c",
+            &mknod
+        ])),
+        DISK_MARKER,
+        "without the guard a cgroup rule and mknod reach the disk"
+    );
+
+    refused(
+        e.docker(&["run", "--rm", "--device", &map, IMG, "sh", "-c", read]),
+        &format!("device {disk} (block {major}:{minor}) is not allowed under Enhanced Container Isolation"),
+    );
+    refused(
+        e.docker(&[
+            "run",
+            "--rm",
+            "--device-cgroup-rule",
+            &rule,
+            IMG,
+            "sh",
+            "-c",
+            &mknod,
+        ]),
+        &format!("device cgroup rule {rule:?} is not allowed"),
+    );
+    // A symlink with a harmless name is judged by the node it leads to.
+    let link = e.dir.path().join("null-looking");
+    std::os::unix::fs::symlink(disk, &link).unwrap();
+    let via_link = format!("{}:/dev/xdisk", link.display());
+    refused(
+        e.docker(&["run", "--rm", "--device", &via_link, IMG, "true"]),
+        &format!("(block {major}:{minor})"),
+    );
+    assert_eq!(
+        ok(e.docker(&[
+            "run",
+            "--rm",
+            "--device",
+            "/dev/null:/dev/mynull",
+            IMG,
+            "sh",
+            "-c",
+            "echo x > /dev/mynull && echo written"
+        ])),
+        "written"
+    );
+    let line = e
+        .wait_audit(|v| v["rules"] == json!(["P3"]))
+        .expect("the refusal is audited");
+    assert_eq!(line["decision"], "refuse");
+}
+
 fn socket_policy<'a>(
     images: &'a [&'a str],
     derived: bool,

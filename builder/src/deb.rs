@@ -859,7 +859,7 @@ fn parse_control_member(member: &ArMember<'_>, deb: &str) -> Result<DebControl, 
         scripts,
     };
     for required in ["Package", "Version", "Architecture"] {
-        if control.field(required).map_or(true, str::is_empty) {
+        if control.field(required).is_none_or(str::is_empty) {
             return Err(bad(format!("required field {required} is missing")));
         }
     }

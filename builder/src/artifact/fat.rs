@@ -161,7 +161,7 @@ fn geometry(bytes: usize) -> Result<Geometry, FatError> {
         bytes,
         min_mib: (MIN_CLUSTERS * SECTOR as u64) / (1 << 20) + 1,
     };
-    if bytes % SECTOR != 0 {
+    if !bytes.is_multiple_of(SECTOR) {
         return Err(too_small);
     }
     let total = (bytes / SECTOR) as u64;
@@ -561,7 +561,7 @@ fn lfn_checksum(short: &[u8; 11]) -> u8 {
 fn lfn_entries(long: &[u16], checksum: u8) -> Vec<[u8; ENTRY]> {
     let n = long.len().div_ceil(13);
     let mut units = long.to_vec();
-    if units.len() % 13 != 0 {
+    if !units.len().is_multiple_of(13) {
         units.push(0);
     }
     units.resize(n * 13, 0xFFFF);

@@ -215,7 +215,7 @@ fn arch_ok(pkg: &Package, q: &Option<ArchQualifier>, arch: &str) -> bool {
 }
 
 fn constraint_ok(c: &Option<Constraint>, v: &Version) -> bool {
-    c.as_ref().map_or(true, |c| c.satisfied_by(v))
+    c.as_ref().is_none_or(|c| c.satisfied_by(v))
 }
 
 /// Versioned dependencies are only satisfied by versioned Provides (Policy 7.5).
@@ -283,7 +283,7 @@ impl<'u, 'a> Run<'u, 'a> {
         let p = self.u.cands[c].pkg;
         self.pins
             .get(p.name.as_str())
-            .map_or(true, |cs| cs.iter().all(|c| c.satisfied_by(&p.version)))
+            .is_none_or(|cs| cs.iter().all(|c| c.satisfied_by(&p.version)))
     }
 
     /// Whether an alternative is already satisfied by the selection.

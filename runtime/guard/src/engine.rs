@@ -253,6 +253,27 @@ impl Engine {
     }
 }
 
+/// What `path` is for `--device`: dockerd follows symlinks and adds every device below a
+/// folder, so the guard looks the same way. `None` when it does not exist.
+pub fn device_node(path: &str) -> Option<crate::facts::DeviceNode> {
+    use crate::facts::DeviceNode;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = std::fs::metadata(path).ok()?;
+    let ft = meta.file_type();
+    let kind = if ft.is_char_device() {
+        'c'
+    } else if ft.is_block_device() {
+        'b'
+    } else if ft.is_dir() {
+        return Some(DeviceNode::Folder);
+    } else {
+        return Some(DeviceNode::Other);
+    };
+    let rdev = meta.rdev();
+    let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+    Some(DeviceNode::Node { kind, major, minor })
+}
+
 /// Where `path` really leads: symlinks resolved for the longest existing ancestor, the rest
 /// appended. dockerd creates missing bind sources, so a path that does not exist yet is
 /// judged by where it will be created.
@@ -276,6 +297,32 @@ pub fn real_path(path: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_nodes_are_read_through_symlinks() {
+        use crate::facts::DeviceNode;
+        assert_eq!(
+            device_node("/dev/null"),
+            Some(DeviceNode::Node {
+                kind: 'c',
+                major: 1,
+                minor: 3
+            })
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("n");
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        assert_eq!(
+            device_node(link.to_str().unwrap()),
+            Some(DeviceNode::Node {
+                kind: 'c',
+                major: 1,
+                minor: 5
+            })
+        );
+        assert_eq!(device_node("/dev"), Some(DeviceNode::Folder));
+        assert_eq!(device_node(dir.path().join("none").to_str().unwrap()), None);
+    }
 
     #[test]
     fn real_paths_follow_symlinks_of_existing_ancestors() {

@@ -150,6 +150,17 @@ impl ContainerInfo {
     }
 }
 
+/// What a `--device` path is in the VM, as `stat` (following symlinks, as dockerd does) says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceNode {
+    /// A device node: `c` or `b`, major, minor.
+    Node { kind: char, major: u32, minor: u32 },
+    /// A folder: dockerd would add every device below it.
+    Folder,
+    /// Anything else (dockerd refuses it).
+    Other,
+}
+
 /// Lookups the decision may make. Every method answers from data gathered before the call.
 pub trait EngineFacts {
     /// An image by reference or id; `None` if the engine does not have it.
@@ -163,6 +174,8 @@ pub trait EngineFacts {
     /// The real location of a VM path with symlinks resolved as far as the path exists;
     /// `None` when nothing is known (the lexical path is used).
     fn real_path(&self, path: &str) -> Option<&str>;
+    /// What a VM path named by `--device` is; `None` when it does not exist.
+    fn device(&self, path: &str) -> Option<DeviceNode>;
 }
 
 /// What to look up before deciding.
@@ -196,6 +209,7 @@ pub struct Facts {
     pub networks: BTreeMap<String, String>,
     pub containers: BTreeMap<String, ContainerInfo>,
     pub real_paths: BTreeMap<String, String>,
+    pub devices: BTreeMap<String, DeviceNode>,
 }
 
 impl Facts {
@@ -221,6 +235,9 @@ impl EngineFacts for Facts {
     }
     fn real_path(&self, path: &str) -> Option<&str> {
         self.real_paths.get(path).map(String::as_str)
+    }
+    fn device(&self, path: &str) -> Option<DeviceNode> {
+        self.devices.get(path).copied()
     }
 }
 

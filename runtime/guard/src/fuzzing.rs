@@ -126,7 +126,7 @@ pub fn request(data: &[u8]) {
         return;
     }
     let method = ["GET", "POST", "PUT", "DELETE", "HEAD"][usize::from(data[0]) % 5];
-    let role = if data[1] % 2 == 0 {
+    let role = if data[1].is_multiple_of(2) {
         Role::User
     } else {
         Role::Container

@@ -6,7 +6,7 @@
 use eci_vm_config::CommandListType;
 use serde_json::{Map, Value};
 
-use crate::facts::{EngineFacts, FactQuery};
+use crate::facts::{DeviceNode, EngineFacts, FactQuery};
 use crate::images::{socket_image_allowed, PinUpdate, Pins, SocketImage};
 use crate::paths::{clean, query_values, ApiPath};
 use crate::routes::{Call, Endpoint};
@@ -163,12 +163,15 @@ const HOST_FIELDS: &[&str] = &[
     "CgroupnsMode",
     "Runtime",
     "VolumesFrom",
+    "Devices",
+    "DeviceCgroupRules",
 ];
 const TOP_FIELDS: &[&str] = &["HostConfig", "NetworkingConfig", "Image"];
 const MOUNT_FIELDS: &[&str] = &["Type", "Source", "Target", "VolumeOptions"];
 const VOLUME_OPTIONS_FIELDS: &[&str] = &["DriverConfig"];
 const DRIVER_CONFIG_FIELDS: &[&str] = &["Name", "Options"];
 const NETWORKING_FIELDS: &[&str] = &["EndpointsConfig"];
+const DEVICE_FIELDS: &[&str] = &["PathOnHost", "PathInContainer", "CgroupPermissions"];
 const VOLUME_CREATE_FIELDS: &[&str] = &["Name", "Driver", "DriverOpts"];
 
 fn check_keys(obj: &Map<String, Value>, fields: &[&[&str]], what: &str) -> Result<(), String> {
@@ -196,6 +199,15 @@ fn check_create_keys(body: &Map<String, Value>) -> Result<(), String> {
     check_keys(body, &[TOP_FIELDS, HOST_FIELDS], "container config")?;
     for host in host_configs(body) {
         check_keys(host, &[HOST_FIELDS], "HostConfig")?;
+        for d in host
+            .get("Devices")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_object)
+        {
+            check_keys(d, &[DEVICE_FIELDS], "HostConfig.Devices")?;
+        }
         if let Some(mounts) = host.get("Mounts").and_then(Value::as_array) {
             for m in mounts.iter().filter_map(Value::as_object) {
                 check_keys(m, &[MOUNT_FIELDS], "HostConfig.Mounts")?;
@@ -392,6 +404,119 @@ fn is_engine_socket(sockets: &Sockets, facts: &dyn EngineFacts, path: &str) -> b
         || facts
             .real_path(&lexical)
             .is_some_and(|r| sockets.is_engine(r))
+}
+
+/// `PathOnHost` of every `HostConfig.Devices` entry (`--device`): the proxy looks them up in
+/// the VM before the decision.
+pub fn devices_to_stat(body: Option<&Value>) -> Vec<String> {
+    let Some(body) = body.and_then(Value::as_object) else {
+        return Vec::new();
+    };
+    host_configs(body)
+        .into_iter()
+        .filter_map(|h| h.get("Devices").and_then(Value::as_array))
+        .flatten()
+        .filter_map(|d| d.get("PathOnHost").and_then(Value::as_str))
+        .map(str::to_string)
+        .collect()
+}
+
+fn safe_device_names() -> String {
+    eci_policy::SAFE_DEVICES
+        .iter()
+        .map(|d| d.path.trim_start_matches("/dev/"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// SPEC P3: `--device` and `--device-cgroup-rule` only within the safe set, the same set
+/// eci-runc keeps (it drops the rest too: neither side relies on the other).
+fn device_refusal(host: &Map<String, Value>, facts: &dyn EngineFacts) -> Option<Verdict> {
+    let refuse = |what: String, flag: String| {
+        Verdict::refuse(
+            403,
+            "P3",
+            format!(
+                "{what} is not allowed under Enhanced Container Isolation: containers may only use the devices {}; remove {flag}",
+                safe_device_names()
+            ),
+        )
+    };
+    for d in host
+        .get("Devices")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let Some(path) = d.get("PathOnHost").and_then(Value::as_str) else {
+            continue; // dockerd refuses a device without a path
+        };
+        match facts.device(path) {
+            Some(DeviceNode::Node { kind, major, minor }) => {
+                let k = kind.to_string();
+                if eci_policy::safe_device(&k, major.into(), minor.into()).is_none() {
+                    let name = if kind == 'b' { "block" } else { "character" };
+                    return Some(refuse(
+                        format!("device {path} ({name} {major}:{minor})"),
+                        format!("--device {path}"),
+                    ));
+                }
+            }
+            Some(DeviceNode::Folder) => {
+                return Some(refuse(
+                    format!("device folder {path} (every device below it)"),
+                    format!("--device {path}"),
+                ))
+            }
+            // dockerd answers with its own error for these.
+            Some(DeviceNode::Other) | None => {}
+        }
+    }
+    for rule in host
+        .get("DeviceCgroupRules")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let Some(text) = rule.as_str() else {
+            return Some(bad_body(
+                "HostConfig.DeviceCgroupRules: every rule must be a string",
+            ));
+        };
+        if !cgroup_rule_safe(text) {
+            return Some(refuse(
+                format!("device cgroup rule {text:?}"),
+                format!("--device-cgroup-rule '{text}'"),
+            ));
+        }
+    }
+    None
+}
+
+/// `TYPE MAJOR:MINOR ACCESS` (`c 1:3 rwm`; `*` for any number): allowed only when every device
+/// it can match is in the safe set.
+fn cgroup_rule_safe(rule: &str) -> bool {
+    let mut it = rule.split_whitespace();
+    let (Some(kind), Some(numbers)) = (it.next(), it.next()) else {
+        return false;
+    };
+    let Some((major, minor)) = numbers.split_once(':') else {
+        return false;
+    };
+    let Ok(major) = major.parse::<i64>() else {
+        return false; // `*` or garbage: more than the safe set
+    };
+    if kind != "c" {
+        return false;
+    }
+    match minor {
+        "*" => eci_policy::SAFE_DEVICES
+            .iter()
+            .any(|d| d.major == major && d.minor.is_none()),
+        m => m
+            .parse::<i64>()
+            .is_ok_and(|m| eci_policy::safe_device("c", major, m).is_some()),
+    }
 }
 
 /// The containers `HostConfig.VolumesFrom` names (`name[:ro|rw]`).
@@ -760,6 +885,13 @@ fn decide_create(
                     format!("connecting to the host network ({name}) is not allowed: containers run in their own network namespace under Enhanced Container Isolation"),
                 );
             }
+        }
+    }
+
+    // P3: devices.
+    for host in host_configs(body) {
+        if let Some(v) = device_refusal(host, facts) {
+            return v;
         }
     }
 

@@ -1165,3 +1165,85 @@ fn verdict_kinds_name_the_audit_decision() {
         "refuse"
     );
 }
+
+// ---- P3: devices ----
+
+/// `--device` and `--device-cgroup-rule` reach only the safe set; the guard judges the node the
+/// path really is (through symlinks), as dockerd will.
+#[test]
+fn devices_outside_the_safe_set_are_refused() {
+    use crate::facts::DeviceNode;
+    let mut f = facts();
+    let node = |kind, major, minor| DeviceNode::Node { kind, major, minor };
+    f.devices.insert("/dev/vda".into(), node('b', 254, 0));
+    f.devices.insert("/dev/mem".into(), node('c', 1, 1));
+    f.devices.insert("/dev/looks-null".into(), node('c', 1, 1));
+    f.devices.insert("/dev/null".into(), node('c', 1, 3));
+    f.devices.insert("/dev/fuse".into(), node('c', 10, 229));
+    f.devices.insert("/dev/snd".into(), DeviceNode::Folder);
+    let run_f = |host: Value| {
+        run_with(
+            &case(
+                "POST",
+                "/containers/create",
+                Some(json!({"Image": "a", "HostConfig": host})),
+            ),
+            &policy(),
+            &sockets(),
+            &f,
+        )
+    };
+    let dev = |path: &str| json!({"Devices": [{"PathOnHost": path, "PathInContainer": "/dev/x", "CgroupPermissions": "rwm"}]});
+    let (status, msg) = refusal(&run_f(dev("/dev/vda")));
+    assert_eq!(status, 403);
+    assert!(
+        msg.starts_with("device /dev/vda (block 254:0) is not allowed")
+            && msg.contains("null, zero")
+            && msg.ends_with("remove --device /dev/vda"),
+        "{msg}"
+    );
+    assert_eq!(run_f(dev("/dev/mem")).rules, vec!["P3"]);
+    // A harmless name does not help: the numbers decide.
+    assert!(refusal(&run_f(dev("/dev/looks-null")))
+        .1
+        .contains("character 1:1"));
+    assert!(refusal(&run_f(dev("/dev/snd")))
+        .1
+        .contains("device folder /dev/snd"));
+    for ok in ["/dev/null", "/dev/fuse", "/dev/not-there"] {
+        assert!(
+            !matches!(run_f(dev(ok)).decision, Decision::Refuse { .. }),
+            "{ok}"
+        );
+    }
+    let rules = |r: &[&str]| json!({"DeviceCgroupRules": r});
+    for bad in [
+        "a *:* rwm",
+        "b 254:0 rwm",
+        "c 1:* rwm",
+        "c *:* m",
+        "c 1:1 r",
+        "nonsense",
+    ] {
+        let (_, msg) = refusal(&run_f(rules(&[bad])));
+        assert!(
+            msg.contains(&format!("device cgroup rule {bad:?}")),
+            "{msg}"
+        );
+    }
+    for good in ["c 1:3 rwm", "c 136:* rwm", "c 10:229 rwm"] {
+        assert!(
+            !matches!(run_f(rules(&[good])).decision, Decision::Refuse { .. }),
+            "{good}"
+        );
+    }
+    assert_eq!(refusal(&run_f(json!({"DeviceCgroupRules": [1]}))).0, 400);
+    assert_eq!(
+        refusal(&run_f(json!({"Devices": [{"pathonhost": "/dev/vda"}]}))).0,
+        400
+    );
+    assert_eq!(
+        devices_to_stat(Some(&json!({"HostConfig": dev("/dev/vda")}))),
+        vec!["/dev/vda".to_string()]
+    );
+}

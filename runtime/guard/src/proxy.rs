@@ -609,6 +609,11 @@ async fn handle(
             facts.real_paths.insert(p, real);
         }
     }
+    for p in crate::policy::devices_to_stat(json_body.as_ref()) {
+        if let Some(node) = crate::engine::device_node(&p) {
+            facts.devices.insert(p, node);
+        }
+    }
     let q = facts_needed(&view, &policy, &shared.sockets, &facts);
     if !q.is_empty() {
         if let Err(e) = shared.engine.gather(&q, &mut facts).await {

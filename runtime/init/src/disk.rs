@@ -123,7 +123,7 @@ pub enum Decision {
 pub fn select(devices: &[BlockDevice], only: Option<&str>) -> Decision {
     let considered: Vec<&BlockDevice> = devices
         .iter()
-        .filter(|d| only.map_or(true, |o| o.trim_start_matches("/dev/") == d.name))
+        .filter(|d| only.is_none_or(|o| o.trim_start_matches("/dev/") == d.name))
         .collect();
     let labelled: Vec<&&BlockDevice> = considered
         .iter()

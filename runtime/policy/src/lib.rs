@@ -24,8 +24,9 @@ pub use mounts::{
 };
 pub use rules::{
     apply, check_namespaces, check_sysctls, clamp_capabilities, ensure_private_namespaces,
-    filter_devices, force_user_namespace, harden_paths, Environment, IdRange, SafeDevice,
-    KERNEL_GLOBAL_SYSCALLS, MASKED_PATHS, NAMESPACED_PROC_SYS, READONLY_PATHS, SAFE_DEVICES,
+    filter_devices, force_user_namespace, harden_paths, safe_device, Environment, IdRange,
+    SafeDevice, KERNEL_GLOBAL_SYSCALLS, MASKED_PATHS, NAMESPACED_PROC_SYS, READONLY_PATHS,
+    SAFE_DEVICES,
 };
 pub use volume_data::{
     classify, named_volume_data, parse_mountinfo, unescape_mountinfo, MountEntry, ShareFolder,

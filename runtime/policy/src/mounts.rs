@@ -129,7 +129,7 @@ pub fn check_bind_source(
     }
     let dest_ok = ctx
         .destination
-        .map_or(true, |d| normalize_path(d) == "/sbin/docker-init");
+        .is_none_or(|d| normalize_path(d) == "/sbin/docker-init");
     if dest_ok
         && policy
             .init_binaries

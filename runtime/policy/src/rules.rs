@@ -295,13 +295,19 @@ pub fn clamp_capabilities(spec: &mut Spec, bounding: &[&str]) -> Vec<Warning> {
         .collect()
 }
 
+/// The entry of [`SAFE_DEVICES`] a device node (`c`, `u` or `b`, major, minor) is, if any; the
+/// API guard asks this for `--device` and `--device-cgroup-rule` (SPEC P3).
+pub fn safe_device(kind: &str, major: i64, minor: i64) -> Option<&'static SafeDevice> {
+    safe(kind, major, minor)
+}
+
 fn safe(kind: &str, major: i64, minor: i64) -> Option<&'static SafeDevice> {
     if kind != "c" && kind != "u" {
         return None;
     }
     SAFE_DEVICES
         .iter()
-        .find(|d| d.major == major && d.minor.map_or(true, |m| m == minor))
+        .find(|d| d.major == major && d.minor.is_none_or(|m| m == minor))
 }
 
 /// Drop every device node outside [`SAFE_DEVICES`] (SPEC P3) and rewrite the device cgroup
