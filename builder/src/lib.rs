@@ -2,6 +2,7 @@ pub mod artifact;
 pub mod binaries;
 pub mod boot;
 pub mod deb;
+pub mod diff;
 pub mod fetch;
 pub mod initramfs;
 pub mod inspect;

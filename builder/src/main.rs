@@ -56,10 +56,18 @@ enum Command {
         mirror: Vec<String>,
         #[arg(long, default_value = "/etc/apt", value_name = "DIR")]
         sources_root: PathBuf,
+        /// Build the VM binaries with another Rust toolchain than rust-toolchain.toml names;
+        /// manifest.json and the SBOM record it, and the image is not a verifiable rebuild.
+        #[arg(long)]
+        allow_other_toolchain: bool,
     },
     /// List what an artifact contains: an initramfs, a .deb, or an output folder.
     Inspect {
         artifact: PathBuf,
+        /// Compare with this build folder or artifact instead: name every file (and member of
+        /// an initramfs or tarball) that differs; exit 1 when anything does.
+        #[arg(long, value_name = "OTHER")]
+        diff: Option<PathBuf>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -244,6 +252,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             cache,
             mirror,
             sources_root,
+            allow_other_toolchain,
         } => {
             let out = out_dir(&images, &target, out);
             let req = pipeline::ImageRequest {
@@ -258,6 +267,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 },
                 sources_root,
                 mirrors: mirror,
+                allow_other_toolchain,
             };
             let report = pipeline::build_image(&req)?;
             for w in &report.warnings {
@@ -280,7 +290,29 @@ fn run(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Inspect { artifact, json } => {
+        Command::Inspect {
+            artifact,
+            diff: Some(other),
+            json,
+        } => {
+            // `inspect --diff A B`: A is the baseline.
+            let report = eci_build::diff::diff(&other, &artifact)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
+            Ok(if report.identical() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Inspect {
+            artifact,
+            diff: None,
+            json,
+        } => {
             let listing = inspect::inspect(&artifact)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&listing)?);

@@ -24,6 +24,8 @@ pub struct ImageRequest {
     pub fetch: FetchOptions,
     pub sources_root: PathBuf,
     pub mirrors: Vec<String>,
+    /// Build the VM binaries with a toolchain other than rust-toolchain.toml's (recorded).
+    pub allow_other_toolchain: bool,
 }
 
 #[derive(Debug)]
@@ -187,7 +189,11 @@ pub fn build_image(req: &ImageRequest) -> Result<ImageReport> {
         });
     }
     let epoch = source_date_epoch(u64::try_from(lock.source_date_epoch).unwrap_or(0))?;
-    let binaries = binaries::build(&spec.binaries, &binaries::workspace_root())?;
+    let (binaries, cargo_inputs) = binaries::build(
+        &spec.binaries,
+        &binaries::workspace_root(),
+        req.allow_other_toolchain,
+    )?;
     let platform = artifact::PlatformInputs::from_spec(&spec, &packages)?;
     let own = match spec.kernel.source {
         KernelSource::Own => Some(own_kernel(req, &spec)?),
@@ -240,6 +246,7 @@ pub fn build_image(req: &ImageRequest) -> Result<ImageReport> {
         },
         compression: compression(spec.initramfs.compression),
         platform,
+        cargo_inputs,
     };
     let mut sbom: Vec<SbomPackage> = lock
         .packages

@@ -44,5 +44,6 @@ pub fn image_request(target: &str, out: &std::path::Path) -> eci_build::pipeline
         },
         sources_root: "/etc/apt".into(),
         mirrors: vec![],
+        allow_other_toolchain: false,
     }
 }

@@ -74,7 +74,9 @@ pub fn usable_range(sectors: u64) -> (u64, u64) {
 /// Writes a protective MBR and both GPT copies into `disk` (sectors outside the tables are not
 /// touched).
 pub fn write(disk: &mut [u8], disk_guid: Guid, partitions: &[Partition]) -> Result<(), GptError> {
-    if !(disk.len() as u64).is_multiple_of(SECTOR) || (disk.len() as u64) < SECTOR * (3 + 2 * ENTRY_SECTORS) {
+    if !(disk.len() as u64).is_multiple_of(SECTOR)
+        || (disk.len() as u64) < SECTOR * (3 + 2 * ENTRY_SECTORS)
+    {
         return Err(GptError::BadSize { bytes: disk.len() });
     }
     if partitions.len() > ENTRY_COUNT as usize {
@@ -194,7 +196,9 @@ fn crc32(data: &[u8]) -> u32 {
 
 /// Reads and cross-checks both GPT copies (signatures, CRCs, the backup mirroring the primary).
 pub fn read(disk: &[u8]) -> Result<Table, GptError> {
-    if !(disk.len() as u64).is_multiple_of(SECTOR) || (disk.len() as u64) < SECTOR * (3 + 2 * ENTRY_SECTORS) {
+    if !(disk.len() as u64).is_multiple_of(SECTOR)
+        || (disk.len() as u64) < SECTOR * (3 + 2 * ENTRY_SECTORS)
+    {
         return Err(GptError::BadSize { bytes: disk.len() });
     }
     if disk[510..512] != [0x55, 0xAA] || disk[446 + 4] != 0xEE {

@@ -78,6 +78,9 @@ pub struct BuildInfo {
     pub kernel_version: String,
     pub compression: Compression,
     pub platform: PlatformInputs,
+    /// The toolchain and crates the VM binaries were built from (none when the image has no
+    /// workspace binaries).
+    pub cargo_inputs: Option<crate::binaries::CargoInputs>,
 }
 
 /// What the platform outputs need beyond the root filesystem.
@@ -158,6 +161,10 @@ pub struct BuildManifest {
     pub source_date_epoch: u64,
     pub lock_sha256: String,
     pub kernel: KernelRecord,
+    /// What the VM binaries were built with: a verifier needs the commit, the lock, this
+    /// toolchain and this Cargo.lock (SPEC V1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vm_binaries: Option<crate::binaries::CargoInputs>,
     pub packages: usize,
     pub files: usize,
     pub artifacts: Vec<ArtifactRecord>,
@@ -287,6 +294,7 @@ fn write_into(
             modules: rootfs.modules.clone(),
             builtin_modules: rootfs.builtin_modules.clone(),
         },
+        vm_binaries: info.cargo_inputs.clone(),
         packages: packages.len(),
         files: rootfs.manifest.len(),
         artifacts,
@@ -410,6 +418,46 @@ pub fn spdx(info: &BuildInfo, packages: &[SbomPackage]) -> serde_json::Value {
             "relatedSpdxElement": id,
         }));
     }
+    // The VM binaries come from this workspace: the SBOM names the compiler and the crates'
+    // lock they were built from.
+    if let Some(c) = &info.cargo_inputs {
+        let id = "SPDXRef-eci-vm-binaries";
+        spdx_packages.push(serde_json::json!({
+            "SPDXID": id,
+            "name": "eci-vm-binaries",
+            "versionInfo": format!("cargo-lock-sha256:{}", c.cargo_lock_sha256),
+            "downloadLocation": "NOASSERTION",
+            "filesAnalyzed": false,
+            "checksums": [{"algorithm": "SHA256", "checksumValue": c.cargo_lock_sha256}],
+            "comment": format!("eci-runc, eci-guard, eci-init, eci-probe built from the eci workspace (Cargo.lock sha256 {}) with {}{}", c.cargo_lock_sha256, c.rustc, if c.pinned_matches { String::new() } else { format!("; NOT the pinned toolchain {}", c.pinned) }),
+            "licenseConcluded": "NOASSERTION",
+            "licenseDeclared": "NOASSERTION",
+            "copyrightText": "NOASSERTION",
+        }));
+        relationships.push(serde_json::json!({
+            "spdxElementId": image_id,
+            "relationshipType": "CONTAINS",
+            "relatedSpdxElement": id,
+        }));
+        let tool = "SPDXRef-rust-toolchain";
+        spdx_packages.push(serde_json::json!({
+            "SPDXID": tool,
+            "name": "rustc",
+            "versionInfo": c.release,
+            "supplier": "Organization: The Rust Project",
+            "downloadLocation": "NOASSERTION",
+            "filesAnalyzed": false,
+            "comment": format!("{} (commit {}, LLVM {})", c.rustc, c.commit_hash, c.llvm),
+            "licenseConcluded": "NOASSERTION",
+            "licenseDeclared": "NOASSERTION",
+            "copyrightText": "NOASSERTION",
+        }));
+        relationships.push(serde_json::json!({
+            "spdxElementId": tool,
+            "relationshipType": "BUILD_TOOL_OF",
+            "relatedSpdxElement": id,
+        }));
+    }
     serde_json::json!({
         "spdxVersion": "SPDX-2.3",
         "dataLicense": "CC0-1.0",
@@ -465,6 +513,7 @@ mod tests {
             kernel_version: "1".into(),
             compression: Compression::Zstd,
             platform: PlatformInputs::default(),
+            cargo_inputs: None,
         };
         let pkgs = vec![SbomPackage {
             name: "libstdc++6".into(),
@@ -483,5 +532,36 @@ mod tests {
         );
         assert_eq!(doc["relationships"].as_array().unwrap().len(), 2);
         assert_eq!(doc["creationInfo"]["created"], "2025-05-20T00:00:00Z");
+
+        // With workspace binaries the SBOM names their compiler and Cargo.lock, and says when
+        // the toolchain was not the pinned one.
+        let mut info = info;
+        info.cargo_inputs = Some(crate::binaries::CargoInputs {
+            rustc: "rustc 1.96.0 (x 2026-05-01)".into(),
+            release: "1.96.0".into(),
+            commit_hash: "x".into(),
+            llvm: "22".into(),
+            pinned: "1.95.0".into(),
+            pinned_matches: false,
+            cargo_lock_sha256: "ef".repeat(32),
+        });
+        let doc = spdx(&info, &pkgs);
+        let by_id = |id: &str| {
+            doc["packages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["SPDXID"] == id)
+                .cloned()
+                .unwrap_or_else(|| panic!("{id} missing"))
+        };
+        let bins = by_id("SPDXRef-eci-vm-binaries");
+        assert_eq!(bins["checksums"][0]["checksumValue"], "ef".repeat(32));
+        assert!(bins["comment"]
+            .as_str()
+            .unwrap()
+            .contains("NOT the pinned toolchain 1.95.0"));
+        assert_eq!(by_id("SPDXRef-rust-toolchain")["versionInfo"], "1.96.0");
+        assert_eq!(doc["relationships"].as_array().unwrap().len(), 4);
     }
 }

@@ -129,7 +129,9 @@ impl VhdxOptions {
             }
         }
         if self.virtual_size == 0
-            || !self.virtual_size.is_multiple_of(u64::from(self.logical_sector_size))
+            || !self
+                .virtual_size
+                .is_multiple_of(u64::from(self.logical_sector_size))
             || self.virtual_size > 64 << 40
         {
             return bad(format!(

@@ -341,6 +341,7 @@ mod tests {
                 templates_dir: templates(),
                 uefi_loader: None,
             },
+            cargo_inputs: None,
         }
     }
 
