@@ -1,9 +1,11 @@
 //! The VM side of eci (runtime, guard, init, probe) is built from this workspace and installed
 //! into the image like any package file.
 //!
-//! They are compiled by cargo in release mode into their own target directory with the
-//! checkout's path remapped, so the bytes depend on the source and toolchain, not on where the
-//! checkout lives; the VM's glibc is Debian 12's, the same the build host links against.
+//! They are compiled by cargo with the `image` profile (release, fat LTO, one codegen unit) into
+//! their own target directory with the checkout's path remapped, by the pinned toolchain
+//! (rust-toolchain.toml), so the bytes depend on the source, Cargo.lock and the toolchain, not
+//! on where the checkout or the target folder lives; the VM's glibc is Debian 12's, the same the
+//! build host links against.
 
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -14,7 +16,7 @@ use crate::spec::WorkspaceBinary;
 pub enum BinaryError {
     #[error("binaries: the image needs {names} from the eci workspace, but {} is not an eci checkout; build from a checkout", root.display())]
     NoWorkspace { names: String, root: PathBuf },
-    #[error("binaries: `cargo build --release --bin {names}` failed ({message}); the compiler output above says why")]
+    #[error("binaries: `cargo build --profile image --bin {names}` failed ({message}); the compiler output above says why")]
     Cargo { names: String, message: String },
     #[error("binaries: the VM binaries must be built with the pinned Rust toolchain {pinned} ({pin_file}), but the compiler cargo would use reports {found}; build without overriding the toolchain (no `cargo +VERSION`, no RUSTUP_TOOLCHAIN), or pass --allow-other-toolchain (manifest.json and the SBOM then say so)")]
     Toolchain {
@@ -61,6 +63,9 @@ pub struct CargoInputs {
     /// sha256 of the workspace's Cargo.lock: every crate version and checksum.
     pub cargo_lock_sha256: String,
 }
+
+/// The cargo profile the VM binaries are built with (Cargo.toml says why).
+pub const PROFILE: &str = "image";
 
 /// The pin file, relative to the workspace root.
 pub const TOOLCHAIN_FILE: &str = "rust-toolchain.toml";
@@ -188,7 +193,14 @@ pub fn build(
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     // The compiler that was just checked, whichever cargo runs it.
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-    let mut args: Vec<String> = vec!["build".into(), "--release".into(), "--locked".into()];
+    // The image profile (Cargo.toml) is what makes the bytes independent of the checkout's
+    // folder, together with the path remapping below.
+    let mut args: Vec<String> = vec![
+        "build".into(),
+        "--profile".into(),
+        PROFILE.into(),
+        "--locked".into(),
+    ];
     for n in &names {
         args.push("--bin".into());
         args.push((*n).to_string());
@@ -214,7 +226,7 @@ pub fn build(
     let built = wanted
         .iter()
         .map(|b| {
-            let file = target_dir.join("release").join(&b.bin);
+            let file = target_dir.join(PROFILE).join(&b.bin);
             let bytes = std::fs::read(&file).map_err(|source| BinaryError::Io {
                 path: file.clone(),
                 source,
