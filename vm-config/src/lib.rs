@@ -56,8 +56,13 @@ pub const ENGINE_SOCKET: &str = "/run/docker.sock";
 pub const CONTAINER_ENGINE_SOCKET: &str = "/run/eci/container-engine.sock";
 /// eci-guard's image pins and last good settings (on the data disk).
 pub const GUARD_STATE_DIR: &str = "/var/lib/eci/guard";
-/// eci-guard's audit log, one JSON line per decision (S5).
-pub const GUARD_AUDIT_LOG: &str = "/var/log/eci/guard-audit.log";
+/// eci-guard's audit log, one JSON line per decision (S5); on the data disk beside eci-runc's,
+/// so both survive a reboot, rotated by size by the guard.
+pub const GUARD_AUDIT_LOG: &str = "/var/lib/eci/audit/guard.log";
+/// eci-runc's audit log of its own refusals (S5), in the guard's record shape. Under
+/// `/var/lib/eci`, which eci-init keeps on the data disk, so it survives a reboot; eci-runc
+/// rotates it by size (eci-policy's `Policy::audit_log_max_bytes`).
+pub const RUNC_AUDIT_LOG: &str = "/var/lib/eci/audit/eci-runc.log";
 pub const CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
 pub const CONTAINERD_ROOT: &str = "/var/lib/containerd";
 pub const CONTAINERD_STATE: &str = "/run/containerd";

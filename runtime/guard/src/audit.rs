@@ -4,7 +4,7 @@
 
 use std::fs::OpenOptions;
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -74,27 +74,62 @@ impl Record {
 /// cheaper than waking a writer thread on every request.
 #[derive(Clone)]
 pub struct AuditLog {
-    sink: Arc<Mutex<Box<dyn Write + Send>>>,
+    sink: Arc<Mutex<Sink>>,
     failed: Arc<AtomicBool>,
 }
 
+/// Where lines go; a file is rotated by size (the log lives on the data disk and must not fill
+/// it): past the limit it becomes `<file>.1` (replacing the previous one) and a new file starts.
+struct Sink {
+    out: Box<dyn Write + Send>,
+    file: Option<Rotation>,
+}
+
+struct Rotation {
+    path: PathBuf,
+    written: u64,
+    max_bytes: u64,
+}
+
+/// The default size at which the guard's audit log is rotated.
+pub const DEFAULT_MAX_BYTES: u64 = 8 << 20;
+
+fn open_append(path: &Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+}
+
 impl AuditLog {
-    /// Append to `path` (`-` for standard output).
+    /// Append to `path` (`-` for standard output), rotating at [`DEFAULT_MAX_BYTES`].
     pub fn open(path: &Path) -> io::Result<AuditLog> {
-        let sink: Box<dyn Write + Send> = if path == Path::new("-") {
-            Box::new(io::stdout())
+        Self::open_rotating(path, DEFAULT_MAX_BYTES)
+    }
+
+    /// Append to `path` (`-` for standard output), rotating past `max_bytes`.
+    pub fn open_rotating(path: &Path, max_bytes: u64) -> io::Result<AuditLog> {
+        let sink = if path == Path::new("-") {
+            Sink {
+                out: Box::new(io::stdout()),
+                file: None,
+            }
         } else {
-            use std::os::unix::fs::OpenOptionsExt;
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            Box::new(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .mode(0o600)
-                    .open(path)?,
-            )
+            let file = open_append(path)?;
+            let written = file.metadata()?.len();
+            Sink {
+                out: Box::new(file),
+                file: Some(Rotation {
+                    path: path.to_path_buf(),
+                    written,
+                    max_bytes,
+                }),
+            }
         };
         Ok(AuditLog {
             sink: Arc::new(Mutex::new(sink)),
@@ -109,7 +144,17 @@ impl AuditLog {
         });
         line.push(b'\n');
         let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
-        let ok = sink.write_all(&line).and_then(|_| sink.flush()).is_ok();
+        let ok = sink.rotate_for(line.len() as u64).is_ok()
+            && sink
+                .out
+                .write_all(&line)
+                .and_then(|_| sink.out.flush())
+                .is_ok();
+        if ok {
+            if let Some(r) = sink.file.as_mut() {
+                r.written += line.len() as u64;
+            }
+        }
         // Report the first failure and the recovery, not every line in between.
         if self.failed.swap(!ok, Ordering::Relaxed) == ok {
             if ok {
@@ -120,6 +165,25 @@ impl AuditLog {
                 );
             }
         }
+    }
+}
+
+impl Sink {
+    /// Starts a new file first when `len` more bytes would pass the limit (a single line
+    /// longer than the limit still goes into a file of its own).
+    fn rotate_for(&mut self, len: u64) -> io::Result<()> {
+        let Some(r) = self.file.as_mut() else {
+            return Ok(());
+        };
+        if r.written == 0 || r.written + len <= r.max_bytes {
+            return Ok(());
+        }
+        let mut old = r.path.clone().into_os_string();
+        old.push(".1");
+        std::fs::rename(&r.path, &old)?;
+        self.out = Box::new(open_append(&r.path)?);
+        r.written = 0;
+        Ok(())
     }
 }
 
@@ -171,6 +235,35 @@ mod tests {
             "2026-11-29T00:07:37.123Z"
         );
         assert_eq!(format_rfc3339(-1, 0), "1969-12-31T23:59:59.000Z");
+    }
+
+    /// The log lives on the data disk: past its size limit it becomes `<file>.1` and a new
+    /// file starts, so at most two files' worth is kept.
+    #[test]
+    fn the_log_is_rotated_by_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("guard.log");
+        let log = AuditLog::open_rotating(&path, 400).unwrap();
+        for i in 0..10 {
+            log.write(&Record::event("request", "allow", format!("line {i}")));
+        }
+        let current = std::fs::read_to_string(&path).unwrap();
+        let old = std::fs::read_to_string(dir.path().join("guard.log.1")).unwrap();
+        assert!(current.len() <= 400 && old.len() <= 400, "{current}\n{old}");
+        assert!(current.contains("line 9"), "{current}");
+        assert!(!current.contains("line 0") && !old.contains("line 0"));
+        for text in [&current, &old] {
+            for l in text.lines() {
+                serde_json::from_str::<serde_json::Value>(l).expect("whole lines");
+            }
+        }
+        // Reopening goes on from the file's size.
+        drop(log);
+        let log = AuditLog::open_rotating(&path, 400).unwrap();
+        log.write(&Record::event("start", "info", "again"));
+        let all = std::fs::read_to_string(&path).unwrap()
+            + &std::fs::read_to_string(dir.path().join("guard.log.1")).unwrap();
+        assert!(all.contains("again"));
     }
 
     #[test]

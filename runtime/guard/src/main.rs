@@ -33,6 +33,9 @@ struct Args {
     /// One JSON line per decision; `-` for standard output.
     #[arg(long = "audit-log", value_name = "FILE", default_value = eci_vm_config::GUARD_AUDIT_LOG)]
     audit_log: PathBuf,
+    /// Past this size the audit log becomes FILE.1 and a new one starts.
+    #[arg(long = "audit-log-max-bytes", value_name = "BYTES", default_value_t = eci_guard::audit::DEFAULT_MAX_BYTES)]
+    audit_log_max_bytes: u64,
     /// Image pins and the last good settings live here.
     #[arg(
         long = "state-dir",
@@ -143,6 +146,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
     })?;
     let mut config = Config::new(listeners, args.upstream, args.settings, args.audit_log);
     config.state_dir = Some(args.state_dir);
+    config.audit_log_max_bytes = args.audit_log_max_bytes;
     if !args.engine_socket_alias.is_empty() {
         config.engine_aliases = args.engine_socket_alias;
     }

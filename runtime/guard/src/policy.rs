@@ -385,6 +385,7 @@ fn bind_allowed(policy: &Policy, facts: &dyn EngineFacts, path: &str) -> bool {
     let ctx = eci_policy::BindContext {
         container_id: None,
         destination: None,
+        donors: &[],
     };
     [lexical.as_str(), real.as_str()].iter().all(|p| {
         matches!(

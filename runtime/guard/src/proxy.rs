@@ -51,6 +51,8 @@ pub struct Config {
     pub upstream: PathBuf,
     pub settings: PathBuf,
     pub audit_log: PathBuf,
+    /// The audit log becomes `<file>.1` past this size.
+    pub audit_log_max_bytes: u64,
     /// Image pins and the last good settings; `None` keeps them in memory.
     pub state_dir: Option<PathBuf>,
     /// Other paths that name the engine socket in bind mounts (`/var/run/docker.sock`).
@@ -80,6 +82,7 @@ impl Config {
             upstream,
             settings,
             audit_log,
+            audit_log_max_bytes: crate::audit::DEFAULT_MAX_BYTES,
             state_dir: None,
             engine_aliases: vec!["/var/run/docker.sock".into(), "/run/docker.sock".into()],
             socket_mode: 0o660,
@@ -222,12 +225,13 @@ async fn pin_first_seen(shared: &Shared) -> Result<usize, String> {
 
 /// Run the guard until the process is stopped.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let audit = AuditLog::open(&config.audit_log).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot open the audit log {}: {e}",
-            config.audit_log.display()
-        )
-    })?;
+    let audit =
+        AuditLog::open_rotating(&config.audit_log, config.audit_log_max_bytes).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot open the audit log {}: {e}",
+                config.audit_log.display()
+            )
+        })?;
     let policy = initial_policy(&config, &audit)?;
     let pins = match &config.state_dir {
         Some(d) => PinStore::open(d)?,
