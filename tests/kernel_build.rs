@@ -340,8 +340,10 @@ fn own_target_kernel_boots_and_its_probe_reports_no_drift() {
             path: "/usr/libexec/eci/eci-probe".into(),
         }],
         &workspace_root(),
+        false,
     )
     .unwrap()
+    .0
     .remove(0);
     let pins = eci_kernel_config::ImagePins {
         target: name.clone(),
