@@ -337,6 +337,14 @@ pub(crate) mod tests {
 
     pub(crate) const EPOCH: u64 = 1_747_699_200;
 
+    /// Effective and permitted CAP_SETUID (bit 7) as a VFS_CAP_REVISION_2 xattr.
+    pub(crate) fn cap_setuid() -> Vec<u8> {
+        let mut v = vec![0u8; 20];
+        v[..4].copy_from_slice(&0x0200_0001u32.to_le_bytes());
+        v[4..8].copy_from_slice(&(1u32 << 7).to_le_bytes());
+        v
+    }
+
     /// A small tree with every entry kind, long names, big ids, xattrs and hard links whose
     /// canonical file sorts after one of its names.
     pub(crate) fn sample() -> Manifest {
@@ -357,7 +365,9 @@ pub(crate) mod tests {
             "/usr/bin/newuidmap",
             Entry::file(vec![0x7f, b'E', b'L', b'F'], 0o4755)
                 .with_owner(0, 0)
-                .with_xattr("security.capability", vec![1, 0, 0, 2, 0x20, 0, 0, 0]),
+                // A whole VFS_CAP_REVISION_2 value (20 bytes; the kernel refuses a shorter
+                // one, so GNU tar could not restore the old 8-byte sample).
+                .with_xattr("security.capability", cap_setuid()),
         );
         ins(&mut m, "/usr/bin/zz-target", Entry::file("shared", 0o755));
         ins(
@@ -437,13 +447,7 @@ pub(crate) mod tests {
             match path.as_str() {
                 "usr/bin/newuidmap" => {
                     assert_eq!(h.mode().unwrap(), 0o4755);
-                    assert_eq!(
-                        xattrs,
-                        [(
-                            "security.capability".into(),
-                            vec![1, 0, 0, 2, 0x20, 0, 0, 0]
-                        )]
-                    );
+                    assert_eq!(xattrs, [("security.capability".into(), cap_setuid())]);
                 }
                 "usr/bin/aa-link" => assert_eq!(data, b"shared"),
                 "usr/bin/zz-target" => {
@@ -561,7 +565,10 @@ pub(crate) mod tests {
             "capability check: getfattr missing (apt-get install attr) or not privileged",
         ) {
             let t = String::from_utf8_lossy(&caps.unwrap().stdout).to_string();
-            assert!(t.contains("0x0100000220000000"), "{t}");
+            assert!(
+                t.contains("0x0100000280000000000000000000000000000000"),
+                "{t}"
+            );
         }
     }
 }
