@@ -16,6 +16,10 @@ use crate::{is_root, prerequisite, workspace_root};
 /// The test image: a busybox-static rootfs imported with `docker import`.
 pub const IMAGE: &str = "eci-busybox:test";
 
+/// Debian's runc, registered under this name (`--runtime plain-runc`): `runc` itself is eci-runc
+/// on the engine's PATH, as in the VM.
+pub const PLAIN_RUNC: &str = "plain-runc";
+
 fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
@@ -130,7 +134,7 @@ impl RuncEngine {
             "bindMounts": {"allowedVmPrefixes": [self.share], "sharedHostPaths": []},
             "dockerSocketMount": {"images": [], "allowDerivedImages": false,
                                   "commandList": {"type": "deny", "commands": []}},
-            "eciRunc": {"engineDataRoots": [d.join("data")]}
+            "eciRunc": {"engineDataRoots": [d.join("data")], "auditLog": d.join("audit.log")}
         });
         std::fs::write(d.join("policy.json"), serde_json::to_vec_pretty(&policy)?)?;
         // dockerd passes no environment of its own to the runtime it registers by path, so a
@@ -148,6 +152,12 @@ impl RuncEngine {
         )?;
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))?;
+        // As in the VM, `runc` on dockerd's PATH is eci-runc: dockerd's BuildKit runs RUN steps
+        // with whatever `runc` it finds there, not with the default runtime (SPEC D3), and
+        // dockerd's own `runc` runtime resolves to it too. Debian's runc stays reachable as
+        // `plain-runc` for tests that show an attack against it.
+        std::fs::create_dir_all(d.join("bin"))?;
+        std::os::unix::fs::symlink(&wrapper, d.join("bin/runc"))?;
         Ok(())
     }
 
@@ -179,7 +189,15 @@ impl RuncEngine {
             ])
             .arg("--add-runtime")
             .arg(format!("eci={}", d.join("eci-runc").display()))
+            .args(["--add-runtime", &format!("{PLAIN_RUNC}=/usr/bin/runc")])
             .args(["--default-runtime", "eci", "--log-level", "warn"])
+            .env("PATH", {
+                let mut dirs = vec![d.join("bin")];
+                dirs.extend(std::env::split_paths(
+                    &std::env::var_os("PATH").unwrap_or_default(),
+                ));
+                std::env::join_paths(dirs)?
+            })
             .current_dir(&self.cwd)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -258,6 +276,19 @@ impl RuncEngine {
         let mut c = Command::new("docker");
         c.env("DOCKER_HOST", format!("unix://{}", self.sock.display()))
             .env("DOCKER_CONFIG", self.path().join("cli"))
+            .args(args)
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Debian's docker 20.10 CLI (`/usr/bin/docker`), whose `docker build` speaks BuildKit
+    /// itself with `DOCKER_BUILDKIT=1` (the newer CLI in /usr/local/bin needs buildx), pointed at
+    /// this engine.
+    pub fn buildkit_command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("/usr/bin/docker");
+        c.env("DOCKER_HOST", format!("unix://{}", self.sock.display()))
+            .env("DOCKER_CONFIG", self.path().join("cli"))
+            .env("DOCKER_BUILDKIT", "1")
             .args(args)
             .stdin(Stdio::null());
         c
@@ -358,4 +389,34 @@ impl Drop for RuncEngine {
 extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+impl RuncEngine {
+    /// The allocator's table as (range start, every container id holding it): the allocating
+    /// container or the member that took its place, then the containers that joined its user
+    /// namespace (SPEC U2).
+    pub fn range_holders(&self) -> Vec<(u64, Vec<String>)> {
+        let text = std::fs::read_to_string(self.ids.join("ranges.json")).unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        let id = |e: &serde_json::Value| e["id"].as_str().unwrap_or_default().to_string();
+        v["ranges"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|e| {
+                        let mut ids = vec![id(e)];
+                        if let Some(m) = e["members"].as_array() {
+                            ids.extend(m.iter().map(id));
+                        }
+                        (e["start"].as_u64().unwrap_or(0), ids)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The full id of container `name`.
+    pub fn container_id(&self, name: &str) -> String {
+        self.ok(&["inspect", "-f", "{{.Id}}", name])
+    }
 }

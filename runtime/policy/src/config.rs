@@ -50,6 +50,31 @@ pub const PRIVATE_ENGINE_PATHS: &[&str] = &[
     eci_vm_config::CONTAINERD_SOCKET,
 ];
 
+/// Cgroup parents a spec's `linux.cgroupsPath` may name (SPEC P5): a container's cgroup must be
+/// a new folder strictly below one of them, so a spec can neither reach the VM's own cgroups
+/// (`/`, `/system.slice/containerd.service`) nor, with `..`, leave the hierarchy. dockerd uses
+/// `/docker/<id>` (cgroupfs driver, also `/docker/buildkit/...` for build containers) or
+/// `system.slice:docker:<id>` (systemd driver); containerd's CRI plugin uses
+/// `/kubepods/<qos>/pod<uid>/<id>` or `kubepods-<qos>-pod<uid>.slice:cri-containerd:<id>`,
+/// which the runtime expands to `/kubepods.slice/...`. `/eci` is where eci-runc puts a
+/// container whose spec names no cgroup. systemd slices are written as slice names and compared
+/// as `/NAME.slice` folders. `eciRunc.cgroupParents` replaces the list.
+pub const DEFAULT_CGROUP_PARENTS: &[&str] = &[
+    "/eci",
+    "/docker",
+    "system.slice",
+    "/kubepods",
+    "kubepods.slice",
+];
+
+/// eci-runc's audit log (SPEC S5): one JSON line per refusal, in the guard's record shape. On
+/// the data disk (`/var/lib/eci` is one of eci-init's persistent folders), so the record of a
+/// refused container survives a reboot; /var/log is tmpfs in the VM.
+pub const DEFAULT_RUNC_AUDIT_LOG: &str = eci_vm_config::RUNC_AUDIT_LOG;
+/// The audit log is renamed to `<file>.1` (replacing the previous one) when it grows past
+/// this, so at most twice this much of the data disk holds it.
+pub const DEFAULT_RUNC_AUDIT_LOG_MAX_BYTES: u64 = 8 << 20;
+
 /// The isolation policy the runtime applies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
@@ -69,6 +94,16 @@ pub struct Policy {
     pub allow_engine_socket: bool,
     pub pool_start: u32,
     pub pool_ranges: u32,
+    /// Where containers' cgroups may be made (see [`DEFAULT_CGROUP_PARENTS`]).
+    pub cgroup_parents: Vec<String>,
+    /// eci-runc's audit log file and its rotation size (see [`DEFAULT_RUNC_AUDIT_LOG`]).
+    pub audit_log: String,
+    pub audit_log_max_bytes: u64,
+    /// Never read from policy.json: the runtime sets it to the data root when it has proven
+    /// that the container is a BuildKit RUN step of that engine (`build_step_data_root` on the
+    /// bundle path). Only then are BuildKit's per-step files and dockerd's layer folders bind
+    /// sources ([`crate::BindKind::BuildStep`], SPEC D3); the guard leaves it `None`.
+    pub build_step: Option<String>,
 }
 
 impl Default for Policy {
@@ -82,6 +117,10 @@ impl Default for Policy {
             allow_engine_socket: false,
             pool_start: DEFAULT_POOL_START,
             pool_ranges: DEFAULT_POOL_RANGES,
+            cgroup_parents: strings(DEFAULT_CGROUP_PARENTS),
+            audit_log: DEFAULT_RUNC_AUDIT_LOG.to_string(),
+            audit_log_max_bytes: DEFAULT_RUNC_AUDIT_LOG_MAX_BYTES,
+            build_step: None,
         }
     }
 }
@@ -128,6 +167,12 @@ struct RuncSection {
     init_binaries: Option<Vec<String>>,
     #[serde(default)]
     engine_sockets: Option<Vec<String>>,
+    #[serde(default)]
+    cgroup_parents: Option<Vec<String>>,
+    #[serde(default)]
+    audit_log: Option<String>,
+    #[serde(default)]
+    audit_log_max_bytes: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -199,6 +244,30 @@ impl Policy {
             }
             if let Some(v) = r.engine_sockets {
                 p.engine_sockets = v;
+            }
+            if let Some(v) = r.cgroup_parents {
+                for parent in &v {
+                    crate::cgroups::parent_folder(parent).map_err(|reason| {
+                        bad(format!("eciRunc.cgroupParents: {parent:?} {reason}"))
+                    })?;
+                }
+                p.cgroup_parents = v;
+            }
+            if let Some(v) = r.audit_log {
+                if !v.starts_with('/') {
+                    return Err(bad(format!(
+                        "eciRunc.auditLog: {v:?} is not an absolute VM path; write it as {DEFAULT_RUNC_AUDIT_LOG}"
+                    )));
+                }
+                p.audit_log = v;
+            }
+            if let Some(v) = r.audit_log_max_bytes {
+                if v < 4096 {
+                    return Err(bad(format!(
+                        "eciRunc.auditLogMaxBytes: {v} would rotate on nearly every line; use at least 4096 (default {DEFAULT_RUNC_AUDIT_LOG_MAX_BYTES})"
+                    )));
+                }
+                p.audit_log_max_bytes = v;
             }
         }
         Ok(p)
@@ -287,6 +356,50 @@ mod tests {
         .unwrap();
         assert_eq!((p.pool_start, p.pool_ranges), (200_000, 10));
         assert_eq!(p.engine_data_roots, vec!["/d".to_string()]);
+    }
+
+    #[test]
+    fn runc_section_sets_cgroup_parents_and_the_audit_log() {
+        let p = Policy::default();
+        assert_eq!(p.cgroup_parents, strings(DEFAULT_CGROUP_PARENTS));
+        for parent in [
+            "/docker",
+            "system.slice",
+            "/kubepods",
+            "kubepods.slice",
+            "/eci",
+        ] {
+            assert!(p.cgroup_parents.iter().any(|c| c == parent), "{parent}");
+        }
+        // On the data disk (eci-init's persistent /var/lib/eci), not the /var/log tmpfs.
+        assert!(p.audit_log.starts_with("/var/lib/eci/"), "{}", p.audit_log);
+        assert_eq!(p.audit_log_max_bytes, DEFAULT_RUNC_AUDIT_LOG_MAX_BYTES);
+        let p = Policy::parse(
+            r#"{"eciRunc":{"cgroupParents":["/ci","ci.slice"],"auditLog":"/d/a.log","auditLogMaxBytes":65536}}"#,
+            "p",
+        )
+        .unwrap();
+        assert_eq!(p.cgroup_parents, vec!["/ci".to_string(), "ci.slice".into()]);
+        assert_eq!(
+            (p.audit_log.as_str(), p.audit_log_max_bytes),
+            ("/d/a.log", 65536)
+        );
+        for (text, key) in [
+            (r#"{"eciRunc":{"cgroupParents":["/"]}}"#, "cgroupParents"),
+            (
+                r#"{"eciRunc":{"cgroupParents":["/a/../b"]}}"#,
+                "cgroupParents",
+            ),
+            (
+                r#"{"eciRunc":{"cgroupParents":["docker"]}}"#,
+                "cgroupParents",
+            ),
+            (r#"{"eciRunc":{"auditLog":"a.log"}}"#, "auditLog"),
+            (r#"{"eciRunc":{"auditLogMaxBytes":10}}"#, "auditLogMaxBytes"),
+        ] {
+            let e = Policy::parse(text, "policy.json").unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains("policy.json"), "{e}");
+        }
     }
 
     #[test]

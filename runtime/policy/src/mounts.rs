@@ -2,6 +2,7 @@
 
 use eci_vm_config::is_within;
 
+use crate::sharing::{donor_files, Donor};
 use crate::spec::Spec;
 use crate::volume_data::named_volume_data;
 use crate::{Policy, PolicyError};
@@ -34,6 +35,10 @@ pub enum BindKind {
     EngineInternal,
     /// The engine socket, allowed by the policy (the guard checks the image, SPEC B4).
     EngineSocket,
+    /// A file or layer folder dockerd's BuildKit made for a RUN step, only for a container the
+    /// runtime proved to be one (`Policy::build_step`, SPEC D3). The runtime still checks the
+    /// opened file's mount (`build_step` module).
+    BuildStep,
 }
 
 /// What the caller knows about the mount besides its source.
@@ -44,6 +49,15 @@ pub struct BindContext<'a> {
     pub container_id: Option<&'a str>,
     /// Where the mount lands inside the container.
     pub destination: Option<&'a str>,
+    /// Containers whose namespace the new one shares, as the runtime proved from the namespace
+    /// identities (`plan_sharing`): dockerd binds their resolv.conf, hosts and hostname for
+    /// `--network container:X` and their shm folder for `--ipc container:X` (SPEC B3, U2).
+    pub donors: &'a [Donor],
+}
+
+/// A container id usable as one folder name under `<data-root>/containers`.
+fn plain_id(id: &str) -> bool {
+    !id.is_empty() && !id.contains('/') && id != "." && id != ".."
 }
 
 /// The refusal text of SPEC B2.
@@ -97,7 +111,13 @@ pub fn check_bind_source(
         return Err(PolicyError::RestrictedMount(source.to_string()));
     }
     if engine_socket {
-        return if policy.allow_engine_socket {
+        // Only the guard's container socket: the guard re-points the socket mount of an image
+        // it allows there (SPEC B4, B6). The user socket (`/run/docker.sock`,
+        // `/var/run/docker.sock`) reaching the runtime as a source means the mount did not go
+        // through that decision (a request straight to dockerd or containerd), and mounting it
+        // would give the container the user's unfiltered API; dockerd's own socket is private
+        // (refused above).
+        return if policy.allow_engine_socket && guard_container_socket {
             Ok(BindKind::EngineSocket)
         } else {
             Err(PolicyError::EngineSocket(source.to_string()))
@@ -113,9 +133,20 @@ pub fn check_bind_source(
     for root in &policy.engine_data_roots {
         let root = normalize_path(root);
         if let Some(id) = ctx.container_id {
-            if !id.is_empty() && !id.contains('/') && id != "." && id != ".." {
+            if plain_id(id) {
                 let own = format!("{root}/containers/{id}");
                 if path != own && is_within(&path, &own) {
+                    return Ok(BindKind::EngineInternal);
+                }
+            }
+        }
+        // Only the files dockerd shares for the namespace kind: the donor's secrets, logs and
+        // config stay its own.
+        for d in ctx.donors.iter().filter(|d| plain_id(&d.container_id)) {
+            let base = format!("{root}/containers/{}", d.container_id);
+            for (file, below) in donor_files(&d.kind) {
+                let f = format!("{base}/{file}");
+                if path == f || (*below && is_within(&path, &f)) {
                     return Ok(BindKind::EngineInternal);
                 }
             }
@@ -138,6 +169,13 @@ pub fn check_bind_source(
     {
         return Ok(BindKind::EngineInternal);
     }
+    // Last, so no rule above changes for build steps; `build_step` is only ever set by the
+    // runtime for a bundle in BuildKit's executor folder (never by the guard).
+    if let Some(root) = &policy.build_step {
+        if crate::build_step::build_step_source(&path, root).is_some() {
+            return Ok(BindKind::BuildStep);
+        }
+    }
     Err(PolicyError::RestrictedMount(source.to_string()))
 }
 
@@ -147,6 +185,16 @@ pub fn check_mounts(
     spec: &Spec,
     policy: &Policy,
     container_id: &str,
+) -> Result<Vec<BindKind>, PolicyError> {
+    check_mounts_sharing(spec, policy, container_id, &[])
+}
+
+/// [`check_mounts`] for a container that shares the namespaces of `donors` (SPEC U2, B3).
+pub fn check_mounts_sharing(
+    spec: &Spec,
+    policy: &Policy,
+    container_id: &str,
+    donors: &[Donor],
 ) -> Result<Vec<BindKind>, PolicyError> {
     let mut kinds = Vec::new();
     for m in &spec.mounts {
@@ -163,6 +211,7 @@ pub fn check_mounts(
             let ctx = BindContext {
                 container_id: Some(container_id),
                 destination: Some(&m.destination),
+                donors,
             };
             kinds.push(check_bind_source(src, policy, &ctx)?);
             continue;
@@ -183,6 +232,7 @@ pub fn check_mounts(
 mod tests {
     use super::*;
     use crate::spec::Mount;
+    use crate::DEFAULT_ENGINE_SOCKETS;
 
     fn pol() -> Policy {
         Policy {
@@ -195,6 +245,7 @@ mod tests {
         BindContext {
             container_id: Some(id),
             destination: Some(dest),
+            donors: &[],
         }
     }
 
@@ -280,9 +331,76 @@ mod tests {
             let c = BindContext {
                 container_id: id,
                 destination: None,
+                donors: &[],
             };
             assert!(check_bind_source(src, &p, &c).is_err(), "{src} {id:?}");
         }
+    }
+
+    /// SPEC U2, B3: a container sharing another's network namespace gets that container's
+    /// resolv.conf, hosts and hostname; one sharing its ipc namespace gets its shm folder.
+    /// Nothing else of the donor's, and nothing of a container it does not share with.
+    #[test]
+    fn donors_engine_files_pass_only_for_the_shared_kind() {
+        let p = pol();
+        let net = [Donor {
+            kind: "network".into(),
+            container_id: "donor".into(),
+        }];
+        let c = BindContext {
+            container_id: Some("joiner"),
+            destination: Some("/etc/resolv.conf"),
+            donors: &net,
+        };
+        for src in [
+            "/var/lib/docker/containers/donor/resolv.conf",
+            "/var/lib/docker/containers/donor/hosts",
+            "/tmp/e2e/data/containers/donor/hostname",
+            "/var/lib/docker/containers/joiner/hosts",
+        ] {
+            assert_eq!(
+                check_bind_source(src, &p, &c),
+                Ok(BindKind::EngineInternal),
+                "{src}"
+            );
+        }
+        for src in [
+            "/var/lib/docker/containers/donor/mounts/shm",
+            "/var/lib/docker/containers/donor/mounts/secrets",
+            "/var/lib/docker/containers/donor/config.v2.json",
+            "/var/lib/docker/containers/donor",
+            "/var/lib/docker/containers/donor/resolv.conf/../../other/hosts",
+            "/var/lib/docker/containers/other/resolv.conf",
+        ] {
+            assert!(check_bind_source(src, &p, &c).is_err(), "{src}");
+        }
+        let ipc = [Donor {
+            kind: "ipc".into(),
+            container_id: "donor".into(),
+        }];
+        let c = BindContext { donors: &ipc, ..c };
+        assert_eq!(
+            check_bind_source("/var/lib/docker/containers/donor/mounts/shm", &p, &c),
+            Ok(BindKind::EngineInternal)
+        );
+        assert!(check_bind_source("/var/lib/docker/containers/donor/resolv.conf", &p, &c).is_err());
+        // A donor id that is not one folder name grants nothing.
+        let bad = [Donor {
+            kind: "network".into(),
+            container_id: "..".into(),
+        }];
+        let c = BindContext { donors: &bad, ..c };
+        assert!(check_bind_source("/var/lib/docker/resolv.conf", &p, &c).is_err());
+        // check_mounts passes the donors to every bind.
+        let mut s = docker_like(vec![]);
+        s.mounts.push(m(
+            "/etc/resolv.conf",
+            Some("bind"),
+            Some("/var/lib/docker/containers/donor/resolv.conf"),
+            &["rbind"],
+        ));
+        assert!(check_mounts(&s, &p, "id1").is_err());
+        assert_eq!(check_mounts_sharing(&s, &p, "id1", &net).unwrap().len(), 2);
     }
 
     #[test]
@@ -330,18 +448,64 @@ mod tests {
             assert!(e.to_string().contains("dockerSocketMount"));
         }
         p.allow_engine_socket = true;
-        for s in ["/var/run/docker.sock", "/run/eci/container-engine.sock"] {
-            assert_eq!(
-                check_bind_source(s, &p, &BindContext::default()),
-                Ok(BindKind::EngineSocket),
-                "{s}"
-            );
-        }
+        assert_eq!(
+            check_bind_source(
+                "/run/eci/container-engine.sock",
+                &p,
+                &BindContext::default()
+            ),
+            Ok(BindKind::EngineSocket)
+        );
         // A socket under a shared prefix is still the socket when listed.
         p.allow_engine_socket = false;
         p.engine_sockets.push("/mnt/host/run/docker.sock".into());
         assert!(
             check_bind_source("/mnt/host/run/docker.sock", &p, &BindContext::default()).is_err()
+        );
+    }
+
+    /// SPEC B4, S4: with socket mounting allowed, the runtime still accepts only the guard's
+    /// container socket. The user socket as a source did not pass the guard's image check
+    /// (the guard re-points allowed mounts), so it is refused with the B4 message, also when
+    /// listed in `eciRunc.engineSockets`, reached through `..`, or given with a trailing slash.
+    #[test]
+    fn only_the_guards_container_socket_is_an_engine_socket_mount() {
+        let mut p = pol();
+        p.allow_engine_socket = true;
+        for s in [
+            eci_vm_config::ENGINE_SOCKET,
+            "/var/run/docker.sock",
+            "/var/run/../run/docker.sock",
+            "/run//docker.sock",
+        ] {
+            let e = check_bind_source(s, &p, &ctx("abc", "/var/run/docker.sock")).unwrap_err();
+            assert_eq!(e, PolicyError::EngineSocket(s.to_string()), "{s}");
+            assert!(
+                e.to_string()
+                    .contains("enhancedContainerIsolation.dockerSocketMount.imageList"),
+                "{e}"
+            );
+            assert_eq!(e.rules(), &["B4", "S4"]);
+        }
+        // dockerd's socket stays the B2 refusal.
+        assert_eq!(
+            check_bind_source(eci_vm_config::DOCKERD_SOCKET, &p, &BindContext::default()),
+            Err(PolicyError::RestrictedMount(
+                eci_vm_config::DOCKERD_SOCKET.to_string()
+            ))
+        );
+        // The defaults name every engine socket, so none of them falls through to a shared
+        // prefix or another rule that could allow it.
+        for s in DEFAULT_ENGINE_SOCKETS {
+            assert!(p.engine_sockets.iter().any(|e| e == s), "{s}");
+        }
+        assert_eq!(
+            check_bind_source(
+                eci_vm_config::CONTAINER_ENGINE_SOCKET,
+                &p,
+                &BindContext::default()
+            ),
+            Ok(BindKind::EngineSocket)
         );
     }
 

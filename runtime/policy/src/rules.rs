@@ -5,7 +5,8 @@
 use std::collections::BTreeSet;
 
 use crate::caps::cap_bit;
-use crate::mounts::check_mounts;
+use crate::mounts::check_mounts_sharing;
+use crate::sharing::Donor;
 use crate::spec::{DeviceRule, IdMapping, Namespace, Spec};
 use crate::{Policy, PolicyError, Warning};
 
@@ -25,7 +26,11 @@ impl IdRange {
 /// Facts about the machine the rules need, supplied by the runtime.
 pub struct Environment<'a> {
     pub container_id: &'a str,
+    /// The container's range: its own, or the group's when it shares another container's
+    /// namespaces (`plan_sharing`, SPEC U2).
     pub range: IdRange,
+    /// Containers whose namespaces it shares, whose engine files it may bind (SPEC B3).
+    pub donors: &'a [Donor],
     /// Capability names in the runtime's bounding set (`CapBnd`).
     pub bounding: &'a [&'a str],
     /// True when the namespace file `path` of kind `kind` (OCI names: `pid`, `network`, ...)
@@ -301,6 +306,20 @@ pub fn safe_device(kind: &str, major: i64, minor: i64) -> Option<&'static SafeDe
     safe(kind, major, minor)
 }
 
+/// The VM node the runtime binds for a device the spec lists (`linux.devices`), wherever the
+/// spec puts it: a character device of the safe set with a fixed number (SPEC P3). `None` for
+/// everything else, and for the nodes a container gets from its own devpts (`ptmx`, `pts/N`)
+/// or terminal set-up (`console`).
+pub fn bindable_safe_device(kind: &str, major: i64, minor: i64) -> Option<&'static SafeDevice> {
+    safe(kind, major, minor).filter(|d| {
+        d.minor.is_some() && !matches!(d.path, "/dev/console" | "/dev/ptmx" | "/dev/pts/*")
+    })
+}
+
+/// How many dropped devices the warning names before it only counts them: `--privileged`
+/// lists every node of the VM's /dev (hundreds of ttys, loops, disks).
+const NAMED_DROPPED_DEVICES: usize = 12;
+
 fn safe(kind: &str, major: i64, minor: i64) -> Option<&'static SafeDevice> {
     if kind != "c" && kind != "u" {
         return None;
@@ -353,13 +372,19 @@ pub fn filter_devices(spec: &mut Spec) -> Vec<Warning> {
     }
     linux.resources.get_or_insert_with(Default::default).devices = rules;
     if dropped.is_empty() {
-        Vec::new()
-    } else {
-        vec![Warning(format!(
-            "devices not available in isolated containers were left out (SPEC P3): {}",
-            dropped.join(", ")
-        ))]
+        return Vec::new();
     }
+    // One line for all of them (SPEC P8 warns, P3 refuses): a per-device line would bury the
+    // log under `--privileged`.
+    let n = dropped.len();
+    let mut named = dropped[..n.min(NAMED_DROPPED_DEVICES)].join(", ");
+    if n > NAMED_DROPPED_DEVICES {
+        named.push_str(&format!(" and {} more", n - NAMED_DROPPED_DEVICES));
+    }
+    vec![Warning(format!(
+        "{n} device{} not available in isolated containers left out (SPEC P3, P8): {named}",
+        if n == 1 { "" } else { "s" }
+    ))]
 }
 
 /// Add the masked and read-only paths of SPEC P4/F4 to the spec (kept if already there).
@@ -429,7 +454,7 @@ pub fn apply(
     env: &Environment<'_>,
 ) -> Result<Vec<Warning>, PolicyError> {
     check_namespaces(spec, env.is_vm_namespace)?;
-    check_mounts(spec, policy, env.container_id)?;
+    check_mounts_sharing(spec, policy, env.container_id, env.donors)?;
     check_sysctls(spec)?;
     check_ids(spec, env.range)?;
     let mut w = force_user_namespace(spec, env.range);
@@ -681,6 +706,64 @@ mod tests {
         assert_eq!(rules.len(), 1 + SAFE_DEVICES.len());
     }
 
+    /// `--privileged` lists every node of the VM's /dev: one warning line counts and names
+    /// them (the first few), whatever their number.
+    #[test]
+    fn privileged_device_lists_give_one_summary_line() {
+        let mut s = base();
+        let l = s.linux_mut();
+        l.devices = (0..64)
+            .map(|i| dev(&format!("/dev/tty{i}"), "c", 4, i))
+            .chain((0..8).map(|i| dev(&format!("/dev/loop{i}"), "b", 7, i)))
+            .chain([dev("/dev/null", "c", 1, 3), dev("/dev/urandom", "c", 1, 9)])
+            .collect();
+        let w = filter_devices(&mut s);
+        assert_eq!(w.len(), 1, "{w:?}");
+        let line = &w[0].0;
+        assert!(!line.contains('\n'));
+        assert!(line.starts_with("72 devices not available"), "{line}");
+        assert!(line.contains("SPEC P3, P8"), "{line}");
+        assert!(line.contains("/dev/tty0 (c 4:0)"), "{line}");
+        assert!(line.ends_with("and 60 more"), "{line}");
+        assert!(!line.contains("/dev/null"), "{line}");
+        let kept: Vec<&str> = s
+            .linux
+            .as_ref()
+            .unwrap()
+            .devices
+            .iter()
+            .map(|d| d.path.as_str())
+            .collect();
+        assert_eq!(kept, vec!["/dev/null", "/dev/urandom"]);
+    }
+
+    #[test]
+    fn safe_devices_at_any_path_are_bindable_others_are_not() {
+        assert_eq!(bindable_safe_device("c", 1, 3).unwrap().path, "/dev/null");
+        assert_eq!(
+            bindable_safe_device("u", 1, 9).unwrap().path,
+            "/dev/urandom"
+        );
+        assert_eq!(
+            bindable_safe_device("c", 10, 229).unwrap().path,
+            "/dev/fuse"
+        );
+        for (k, maj, min) in [
+            ("b", 1, 3),
+            ("c", 1, 1),
+            ("c", 5, 1),
+            ("c", 5, 2),
+            ("c", 136, 0),
+            ("c", 10, 232),
+            ("p", 0, 0),
+        ] {
+            assert!(
+                bindable_safe_device(k, maj, min).is_none(),
+                "{k} {maj}:{min}"
+            );
+        }
+    }
+
     #[test]
     fn docker_default_rules_become_the_safe_set_without_fuse() {
         let mut s = base();
@@ -820,6 +903,7 @@ mod tests {
         let env = Environment {
             container_id: "c1",
             range: RANGE,
+            donors: &[],
             bounding: &bnd,
             is_vm_namespace: &never,
         };

@@ -11,6 +11,13 @@
 //! the state root was wiped by a reboot). `delete` releases the entry before removing the folder,
 //! so a crash between the two is healed by the same rule.
 //!
+//! Groups (SPEC U2): a container that shares another eci container's namespaces joins that
+//! container's user namespace and range ([`Allocator::join`]). The entry then lists it in
+//! `members`; `id`/`root` always name one live holder (when it is deleted, the first member takes
+//! its place), and the range is free only once no holder is left. Release and reconciliation
+//! handle every holder alike, so the same atomic rewrite keeps a group's range consistent after
+//! a crash at any point.
+//!
 //! No fsync: the table only has to survive crashes of the runtime, dockerd or containerd, which
 //! the page cache does. After a VM crash or reboot no container survives and the state roots
 //! (in /run) are gone, so reconciliation frees every range anyway; fsync would add several
@@ -30,9 +37,59 @@ pub struct Entry {
     pub slot: u32,
     pub start: u32,
     pub size: u32,
+    /// A live holder of the range: the container that allocated it, or the member that took
+    /// its place after it was deleted.
+    pub id: String,
+    pub root: String,
+    /// Further holders: containers that joined the user namespace of a holder (SPEC U2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<Member>,
+}
+
+/// A container sharing a range it did not allocate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
     pub id: String,
     pub root: String,
 }
+
+impl Entry {
+    /// Every container holding the range, the one named by `id`/`root` first.
+    pub fn holders(&self) -> impl Iterator<Item = (&str, &str)> {
+        std::iter::once((self.id.as_str(), self.root.as_str())).chain(
+            self.members
+                .iter()
+                .map(|m| (m.id.as_str(), m.root.as_str())),
+        )
+    }
+
+    fn holds(&self, id: &str, root: &str) -> bool {
+        self.holders().any(|h| h == (id, root))
+    }
+
+    /// Keep the holders `keep` accepts; `false` when none is left (the range is free).
+    fn retain_holders(&mut self, keep: impl Fn(&str, &str) -> bool) -> bool {
+        let mut left: Vec<Member> = self
+            .holders()
+            .filter(|(id, root)| keep(id, root))
+            .map(|(id, root)| Member {
+                id: id.to_string(),
+                root: root.to_string(),
+            })
+            .collect();
+        if left.is_empty() {
+            return false;
+        }
+        let first = left.remove(0);
+        self.id = first.id;
+        self.root = first.root;
+        self.members = left;
+        true
+    }
+}
+
+/// 2 added `members`; a version-1 table reads as one without members.
+const TABLE_VERSION: u32 = 2;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Table {
@@ -99,7 +156,7 @@ impl Allocator {
                 )
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Table {
-                version: 1,
+                version: TABLE_VERSION,
                 ranges: Vec::new(),
             }),
             Err(e) => Err(format!("read {}: {e}", self.path().display())),
@@ -123,7 +180,8 @@ impl Allocator {
     }
 
     fn reconcile(t: &mut Table) {
-        t.ranges.retain(|e| Path::new(&e.root).join(&e.id).is_dir());
+        t.ranges
+            .retain_mut(|e| e.retain_holders(|id, root| Path::new(root).join(id).is_dir()));
     }
 
     /// The range of container `id` under state root `root`, allocating the lowest free slot
@@ -133,7 +191,7 @@ impl Allocator {
         let mut t = self.read()?;
         Self::reconcile(&mut t);
         let root_s = root.display().to_string();
-        if let Some(e) = t.ranges.iter().find(|e| e.id == id && e.root == root_s) {
+        if let Some(e) = t.ranges.iter().find(|e| e.holds(id, &root_s)) {
             return Ok(IdRange {
                 start: e.start,
                 size: e.size,
@@ -163,8 +221,9 @@ impl Allocator {
             size: RANGE_SIZE,
             id: id.to_string(),
             root: root_s,
+            members: Vec::new(),
         });
-        t.version = 1;
+        t.version = TABLE_VERSION;
         self.write(&t)?;
         Ok(IdRange {
             start,
@@ -172,17 +231,71 @@ impl Allocator {
         })
     }
 
-    /// Free the range of `id` (no error if it has none).
+    /// Add container `id` under `root` to the range `range` that container `via` holds: it
+    /// joined the user namespace of `via` (SPEC U2). Fails when `via` no longer holds that very
+    /// range (deleted meanwhile, its range possibly handed to another container), so a group
+    /// never takes over a range it does not share.
+    pub fn join(
+        &self,
+        id: &str,
+        root: &Path,
+        via: (&str, &str),
+        range: IdRange,
+    ) -> Result<IdRange, String> {
+        let _l = self.lock()?;
+        let mut t = self.read()?;
+        Self::reconcile(&mut t);
+        let root_s = root.display().to_string();
+        if let Some(e) = t.ranges.iter().find(|e| e.holds(id, &root_s)) {
+            if e.start == range.start && e.size == range.size {
+                return Ok(range);
+            }
+            return Err(format!(
+                "container {id} already holds the id range starting at {}; delete it before creating it again",
+                e.start
+            ));
+        }
+        let Some(e) = t
+            .ranges
+            .iter_mut()
+            .find(|e| e.start == range.start && e.size == range.size && e.holds(via.0, via.1))
+        else {
+            return Err(format!(
+                "container {} whose namespaces are to be shared no longer holds its id range {}-{}; start it again and retry",
+                via.0,
+                range.start,
+                range.end() - 1
+            ));
+        };
+        e.members.push(Member {
+            id: id.to_string(),
+            root: root_s,
+        });
+        t.version = TABLE_VERSION;
+        self.write(&t)?;
+        Ok(range)
+    }
+
+    /// Drop `id` from the holders of its range, freeing the range when it was the last (no
+    /// error if it holds none).
     pub fn release(&self, id: &str, root: &Path) -> Result<(), String> {
         let _l = self.lock()?;
         let mut t = self.read()?;
         let root_s = root.display().to_string();
-        let before = t.ranges.len();
-        t.ranges.retain(|e| !(e.id == id && e.root == root_s));
-        if t.ranges.len() != before {
+        let before: Vec<Entry> = t.ranges.clone();
+        t.ranges
+            .retain_mut(|e| e.retain_holders(|i, r| !(i == id && r == root_s)));
+        if t.ranges != before {
             self.write(&t)?;
         }
         Ok(())
+    }
+
+    /// The table as it is now, read without the lock (the file is replaced atomically): who
+    /// holds which range, for matching a joined namespace's owner against live containers.
+    /// Callers re-check under the lock ([`Allocator::join`]).
+    pub fn snapshot(&self) -> Result<Vec<Entry>, String> {
+        Ok(self.read()?.ranges)
     }
 
     #[cfg(test)]
@@ -270,6 +383,90 @@ mod tests {
         let r1 = a.allocate("x", &root).unwrap();
         let r2 = a.allocate("x", &root2).unwrap();
         assert_ne!(r1, r2);
+    }
+
+    /// SPEC U2: a group's range is held while any member lives, whichever leaves first, and is
+    /// free once the last is gone; other groups never get it.
+    #[test]
+    fn a_shared_range_is_counted_by_members_and_freed_by_the_last() {
+        let (_d, a, root) = setup();
+        let r = root.display().to_string();
+        live(&root, "a");
+        let ra = a.allocate("a", &root).unwrap();
+        live(&root, "b");
+        live(&root, "c");
+        assert_eq!(a.join("b", &root, ("a", &r), ra).unwrap(), ra);
+        assert_eq!(
+            a.join("c", &root, ("b", &r), ra).unwrap(),
+            ra,
+            "via a member"
+        );
+        assert_eq!(a.join("c", &root, ("a", &r), ra).unwrap(), ra, "idempotent");
+        assert_eq!(
+            a.allocate("c", &root).unwrap(),
+            ra,
+            "allocate finds members"
+        );
+        let e = a.entries();
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].holders().count(), 3);
+        // The allocator leaves: the range stays, named by a member; others get a new one.
+        a.release("a", &root).unwrap();
+        fs::remove_dir_all(root.join("a")).unwrap();
+        live(&root, "x");
+        let rx = a.allocate("x", &root).unwrap();
+        assert_ne!(rx, ra);
+        assert_eq!(
+            (a.entries()[0].id.as_str(), a.entries()[0].start),
+            ("b", ra.start)
+        );
+        // A member that died without `delete` is reconciled away like an owner.
+        fs::remove_dir_all(root.join("b")).unwrap();
+        live(&root, "y");
+        assert_ne!(a.allocate("y", &root).unwrap(), ra);
+        let shared: Vec<Entry> = a
+            .entries()
+            .into_iter()
+            .filter(|e| e.start == ra.start)
+            .collect();
+        assert_eq!(shared.len(), 1);
+        assert_eq!(
+            shared[0].holders().collect::<Vec<_>>(),
+            vec![("c", r.as_str())]
+        );
+        // The last one leaves: the lowest range is free again and reused first.
+        a.release("c", &root).unwrap();
+        live(&root, "z");
+        assert_eq!(a.allocate("z", &root).unwrap(), ra);
+        // Joining through a container that no longer holds the range is refused, also when
+        // the range went to someone else meanwhile.
+        live(&root, "late");
+        let e = a.join("late", &root, ("a", &r), ra).unwrap_err();
+        assert!(
+            e.contains("container a ") && e.contains("no longer holds"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_version_1_table_reads_as_one_without_members() {
+        let (_d, a, root) = setup();
+        fs::create_dir_all(&a.dir).unwrap();
+        let r = root.display().to_string();
+        fs::write(
+            a.path(),
+            format!(r#"{{"version":1,"ranges":[{{"slot":0,"start":100000,"size":65536,"id":"old","root":"{r}"}}]}}"#),
+        )
+        .unwrap();
+        live(&root, "old");
+        live(&root, "j");
+        let ra = a.allocate("old", &root).unwrap();
+        a.join("j", &root, ("old", &r), ra).unwrap();
+        let text = fs::read_to_string(a.path()).unwrap();
+        assert!(
+            text.contains("\"version\": 2") && text.contains("\"members\""),
+            "{text}"
+        );
     }
 
     #[test]

@@ -49,36 +49,10 @@ pub fn mode() -> Mode {
 
 /// The cgroup path for a spec's `cgroupsPath`. With `--systemd-cgroup`, `slice:prefix:name`
 /// becomes `/slice/prefix-name.scope` (nested slices expanded as systemd does); the cgroupfs
-/// driver is used either way since the VM has no systemd.
+/// driver is used either way since the VM has no systemd. The rule that checks the result
+/// (`eci_policy::check_cgroup_folder`) lives with the expansion in eci-policy.
 pub fn resolve_path(spec_path: Option<&str>, systemd: bool, id: &str) -> String {
-    let p = spec_path.unwrap_or("");
-    if systemd && p.split(':').count() == 3 {
-        let parts: Vec<&str> = p.split(':').collect();
-        let slice = if parts[0].is_empty() {
-            "system.slice"
-        } else {
-            parts[0]
-        };
-        let mut path = String::new();
-        let base = slice.trim_end_matches(".slice");
-        let mut acc = String::new();
-        for comp in base.split('-') {
-            if !acc.is_empty() {
-                acc.push('-');
-            }
-            acc.push_str(comp);
-            path.push_str(&format!("/{acc}.slice"));
-        }
-        return format!("{path}/{}-{}.scope", parts[1], parts[2]);
-    }
-    if p.is_empty() {
-        return format!("/eci/{id}");
-    }
-    if p.starts_with('/') {
-        p.to_string()
-    } else {
-        format!("/{p}")
-    }
+    eci_policy::cgroup_folder(spec_path, systemd, id)
 }
 
 /// mountinfo's octal escapes; one decoder for the runtime and the volume rule.
@@ -264,6 +238,20 @@ impl Cgroup {
                 }
             }
         }
+    }
+
+    /// The first folder of this cgroup that exists already and holds processes (in it or in
+    /// a sub-cgroup), with them: such a cgroup belongs to someone else (a service of the VM,
+    /// another container) and is never adopted (SPEC P5), also because a failed create kills
+    /// every process in the container's cgroup.
+    pub fn populated(&self) -> Option<(PathBuf, Vec<i32>)> {
+        self.dirs.iter().find_map(|d| {
+            let mut pids = Vec::new();
+            collect_pids(&d.path, &mut pids);
+            pids.sort_unstable();
+            pids.dedup();
+            (!pids.is_empty()).then(|| (d.path.clone(), pids))
+        })
     }
 
     pub fn pids(&self) -> Vec<i32> {

@@ -16,21 +16,20 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use eci_policy::spec::Spec;
-use eci_policy::{
-    check_bind_source, named_volume_data, BindContext, IdRange, Policy, ShareFolder, VolumeDataKind,
-};
+use eci_policy::{IdRange, Policy, PolicyError};
 use serde::{Deserialize, Serialize};
 
 use crate::cgroup::{self, Cgroup};
+use crate::share::{self, Sharing};
 use crate::state::{self, State, FIFO};
 use crate::sys::{self, errno, Result};
-use crate::{hooks, process, rootfs, Global};
+use crate::{binds, hooks, process, rootfs, Global};
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
@@ -207,8 +206,33 @@ pub fn bounding_set() -> Vec<&'static str> {
     eci_policy::caps_from_mask(mask)
 }
 
-/// Give the container's root ownership of inherited pipes so `/dev/stdout` can be reopened
-/// inside (the shim created them as VM root).
+const PIPEFS_MAGIC: i64 = 0x5049_5045;
+const SOCKFS_MAGIC: i64 = 0x534f_434b;
+const DEVPTS_SUPER_MAGIC: i64 = 0x1cd1;
+/// Unix 98 pty slaves (`/dev/pts/N`) use majors 136-143.
+const PTY_SLAVE_MAJORS: std::ops::RangeInclusive<u32> = 136..=143;
+
+/// Whether an inherited stdio descriptor may be given to container root: only what a shim
+/// hands over, an anonymous pipe (pipefs), a socket or a pty slave (devpts), owned by VM
+/// root. A regular file, a named FIFO or a device node on a real filesystem stays as it is:
+/// chowning it would hand a VM file (`eci-runc run c > /etc/x`) to the container's range, as
+/// plain runc does for a regular stdout file. Decided on what `fstat`/`fstatfs` say about the
+/// descriptor itself, never on a path.
+pub fn stdio_chown_allowed(mode: u32, fs_magic: i64, rdev_major: u32, uid: u32) -> bool {
+    if uid != 0 {
+        return false;
+    }
+    match mode & libc::S_IFMT {
+        libc::S_IFIFO => fs_magic == PIPEFS_MAGIC,
+        libc::S_IFSOCK => fs_magic == SOCKFS_MAGIC,
+        libc::S_IFCHR => fs_magic == DEVPTS_SUPER_MAGIC && PTY_SLAVE_MAJORS.contains(&rdev_major),
+        _ => false,
+    }
+}
+
+/// Give the container's root ownership of the stdio the shim handed over (pipes, sockets,
+/// ptys; see [`stdio_chown_allowed`]) so `/dev/stdout` can be reopened inside (the shim
+/// created them as VM root).
 pub fn chown_stdio(uid: u32) {
     for fd in 0..3 {
         // SAFETY: fstat into a zeroed struct.
@@ -217,8 +241,18 @@ pub fn chown_stdio(uid: u32) {
         if unsafe { libc::fstat(fd, &mut st) } != 0 {
             continue;
         }
-        let fmt = st.st_mode & libc::S_IFMT;
-        if fmt == libc::S_IFCHR || st.st_uid != 0 {
+        // SAFETY: fstatfs into a zeroed struct.
+        let mut sfs: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: valid out-pointer.
+        if unsafe { libc::fstatfs(fd, &mut sfs) } != 0 {
+            continue;
+        }
+        if !stdio_chown_allowed(
+            st.st_mode,
+            sfs.f_type as i64,
+            libc::major(st.st_rdev),
+            st.st_uid,
+        ) {
             continue;
         }
         // SAFETY: fchown on an inherited descriptor; failures are harmless.
@@ -286,6 +320,7 @@ pub fn apply_policy(
     policy: &Policy,
     id: &str,
     range: IdRange,
+    donors: &[eci_policy::Donor],
 ) -> Result<Vec<String>> {
     let bnd = bounding_set();
     let is_vm = |kind: &str, path: &str| {
@@ -295,11 +330,19 @@ pub fn apply_policy(
     let env = eci_policy::Environment {
         container_id: id,
         range,
+        donors,
         bounding: &bnd,
         is_vm_namespace: &is_vm,
     };
-    let w = eci_policy::apply(spec, policy, &env).map_err(|e| e.to_string())?;
-    Ok(w.into_iter().map(|w| w.0).collect())
+    // The device filter first, so its one summary line (SPEC P3, P8; `--privileged` lists
+    // every VM device node) can also go to the audit log; `apply` runs it again, which changes
+    // nothing. A refused spec is dropped, so filtering before the refusals does no harm.
+    let devices = eci_policy::filter_devices(spec);
+    let w = eci_policy::apply(spec, policy, &env).map_err(crate::audit::refusal)?;
+    for d in &devices {
+        crate::audit::rewrite(&["P3", "P8"], &d.0);
+    }
+    Ok(devices.into_iter().chain(w).map(|w| w.0).collect())
 }
 
 pub fn create(g: &Global, o: &CreateOpts) -> Result<i32> {
@@ -325,10 +368,18 @@ pub fn create(g: &Global, o: &CreateOpts) -> Result<i32> {
         child: None,
         armed: true,
     };
-    let policy = g.policy()?;
-    let range = g.allocator_with(&policy).allocate(&o.id, &g.root)?;
+    let mut policy = g.policy()?;
+    // A BuildKit RUN step (SPEC D3): its bundle is in BuildKit's executor folder, which only
+    // dockerd (VM root) creates; then BuildKit's step files and dockerd's layer folders may be
+    // bind sources, each checked on the opened file (build_step.rs).
+    policy.build_step = crate::build_step::data_root(&bundle, &o.id, &policy);
+    crate::audit::begin("create", &o.id, &policy);
+    // Namespaces the spec joins, identified (and refused) before anything is allocated: a
+    // container sharing another's namespaces shares its user namespace and range (SPEC U2).
+    let sharing = share::resolve(&spec, &g.allocator_with(&policy))?;
+    let range = sharing.allocate(&g.allocator_with(&policy), &o.id, &g.root)?;
     stall("allocated");
-    for w in apply_policy(&mut spec, &policy, &o.id, range)? {
+    for w in apply_policy(&mut spec, &policy, &o.id, range, &sharing.plan.donors)? {
         crate::log::warn(&w);
     }
     let root_rel = spec
@@ -340,43 +391,23 @@ pub fn create(g: &Global, o: &CreateOpts) -> Result<i32> {
         fs::canonicalize(bundle.join(&root_rel)).map_err(|e| format!("rootfs {root_rel}: {e}"))?;
     let plan = root_plan(&root_path)?;
 
-    // Bind sources: resolved here (symlinks included) and checked again, so a link planted
-    // under a shared folder cannot lead outside it.
+    // Bind sources: each is opened once, below the folder that bounds it (the allowed share,
+    // dockerd's folder for this container, the volume's judged `_data`), and that descriptor
+    // is what gets mounted: a path component swapped for a symlink after this point reaches
+    // nothing, and a symlink inside a share cannot lead out of it (binds.rs).
     let mut binds = Vec::new();
     for (i, m) in spec.mounts.iter().enumerate() {
         if !m.is_bind() {
             continue;
         }
-        let src = m.source.clone().unwrap_or_default();
-        let real = fs::canonicalize(&src).map_err(|e| format!("bind mount source {src}: {e}"))?;
-        let real_s = real.display().to_string();
-        // docker-init is a VM-owned symlink (Debian: to tini-static); everything else is
-        // checked again once resolved.
-        let init_binary = policy
-            .init_binaries
-            .iter()
-            .any(|b| eci_policy::normalize_path(b) == eci_policy::normalize_path(&src));
-        if real_s != src && !init_binary {
-            let ctx = BindContext {
-                container_id: Some(&o.id),
-                destination: Some(&m.destination),
-            };
-            check_bind_source(&real_s, &policy, &ctx).map_err(|e| e.to_string())?;
-        }
-        // A named volume's path says nothing about what dockerd mounted on its `_data` (SPEC
-        // B2): check that folder's mount, also for a source below it.
-        if let Some((root, data)) = named_volume_data(&real_s, &policy.engine_data_roots) {
-            let kind = check_volume_data(&root, &data, &policy)?;
-            crate::log::debug(&format!("volume folder {data}: {kind:?}"));
-        }
-        binds.push((i, real));
+        let src = m.source.as_deref().unwrap_or_default();
+        binds.push((
+            i,
+            binds::open_source(src, &m.destination, &policy, &o.id, &sharing.plan.donors)?,
+        ));
     }
 
-    let cg = Cgroup::plan(&cgroup::resolve_path(
-        spec.linux.as_ref().and_then(|l| l.cgroups_path.as_deref()),
-        g.systemd_cgroup,
-        &o.id,
-    ));
+    let cg = container_cgroup(&spec, &policy, g.systemd_cgroup, &o.id)?;
     let mut st = State {
         id: o.id.clone(),
         pid: 0,
@@ -446,6 +477,7 @@ pub fn create(g: &Global, o: &CreateOpts) -> Result<i32> {
         console: console.as_ref().map(|c| c.as_raw_fd()),
         no_pivot: o.no_pivot,
         preserve_fds: o.preserve_fds,
+        sharing: &sharing,
     };
     let pid = sys::fork()?;
     if pid == 0 {
@@ -465,9 +497,31 @@ pub fn create(g: &Global, o: &CreateOpts) -> Result<i32> {
         (Msg::Map, _) => {}
         (m, _) => return Err(format!("unexpected message {m:?}")),
     }
-    let map = format!("0 {} {}\n", range.start, range.size);
-    fs::write(format!("/proc/{pid}/uid_map"), &map).map_err(|e| format!("write uid_map: {e}"))?;
-    fs::write(format!("/proc/{pid}/gid_map"), &map).map_err(|e| format!("write gid_map: {e}"))?;
+    // oomScoreAdj now, from VM root and before the init is forked (it inherits the value):
+    // once the container's ids are in effect, /proc/self/oom_score_adj belongs to VM root,
+    // which is unmapped, so the init cannot write it itself.
+    if let Some(adj) = spec.process.as_ref().and_then(|p| p.oom_score_adj) {
+        set_oom_score_adj(pid, adj);
+    }
+    match sharing.joined_userns() {
+        None => {
+            let map = format!("0 {} {}\n", range.start, range.size);
+            fs::write(format!("/proc/{pid}/uid_map"), &map)
+                .map_err(|e| format!("write uid_map: {e}"))?;
+            fs::write(format!("/proc/{pid}/gid_map"), &map)
+                .map_err(|e| format!("write gid_map: {e}"))?;
+        }
+        // The group's user namespace already has its map; check the child really is in it
+        // before anything is idmapped with it.
+        Some(group) => {
+            if share::path_id(&format!("/proc/{pid}/ns/user")) != Some(group) {
+                return Err(
+                    "the container did not enter the user namespace of the namespaces it shares"
+                        .into(),
+                );
+            }
+        }
+    }
     cg.add_pid(pid)?;
     let userns = sys::open(
         Path::new(&format!("/proc/{pid}/ns/user")),
@@ -508,8 +562,9 @@ pub fn create(g: &Global, o: &CreateOpts) -> Result<i32> {
         RootPlan::Dir => fds.push(idmapped(&root_path, &userns, 0, true, true)?),
     }
     let mut bind_list = Vec::new();
-    for (i, real) in &binds {
+    for (i, source) in &binds {
         let m = &spec.mounts[*i];
+        let src = Path::new(m.source.as_deref().unwrap_or_default());
         let (flags, prop, _) = rootfs::parse_options(&m.options);
         let mut attrs = 0;
         for (ms, at) in [
@@ -522,24 +577,24 @@ pub fn create(g: &Global, o: &CreateOpts) -> Result<i32> {
                 attrs |= at;
             }
         }
+        // `rbind` (docker's `-v`) copies the mounts below the source too, `bind` only its own.
         let recursive = flags & libc::MS_REC != 0;
-        let fd = match idmapped(real, &userns, attrs, recursive, false) {
-            Ok(fd) => fd,
-            Err(e) => {
-                crate::log::warn(&format!(
-                    "bind mount {} is not idmapped ({e}); files owned by VM ids outside the container's range show as nobody (SPEC U4)",
-                    real.display()
-                ));
-                let fd = sys::open_tree_clone(real, recursive)?;
-                sys::mount_setattr(&fd, attrs, None, recursive, 0)?;
-                fd
-            }
-        };
+        // Cloned from the descriptor opened and judged before the fork, never from the path.
+        let fd = sys::mountfd::clone_tree(source.fd.as_fd(), recursive, src)?;
+        if let Err(e) = sys::mount_setattr(&fd, attrs, Some(userns.as_raw_fd()), recursive, 0) {
+            crate::log::warn(&format!(
+                "bind mount {} is not idmapped ({e}); files owned by VM ids outside the container's range show as nobody (SPEC U4)",
+                src.display()
+            ));
+            // A failed mount_setattr changed none of the tree: the same copy gets the plain
+            // attributes.
+            sys::mount_setattr(&fd, attrs, None, recursive, 0)?;
+        }
         let propagation = prop & !libc::MS_REC;
         if propagation != 0 {
             sys::mount_setattr(&fd, 0, None, recursive, propagation)?;
         }
-        bind_list.push((*i, real.is_dir()));
+        bind_list.push((*i, source.is_dir));
         fds.push(fd);
     }
     let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
@@ -552,6 +607,7 @@ pub fn create(g: &Global, o: &CreateOpts) -> Result<i32> {
         &raw,
     )?;
     drop(fds);
+    drop(binds);
     drop(userns);
     stall("mounts");
 
@@ -579,34 +635,46 @@ pub fn create(g: &Global, o: &CreateOpts) -> Result<i32> {
     Ok(init)
 }
 
-/// Whether a named volume's `_data` folder may be bound (SPEC B2): dockerd's local driver mounts
-/// whatever the volume's options say there (`type=none,o=bind,device=/etc`), so the path proves
-/// nothing. The rule (`eci_policy::classify`) looks at the mount the opened folder is on, found
-/// by its mount id, not at mount points as text (which stacked or escaped mounts can blur).
-fn check_volume_data(root: &str, data_dir: &str, policy: &Policy) -> Result<VolumeDataKind> {
-    let data_path = Path::new(data_dir);
-    let data_id = sys::mount_id(&sys::open_dir_path(data_path)?, data_path)?;
-    let root_path = Path::new(root);
-    let root_id = sys::mount_id(&sys::open_dir_path(root_path)?, root_path)?;
-    let mut shares = Vec::new();
-    for prefix in &policy.allowed_bind_prefixes {
-        // A prefix that does not exist here (no share mounted) allows nothing.
-        let Ok(real) = fs::canonicalize(prefix) else {
-            continue;
-        };
-        let Ok(fd) = sys::open_dir_path(&real) else {
-            continue;
-        };
-        shares.push(ShareFolder {
-            path: real.display().to_string(),
-            mount_id: sys::mount_id(&fd, &real)?,
-        });
+/// The container's cgroup for the spec's `linux.cgroupsPath` (SPEC P5): below an allowed
+/// parent (`eciRunc.cgroupParents`), without `..`, and not a cgroup that already holds
+/// processes. Checked before the cgroup is created, and before the create's clean-up may
+/// empty it: a failed create kills every process in its cgroup.
+fn container_cgroup(spec: &Spec, policy: &Policy, systemd: bool, id: &str) -> Result<Cgroup> {
+    let spec_path = spec
+        .linux
+        .as_ref()
+        .and_then(|l| l.cgroups_path.as_deref())
+        .filter(|p| !p.is_empty());
+    let folder = cgroup::resolve_path(spec_path, systemd, id);
+    // No cgroupsPath: the runtime's own `/eci/<id>` (the id is a checked folder name).
+    if let Some(p) = spec_path {
+        eci_policy::check_cgroup_folder(&folder, p, &policy.cgroup_parents)
+            .map_err(crate::audit::refusal)?;
     }
-    // Read after the ids: a mount that went away in between is not found, and refused.
-    let text = fs::read_to_string("/proc/self/mountinfo")
-        .map_err(|e| format!("read /proc/self/mountinfo: {e}"))?;
-    let mounts = eci_policy::parse_mountinfo(&text);
-    eci_policy::classify(data_dir, data_id, root_id, &mounts, &shares).map_err(|e| e.to_string())
+    let cg = Cgroup::plan(&folder);
+    if let Some((dir, pids)) = cg.populated() {
+        let mut shown: Vec<String> = pids.iter().take(8).map(|p| p.to_string()).collect();
+        if pids.len() > 8 {
+            shown.push(format!("and {} more", pids.len() - 8));
+        }
+        return Err(crate::audit::refusal(PolicyError::CgroupInUse {
+            path: spec_path.unwrap_or(&folder).to_string(),
+            folder: dir.display().to_string(),
+            pids: format!("pid {}", shown.join(", ")),
+        }));
+    }
+    Ok(cg)
+}
+
+/// Set a process's `oom_score_adj` (`process.oomScoreAdj`). Raising it needs no privilege;
+/// lowering it below the runtime's own needs CAP_SYS_RESOURCE, and failing that is a warning,
+/// as for the other limits the VM cannot grant (SPEC P8).
+pub fn set_oom_score_adj(pid: i32, adj: i32) {
+    if let Err(e) = fs::write(format!("/proc/{pid}/oom_score_adj"), adj.to_string()) {
+        crate::log::warn(&format!(
+            "process.oomScoreAdj {adj} not applied ({e}); a value below the runtime's own needs CAP_SYS_RESOURCE, which this VM does not grant (SPEC P8)"
+        ));
+    }
 }
 
 /// A detached copy of `path` whose owners are shifted into the container's range: VM id 0
@@ -653,27 +721,14 @@ struct ChildCtx<'a> {
     console: Option<RawFd>,
     no_pivot: bool,
     preserve_fds: i32,
+    sharing: &'a Sharing,
 }
 
 fn stage1(c: &ChildCtx<'_>, sock: RawFd) -> Result<()> {
     let linux = c.spec.linux.clone().unwrap_or_default();
-    // Join namespaces given by path while still VM root, which may enter any of them.
-    let mut joined = Vec::new();
-    for ns in &linux.namespaces {
-        if let Some(p) = &ns.path {
-            if ns.kind == "mount" {
-                return Err(
-                    "joining a mount namespace by path is not supported by eci-runc".into(),
-                );
-            }
-            let fd = sys::open(Path::new(p), libc::O_RDONLY, 0)?;
-            joined.push((fd, ns_flag(&ns.kind), format!("{} namespace {p}", ns.kind)));
-        }
-    }
-    for (fd, flag, what) in &joined {
-        sys::setns(fd.as_raw_fd(), *flag, what)?;
-    }
-    sys::unshare(libc::CLONE_NEWUSER)?;
+    // Namespaces given by path, through the descriptors the runtime opened and identified,
+    // and the container's user namespace (its own, or the group's it shares them with).
+    let premade = c.sharing.enter(c.spec)?;
     send_msg(sock, &Msg::Map, &[])?;
     match recv_msg(sock, "eci-runc")? {
         (Msg::Mapped, _) => {}
@@ -711,7 +766,7 @@ fn stage1(c: &ChildCtx<'_>, sock: RawFd) -> Result<()> {
         // SAFETY: the first stage is done; leave without destructors.
         unsafe { libc::_exit(0) };
     }
-    match stage2(c, sock, &root_fd) {
+    match stage2(c, sock, &root_fd, premade) {
         Ok(never) => match never {},
         Err(e) => Err(e),
     }
@@ -719,7 +774,12 @@ fn stage1(c: &ChildCtx<'_>, sock: RawFd) -> Result<()> {
 
 enum Never {}
 
-fn stage2(c: &ChildCtx<'_>, sock: RawFd, root_fd: &OwnedFd) -> Result<Never> {
+fn stage2(
+    c: &ChildCtx<'_>,
+    sock: RawFd,
+    root_fd: &OwnedFd,
+    premade: Vec<(usize, OwnedFd)>,
+) -> Result<Never> {
     let (msg, mut fds) = recv_msg(sock, "eci-runc")?;
     let Msg::Mounts { root, binds } = msg else {
         return Err(format!("unexpected message {msg:?}"));
@@ -739,6 +799,10 @@ fn stage2(c: &ChildCtx<'_>, sock: RawFd, root_fd: &OwnedFd) -> Result<Never> {
         bind_fds.insert(i, (fd, is_dir));
     }
     drop(it);
+    // sysfs/mqueue the runtime made for a namespace the VM owns: attached like a bind.
+    for (i, fd) in premade {
+        bind_fds.insert(i, (fd, true));
+    }
     rootfs::mount_all(c.spec, &mut bind_fds, c.cgroup, &mut warnings)?;
     rootfs::setup_dev(c.spec)?;
     match recv_msg(sock, "eci-runc")? {
@@ -783,11 +847,6 @@ fn stage2(c: &ChildCtx<'_>, sock: RawFd, root_fd: &OwnedFd) -> Result<Never> {
         }
     }
     process::set_rlimits(&p, &mut warnings)?;
-    if let Some(adj) = p.oom_score_adj {
-        if let Err(e) = fs::write("/proc/self/oom_score_adj", adj.to_string()) {
-            warnings.push(format!("oom_score_adj {adj} not applied: {e}"));
-        }
-    }
     let cwd = if p.cwd.is_empty() { "/" } else { &p.cwd };
     std::env::set_current_dir(cwd).map_err(|e| format!("chdir to cwd {cwd:?}: {e}"))?;
     let arg0 = p.args.first().ok_or("process.args is empty")?;
@@ -861,6 +920,37 @@ mod tests {
         );
         assert_eq!(clamp_sysctl("net.ipv4.ping_group_range", "1 5"), "1 5");
         assert_eq!(clamp_sysctl("net.ipv4.ip_forward", "1"), "1");
+    }
+
+    /// Only what a shim hands over is given to container root; a regular file, a named FIFO
+    /// on disk, /dev/null or a console stay VM root's, and nothing not owned by VM root moves.
+    #[test]
+    fn stdio_chown_is_for_pipes_sockets_and_ptys_only() {
+        const EXT4: i64 = 0xef53;
+        const TMPFS: i64 = 0x0102_1994;
+        let ok = |mode, fs, major| stdio_chown_allowed(mode, fs, major, 0);
+        assert!(ok(libc::S_IFIFO | 0o600, PIPEFS_MAGIC, 0));
+        assert!(ok(libc::S_IFSOCK | 0o777, SOCKFS_MAGIC, 0));
+        assert!(ok(libc::S_IFCHR | 0o620, DEVPTS_SUPER_MAGIC, 136));
+        assert!(ok(libc::S_IFCHR | 0o620, DEVPTS_SUPER_MAGIC, 143));
+        assert!(!ok(libc::S_IFREG | 0o644, EXT4, 0), "regular file");
+        assert!(
+            !ok(libc::S_IFREG | 0o644, TMPFS, 0),
+            "regular file on tmpfs"
+        );
+        assert!(!ok(libc::S_IFIFO | 0o600, EXT4, 0), "named FIFO on disk");
+        assert!(
+            !ok(libc::S_IFCHR | 0o666, TMPFS, 1),
+            "/dev/null on devtmpfs"
+        );
+        assert!(!ok(libc::S_IFCHR | 0o600, TMPFS, 5), "/dev/console");
+        assert!(
+            !ok(libc::S_IFCHR | 0o666, DEVPTS_SUPER_MAGIC, 5),
+            "devpts ptmx (5:2)"
+        );
+        assert!(!ok(libc::S_IFDIR | 0o755, EXT4, 0), "folder");
+        assert!(!ok(libc::S_IFBLK | 0o660, TMPFS, 8), "block device");
+        assert!(!stdio_chown_allowed(libc::S_IFIFO, PIPEFS_MAGIC, 0, 1000));
     }
 
     #[test]

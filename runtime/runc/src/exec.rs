@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use eci_policy::spec::{Process, Spec};
@@ -88,6 +89,9 @@ fn build_process(o: &ExecOpts, config: &Spec) -> Result<Process> {
 
 pub fn exec(g: &Global, o: &ExecOpts) -> Result<i32> {
     let st = State::load(&g.root, &o.id)?;
+    // Only for the audit log's place: a policy file that does not load is not this
+    // command's concern.
+    crate::audit::begin("exec", &o.id, &g.policy().unwrap_or_default());
     let status = st.status(&g.root);
     if status != "running" && status != "created" {
         return Err(format!("cannot exec in a {status} container"));
@@ -152,6 +156,11 @@ pub fn exec(g: &Global, o: &ExecOpts) -> Result<i32> {
             name.clone(),
         ));
     }
+    check_target(&st)?;
+    // Inherited through both forks; see create::set_oom_score_adj.
+    if let Some(adj) = p.oom_score_adj {
+        create::set_oom_score_adj(std::process::id() as i32, adj);
+    }
     let (p_sock, c_sock) = sys::socketpair()?;
     let pid = sys::fork()?;
     if pid == 0 {
@@ -199,6 +208,70 @@ pub fn exec(g: &Global, o: &ExecOpts) -> Result<i32> {
         return Ok(0);
     }
     sys::waitpid(target)
+}
+
+/// Namespaces an exec joins, by identity (nsfs device and inode).
+const TARGET_NAMESPACES: &[&str] = &["user", "mnt", "pid"];
+
+fn ns_identity(path: &str) -> Result<(u64, u64)> {
+    let m = fs::metadata(path).map_err(|e| format!("{path}: {e}"))?;
+    Ok((m.dev(), m.ino()))
+}
+
+/// The first of the target's namespaces that is the VM's (PID 1's) or the runtime's own.
+/// Joining none of them there and becoming "container root" would be VM root (SPEC U3).
+pub fn vm_namespace<'a>(
+    target: &[(&'a str, (u64, u64))],
+    vm: &[(&str, (u64, u64))],
+    runtime: &[(&str, (u64, u64))],
+) -> Option<&'a str> {
+    target.iter().find_map(|(kind, id)| {
+        let same = |set: &[(&str, (u64, u64))]| set.iter().any(|(k, i)| k == kind && i == id);
+        (same(vm) || same(runtime)).then_some(*kind)
+    })
+}
+
+/// Refuse an exec whose target is not the container's init any more (SPEC U3, A6): the init
+/// exited and its pid now belongs to a VM process, whose namespaces are the VM's. Its user,
+/// mount and pid namespaces are compared with PID 1's and the runtime's own, and its start
+/// time with the state's, after the namespace files were opened, so a pid reused in between
+/// is caught too.
+fn check_target(st: &State) -> Result<()> {
+    let ids = |pid: &str| -> Result<Vec<(&'static str, (u64, u64))>> {
+        TARGET_NAMESPACES
+            .iter()
+            .map(|k| Ok((*k, ns_identity(&format!("/proc/{pid}/ns/{k}"))?)))
+            .collect()
+    };
+    let refused = |why: String| {
+        crate::audit::refuse(
+            &["U3", "A6"],
+            format!(
+                "exec into container {} refused: {why}; the container's init (pid {}) has exited, start the container again",
+                st.id, st.pid
+            ),
+        )
+    };
+    let target = ids(&st.pid.to_string())
+        .map_err(|e| refused(format!("cannot read its namespaces ({e})")))?;
+    if sys::start_time(st.pid) != Some(st.pid_start) {
+        return Err(refused(format!(
+            "pid {} is no longer the process the container started (start time differs from the state)",
+            st.pid
+        )));
+    }
+    // PID 1's namespace files are unreadable when the runtime lacks a capability PID 1 holds
+    // (the kernel's ptrace access check; the development machine's runtime has no
+    // CAP_SYS_RESOURCE). The runtime's own namespaces are the VM's too (the shim and dockerd
+    // run there), so the check still holds with those alone.
+    let vm = ids("1").unwrap_or_default();
+    if let Some(kind) = vm_namespace(&target, &vm, &ids("self")?) {
+        return Err(refused(format!(
+            "pid {} is in the VM's {kind} namespace, not the container's",
+            st.pid
+        )));
+    }
+    Ok(())
 }
 
 fn child(
@@ -261,4 +334,57 @@ fn child(
     }
     // SAFETY: leave without destructors.
     unsafe { libc::_exit(127) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_in_the_vms_namespaces_is_found() {
+        let vm = [("user", (4, 1)), ("mnt", (4, 2)), ("pid", (4, 3))];
+        let me = vm;
+        let container = [("user", (4, 11)), ("mnt", (4, 12)), ("pid", (4, 13))];
+        assert_eq!(vm_namespace(&container, &vm, &me), None);
+        // A recycled pid: a VM process.
+        assert_eq!(vm_namespace(&vm, &vm, &me), Some("user"));
+        // Any one of them is enough, also when only the runtime's own matches.
+        let mixed = [("user", (4, 11)), ("mnt", (4, 2)), ("pid", (4, 13))];
+        assert_eq!(vm_namespace(&mixed, &vm, &me), Some("mnt"));
+        let other = [("user", (4, 21)), ("mnt", (4, 22)), ("pid", (4, 23))];
+        let mine = [("user", (4, 21)), ("mnt", (4, 99)), ("pid", (4, 98))];
+        assert_eq!(vm_namespace(&mine, &vm, &other), Some("user"));
+        // Same inode on another device is another namespace.
+        let dev = [("user", (5, 1)), ("mnt", (5, 2)), ("pid", (5, 3))];
+        assert_eq!(vm_namespace(&dev, &vm, &me), None);
+    }
+
+    /// This test process runs in the VM's (the machine's) namespaces, like a reused pid.
+    #[test]
+    fn the_runtimes_own_process_is_refused_as_a_target() {
+        let st = State {
+            id: "c1".into(),
+            pid: std::process::id() as i32,
+            pid_start: sys::start_time(std::process::id() as i32).unwrap(),
+            bundle: String::new(),
+            rootfs: String::new(),
+            created: String::new(),
+            range_start: 100_000,
+            range_size: 65_536,
+            cgroup: crate::cgroup::Cgroup {
+                mode: crate::cgroup::Mode::V2,
+                dirs: vec![],
+            },
+            annotations: Default::default(),
+        };
+        let e = check_target(&st).unwrap_err();
+        assert!(e.contains("VM's user namespace"), "{e}");
+        assert!(e.contains("exec into container c1 refused"), "{e}");
+        let stale = State {
+            pid_start: st.pid_start + 1,
+            ..st
+        };
+        let e = check_target(&stale).unwrap_err();
+        assert!(e.contains("start time"), "{e}");
+    }
 }

@@ -2,6 +2,9 @@
 //! with an exclusive id range (see runtime/README.md).
 
 mod alloc;
+mod audit;
+mod binds;
+mod build_step;
 mod cgroup;
 mod create;
 mod devices;
@@ -11,6 +14,7 @@ mod log;
 mod process;
 mod rootfs;
 mod seccomp;
+mod share;
 mod state;
 mod sys;
 
@@ -763,6 +767,8 @@ fn main() {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             log::error(&e);
+            // An isolation refusal also goes to the audit log (SPEC S5).
+            audit::flush(&e);
             std::process::exit(1);
         }
     }

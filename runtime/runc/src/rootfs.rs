@@ -9,32 +9,15 @@ use std::os::unix::fs::{symlink, DirBuilderExt};
 use std::path::{Component, Path, PathBuf};
 
 use eci_policy::spec::{Mount, Spec};
-use eci_policy::{NAMESPACED_PROC_SYS, SAFE_DEVICES};
+use eci_policy::NAMESPACED_PROC_SYS;
 
 use crate::cgroup::Cgroup;
 use crate::sys::{self, errno, Result};
 
-const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
-const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
-
 /// Attach detached mount `fd` on the mount point `target_fd` refers to.
 pub fn attach_at_fd(fd: RawFd, target_fd: RawFd) -> Result<()> {
-    let empty = c"";
-    // SAFETY: valid fds and empty strings.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            fd,
-            empty.as_ptr(),
-            target_fd,
-            empty.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
-        )
-    };
-    if rc < 0 {
-        return Err(errno("attach the container rootfs"));
-    }
-    Ok(())
+    sys::mountfd::move_mount_onto(fd, target_fd)
+        .map_err(|e| format!("attach the container rootfs: {e}"))
 }
 
 fn fs_context_log(fs: RawFd) -> String {
@@ -405,22 +388,18 @@ fn mount_one(m: &Mount, rel: &Path, cg: &Cgroup, warn: &mut Vec<String>) -> Resu
         "cgroup" | "cgroup2" => mount_cgroup(rel, flags, cg, warn)?,
         "sysfs" => {
             mkdir_all(rel)?;
-            if sys::mount(Some("sysfs"), rel, Some("sysfs"), flags, None).is_err() {
-                // A joined network namespace owned by another user namespace: the kernel
-                // refuses a new sysfs, so show the VM's read-only instead.
-                sys::mount(Some("/sys"), rel, None, libc::MS_BIND | libc::MS_REC, None)?;
-                sys::mount(
-                    None,
-                    rel,
-                    None,
-                    libc::MS_REMOUNT
-                        | libc::MS_BIND
-                        | libc::MS_RDONLY
-                        | libc::MS_NOSUID
-                        | libc::MS_NODEV
-                        | libc::MS_NOEXEC,
-                    None,
-                )?;
+            if let Err(e) = sys::mount(Some("sysfs"), rel, Some("sysfs"), flags, None) {
+                // The kernel lets only a process with CAP_SYS_ADMIN in the user namespace that
+                // owns the network namespace mount its sysfs. A container sharing another
+                // container's network namespace is in that user namespace; one in a namespace
+                // the VM owns normally gets a sysfs the runtime made (share.rs). Whatever is
+                // left gets an empty read-only /sys, never the VM's: that shows the VM's
+                // devices and network and carries its cgroup, bpf and debug mounts (SPEC P6).
+                warn.push(format!(
+                    "sysfs could not be mounted at {} ({e}); the container gets an empty read-only /sys",
+                    m.destination
+                ));
+                empty_readonly_sys(rel)?;
             }
         }
         _ => {
@@ -435,42 +414,86 @@ fn mount_one(m: &Mount, rel: &Path, cg: &Cgroup, warn: &mut Vec<String>) -> Resu
     Ok(())
 }
 
+/// An empty read-only tmpfs at `rel` holding only the `fs/cgroup` mount point, which the
+/// spec's cgroup mount needs below /sys.
+fn empty_readonly_sys(rel: &Path) -> Result<()> {
+    let base = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    sys::mount(
+        Some("tmpfs"),
+        rel,
+        Some("tmpfs"),
+        base,
+        Some("mode=755,size=4k"),
+    )?;
+    mkdir_all(&rel.join("fs/cgroup"))?;
+    sys::mount(
+        None,
+        rel,
+        None,
+        libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | base,
+        None,
+    )
+}
+
 /// Device nodes: the default set plus the spec's safe devices, as binds of the VM's nodes (a
 /// user namespace cannot mknod, SPEC P3), and the usual /dev symlinks.
+/// The VM's node for a safe device is the character device it should be (a /dev that is not
+/// devtmpfs could hold anything under those names); otherwise it is not bound.
+fn vm_node_is(d: &eci_policy::SafeDevice) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    fs::metadata(d.path).is_ok_and(|m| {
+        m.file_type().is_char_device()
+            && i64::from(libc::major(m.rdev())) == d.major
+            && d.minor == Some(i64::from(libc::minor(m.rdev())))
+    })
+}
+
 pub fn setup_dev(spec: &Spec) -> Result<()> {
     let dev = resolve_in_root("/dev")?;
     if !dev.is_dir() {
         return Ok(());
     }
-    let mut wanted: Vec<&str> = vec![
+    // (VM node, path in the container): the base set at its usual paths, then every safe
+    // device the spec lists, at the spec's path (`--device /dev/null:/dev/mynull`). A user
+    // namespace cannot mknod, so each is a bind of the VM's node; the spec's fileMode, uid and
+    // gid are not applied (the node keeps the VM's mode, and VM root shows as nobody).
+    // Devices outside the safe set never get here: eci-policy dropped them with a warning.
+    let mut wanted: Vec<(&str, String)> = [
         "/dev/null",
         "/dev/zero",
         "/dev/full",
         "/dev/random",
         "/dev/urandom",
         "/dev/tty",
-    ];
+    ]
+    .iter()
+    .map(|p| (*p, p.to_string()))
+    .collect();
     if let Some(l) = &spec.linux {
         for d in &l.devices {
-            if let Some(s) = SAFE_DEVICES.iter().find(|s| {
-                s.major == d.major && s.minor.is_some_and(|m| m == d.minor) && !s.path.contains('*')
-            }) {
-                if s.path != "/dev/console" && s.path != "/dev/ptmx" && !wanted.contains(&s.path) {
-                    wanted.push(s.path);
-                }
+            let Some(s) = eci_policy::bindable_safe_device(&d.kind, d.major, d.minor) else {
+                continue;
+            };
+            if !vm_node_is(s) {
+                continue;
+            }
+            let dest = format!("/{}", d.path.trim_start_matches('/'));
+            if !wanted.iter().any(|(_, p)| *p == dest) {
+                wanted.push((s.path, dest));
             }
         }
     }
-    for host in wanted {
-        let rel = dev.join(host.trim_start_matches("/dev/"));
+    for (host, dest) in wanted {
         if !Path::new(host).exists() {
             continue;
         }
+        let rel = resolve_in_root(&dest)?;
         if fs::symlink_metadata(&rel).is_ok_and(|m| m.file_type().is_symlink()) {
             fs::remove_file(&rel).map_err(|e| e.to_string())?;
         }
         ensure_file(&rel)?;
-        sys::mount(Some(host), &rel, None, libc::MS_BIND, None)?;
+        sys::mount(Some(host), &rel, None, libc::MS_BIND, None)
+            .map_err(|e| format!("device {dest} (the VM's {host}): {e}"))?;
     }
     for (name, target) in [
         ("fd", "/proc/self/fd"),

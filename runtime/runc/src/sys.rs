@@ -79,99 +79,13 @@ pub fn umount2(target: &Path, flags: libc::c_int) -> Result<()> {
     .map(|_| ())
 }
 
-pub const OPEN_TREE_CLONE: libc::c_uint = 1;
-pub const AT_RECURSIVE: libc::c_uint = 0x8000;
-pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
-pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
-pub const MOUNT_ATTR_NODEV: u64 = 0x4;
-pub const MOUNT_ATTR_NOEXEC: u64 = 0x8;
-pub const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
-const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+pub mod mountfd;
 
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-
-/// A detached copy of the mount tree at `path` (`open_tree(OPEN_TREE_CLONE)`).
-pub fn open_tree_clone(path: &Path, recursive: bool) -> Result<OwnedFd> {
-    let p = cstr(path)?;
-    let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
-    if recursive {
-        flags |= AT_RECURSIVE;
-    }
-    // SAFETY: valid C string; the kernel returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, p.as_ptr(), flags) };
-    if fd < 0 {
-        return Err(errno(format!("open_tree {}", path.display())));
-    }
-    // SAFETY: fd is a fresh descriptor we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
-
-/// Set attributes (and an id mapping when `userns` is given) on a detached mount.
-pub fn mount_setattr(
-    fd: &OwnedFd,
-    set: u64,
-    userns: Option<RawFd>,
-    recursive: bool,
-    propagation: u64,
-) -> Result<()> {
-    let mut attr = MountAttr {
-        attr_set: set,
-        attr_clr: 0,
-        propagation,
-        userns_fd: 0,
-    };
-    if let Some(u) = userns {
-        attr.attr_set |= MOUNT_ATTR_IDMAP;
-        attr.userns_fd = u as u64;
-    }
-    let mut flags = libc::AT_EMPTY_PATH as libc::c_uint;
-    if recursive {
-        flags |= AT_RECURSIVE;
-    }
-    let empty = c"";
-    // SAFETY: attr lives across the call; size matches the struct the kernel expects.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            fd.as_raw_fd(),
-            empty.as_ptr(),
-            flags,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if rc < 0 {
-        return Err(errno("mount_setattr"));
-    }
-    Ok(())
-}
-
-/// Attach a detached mount at `target`.
-pub fn move_mount(fd: RawFd, target: &Path) -> Result<()> {
-    let t = cstr(target)?;
-    let empty = c"";
-    // SAFETY: valid strings and fd.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            fd,
-            empty.as_ptr(),
-            libc::AT_FDCWD,
-            t.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
-        )
-    };
-    if rc < 0 {
-        return Err(errno(format!("move_mount to {}", target.display())));
-    }
-    Ok(())
-}
+// The mount API lives in `mountfd`; these names stay here for the callers that had them.
+pub use mountfd::{
+    mount_setattr, move_mount, open_tree_clone, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC,
+    MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY,
+};
 
 pub fn pivot_root(new: &Path, old: &Path) -> Result<()> {
     let n = cstr(new)?;
