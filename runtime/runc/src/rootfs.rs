@@ -2,9 +2,8 @@
 //! namespaces (SPEC U4): the image rootfs from idmapped layers, the spec's mounts, the safe
 //! device set (P3), then pivot_root and the masked/read-only paths (P4, F4).
 
-use std::ffi::CString;
 use std::fs;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{symlink, DirBuilderExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -12,6 +11,7 @@ use eci_policy::spec::{Mount, Spec};
 use eci_policy::NAMESPACED_PROC_SYS;
 
 use crate::cgroup::Cgroup;
+use crate::sys::mountfd::FsContext;
 use crate::sys::{self, errno, Result};
 
 /// Attach detached mount `fd` on the mount point `target_fd` refers to.
@@ -112,33 +112,19 @@ pub fn container_overlay(
 /// `u/<upper>`, `u/<work>`) with this process's credentials ([`container_overlay`] says which).
 /// Returns the detached mount.
 fn make_overlay(lowers: usize, upper: &str, work: &str) -> Result<OwnedFd> {
-    let name = c"overlay";
-    // SAFETY: fsopen with a valid name.
-    let fs = unsafe { libc::syscall(libc::SYS_fsopen, name.as_ptr(), 1u32) };
-    if fs < 0 {
-        return Err(errno("fsopen overlay"));
-    }
-    // SAFETY: fresh fd.
-    let fs = unsafe { OwnedFd::from_raw_fd(fs as RawFd) };
+    let fs = FsContext::open("overlay").map_err(|e| format!("fsopen overlay: {e}"))?;
     let lowerdir = (0..lowers)
         .map(|i| format!("l{i}"))
         .collect::<Vec<_>>()
         .join(":");
     let set = |k: &str, v: Option<&str>| -> Result<()> {
-        let kc = CString::new(k).expect("no NUL");
-        let vc = v.map(|v| CString::new(v).expect("no NUL"));
-        let (cmd, val) = match &vc {
-            Some(v) => (1u32, v.as_ptr()),    // FSCONFIG_SET_STRING
-            None => (0u32, std::ptr::null()), // FSCONFIG_SET_FLAG
-        };
-        // SAFETY: valid strings for the duration of the call.
-        let rc =
-            unsafe { libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), cmd, kc.as_ptr(), val, 0) };
-        if rc < 0 {
-            let e = errno(format!("overlay option {k}={}", v.unwrap_or("")));
-            return Err(format!("{e} ({})", fs_context_log(fs.as_raw_fd())));
-        }
-        Ok(())
+        fs.set(k, v).map_err(|e| {
+            format!(
+                "overlay option {k}={}: {e} ({})",
+                v.unwrap_or(""),
+                fs_context_log(fs.raw())
+            )
+        })
     };
     set("lowerdir", Some(&lowerdir))?;
     set("upperdir", Some(&format!("u/{upper}")))?;
@@ -146,28 +132,13 @@ fn make_overlay(lowers: usize, upper: &str, work: &str) -> Result<OwnedFd> {
     // dockerd's own mount of these layers stays in place (index=off there too); an inode index
     // would refuse the shared upper folder with EBUSY on kernels built with index on.
     set("index", Some("off"))?;
-    // SAFETY: FSCONFIG_CMD_CREATE (6) has no key/value.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_fsconfig,
-            fs.as_raw_fd(),
-            6u32,
-            std::ptr::null::<libc::c_char>(),
-            std::ptr::null::<libc::c_char>(),
-            0,
+    fs.create().map_err(|e| {
+        format!(
+            "create the container's overlay: {e} ({})",
+            fs_context_log(fs.raw())
         )
-    };
-    if rc < 0 {
-        let e = errno("create the container's overlay");
-        return Err(format!("{e} ({})", fs_context_log(fs.as_raw_fd())));
-    }
-    // SAFETY: FSMOUNT_CLOEXEC.
-    let m = unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), 1u32, 0u32) };
-    if m < 0 {
-        return Err(errno("fsmount overlay"));
-    }
-    // SAFETY: fresh fd.
-    Ok(unsafe { OwnedFd::from_raw_fd(m as RawFd) })
+    })?;
+    fs.mount(0).map_err(|e| format!("fsmount overlay: {e}"))
 }
 
 pub fn fchdir(fd: RawFd) -> Result<()> {

@@ -23,6 +23,7 @@ use eci_policy::{
 use crate::alloc::Allocator;
 use crate::rootfs;
 use crate::state::State;
+use crate::sys::mountfd::FsContext;
 use crate::sys::{self, errno, Result};
 
 /// `_IO(0xb7, 0x1)`: a descriptor for the user namespace owning a namespace.
@@ -394,51 +395,13 @@ fn premade_mounts(spec: &Spec, joined: &[Joined]) -> Vec<(usize, OwnedFd)> {
 
 /// A new, detached instance of `fstype` for the current namespaces (`fsopen` + `fsmount`).
 fn detached_mount(fstype: &str, attrs: u32) -> Result<OwnedFd> {
-    let name = CString::new(fstype).map_err(|e| e.to_string())?;
-    // SAFETY: fsopen with a valid name and FSOPEN_CLOEXEC.
-    let fs = unsafe { libc::syscall(libc::SYS_fsopen, name.as_ptr(), 1u32) };
-    if fs < 0 {
-        return Err(errno(format!("fsopen {fstype}")));
-    }
-    // SAFETY: fresh descriptor.
-    let fs = unsafe { OwnedFd::from_raw_fd(fs as RawFd) };
+    let fs = FsContext::open(fstype).map_err(|e| format!("fsopen {fstype}: {e}"))?;
     // The source /proc/mounts shows, as for a `mount -t sysfs sysfs /sys`.
-    let key = c"source";
-    // SAFETY: FSCONFIG_SET_STRING (1) with valid strings for the duration of the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_fsconfig,
-            fs.as_raw_fd(),
-            1u32,
-            key.as_ptr(),
-            name.as_ptr(),
-            0,
-        )
-    };
-    if rc < 0 {
-        return Err(errno(format!("name the {fstype} source")));
-    }
-    // SAFETY: FSCONFIG_CMD_CREATE (6) takes no key or value.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_fsconfig,
-            fs.as_raw_fd(),
-            6u32,
-            std::ptr::null::<libc::c_char>(),
-            std::ptr::null::<libc::c_char>(),
-            0,
-        )
-    };
-    if rc < 0 {
-        return Err(errno(format!("create {fstype}")));
-    }
-    // SAFETY: FSMOUNT_CLOEXEC with mount attributes.
-    let m = unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), 1u32, attrs) };
-    if m < 0 {
-        return Err(errno(format!("fsmount {fstype}")));
-    }
-    // SAFETY: fresh descriptor.
-    Ok(unsafe { OwnedFd::from_raw_fd(m as RawFd) })
+    fs.set("source", Some(fstype))
+        .map_err(|e| format!("name the {fstype} source: {e}"))?;
+    fs.create().map_err(|e| format!("create {fstype}: {e}"))?;
+    fs.mount(attrs)
+        .map_err(|e| format!("fsmount {fstype}: {e}"))
 }
 
 #[cfg(test)]
