@@ -486,8 +486,10 @@ fn purl_escape(s: &str) -> String {
 
 /// UTC timestamp for an epoch second, without pulling in a date crate for one line.
 pub fn rfc3339(epoch: u64) -> String {
-    let (y, m, d, hh, mm, ss) = civil(epoch);
-    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
+    eci_facts::rfc3339(
+        std::time::Duration::from_secs(epoch),
+        eci_facts::Precision::Seconds,
+    )
 }
 
 #[cfg(test)]

@@ -1,9 +1,8 @@
 //! Image pins on disk, so a restart of the guard does not trust a name that was moved while
 //! it was down (SPEC B4). Written atomically: temp file, fsync, rename, fsync of the folder.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::{self};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -90,25 +89,9 @@ impl PinStore {
     }
 }
 
+/// Replaces `path` crash-safely, mode 0600 (eci-facts says how).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-        std::process::id()
-    ));
-    {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    File::open(dir)?.sync_all()
+    eci_facts::write_atomic(path, bytes, 0o600)
 }
 
 #[cfg(test)]

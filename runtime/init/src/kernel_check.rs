@@ -10,8 +10,6 @@
 use eci_kernel_config::{
     probe_running_kernel, DriftVerdict, HardwareAbsent, ImagePins, ModuleFailure, Phase,
 };
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// The verdict as JSON (`isolation`: `allowed` or `refused`, `drifted`, `excused`, `remedy`),
@@ -79,22 +77,7 @@ pub fn refusal_block(verdict: &DriftVerdict, not_started: &[String]) -> Vec<Stri
 /// Writes `verdict` to `path` atomically (a temporary file in the same directory, renamed), mode
 /// 0600, so a reader never sees half a verdict or one from an earlier start.
 pub fn write_status(path: &Path, verdict: &DriftVerdict) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .create_new(true)
-        .write(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(verdict.to_json().as_bytes())?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)
+    eci_facts::write_atomic(path, verdict.to_json().as_bytes(), 0o600)
 }
 
 #[cfg(test)]

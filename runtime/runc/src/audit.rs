@@ -129,15 +129,12 @@ fn append(path: &Path, max_bytes: u64, line: &[u8]) -> io::Result<()> {
 
 /// RFC 3339 UTC with milliseconds, as the guard writes it.
 pub fn now_millis() -> String {
-    millis(&crate::log::rfc3339(SystemTime::now()))
-}
-
-/// `...T12:00:00.123456789Z` to `...T12:00:00.123Z`.
-fn millis(nanos: &str) -> String {
-    match nanos.find('.') {
-        Some(dot) if nanos.len() >= dot + 4 => format!("{}Z", &nanos[..dot + 4]),
-        _ => nanos.to_string(),
-    }
+    eci_facts::rfc3339(
+        SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default(),
+        eci_facts::Precision::Millis,
+    )
 }
 
 struct Pending {
@@ -240,10 +237,6 @@ mod tests {
 
     #[test]
     fn time_is_rfc3339_with_milliseconds() {
-        assert_eq!(
-            millis("2026-11-29T00:07:37.123456789Z"),
-            "2026-11-29T00:07:37.123Z"
-        );
         let t = now_millis();
         assert_eq!(t.len(), "2026-11-29T00:07:37.123Z".len(), "{t}");
         assert!(t.ends_with('Z') && t.as_bytes()[10] == b'T', "{t}");

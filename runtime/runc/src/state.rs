@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use eci_policy::spec::Spec;
@@ -117,17 +116,10 @@ impl State {
     }
 }
 
+/// Replaces `path` crash-safely (synced, then renamed; eci-facts says how): the state and the
+/// allocator's table are either the old or the new version after a crash, never empty.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), String> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let r = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        fs::rename(&tmp, path)
-    })();
-    r.map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        format!("write {}: {e}", path.display())
-    })
+    eci_facts::write_atomic(path, data, 0o644).map_err(|e| format!("write {}: {e}", path.display()))
 }
 
 #[cfg(test)]
