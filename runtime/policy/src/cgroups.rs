@@ -80,6 +80,36 @@ fn components(path: &str) -> Vec<&str> {
         .collect()
 }
 
+/// The folders strictly between the (longest) allowed parent that holds `folder` and `folder`
+/// itself, e.g. `/docker/A` for `/docker/A/B` under `/docker`. The runtime refuses a container
+/// whose cgroup would nest inside one of them that belongs to another container or holds
+/// processes: that container could move the new one's processes into its own cgroup, freeze or
+/// kill them (a review found `--cgroup-parent=/docker/<id of A>` did exactly that).
+pub fn intermediate_folders(folder: &str, parents: &[String]) -> Vec<String> {
+    let parts = components(folder);
+    let depth = parents
+        .iter()
+        .filter_map(|p| parent_folder(p).ok())
+        .map(|p| components(&p).len())
+        .filter(|&n| n < parts.len())
+        .filter(|&n| {
+            parents
+                .iter()
+                .filter_map(|p| parent_folder(p).ok())
+                .any(|p| {
+                    let pp = components(&p);
+                    pp.len() == n && parts[..n] == pp[..]
+                })
+        })
+        .max();
+    let Some(depth) = depth else {
+        return Vec::new();
+    };
+    (depth + 1..parts.len())
+        .map(|i| format!("/{}", parts[..i].join("/")))
+        .collect()
+}
+
 /// Refuse a cgroup folder (from [`cgroup_folder`]) that has a `..` component or does not lie
 /// strictly below one of `parents` (`eciRunc.cgroupParents`; entries that are not usable allow
 /// nothing). `spec_path` is the spec's `cgroupsPath` as written, for the message.
@@ -121,6 +151,27 @@ pub fn check_cgroup_folder(
 mod tests {
     use super::*;
     use crate::config::DEFAULT_CGROUP_PARENTS;
+
+    #[test]
+    fn folders_between_the_parent_and_the_cgroup_are_listed() {
+        let parents = vec!["/docker".to_string(), "/kubepods".to_string()];
+        assert_eq!(
+            intermediate_folders("/docker/c1", &parents),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            intermediate_folders("/docker/A/B", &parents),
+            vec!["/docker/A"]
+        );
+        assert_eq!(
+            intermediate_folders("/kubepods/burstable/pod1/c2", &parents),
+            vec!["/kubepods/burstable", "/kubepods/burstable/pod1"]
+        );
+        assert_eq!(
+            intermediate_folders("/elsewhere/x", &parents),
+            Vec::<String>::new()
+        );
+    }
 
     fn defaults() -> Vec<String> {
         DEFAULT_CGROUP_PARENTS

@@ -21,7 +21,7 @@ pub use build_step::{
     snapshot_overlay_dirs, temp_mount_origin, BuildSource, TempMountOrigin,
 };
 pub use caps::{cap_bit, cap_name, caps_from_mask, CAPABILITIES};
-pub use cgroups::{cgroup_folder, check_cgroup_folder, parent_folder};
+pub use cgroups::{cgroup_folder, check_cgroup_folder, intermediate_folders, parent_folder};
 pub use config::{
     Policy, DEFAULT_CGROUP_PARENTS, DEFAULT_ENGINE_DATA_ROOTS, DEFAULT_ENGINE_SOCKETS,
     DEFAULT_INIT_BINARIES, DEFAULT_POOL_RANGES, DEFAULT_POOL_START, DEFAULT_RUNC_AUDIT_LOG,

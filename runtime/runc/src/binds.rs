@@ -32,6 +32,10 @@ pub enum Anchor {
     /// `<data-root>/containers/<id>`): `rest` is walked below `root` and cannot leave it. `root`
     /// itself and the folders above it are VM paths only VM root can change.
     Below { root: String, rest: String },
+    /// An allowed share prefix: like `Below`, but the prefix itself is opened without following
+    /// any symlink (prefixes nest, and a writer of an enclosing share could replace an inner
+    /// prefix by a link to `/`).
+    Share { root: String, rest: String },
     /// A named volume's `<data-root>/volumes/<name>/_data`: the folder is judged by the mount
     /// it is on (dockerd mounts whatever the volume's options say there), then `rest` is walked
     /// below it.
@@ -72,7 +76,7 @@ pub fn anchor(path: &str, kind: BindKind, policy: &Policy, container_id: &str) -
             .filter_map(|p| rest_below(path, &p).map(|rest| (p, rest)))
             // The longest prefix bounds the walk most tightly.
             .max_by_key(|(p, _)| p.len())
-            .map(|(root, rest)| Anchor::Below { root, rest }),
+            .map(|(root, rest)| Anchor::Share { root, rest }),
         BindKind::EngineInternal => {
             let own_id = !container_id.is_empty()
                 && !container_id.contains('/')
@@ -185,6 +189,18 @@ pub fn open_source(
         .or_else(|| anchor(&path, kind, policy, container_id))
         .ok_or_else(|| crate::audit::refusal(PolicyError::RestrictedMount(src.to_string())))?;
     let fd = match anchor {
+        Anchor::Share { root, rest } => {
+            let root_fd = mountfd::open_no_symlinks(Path::new(&root)).map_err(|e| {
+                crate::audit::refuse(
+                    &["B2"],
+                    format!(
+                        "{} (the shared folder {root} must be a folder, not a symlink: {e})",
+                        eci_policy::restricted_mount_message(src)
+                    ),
+                )
+            })?;
+            walk(&root_fd, &rest, src, &root)?
+        }
         Anchor::Below { root, rest } => {
             // A VM path only VM root can change (see `Anchor::Below`): opened as the VM
             // resolves it, since an admin's share prefix or data root may be a symlink.
@@ -299,16 +315,16 @@ fn check_volume_data(
     let root_id = sys::mount_id(&sys::open_dir_path(root_path)?, root_path)?;
     let mut shares = Vec::new();
     for prefix in &policy.allowed_bind_prefixes {
-        // A prefix that does not exist here (no share mounted) allows nothing.
-        let Ok(real) = std::fs::canonicalize(prefix) else {
-            continue;
-        };
-        let Ok(fd) = sys::open_dir_path(&real) else {
+        // A prefix that does not exist here (no share mounted) allows nothing, and neither
+        // does one that is (or passes through) a symlink: a writer of an enclosing share could
+        // point it at `/` and make the whole root filesystem look like a share.
+        let path = normalize_path(prefix);
+        let Ok(fd) = mountfd::open_no_symlinks(Path::new(&path)) else {
             continue;
         };
         shares.push(ShareFolder {
-            path: real.display().to_string(),
-            mount_id: sys::mount_id(&fd, &real)?,
+            mount_id: sys::mount_id(&fd, Path::new(&path))?,
+            path,
         });
     }
     // Read after the ids: a mount that went away in between is not found, and refused.
@@ -344,10 +360,19 @@ mod tests {
     fn anchors_follow_the_policy_cases() {
         let p = policy("/mnt/host", "/var/lib/docker");
         let share = |path: &str| anchor(path, BindKind::HostShare, &p, "abc");
-        assert_eq!(share("/mnt/host"), below("/mnt/host", ""));
-        assert_eq!(share("/mnt/host/c/src"), below("/mnt/host", "c/src"));
+        let in_share = |root: &str, rest: &str| {
+            Some(Anchor::Share {
+                root: root.into(),
+                rest: rest.into(),
+            })
+        };
+        assert_eq!(share("/mnt/host"), in_share("/mnt/host", ""));
+        assert_eq!(share("/mnt/host/c/src"), in_share("/mnt/host", "c/src"));
         // The longest allowed prefix bounds the walk.
-        assert_eq!(share("/mnt/host/deeper/x"), below("/mnt/host/deeper", "x"));
+        assert_eq!(
+            share("/mnt/host/deeper/x"),
+            in_share("/mnt/host/deeper", "x")
+        );
         // Whole components, byte for byte: Windows folding in the policy's check gives no root.
         assert_eq!(share("/mnt/hostile"), None);
         assert_eq!(share("/MNT/HOST/x\\y"), None);
@@ -423,6 +448,41 @@ mod tests {
         // SAFETY: live descriptor and buffer.
         assert_eq!(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) }, 0);
         st.st_ino
+    }
+
+    /// A security review found this: prefixes nest (the fixture allows `share` and
+    /// `share/deeper`), so whoever writes into `share` can replace `share/deeper` by a link to a
+    /// VM folder. The inner prefix is taken only as the folder it literally is.
+    #[test]
+    fn a_nested_share_prefix_replaced_by_a_symlink_is_refused() {
+        let f = fixture();
+        symlink(&f.outside, format!("{}/deeper", f.share)).unwrap();
+        for src in [
+            format!("{}/deeper/secret", f.share),
+            format!("{}/deeper", f.share),
+        ] {
+            let e = open_source(&src, "/m", &f.policy, "c1", &[])
+                .err()
+                .unwrap_or_else(|| panic!("{src} was opened through the link"));
+            assert!(
+                e.starts_with(&format!(
+                    "can't mount {src} because it's configured as a restricted host mount"
+                )) && e.contains("must be a folder, not a symlink"),
+                "{e}"
+            );
+        }
+        // The real folder works.
+        std::fs::remove_file(format!("{}/deeper", f.share)).unwrap();
+        std::fs::create_dir(format!("{}/deeper", f.share)).unwrap();
+        std::fs::write(format!("{}/deeper/ok", f.share), "ok").unwrap();
+        open_source(
+            &format!("{}/deeper/ok", f.share),
+            "/m",
+            &f.policy,
+            "c1",
+            &[],
+        )
+        .unwrap();
     }
 
     #[test]

@@ -652,6 +652,36 @@ fn container_cgroup(spec: &Spec, policy: &Policy, systemd: bool, id: &str) -> Re
             .map_err(crate::audit::refusal)?;
     }
     let cg = Cgroup::plan(&folder);
+    // Nested inside another container's cgroup (or one holding processes): that container
+    // could move this one's processes into its own cgroup, freeze or kill them.
+    if spec_path.is_some() {
+        for between in eci_policy::intermediate_folders(&folder, &policy.cgroup_parents) {
+            for d in &cg.dirs {
+                let dir = Path::new(&d.mount).join(between.trim_start_matches('/'));
+                let Ok(meta) = fs::metadata(&dir) else {
+                    continue;
+                };
+                use std::os::unix::fs::MetadataExt;
+                let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+                let first = procs.lines().next().map(str::to_string);
+                let holder = if meta.uid() != 0 {
+                    Some(format!(
+                        "delegated to a container's root, VM uid {}",
+                        meta.uid()
+                    ))
+                } else {
+                    first.map(|p| format!("pid {p}"))
+                };
+                if let Some(holder) = holder {
+                    return Err(crate::audit::refusal(PolicyError::CgroupInUse {
+                        path: spec_path.unwrap_or(&folder).to_string(),
+                        folder: dir.display().to_string(),
+                        pids: holder,
+                    }));
+                }
+            }
+        }
+    }
     if let Some((dir, pids)) = cg.populated() {
         let mut shown: Vec<String> = pids.iter().take(8).map(|p| p.to_string()).collect();
         if pids.len() > 8 {

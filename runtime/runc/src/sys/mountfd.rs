@@ -15,7 +15,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -64,6 +64,9 @@ pub enum Scope {
     /// `RESOLVE_BENEATH`: a name that would leave the root (an absolute symlink, `..` above it)
     /// is an error, `EXDEV`. Used to tell the user *why* a path is missing inside a share.
     Beneath,
+    /// `RESOLVE_NO_SYMLINKS`: any symlink on the way is an error (`ELOOP`). For share prefixes,
+    /// which a writer of an enclosing share could replace by a link.
+    NoSymlinks,
 }
 
 /// How often a walk is retried when the kernel reports that a rename or mount raced with a
@@ -90,6 +93,7 @@ pub fn open_below(root: BorrowedFd<'_>, rest: &Path, scope: Scope) -> io::Result
             | match scope {
                 Scope::InRoot => libc::RESOLVE_IN_ROOT,
                 Scope::Beneath => libc::RESOLVE_BENEATH,
+                Scope::NoSymlinks => libc::RESOLVE_NO_SYMLINKS,
             },
     };
     for _ in 0..RACE_RETRIES {
@@ -244,6 +248,20 @@ pub fn move_mount_onto(fd: RawFd, target_fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Opens an absolute VM path (`O_PATH`) without following any symlink on it: a share prefix
+/// that lies inside another share (or inside a share's mount) can be swapped for a link by
+/// whoever writes there, so it is taken only as the folder it literally is.
+pub fn open_no_symlinks(path: &Path) -> io::Result<OwnedFd> {
+    let rest = path
+        .strip_prefix("/")
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let root = std::fs::File::open("/")?;
+    if rest.as_os_str().is_empty() {
+        return Ok(root.into());
+    }
+    open_below(root.as_fd(), rest, Scope::NoSymlinks)
+}
+
 /// A filesystem context (`fsopen`): options are set one by one, then the filesystem is
 /// created and mounted detached. Used for the container's overlay and for sysfs/mqueue made for
 /// a joined namespace; each is created with the calling process's credentials and namespaces.
@@ -331,7 +349,6 @@ impl FsContext {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsFd;
     use std::os::unix::fs::{symlink, MetadataExt};
     use std::path::PathBuf;
     use std::sync::atomic::{AtomicBool, Ordering};
