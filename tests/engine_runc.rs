@@ -1561,5 +1561,258 @@ fn oom_score_adj_applies_and_foreign_cgroup_parents_are_refused() {
         err.contains("is outside the cgroup parents containers may use"),
         "{err}"
     );
+
+    // A cgroup nested inside another container's (a review found this): with plain runc,
+    // container B lands inside A's cgroup, where A's root could move, freeze or kill B's
+    // processes; eci-runc refuses it.
+    let a = e.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--runtime",
+        PLAIN_RUNC,
+        IMAGE,
+        "sleep",
+        "300",
+    ]);
+    let inside_a = format!("/docker/{a}");
+    let b = e.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--runtime",
+        PLAIN_RUNC,
+        "--cgroup-parent",
+        &inside_a,
+        IMAGE,
+        "sleep",
+        "300",
+    ]);
+    let cg = e.ok(&["exec", &b, "cat", "/proc/self/cgroup"]);
+    assert!(
+        cg.contains(&format!("{inside_a}/")),
+        "plain runc nests B inside A's cgroup: {cg}"
+    );
+    e.ok(&["rm", "-f", &b]);
+    let eci_a = e.ok(&["run", "-d", "--network", "none", IMAGE, "sleep", "300"]);
+    let err = e.fails(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--cgroup-parent",
+        &format!("/docker/{eci_a}"),
+        IMAGE,
+        "true",
+    ]);
+    assert!(
+        err.contains("eci-runc never adopts a cgroup in use"),
+        "{err}"
+    );
+    e.ok(&["rm", "-f", &a, &eci_a]);
     assert!(e.ranges().is_empty(), "{:?}", e.ranges());
+}
+
+/// A pod as Kubernetes' CRI makes one through containerd: a network namespace pinned under
+/// /var/run/netns (owned by the VM's user namespace) and two containers of the pod started by a
+/// private containerd (`ctr run --with-ns network:...`, `io.containerd.runc.v2` with eci-runc as
+/// its runc binary, cgroups below `/kubepods`). Both containers are in the pod's network
+/// namespace and see its interface; each keeps a user namespace and id range of its own, the
+/// two ranges disjoint; and even with CAP_NET_ADMIN and CAP_SYS_ADMIN the second cannot
+/// configure the pod's network (README "Sharing namespaces").
+#[test]
+fn a_containerd_pod_runs_two_containers_in_one_network_namespace() {
+    use eci_e2e::containerd_pod::{Containerd, IMAGE as POD_IMAGE};
+    use eci_e2e::runc_engine::eci_runc_binary;
+    use std::os::unix::fs::MetadataExt;
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+    let runs = |cmd: &str| Command::new(cmd).arg("--version").output().is_ok();
+    if !(eci_e2e::prerequisite(eci_e2e::is_root(), "a private containerd needs root")
+        && eci_e2e::prerequisite(
+            runs("containerd") && runs("ctr"),
+            "containerd and ctr are missing (apt-get install -y containerd)",
+        )
+        && eci_e2e::prerequisite(runs("ip"), "ip is missing (apt-get install -y iproute2)")
+        && eci_e2e::prerequisite(
+            std::path::Path::new("/bin/busybox").is_file(),
+            "busybox is missing (apt-get install -y busybox-static)",
+        )
+        && eci_e2e::prerequisite(
+            eci_runc_binary().is_some(),
+            "eci-runc is not built (cargo build -p eci-runc)",
+        ))
+    {
+        return;
+    }
+    // The pod's network namespace, pinned as containerd's CRI pins one, with an interface of
+    // its own to recognise it by.
+    let pod = format!("eci-pod-{}", std::process::id());
+    let ip = |args: &[&str]| -> String {
+        let o = Command::new("ip").args(args).output().unwrap();
+        assert!(
+            o.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    ip(&["netns", "add", &pod]);
+    struct Pinned(String);
+    impl Drop for Pinned {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+            // The pod's cgroup parent, left by its containers' cgroups (cgroup v1 or v2).
+            for d in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten() {
+                let Ok(d) = d else { continue };
+                let _ = std::fs::remove_dir(d.path().join("kubepods").join(&self.0));
+            }
+            let _ =
+                std::fs::remove_dir(std::path::Path::new("/sys/fs/cgroup/kubepods").join(&self.0));
+        }
+    }
+    let _pinned = Pinned(pod.clone());
+    // A veth pair (this kernel may lack the dummy driver); pod0 is the one looked for.
+    ip(&[
+        "-n", &pod, "link", "add", "pod0", "type", "veth", "peer", "name", "pod1",
+    ]);
+    let netns = format!("/var/run/netns/{pod}");
+    let ino = std::fs::metadata(&netns).unwrap().ino();
+
+    let c = Containerd::start("pod").unwrap_or_else(|e| panic!("containerd: {e:#}"));
+    let runc = c.runc.display().to_string();
+    let with_ns = format!("network:{netns}");
+    const INFO: &str = "echo \"uid=$(cat /proc/self/uid_map)\"; \
+        echo \"gid=$(cat /proc/self/gid_map)\"; \
+        echo \"net=$(readlink /proc/self/ns/net)\"; echo \"user=$(readlink /proc/self/ns/user)\"; \
+        echo \"ifs=$(ls /sys/class/net | tr '\\n' ' ')\"; \
+        echo \"procnet=$(grep -o 'pod0:' /proc/net/dev)\";";
+    let kv = |text: &str, key: &str| -> String {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key}= in:\n{text}"))
+            .trim()
+            .to_string()
+    };
+    let id1 = format!("{pod}-sandbox");
+    let id2 = format!("{pod}-app");
+    let cg1 = format!("/kubepods/{pod}/{id1}");
+    let cg2 = format!("/kubepods/{pod}/{id2}");
+
+    // Container 1 stays up in the background, its output in a log file.
+    let log1 = c.path().join("c1.log");
+    let script1 = format!("{INFO} echo ready; exec sleep 300");
+    c.ok(&[
+        "run",
+        "-d",
+        "--runc-binary",
+        &runc,
+        "--with-ns",
+        &with_ns,
+        "--cgroup",
+        &cg1,
+        "--log-uri",
+        &format!("file://{}", log1.display()),
+        POD_IMAGE,
+        &id1,
+        "sh",
+        "-c",
+        &script1,
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let out1 = loop {
+        let text = std::fs::read_to_string(&log1).unwrap_or_default();
+        if text.lines().any(|l| l.trim() == "ready") {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "container 1 did not report within 30 s: {text}\n--- containerd log:\n{}",
+            eci_e2e::runc_engine::tail(&c.log(), 30)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        c.ok(&["tasks", "ls"]).contains("RUNNING"),
+        "container 1 runs"
+    );
+
+    // Container 2 in the foreground, with the capabilities that would configure a network
+    // namespace it had power over.
+    let script2 = format!(
+        "{INFO} ip link set pod0 up 2>/dev/null && echo up=configured || echo up=no-power; \
+         ip link add pod9 type veth peer name pod8 2>/dev/null && echo add=configured || echo add=no-power; \
+         (echo 1 > /proc/sys/net/ipv4/ip_forward) 2>/dev/null && echo sysctl=written || echo sysctl=refused"
+    );
+    let out2 = c.ok(&[
+        "run",
+        "--rm",
+        "--runc-binary",
+        &runc,
+        "--with-ns",
+        &with_ns,
+        "--cgroup",
+        &cg2,
+        "--cap-add",
+        "CAP_NET_ADMIN",
+        "--cap-add",
+        "CAP_SYS_ADMIN",
+        POD_IMAGE,
+        &id2,
+        "sh",
+        "-c",
+        &script2,
+    ]);
+    println!("container 1:\n{out1}container 2:\n{out2}");
+
+    // One network namespace: the pod's.
+    for out in [&out1, &out2] {
+        assert_eq!(kv(out, "net"), format!("net:[{ino}]"), "{out}");
+        assert!(
+            kv(out, "ifs").split_whitespace().any(|d| d == "pod0"),
+            "pod0 in /sys/class/net: {out}"
+        );
+        assert_eq!(kv(out, "procnet"), "pod0:", "{out}");
+    }
+    // A user namespace and range each, disjoint, neither the VM's.
+    let vm_user = std::fs::read_link("/proc/self/ns/user").unwrap();
+    let range = |out: &str| {
+        let (inside, outside, count) = parse_map(&kv(out, "uid")).unwrap();
+        assert_eq!((inside, count), (0, 65536), "{out}");
+        assert!(outside >= 100_000, "{out}");
+        assert_eq!(
+            kv(out, "uid").split_whitespace().collect::<Vec<_>>(),
+            kv(out, "gid").split_whitespace().collect::<Vec<_>>(),
+            "{out}"
+        );
+        assert_ne!(kv(out, "user"), vm_user.display().to_string(), "{out}");
+        outside
+    };
+    let (r1, r2) = (range(&out1), range(&out2));
+    assert!(r1 + 65536 <= r2 || r2 + 65536 <= r1, "disjoint: {r1} {r2}");
+    assert_ne!(kv(&out1, "user"), kv(&out2, "user"));
+    // No power over the pod's network, seen from inside and from the VM.
+    assert_eq!(kv(&out2, "up"), "no-power", "{out2}");
+    assert_eq!(kv(&out2, "add"), "no-power", "{out2}");
+    assert_eq!(kv(&out2, "sysctl"), "refused", "{out2}");
+    let pod0 = ip(&["-n", &pod, "-o", "link", "show", "dev", "pod0"]);
+    assert!(
+        pod0.contains("state DOWN") && !pod0.contains(",UP"),
+        "pod0 stays down: {pod0}"
+    );
+    let links = ip(&["-n", &pod, "-o", "link", "show"]);
+    assert!(!links.contains("pod9"), "{links}");
+
+    // Container 1 stopped and removed: no id range is left.
+    c.remove(&id1);
+    assert!(c.ranges().is_empty(), "{:?}", c.ranges());
+    println!(
+        "pod netns {netns} (net:[{ino}]) joined by {id1} (range {r1}) and {id2} (range {r2}); \
+         {} {} {}",
+        kv(&out2, "up"),
+        kv(&out2, "add"),
+        kv(&out2, "sysctl")
+    );
 }

@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 
+pub mod containerd_pod;
 pub mod guard_engine;
 pub mod runc_engine;
 
