@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use eci_policy::spec::Spec;
@@ -116,10 +117,20 @@ impl State {
     }
 }
 
-/// Replaces `path` crash-safely (synced, then renamed; eci-facts says how): the state and the
-/// allocator's table are either the old or the new version after a crash, never empty.
+/// Replaces `path` atomically (temporary file, rename). No fsync, like the allocator's table
+/// (alloc.rs says why): the state root lives in /run, so after a VM crash there is no state to
+/// be torn, and a crash of the runtime itself is covered by the page cache.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), String> {
-    eci_facts::write_atomic(path, data, 0o644).map_err(|e| format!("write {}: {e}", path.display()))
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let r = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        fs::rename(&tmp, path)
+    })();
+    r.map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        format!("write {}: {e}", path.display())
+    })
 }
 
 #[cfg(test)]
