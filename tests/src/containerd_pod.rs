@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::runc_engine::{eci_runc_binary, tail};
+use crate::runc_engine::{stop_daemon, tail, unmount_below, write_eci_runc};
 
 /// The name the test image gets in the private containerd.
 pub const IMAGE: &str = "eci.test/busybox:pod";
@@ -61,27 +61,7 @@ impl Containerd {
 
     fn write_policy(&self) -> Result<()> {
         let d = self.path();
-        let policy = serde_json::json!({
-            "version": 1,
-            "isolation": true,
-            "bindMounts": {"allowedVmPrefixes": [d.join("share")], "sharedHostPaths": []},
-            "dockerSocketMount": {"images": [], "allowDerivedImages": false,
-                                  "commandList": {"type": "deny", "commands": []}},
-            "eciRunc": {"engineDataRoots": [d.join("root")], "auditLog": d.join("audit.log")}
-        });
-        std::fs::write(d.join("policy.json"), serde_json::to_vec_pretty(&policy)?)?;
-        let bin = eci_runc_binary().context("eci-runc binary")?;
-        std::fs::write(
-            &self.runc,
-            format!(
-                "#!/bin/sh\nexport ECI_RUNC_POLICY={}\nexport ECI_RUNC_STATE_DIR={}\nexec {} \"$@\"\n",
-                d.join("policy.json").display(),
-                self.ids.display(),
-                bin.display()
-            ),
-        )?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&self.runc, std::fs::Permissions::from_mode(0o755))?;
+        write_eci_runc(d, &d.join("share"), &d.join("root"), &self.ids)?;
         Ok(())
     }
 
@@ -307,31 +287,10 @@ impl Drop for Containerd {
                 self.remove(id);
             }
         }
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: signalling our own child.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if c.try_wait().ok().flatten().is_some() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(c) = self.child.take() {
+            stop_daemon(c);
         }
-        // Detach whatever is still mounted below the folder, deepest first.
-        let prefix = self.path().display().to_string();
-        let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4).map(|s| s.replace("\\040", " ")))
-            .filter(|m| m.starts_with(&prefix))
-            .collect();
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in mounts {
-            let _ = Command::new("umount").args(["-l", &m]).status();
-        }
+        unmount_below(self.path());
         // The shim points runc's `--root` at /run/containerd/runc/<namespace>.
         let _ = std::fs::remove_dir_all(Path::new("/run/containerd/runc").join(&self.ns));
     }

@@ -128,30 +128,7 @@ impl RuncEngine {
 
     fn write_policy(&self) -> Result<()> {
         let d = self.path();
-        let policy = serde_json::json!({
-            "version": 1,
-            "isolation": true,
-            "bindMounts": {"allowedVmPrefixes": [self.share], "sharedHostPaths": []},
-            "dockerSocketMount": {"images": [], "allowDerivedImages": false,
-                                  "commandList": {"type": "deny", "commands": []}},
-            "eciRunc": {"engineDataRoots": [d.join("data")], "auditLog": d.join("audit.log")}
-        });
-        std::fs::write(d.join("policy.json"), serde_json::to_vec_pretty(&policy)?)?;
-        // dockerd passes no environment of its own to the runtime it registers by path, so a
-        // wrapper points eci-runc at this engine's policy and allocator folder.
-        let bin = eci_runc_binary().context("eci-runc binary")?;
-        let wrapper = d.join("eci-runc");
-        std::fs::write(
-            &wrapper,
-            format!(
-                "#!/bin/sh\nexport ECI_RUNC_POLICY={}\nexport ECI_RUNC_STATE_DIR={}\nexec {} \"$@\"\n",
-                d.join("policy.json").display(),
-                self.ids.display(),
-                bin.display()
-            ),
-        )?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))?;
+        let wrapper = write_eci_runc(d, &self.share, &d.join("data"), &self.ids)?;
         // As in the VM, `runc` on dockerd's PATH is eci-runc: dockerd's BuildKit runs RUN steps
         // with whatever `runc` it finds there, not with the default runtime (SPEC D3), and
         // dockerd's own `runc` runtime resolves to it too. Debian's runc stays reachable as
@@ -352,37 +329,76 @@ pub fn parse_map(text: &str) -> Option<(u64, u64, u64)> {
     Some((it.next()??, it.next()??, it.next()??))
 }
 
+/// Writes `<dir>/policy.json` (only `share` may be bound, `data_root` is the engine's) and an
+/// executable `<dir>/eci-runc` wrapper that runs eci-runc with that policy and the allocator
+/// folder `ids`: an engine passes no environment of its own to a runtime it runs by path.
+/// Returns the wrapper's path.
+pub fn write_eci_runc(dir: &Path, share: &Path, data_root: &Path, ids: &Path) -> Result<PathBuf> {
+    let policy = serde_json::json!({
+        "version": 1,
+        "isolation": true,
+        "bindMounts": {"allowedVmPrefixes": [share], "sharedHostPaths": []},
+        "dockerSocketMount": {"images": [], "allowDerivedImages": false,
+                              "commandList": {"type": "deny", "commands": []}},
+        "eciRunc": {"engineDataRoots": [data_root], "auditLog": dir.join("audit.log")}
+    });
+    std::fs::write(dir.join("policy.json"), serde_json::to_vec_pretty(&policy)?)?;
+    let bin = eci_runc_binary().context("eci-runc binary")?;
+    let wrapper = dir.join("eci-runc");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexport ECI_RUNC_POLICY={}\nexport ECI_RUNC_STATE_DIR={}\nexec {} \"$@\"\n",
+            dir.join("policy.json").display(),
+            ids.display(),
+            bin.display()
+        ),
+    )?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))?;
+    Ok(wrapper)
+}
+
+/// SIGTERM to a daemon the test started, SIGKILL after 20 s, then reaped.
+pub fn stop_daemon(mut c: Child) {
+    // SAFETY: signalling our own child.
+    unsafe { libc_kill(c.id() as i32, 15) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if c.try_wait().ok().flatten().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
+/// Detaches whatever is still mounted below `dir`, deepest first, so its removal succeeds.
+pub fn unmount_below(dir: &Path) {
+    let prefix = dir.display().to_string();
+    let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(|s| s.replace("\\040", " ")))
+        .filter(|m| m.starts_with(&prefix))
+        .collect();
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in mounts {
+        let _ = Command::new("umount").args(["-l", &m]).status();
+    }
+}
+
 impl Drop for RuncEngine {
     fn drop(&mut self) {
         let ids = self.docker(&["ps", "-aq"]);
         for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
             let _ = self.docker(&["rm", "-f", id]);
         }
-        if let Some(mut c) = self.dockerd.take() {
-            // SAFETY: signalling our own child.
-            unsafe { libc_kill(c.id() as i32, 15) };
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if c.try_wait().ok().flatten().is_some() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(c) = self.dockerd.take() {
+            stop_daemon(c);
         }
-        // Detach whatever is still mounted below the folder, deepest first.
-        let prefix = self.path().display().to_string();
-        let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4).map(|s| s.replace("\\040", " ")))
-            .filter(|m| m.starts_with(&prefix))
-            .collect();
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in mounts {
-            let _ = Command::new("umount").args(["-l", &m]).status();
-        }
+        unmount_below(self.path());
     }
 }
 
