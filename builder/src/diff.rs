@@ -128,8 +128,11 @@ fn diff_file(name: &str, a: &[u8], b: &[u8], out: &mut Vec<Difference>) -> Resul
         path: name.to_string(),
         what: format!("content differs (sha256 {} vs {})", sha(a), sha(b)),
     });
-    if name == INITRAMFS_FILE || initramfs_like(a) {
-        let (x, y) = (members_of_initramfs(a)?, members_of_initramfs(b)?);
+    if name == INITRAMFS_FILE || initramfs::looks_like_initramfs(a) {
+        let (x, y) = (
+            members_of_initramfs(name, a)?,
+            members_of_initramfs(name, b)?,
+        );
         diff_members(name, &x, &y, out);
     } else if name.ends_with(".tar.gz") || name.ends_with(".wsl") || name.ends_with(".tar") {
         let (x, y) = (members_of_tar(a)?, members_of_tar(b)?);
@@ -155,18 +158,11 @@ fn diff_file(name: &str, a: &[u8], b: &[u8], out: &mut Vec<Difference>) -> Resul
     Ok(())
 }
 
-fn initramfs_like(bytes: &[u8]) -> bool {
-    // zstd frame, or an uncompressed newc archive.
-    bytes.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) || bytes.starts_with(b"070701")
-}
-
 /// What a member is, compared field by field: metadata as text and the data's hash.
 type Members = BTreeMap<String, BTreeMap<&'static str, String>>;
 
-fn members_of_initramfs(bytes: &[u8]) -> Result<Members> {
-    let tmp = tempfile::NamedTempFile::new()?;
-    std::fs::write(tmp.path(), bytes)?;
-    let img = initramfs::read_initramfs(tmp.path())?;
+fn members_of_initramfs(name: &str, bytes: &[u8]) -> Result<Members> {
+    let img = initramfs::parse_initramfs(bytes.to_vec(), Path::new(name))?;
     let mut out = Members::new();
     for e in &img.entries {
         let mut m = BTreeMap::new();

@@ -639,6 +639,11 @@ pub fn read_initramfs(path: &Path) -> Result<Initramfs, InitramfsError> {
         action: "read",
         source,
     })?;
+    parse_initramfs(raw, path)
+}
+
+/// An initramfs already in memory; `path` only names it in errors.
+pub fn parse_initramfs(raw: Vec<u8>, path: &Path) -> Result<Initramfs, InitramfsError> {
     let compression = detect(&raw, path)?;
     let decode_err = |source| InitramfsError::File {
         path: path.to_path_buf(),
@@ -668,6 +673,11 @@ fn read_all(mut r: impl Read, hint: usize) -> io::Result<Vec<u8>> {
     let mut out = Vec::with_capacity(hint.saturating_mul(3));
     r.read_to_end(&mut out)?;
     Ok(out)
+}
+
+/// Whether `raw` starts like an initramfs eci can read (newc cpio, plain or compressed).
+pub fn looks_like_initramfs(raw: &[u8]) -> bool {
+    detect(raw, Path::new("")).is_ok()
 }
 
 fn detect(raw: &[u8], path: &Path) -> Result<Compression, InitramfsError> {
