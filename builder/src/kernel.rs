@@ -208,11 +208,12 @@ pub fn read_config(path: &Path) -> Result<(KernelConfig, Option<String>), Kernel
             source,
         })?;
         let name = path.display().to_string();
-        let files = crate::deb::read_data_file(&bytes, &name, |p| p.starts_with("/boot/config-"))
-            .map_err(|e| KernelCheckError::Deb {
-            path: name.clone(),
-            message: e.to_string(),
-        })?;
+        let files =
+            crate::apt::deb::read_data_file(&bytes, &name, |p| p.starts_with("/boot/config-"))
+                .map_err(|e| KernelCheckError::Deb {
+                    path: name.clone(),
+                    message: e.to_string(),
+                })?;
         let (file, text) = files
             .into_iter()
             .next()
