@@ -242,7 +242,7 @@ pub fn assemble(
     }
     insert(
         &mut manifest,
-        "/etc/eci/modules.load",
+        eci_facts::vm_paths::MODULES_FILE,
         Entry::file(load_order, 0o644),
         epoch,
     )?;
