@@ -30,7 +30,7 @@ pub use source::{
     SourceFetch, SourceTree,
 };
 
-use crate::apt::{fetch, lock};
+use crate::{fetch, lock};
 use make::DirLock;
 use std::path::{Path, PathBuf};
 use std::time::Instant;

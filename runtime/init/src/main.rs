@@ -16,7 +16,7 @@ const USAGE: &str = "usage: eci-init (as PID 1) | eci-init poweroff | eci-init -
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let pid1 = eci_init::sys::getpid() == 1;
+    let pid1 = nix::unistd::getpid().as_raw() == 1;
     let mut mode = Mode::default();
     let mut i = 0;
     while i < args.len() {

@@ -18,21 +18,23 @@ pub const PERSISTENT: &[(&str, &str, u32)] = &[
     ("eci", "/var/lib/eci", 0o700),
 ];
 
+use nix::mount::MsFlags;
+
 /// One mount(2) call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mount {
     pub source: &'static str,
     pub target: &'static str,
     pub fstype: &'static str,
-    pub flags: u64,
+    pub flags: MsFlags,
     pub data: &'static str,
     /// Mode of the mount point if eci-init has to create it.
     pub mode: u32,
 }
 
-const NOSUID: u64 = libc::MS_NOSUID;
-const NODEV: u64 = libc::MS_NODEV;
-const NOEXEC: u64 = libc::MS_NOEXEC;
+const NOSUID: MsFlags = MsFlags::MS_NOSUID;
+const NODEV: MsFlags = MsFlags::MS_NODEV;
+const NOEXEC: MsFlags = MsFlags::MS_NOEXEC;
 
 /// The kernel file systems and tmpfs mounts, in order (each target exists once the previous
 /// ones are mounted). /var comes separately because its image content is copied in.
@@ -100,7 +102,7 @@ pub fn var() -> Mount {
         source: "tmpfs",
         target: "/var",
         fstype: "tmpfs",
-        flags: 0,
+        flags: MsFlags::empty(),
         data: "mode=0755",
         mode: 0o755,
     }
@@ -117,10 +119,10 @@ mod tests {
         assert!(pos("/proc") < pos("/sys") && pos("/sys") < pos("/sys/fs/cgroup"));
         assert!(pos("/dev") < pos("/dev/pts") && pos("/dev") < pos("/dev/shm"));
         for m in &plan {
-            assert!(m.flags & NOSUID != 0, "{} must be nosuid", m.target);
+            assert!(m.flags.contains(NOSUID), "{} must be nosuid", m.target);
         }
         // Volumes on the fallback /var keep setuid files and device nodes working.
-        assert_eq!(var().flags & (NOSUID | NODEV | NOEXEC), 0);
+        assert!(!var().flags.intersects(NOSUID | NODEV | NOEXEC));
     }
 
     #[test]

@@ -15,22 +15,29 @@ use crate::services::ServicesFile;
 use crate::supervise::{Action, Backoff, Machine};
 use crate::sys;
 use eci_kernel_config::{DriftVerdict, ModuleFailure, IMAGE_PINS_PATH};
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use nix::kmod::{finit_module, ModuleInitFlags};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::reboot::{reboot, set_cad_enabled, RebootMode};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::{getpid, sync, Pid};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const SERVICES_FILE: &str = "/etc/eci/services.json";
-pub use eci_facts::vm_paths::{MODULES_FILE, SYSCTL_FILE};
+pub const SYSCTL_FILE: &str = "/etc/eci/sysctl.conf";
+pub const MODULES_FILE: &str = "/etc/eci/modules.load";
 pub const SELFTEST: &str = "/usr/lib/eci/selftest";
 pub const LOG_DIR: &str = "/var/log/eci";
 /// root:root 0700: dockerd's socket lives here (SPEC S4).
-pub use eci_facts::vm_paths::RUN_DIR;
+pub const RUN_DIR: &str = "/run/eci";
 /// The image path of eci-init; `eci-init poweroff` is the kernel's poweroff helper.
 pub const SELF_PATH: &str = "/usr/sbin/eci-init";
 const SELFTEST_TIMEOUT: Duration = Duration::from_secs(300);
@@ -112,8 +119,8 @@ pub fn pid1(mode: Mode) -> ! {
         Err(_) => say("fatal: eci-init panicked (message above); powering off"),
     }
     log::close();
-    sys::sync();
-    let _ = sys::reboot(libc::LINUX_REBOOT_CMD_POWER_OFF);
+    sync();
+    let _ = reboot(RebootMode::RB_POWER_OFF);
     // reboot only returns on error; PID 1 exiting panics the kernel, which panic=-1 turns
     // into a reset: still no shell.
     std::process::exit(1)
@@ -126,7 +133,7 @@ pub fn under_init(mode: Mode) -> i32 {
     log::install(Logger::new(Box::new(std::io::stderr()), sys::uptime));
     // Orphans of the services (containerd's shims) are ours to reap, as they are PID 1's in
     // the VM, instead of the other init's.
-    if let Err(e) = sys::set_child_subreaper() {
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
         say(&format!("cannot become the services' subreaper: {e}"));
     }
     // One supervisor per distribution: the boot command run by hand a second time must not
@@ -163,7 +170,7 @@ pub fn under_init(mode: Mode) -> i32 {
 }
 
 /// Takes `RUN_DIR/eci-init.lock`, or says who has it.
-fn single_instance() -> Result<File, String> {
+fn single_instance() -> Result<Flock<File>, String> {
     let path = Path::new(RUN_DIR).join("eci-init.lock");
     let file = std::fs::create_dir_all(RUN_DIR)
         .and_then(|_| std::fs::set_permissions(RUN_DIR, std::fs::Permissions::from_mode(0o700)))
@@ -176,13 +183,13 @@ fn single_instance() -> Result<File, String> {
                 .open(&path)
         })
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    match sys::try_lock(&file) {
-        Ok(true) => Ok(file),
-        Ok(false) => Err(format!(
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(lock),
+        Err((_, Errno::EWOULDBLOCK)) => Err(format!(
             "another eci-init already supervises the engine ({} is locked); exiting",
             path.display()
         )),
-        Err(e) => Err(format!("cannot lock {}: {e}", path.display())),
+        Err((_, e)) => Err(format!("cannot lock {}: {e}", path.display())),
     }
 }
 
@@ -205,16 +212,16 @@ fn boot(mode: Mode) -> Result<(), String> {
 
 /// Bind `src` on `at`, move that mount over /, chroot into it.
 fn enter_root(src: &Path, at: &Path) -> std::io::Result<()> {
-    sys::mount(
-        &src.to_string_lossy(),
+    mount(
+        Some(src),
         at,
-        None,
-        libc::MS_BIND | libc::MS_REC,
-        "",
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
     )?;
     std::env::set_current_dir(at)?;
-    sys::mount(".", Path::new("/"), None, libc::MS_MOVE, "")?;
-    sys::chroot(Path::new("."))?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)?;
+    nix::unistd::chroot(".")?;
     std::env::set_current_dir("/")
 }
 
@@ -224,7 +231,14 @@ fn do_mount(m: &Mount) -> std::io::Result<()> {
         std::fs::create_dir_all(target)?;
         std::fs::set_permissions(target, std::fs::Permissions::from_mode(m.mode))?;
     }
-    sys::mount(m.source, target, Some(m.fstype), m.flags, m.data)
+    let data = (!m.data.is_empty()).then_some(m.data);
+    Ok(mount(
+        Some(m.source),
+        target,
+        Some(m.fstype),
+        m.flags,
+        data,
+    )?)
 }
 
 impl Init {
@@ -237,7 +251,9 @@ impl Init {
                 }
             }
         }
-        if let Err(e) = sys::stdin_to_null() {
+        let stdin_to_null =
+            std::fs::File::open("/dev/null").and_then(|null| Ok(nix::unistd::dup2_stdin(&null)?));
+        if let Err(e) = stdin_to_null {
             say(&format!("cannot point stdin at /dev/null: {e}"));
         }
         let signals = sys::SignalFd::new().map_err(|e| format!("signalfd: {e}"))?;
@@ -252,7 +268,7 @@ impl Init {
         let mut facts = Vec::new();
         if mode.vm() {
             // ctrl-alt-del becomes SIGINT to PID 1 (a clean shutdown) instead of a hard reset.
-            if let Err(e) = sys::reboot(libc::LINUX_REBOOT_CMD_CAD_OFF) {
+            if let Err(e) = set_cad_enabled(false) {
                 say(&format!("cannot turn off the ctrl-alt-del reset: {e}"));
             }
             vm_identity();
@@ -346,12 +362,12 @@ impl Init {
         // the only writable places. Under another init the root is the distribution's disk,
         // which that init and its tools write to.
         if !mode.under_init {
-            match sys::mount(
-                "",
-                Path::new("/"),
-                None,
-                libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY,
-                "",
+            match mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+                None::<&str>,
             ) {
                 Ok(()) => say("root filesystem is read-only"),
                 Err(e) => say(&format!("cannot make the root read-only: {e}")),
@@ -409,8 +425,8 @@ impl Init {
                 let t = started + SELFTEST_TIMEOUT;
                 deadline = Some(deadline.map_or(t, |d| d.min(t)));
             }
-            let mut fds: Vec<RawFd> = vec![self.signals.raw()];
-            fds.extend(self.power_buttons.iter().map(|f| f.as_raw_fd()));
+            let mut fds: Vec<BorrowedFd> = vec![self.signals.as_fd()];
+            fds.extend(self.power_buttons.iter().map(|f| f.as_fd()));
             let readable =
                 sys::poll_readable(&fds, deadline.map(|d| d.saturating_duration_since(now)));
             if readable[0] {
@@ -422,7 +438,7 @@ impl Init {
             for (i, f) in self.power_buttons.iter().enumerate() {
                 if readable[i + 1] {
                     let mut buf = [0u8; input::EVENT_SIZE * 16];
-                    let n = sys::read_available(f.as_raw_fd(), &mut buf);
+                    let n = nix::unistd::read(f, &mut buf).unwrap_or(0);
                     pressed |= input::power_pressed(&buf[..n]);
                 }
             }
@@ -435,7 +451,7 @@ impl Init {
                         "self-test still running after {} s; stopping it",
                         SELFTEST_TIMEOUT.as_secs()
                     ));
-                    let _ = sys::kill(-pid, libc::SIGKILL);
+                    let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
                     self.selftest = None;
                     self.request_shutdown("self-test timed out".into());
                 }
@@ -518,7 +534,7 @@ impl Init {
                 Action::Signal { pid, signal, group } => {
                     let target = if group { -pid } else { pid };
                     if pid > 0 {
-                        if let Err(e) = sys::kill(target, signal) {
+                        if let Err(e) = kill(Pid::from_raw(target), signal) {
                             say(&format!("cannot signal {target}: {e}"));
                         }
                     }
@@ -554,8 +570,7 @@ impl Init {
             .stderr(out);
         // Its own session and process group: a stop can kill the whole group, and nothing a
         // service starts can take the console as its controlling terminal.
-        // SAFETY: child_setup only makes async-signal-safe calls.
-        unsafe { cmd.pre_exec(sys::child_setup) };
+        sys::own_session(&mut cmd);
         let child = cmd.spawn()?;
         // The child is reaped by the SIGCHLD loop, never through `Child`.
         Ok(child.id() as i32)
@@ -597,8 +612,7 @@ impl Init {
             .envs(self.facts.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .current_dir("/")
             .stdin(Stdio::null());
-        // SAFETY: child_setup only makes async-signal-safe calls.
-        unsafe { cmd.pre_exec(sys::child_setup) };
+        sys::own_session(&mut cmd);
         match cmd.spawn() {
             Ok(child) => {
                 say(&format!("running {SELFTEST}"));
@@ -622,9 +636,9 @@ impl Init {
             say("exiting");
             return;
         }
-        if sys::getpid() == 1 {
+        if getpid() == Pid::from_raw(1) {
             // Only PID 1 may do this: -1 means every process it can signal.
-            let _ = sys::kill(-1, libc::SIGTERM);
+            let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
             let deadline = Instant::now() + FINAL_GRACE;
             while Instant::now() < deadline {
                 match sys::reap_one() {
@@ -633,10 +647,10 @@ impl Init {
                     Err(_) => break,
                 }
             }
-            let _ = sys::kill(-1, libc::SIGKILL);
+            let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
             while let Ok(Some(_)) = sys::reap_one() {}
         }
-        sys::sync();
+        sync();
         if self.data_mounted {
             say("unmounting the data disk");
             log::close();
@@ -644,22 +658,22 @@ impl Init {
             targets.reverse();
             targets.push(mounts::DATA_MOUNT);
             for t in targets {
-                if let Err(e) = sys::umount(Path::new(t), 0) {
+                if let Err(e) = umount2(t, MntFlags::empty()) {
                     say(&format!("cannot unmount {t}: {e}; remounting it read-only"));
-                    let _ = sys::mount(
-                        "",
-                        Path::new(t),
-                        None,
-                        libc::MS_REMOUNT | libc::MS_RDONLY,
-                        "",
+                    let _ = mount(
+                        None::<&str>,
+                        t,
+                        None::<&str>,
+                        MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                        None::<&str>,
                     );
                 }
             }
         }
-        sys::sync();
+        sync();
         say("powering off");
         log::close();
-        let _ = sys::reboot(libc::LINUX_REBOOT_CMD_POWER_OFF);
+        let _ = reboot(RebootMode::RB_POWER_OFF);
     }
 }
 
@@ -674,7 +688,7 @@ fn is_executable(p: &Path) -> bool {
 /// Hostname and loopback. VM only: under another init both are its business.
 fn vm_identity() {
     if let Ok(name) = std::fs::read_to_string("/etc/hostname") {
-        if let Err(e) = sys::sethostname(name.trim()) {
+        if let Err(e) = nix::unistd::sethostname(name.trim()) {
             say(&format!("cannot set the hostname: {e}"));
         }
     }
@@ -768,9 +782,9 @@ fn load_modules() -> (usize, Vec<ModuleFailure>) {
                 continue;
             }
         };
-        match sys::finit_module(&file) {
+        match finit_module(&file, c"", ModuleInitFlags::empty()) {
             Ok(()) => loaded += 1,
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => loaded += 1,
+            Err(Errno::EEXIST) => loaded += 1,
             Err(e) => {
                 let depends = std::fs::read(path)
                     .ok()
@@ -778,7 +792,7 @@ fn load_modules() -> (usize, Vec<ModuleFailure>) {
                     .unwrap_or_default();
                 // finit_module's ENOENT is not a missing file (the file is open) but symbols
                 // no loaded module provides; strerror would say the former.
-                if e.raw_os_error() == Some(libc::ENOENT) {
+                if e == Errno::ENOENT {
                     say(&format!(
                         "cannot load {path}: unresolved symbols (ENOENT); it needs: {}",
                         if depends.is_empty() {
@@ -792,7 +806,7 @@ fn load_modules() -> (usize, Vec<ModuleFailure>) {
                 }
                 failures.push(ModuleFailure {
                     name,
-                    errno: e.raw_os_error(),
+                    errno: Some(e as i32),
                     depends,
                 });
             }
@@ -954,8 +968,15 @@ fn data_disk(opts: &BootOptions) -> DataDisk {
     };
     let dev = format!("/dev/{device}");
     let mount_at = Path::new(mounts::DATA_MOUNT);
-    let mounted = std::fs::create_dir_all(mount_at)
-        .and_then(|_| sys::mount(&dev, mount_at, Some("ext4"), libc::MS_NOATIME, ""));
+    let mounted = std::fs::create_dir_all(mount_at).and_then(|_| {
+        Ok(mount(
+            Some(dev.as_str()),
+            mount_at,
+            Some("ext4"),
+            MsFlags::MS_NOATIME,
+            None::<&str>,
+        )?)
+    });
     if let Err(e) = mounted {
         return fallback(format!("cannot mount {dev}: {e}"));
     }
@@ -965,19 +986,19 @@ fn data_disk(opts: &BootOptions) -> DataDisk {
         if on_disk.is_dir() {
             kept.push(*dir);
         }
-        let bound = (|| {
+        let bound = (|| -> std::io::Result<()> {
             if !on_disk.exists() {
                 std::fs::create_dir(&on_disk)?;
                 std::fs::set_permissions(&on_disk, std::fs::Permissions::from_mode(*mode))?;
             }
             std::fs::create_dir_all(target)?;
-            sys::mount(
-                &on_disk.to_string_lossy(),
-                Path::new(target),
-                None,
-                libc::MS_BIND,
-                "",
-            )
+            Ok(mount(
+                Some(&on_disk),
+                *target,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )?)
         })();
         if let Err(e) = bound {
             say(&format!(
@@ -1215,5 +1236,5 @@ fn power_buttons() -> Vec<File> {
 
 /// `eci-init poweroff`: asks PID 1 for a clean shutdown (the kernel's poweroff helper).
 pub fn request_poweroff() -> Result<(), String> {
-    sys::kill(1, libc::SIGUSR2).map_err(|e| format!("cannot signal PID 1: {e}"))
+    kill(Pid::from_raw(1), Signal::SIGUSR2).map_err(|e| format!("cannot signal PID 1: {e}"))
 }

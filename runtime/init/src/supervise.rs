@@ -14,6 +14,7 @@
 //!   after `stop_timeout` SIGKILL to its whole process group.
 
 use crate::services::ServiceSpec;
+use nix::sys::signal::Signal;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -89,7 +90,7 @@ pub enum Action {
     /// `group`: signal the process group (the service runs in its own session).
     Signal {
         pid: i32,
-        signal: i32,
+        signal: Signal,
         group: bool,
     },
     Log(String),
@@ -327,7 +328,7 @@ impl Machine {
                         )));
                         out.push(Action::Signal {
                             pid,
-                            signal: libc::SIGKILL,
+                            signal: Signal::SIGKILL,
                             group: true,
                         });
                         s.state = State::Stopping {
@@ -373,7 +374,7 @@ impl Machine {
                 out.push(Action::Log(format!("{}: stopping (SIGTERM)", s.spec.name)));
                 out.push(Action::Signal {
                     pid,
-                    signal: libc::SIGTERM,
+                    signal: Signal::SIGTERM,
                     group: false,
                 });
                 s.state = State::Stopping {
@@ -571,7 +572,7 @@ mod tests {
         let a = m.shutdown(t0);
         assert!(a.contains(&Action::Signal {
             pid: 12,
-            signal: libc::SIGTERM,
+            signal: Signal::SIGTERM,
             group: false
         }));
         assert!(
@@ -584,7 +585,7 @@ mod tests {
             .unwrap();
         assert!(a.contains(&Action::Signal {
             pid: 11,
-            signal: libc::SIGTERM,
+            signal: Signal::SIGTERM,
             group: false
         }));
         // dockerd ignores SIGTERM: after its stop timeout (3 s) its group is killed.
@@ -592,7 +593,7 @@ mod tests {
         let a = m.tick(t0 + Duration::from_secs(4));
         assert!(a.contains(&Action::Signal {
             pid: 11,
-            signal: libc::SIGKILL,
+            signal: Signal::SIGKILL,
             group: true
         }));
         let a = m
@@ -600,7 +601,7 @@ mod tests {
             .unwrap();
         assert!(a.contains(&Action::Signal {
             pid: 10,
-            signal: libc::SIGTERM,
+            signal: Signal::SIGTERM,
             group: false
         }));
         let a = m
@@ -628,7 +629,7 @@ mod tests {
         let a = m.shutdown(t0);
         assert!(a.contains(&Action::Signal {
             pid: 10,
-            signal: libc::SIGTERM,
+            signal: Signal::SIGTERM,
             group: false
         }));
         // A service that ignores SIGKILL (stuck in the kernel) does not hang shutdown forever.

@@ -1,184 +1,73 @@
-//! The syscalls eci-init makes, as small checked wrappers. Everything here is a thin edge; the
-//! decisions live in the pure modules.
+//! The kernel edge nix does not cover safely, and the few compositions over nix the supervisor
+//! loop shares. Every other system call in eci-init goes through nix directly; this is the only
+//! module with `unsafe`, and each block says which invariant makes it sound.
 
-use std::ffi::{CString, OsStr};
-use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{sigprocmask, SigHandler, SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd as NixSignalFd};
+use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+use nix::time::{clock_gettime, ClockId};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
 use std::time::Duration;
 
-fn cstr(p: impl AsRef<OsStr>) -> io::Result<CString> {
-    CString::new(p.as_ref().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
-}
+nix::ioctl_readwrite_bad!(get_interface_flags, libc::SIOCGIFFLAGS, libc::ifreq);
+nix::ioctl_write_ptr_bad!(set_interface_flags, libc::SIOCSIFFLAGS, libc::ifreq);
 
-fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
-}
-
-pub fn mount(
-    source: &str,
-    target: &Path,
-    fstype: Option<&str>,
-    flags: u64,
-    data: &str,
-) -> io::Result<()> {
-    let source = cstr(source)?;
-    let target = cstr(target)?;
-    let fstype = fstype.map(cstr).transpose()?;
-    let data = cstr(data)?;
-    // SAFETY: every pointer is a valid NUL-terminated string or null, alive for the call.
-    check(unsafe {
-        libc::mount(
-            source.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ref().map_or(std::ptr::null(), |f| f.as_ptr()),
-            flags as libc::c_ulong,
-            if data.as_bytes().is_empty() {
-                std::ptr::null()
-            } else {
-                data.as_ptr().cast()
-            },
-        )
-    })
-    .map(drop)
-}
-
-pub fn umount(target: &Path, flags: libc::c_int) -> io::Result<()> {
-    let target = cstr(target)?;
-    // SAFETY: valid string for the call.
-    check(unsafe { libc::umount2(target.as_ptr(), flags) }).map(drop)
-}
-
-pub fn chroot(path: &Path) -> io::Result<()> {
-    let p = cstr(path)?;
-    // SAFETY: valid string for the call.
-    check(unsafe { libc::chroot(p.as_ptr()) }).map(drop)
-}
-
-/// reboot(2) with one of the `LINUX_REBOOT_CMD_*` commands.
-pub fn reboot(cmd: libc::c_int) -> io::Result<()> {
-    // SAFETY: no pointers; the kernel validates the command.
-    check(unsafe { libc::reboot(cmd) }).map(drop)
-}
-
-/// Loads a kernel module from an open file (the module was decompressed at image build).
-pub fn finit_module(file: &std::fs::File) -> io::Result<()> {
-    let empty = c"";
-    // SAFETY: a valid fd and an empty parameter string, alive for the call.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_finit_module,
-            file.as_raw_fd(),
-            empty.as_ptr(),
-            0 as libc::c_int,
-        )
-    };
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-pub fn sethostname(name: &str) -> io::Result<()> {
-    // SAFETY: pointer and length describe `name`'s bytes.
-    check(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) }).map(drop)
-}
-
-/// `ip link set lo up`, with the SIOCGIFFLAGS/SIOCSIFFLAGS ioctls.
-pub fn loopback_up() -> io::Result<()> {
-    // SAFETY: plain socket creation.
-    let fd =
-        check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
-    // SAFETY: we own the new descriptor.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: ifreq is plain data; zeroed is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+/// `ip link set lo up`, with the SIOCGIFFLAGS/SIOCSIFFLAGS ioctls. nix has no call that sets an
+/// interface's flags, only the ioctl macros, whose functions are unsafe.
+pub fn loopback_up() -> nix::Result<()> {
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let mut name = [0 as libc::c_char; libc::IFNAMSIZ];
+    for (dst, src) in name.iter_mut().zip(b"lo") {
         *dst = *src as libc::c_char;
     }
-    // SAFETY: the ioctls read/write the ifreq we pass.
-    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) })?;
-    // SAFETY: reading the union member SIOCGIFFLAGS filled.
-    unsafe {
-        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-    }
-    // SAFETY: as above.
-    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) }).map(drop)
+    let mut req = libc::ifreq {
+        ifr_name: name,
+        ifr_ifru: libc::__c_anonymous_ifr_ifru { ifru_flags: 0 },
+    };
+    // SAFETY: `sock` is an open socket for the whole call and `req` a live, exclusively
+    // borrowed ifreq naming "lo" (NUL-terminated); SIOCGIFFLAGS writes only inside it.
+    unsafe { get_interface_flags(sock.as_raw_fd(), &mut req) }?;
+    // SAFETY: SIOCGIFFLAGS succeeded, so the kernel wrote `ifru_flags`, the union member read.
+    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    req.ifr_ifru.ifru_flags = flags | (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    // SAFETY: as above; SIOCSIFFLAGS only reads the name and the flags from `req`.
+    unsafe { set_interface_flags(sock.as_raw_fd(), &req) }.map(drop)
 }
 
-pub fn kill(pid: i32, signal: i32) -> io::Result<()> {
-    // SAFETY: no pointers.
-    check(unsafe { libc::kill(pid, signal) }).map(drop)
+/// Makes `cmd`'s child a process of its own session (no controlling terminal, its own process
+/// group) with the signal state a program expects, before it execs. std's `pre_exec` is the only
+/// way to run code in the forked child, and it is unsafe because that code runs in a copy of a
+/// possibly multi-threaded process.
+pub fn own_session(cmd: &mut Command) -> &mut Command {
+    // SAFETY: `child_setup` makes only async-signal-safe calls (setsid, sigemptyset,
+    // sigprocmask, signal), touches only its own stack and allocates nothing, so it cannot
+    // deadlock on a lock another thread held at fork time.
+    unsafe { cmd.pre_exec(child_setup) }
 }
 
-pub fn getpid() -> i32 {
-    // SAFETY: no preconditions.
-    unsafe { libc::getpid() }
-}
-
-/// prctl(PR_SET_CHILD_SUBREAPER): orphaned descendants are reparented to this process
-/// instead of PID 1 (eci-init under another init reaps its services' orphans itself).
-pub fn set_child_subreaper() -> io::Result<()> {
-    // SAFETY: PR_SET_CHILD_SUBREAPER takes one integer argument; no pointers.
-    check(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong) }).map(drop)
-}
-
-/// flock(LOCK_EX | LOCK_NB): `Ok(false)` if another process holds the lock.
-pub fn try_lock(file: &std::fs::File) -> io::Result<bool> {
-    // SAFETY: a valid fd; flock takes no pointers.
-    match check(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }) {
-        Ok(_) => Ok(true),
-        Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-pub fn sync() {
-    // SAFETY: no preconditions.
-    unsafe { libc::sync() }
-}
-
-/// Runs in a freshly forked child before exec: its own session (no controlling terminal, its
-/// own process group) and the signal state a program expects. PID 1 blocks the signals it reads
-/// through its signalfd; a blocked mask survives exec, and a service started with SIGTERM
-/// blocked would never see a stop request.
-pub fn child_setup() -> io::Result<()> {
-    // SAFETY: only async-signal-safe calls (setsid, sigemptyset, sigprocmask, signal) on
-    // local data.
-    unsafe {
-        check(libc::setsid())?;
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        check(libc::sigprocmask(
-            libc::SIG_SETMASK,
-            &set,
-            std::ptr::null_mut(),
-        ))?;
-        for &s in HANDLED_SIGNALS {
-            libc::signal(s, libc::SIG_DFL);
-        }
+/// Runs in the forked child. PID 1 blocks the signals it reads through its signalfd; a blocked
+/// mask survives exec, and a service started with SIGTERM blocked would never see a stop request.
+fn child_setup() -> std::io::Result<()> {
+    nix::unistd::setsid()?;
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
+    for &s in HANDLED_SIGNALS {
+        // SAFETY: SIG_DFL installs no handler, so no Rust code can ever run in signal context;
+        // signal(2) itself is async-signal-safe.
+        let _ = unsafe { nix::sys::signal::signal(s, SigHandler::SigDfl) };
     }
     Ok(())
 }
 
-/// Seconds since boot, including suspend (what /proc/uptime shows).
-pub fn uptime() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid out pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
-}
-
-/// A child's end, as reaped by waitpid.
+/// A child's end, as reaped by waitpid: the raw wait status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Exit {
     pub pid: i32,
@@ -199,114 +88,113 @@ impl Exit {
 }
 
 /// Reaps one exited child without blocking. `Ok(None)`: children exist but none has exited;
-/// `Err` with ECHILD: no children at all.
-pub fn reap_one() -> io::Result<Option<Exit>> {
+/// `Err(ECHILD)`: no children at all.
+///
+/// Not nix's `waitpid`: its `WaitStatus` names the terminating signal with nix's `Signal`, which
+/// has no real-time signals, so for a child killed by SIGRTMIN+n it returns EINVAL after the
+/// kernel has already reaped the child, and PID 1 would lose that service's exit for good.
+pub fn reap_one() -> nix::Result<Option<Exit>> {
     let mut status = 0;
-    // SAFETY: status is a valid out pointer.
-    let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-    match pid {
-        0 => Ok(None),
-        p if p > 0 => Ok(Some(Exit { pid: p, status })),
-        _ => Err(io::Error::last_os_error()),
-    }
+    // SAFETY: `status` is a live, exclusively borrowed c_int for the call; waitpid writes only
+    // there.
+    let pid = Errno::result(unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) })?;
+    Ok((pid > 0).then_some(Exit { pid, status }))
 }
 
 /// The signals PID 1 handles, blocked and delivered through a signalfd so one poll loop sees
-/// signals, input events and timeouts. Children get an empty mask (std resets it at spawn).
-pub struct SignalFd {
-    fd: OwnedFd,
-}
-
-pub const HANDLED_SIGNALS: &[libc::c_int] = &[
-    libc::SIGCHLD,
-    libc::SIGTERM,
-    libc::SIGINT,
-    libc::SIGPWR,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-    libc::SIGHUP,
+/// signals, input events and timeouts. Children get an empty mask ([`own_session`]).
+pub const HANDLED_SIGNALS: &[Signal] = &[
+    Signal::SIGCHLD,
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGPWR,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGHUP,
 ];
 
-impl SignalFd {
-    pub fn new() -> io::Result<SignalFd> {
-        // SAFETY: sigset_t is plain data, initialised by sigemptyset before use.
-        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-        // SAFETY: set is valid for these calls.
-        unsafe {
-            libc::sigemptyset(&mut set);
-            for &s in HANDLED_SIGNALS {
-                libc::sigaddset(&mut set, s);
-            }
-        }
-        // SAFETY: valid set, null old-set.
-        check(unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) })?;
-        // SAFETY: valid set.
-        let fd =
-            check(unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) })?;
-        Ok(SignalFd {
-            // SAFETY: we own the new descriptor.
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
-    }
+/// [`HANDLED_SIGNALS`] blocked, and the signalfd that reads them.
+pub struct SignalFd {
+    fd: NixSignalFd,
+}
 
-    pub fn raw(&self) -> RawFd {
-        self.fd.as_raw_fd()
+impl SignalFd {
+    pub fn new() -> nix::Result<SignalFd> {
+        let set: SigSet = HANDLED_SIGNALS.iter().copied().collect();
+        sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None)?;
+        let fd = NixSignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)?;
+        Ok(SignalFd { fd })
     }
 
     /// Drains pending signals; each entry is (signal, sending pid).
     pub fn read(&self) -> Vec<(i32, u32)> {
         let mut out = Vec::new();
-        loop {
-            // SAFETY: signalfd_siginfo is plain data.
-            let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
-            let size = std::mem::size_of::<libc::signalfd_siginfo>();
-            // SAFETY: reading into a buffer of exactly `size` bytes.
-            let n = unsafe {
-                libc::read(
-                    self.raw(),
-                    (&mut info as *mut libc::signalfd_siginfo).cast(),
-                    size,
-                )
-            };
-            if n != size as isize {
-                return out;
-            }
+        while let Ok(Some(info)) = self.fd.read_signal() {
             out.push((info.ssi_signo as i32, info.ssi_pid));
         }
+        out
+    }
+}
+
+impl AsFd for SignalFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 
 /// poll(2) for readability; returns which of `fds` are readable. EINTR counts as nothing ready.
-pub fn poll_readable(fds: &[RawFd], timeout: Option<Duration>) -> Vec<bool> {
-    let mut pfds: Vec<libc::pollfd> = fds
+pub fn poll_readable(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> Vec<bool> {
+    let mut pfds: Vec<PollFd<'_>> = fds
         .iter()
-        .map(|&fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
+        .map(|&fd| PollFd::new(fd, PollFlags::POLLIN))
         .collect();
-    let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32 + 1);
-    // SAFETY: pfds is a valid array of the given length.
-    let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
-    if n <= 0 {
-        return vec![false; fds.len()];
+    // One millisecond more, so a deadline is never woken up for just before it is due.
+    let timeout = timeout.map_or(PollTimeout::NONE, |t| {
+        PollTimeout::try_from(t.as_millis().saturating_add(1)).unwrap_or(PollTimeout::MAX)
+    });
+    match nix::poll::poll(&mut pfds, timeout) {
+        Ok(n) if n > 0 => pfds
+            .iter()
+            .map(|p| {
+                p.revents().is_some_and(|r| {
+                    r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
+                })
+            })
+            .collect(),
+        _ => vec![false; fds.len()],
     }
-    pfds.iter()
-        .map(|p| p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0)
-        .collect()
 }
 
-/// Reads whatever is available from a non-blocking descriptor.
-pub fn read_available(fd: RawFd, buf: &mut [u8]) -> usize {
-    // SAFETY: buf is valid for writes of its length.
-    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-    n.max(0) as usize
+/// Seconds since boot, including suspend (what /proc/uptime shows).
+pub fn uptime() -> f64 {
+    clock_gettime(ClockId::CLOCK_BOOTTIME)
+        .map_or(0.0, |ts| ts.tv_sec() as f64 + ts.tv_nsec() as f64 / 1e9)
 }
 
-/// Makes fd 0 /dev/null: PID 1 never reads the console (SPEC V4).
-pub fn stdin_to_null() -> io::Result<()> {
-    let null = std::fs::File::open("/dev/null")?;
-    // SAFETY: both descriptors are valid.
-    check(unsafe { libc::dup2(null.as_raw_fd(), 0) }).map(drop)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reaped_child_is_described_by_its_exit_code_or_its_signal() {
+        let exited = Exit {
+            pid: 7,
+            status: 3 << 8,
+        };
+        assert_eq!(exited.describe(), "exit status 3");
+        // SIGRTMIN+2 (36): a signal nix's Signal cannot name still gets its number.
+        let killed = Exit { pid: 7, status: 36 };
+        assert_eq!(killed.describe(), "killed by signal 36");
+    }
+
+    #[test]
+    fn poll_reports_only_the_readable_descriptor() {
+        let (r1, w1) = nix::unistd::pipe().unwrap();
+        let (r2, _w2) = nix::unistd::pipe().unwrap();
+        nix::unistd::write(&w1, b"x").unwrap();
+        let ready = poll_readable(&[r1.as_fd(), r2.as_fd()], Some(Duration::from_millis(50)));
+        assert_eq!(ready, vec![true, false]);
+        let none = poll_readable(&[r2.as_fd()], Some(Duration::ZERO));
+        assert_eq!(none, vec![false]);
+    }
 }

@@ -167,8 +167,7 @@ fn in_order<S: AsRef<str>>(text: &str, lines: &[S]) {
 }
 
 fn prerequisites() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root_user = unsafe { libc::geteuid() } == 0;
+    let root_user = nix::unistd::geteuid().is_root();
     prerequisite(root_user, "needs root for mount and PID namespaces")
         && prerequisite(have("unshare"), "util-linux unshare is not installed")
         && prerequisite(
@@ -293,7 +292,8 @@ impl Sandbox {
 
     /// SIGTERM to init, then the whole console once the namespace ended.
     fn stop(&mut self) -> (std::process::ExitStatus, String) {
-        assert_eq!(unsafe { libc::kill(self.init() as i32, libc::SIGTERM) }, 0);
+        let init = nix::unistd::Pid::from_raw(self.init() as i32);
+        nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGTERM).unwrap();
         let status = self.child.wait().unwrap();
         self.reader.take().unwrap().join().unwrap();
         let console = self.console.lock().unwrap().clone();

@@ -1,7 +1,6 @@
 //! Which mounts a container may have (SPEC B1, B2, B3, B4 runtime side).
 
-use eci_facts::path::is_within;
-use eci_facts::vm_paths::CONTAINER_ENGINE_SOCKET;
+use eci_vm_config::is_within;
 
 use crate::sharing::{donor_files, Donor};
 use crate::spec::Spec;
@@ -66,9 +65,26 @@ pub fn restricted_mount_message(path: &str) -> String {
     PolicyError::RestrictedMount(path.to_string()).to_string()
 }
 
-/// `path` with `//`, `.` and `..` resolved lexically; eci-facts' cleaner, which the guard
-/// uses too, so the API and the runtime compare the same path (its tests hold the edge cases).
-pub use eci_facts::path::clean as normalize_path;
+/// `path` with `//`, `.` and `..` resolved lexically (`..` at the root stays at the root).
+/// Relative input stays relative. Symlinks are not followed: callers that can resolve them (the
+/// runtime) check the resolved path too.
+pub fn normalize_path(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    if path.starts_with('/') {
+        format!("/{}", parts.join("/"))
+    } else {
+        parts.join("/")
+    }
+}
 
 /// Decide whether a bind mount of VM path `source` is allowed (SPEC B1-B4).
 pub fn check_bind_source(
@@ -90,7 +106,7 @@ pub fn check_bind_source(
         let p = normalize_path(p);
         is_within(&path, &p) || is_within(&p, &path)
     });
-    let guard_container_socket = path == CONTAINER_ENGINE_SOCKET;
+    let guard_container_socket = path == eci_vm_config::CONTAINER_ENGINE_SOCKET;
     if private && !(engine_socket && guard_container_socket) {
         return Err(PolicyError::RestrictedMount(source.to_string()));
     }
@@ -231,6 +247,15 @@ mod tests {
             destination: Some(dest),
             donors: &[],
         }
+    }
+
+    #[test]
+    fn normalize_handles_dots_and_slashes() {
+        assert_eq!(normalize_path("/mnt/host/../../etc"), "/etc");
+        assert_eq!(normalize_path("//mnt///host/./x/"), "/mnt/host/x");
+        assert_eq!(normalize_path("/.."), "/");
+        assert_eq!(normalize_path("/"), "/");
+        assert_eq!(normalize_path("a/./b"), "a/b");
     }
 
     #[test]
@@ -448,7 +473,7 @@ mod tests {
         let mut p = pol();
         p.allow_engine_socket = true;
         for s in [
-            eci_facts::vm_paths::ENGINE_SOCKET,
+            eci_vm_config::ENGINE_SOCKET,
             "/var/run/docker.sock",
             "/var/run/../run/docker.sock",
             "/run//docker.sock",
@@ -464,13 +489,9 @@ mod tests {
         }
         // dockerd's socket stays the B2 refusal.
         assert_eq!(
-            check_bind_source(
-                eci_facts::vm_paths::DOCKERD_SOCKET,
-                &p,
-                &BindContext::default()
-            ),
+            check_bind_source(eci_vm_config::DOCKERD_SOCKET, &p, &BindContext::default()),
             Err(PolicyError::RestrictedMount(
-                eci_facts::vm_paths::DOCKERD_SOCKET.to_string()
+                eci_vm_config::DOCKERD_SOCKET.to_string()
             ))
         );
         // The defaults name every engine socket, so none of them falls through to a shared
@@ -479,7 +500,11 @@ mod tests {
             assert!(p.engine_sockets.iter().any(|e| e == s), "{s}");
         }
         assert_eq!(
-            check_bind_source(CONTAINER_ENGINE_SOCKET, &p, &BindContext::default()),
+            check_bind_source(
+                eci_vm_config::CONTAINER_ENGINE_SOCKET,
+                &p,
+                &BindContext::default()
+            ),
             Ok(BindKind::EngineSocket)
         );
     }
@@ -528,7 +553,11 @@ mod tests {
         // The guard's container socket in dockerd's folder is the one exception (B4: the guard
         // chose the image), and only while it is an engine socket.
         assert_eq!(
-            check_bind_source(CONTAINER_ENGINE_SOCKET, &p, &BindContext::default()),
+            check_bind_source(
+                eci_vm_config::CONTAINER_ENGINE_SOCKET,
+                &p,
+                &BindContext::default()
+            ),
             Ok(BindKind::EngineSocket)
         );
         // Other paths under the allowed prefix keep passing.
@@ -536,11 +565,16 @@ mod tests {
             check_bind_source("/run/user/1000/x", &p, &BindContext::default()),
             Ok(BindKind::HostShare)
         );
-        p.engine_sockets.retain(|s| s != CONTAINER_ENGINE_SOCKET);
+        p.engine_sockets
+            .retain(|s| s != eci_vm_config::CONTAINER_ENGINE_SOCKET);
         assert_eq!(
-            check_bind_source(CONTAINER_ENGINE_SOCKET, &p, &BindContext::default()),
+            check_bind_source(
+                eci_vm_config::CONTAINER_ENGINE_SOCKET,
+                &p,
+                &BindContext::default()
+            ),
             Err(PolicyError::RestrictedMount(
-                CONTAINER_ENGINE_SOCKET.to_string()
+                eci_vm_config::CONTAINER_ENGINE_SOCKET.to_string()
             ))
         );
     }

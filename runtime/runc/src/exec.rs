@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use eci_policy::spec::{Process, Spec};
 
 use crate::create::{self, recv_msg, send_msg, Msg};
-use crate::state::Status;
 use crate::state::{self, State};
 use crate::sys::{self, Result};
 use crate::{process, Global};
@@ -94,7 +93,7 @@ pub fn exec(g: &Global, o: &ExecOpts) -> Result<i32> {
     // command's concern.
     crate::audit::begin("exec", &o.id, &g.policy().unwrap_or_default());
     let status = st.status(&g.root);
-    if status != Status::Running && status != Status::Created {
+    if status != "running" && status != "created" {
         return Err(format!("cannot exec in a {status} container"));
     }
     let config = st.config(&g.root)?;

@@ -11,38 +11,6 @@ use eci_policy::spec::Spec;
 use serde::{Deserialize, Serialize};
 
 use crate::cgroup::Cgroup;
-use crate::error::{Error, Result};
-
-/// runc's lifecycle words, as `state` prints them and containerd parses them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// The runtime is setting the container up (only hooks see this).
-    Creating,
-    /// The init waits on `exec.fifo` for `start`.
-    Created,
-    Running,
-    Stopped,
-    Paused,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Creating => "creating",
-            Status::Created => "created",
-            Status::Running => "running",
-            Status::Stopped => "stopped",
-            Status::Paused => "paused",
-        }
-    }
-}
-
-impl std::fmt::Display for Status {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -69,7 +37,7 @@ pub fn dir(root: &Path, id: &str) -> PathBuf {
 }
 
 /// Container ids as runc accepts them: they become folder names.
-pub fn valid_id(id: &str) -> Result<()> {
+pub fn valid_id(id: &str) -> Result<(), String> {
     let ok = !id.is_empty()
         && id.len() <= 1024
         && id
@@ -80,53 +48,56 @@ pub fn valid_id(id: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::InvalidId(id.to_string()))
+        Err(format!(
+            "invalid container id {id:?}: use letters, digits, _ + - ."
+        ))
     }
 }
 
 impl State {
-    pub fn load(root: &Path, id: &str) -> Result<State> {
+    pub fn load(root: &Path, id: &str) -> Result<State, String> {
         valid_id(id)?;
         let p = dir(root, id).join("state.json");
         let b = fs::read(&p).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                Error::NotFound(id.to_string())
+                format!("container {id} does not exist")
             } else {
-                Error::io("read", &p, e)
+                format!("read {}: {e}", p.display())
             }
         })?;
-        serde_json::from_slice(&b).map_err(|source| Error::CorruptState { path: p, source })
+        serde_json::from_slice(&b).map_err(|e| format!("{} is corrupt: {e}", p.display()))
     }
 
-    pub fn save(&self, root: &Path) -> Result<()> {
+    pub fn save(&self, root: &Path) -> Result<(), String> {
         let d = dir(root, &self.id);
-        // Plain strings, numbers and maps: serialising cannot fail.
-        let body = serde_json::to_vec(self).expect("State serialises");
-        write_atomic(&d.join("state.json"), &body)
+        write_atomic(
+            &d.join("state.json"),
+            &serde_json::to_vec(self).map_err(|e| e.to_string())?,
+        )
     }
 
-    /// The spec as isolation rewrote it at create.
-    pub fn config(&self, root: &Path) -> Result<Spec> {
+    pub fn config(&self, root: &Path) -> Result<Spec, String> {
         let p = dir(root, &self.id).join("config.json");
-        let b = fs::read(&p).map_err(|e| Error::io("read", &p, e))?;
-        serde_json::from_slice(&b).map_err(|source| Error::Config { path: p, source })
+        let b = fs::read(&p).map_err(|e| format!("read {}: {e}", p.display()))?;
+        serde_json::from_slice(&b).map_err(|e| format!("{}: {e}", p.display()))
     }
 
     pub fn alive(&self) -> bool {
         self.pid > 0 && crate::sys::start_time(self.pid) == Some(self.pid_start)
     }
 
-    pub fn status(&self, root: &Path) -> Status {
+    /// runc's status words.
+    pub fn status(&self, root: &Path) -> &'static str {
         if !self.alive() {
-            return Status::Stopped;
+            return "stopped";
         }
         if dir(root, &self.id).join(FIFO).exists() {
-            return Status::Created;
+            return "created";
         }
         if self.cgroup.is_frozen() {
-            return Status::Paused;
+            return "paused";
         }
-        Status::Running
+        "running"
     }
 
     /// The JSON `runc state` prints and containerd's go-runc parses.
@@ -135,7 +106,7 @@ impl State {
         serde_json::json!({
             "ociVersion": "1.0.2",
             "id": self.id,
-            "pid": if status == Status::Stopped { 0 } else { self.pid },
+            "pid": if status == "stopped" { 0 } else { self.pid },
             "status": status,
             "bundle": self.bundle,
             "rootfs": self.rootfs,
@@ -149,7 +120,7 @@ impl State {
 /// Replaces `path` atomically (temporary file, rename). No fsync, like the allocator's table
 /// (alloc.rs says why): the state root lives in /run, so after a VM crash there is no state to
 /// be torn, and a crash of the runtime itself is covered by the page cache.
-pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), String> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let r = (|| {
         let mut f = fs::File::create(&tmp)?;
@@ -158,7 +129,7 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     })();
     r.map_err(|e| {
         let _ = fs::remove_file(&tmp);
-        Error::io("write", path, e)
+        format!("write {}: {e}", path.display())
     })
 }
 
@@ -171,20 +142,6 @@ mod tests {
         assert!(valid_id("abc-1_2.3+x").is_ok());
         for bad in ["", ".", "..", "a/b", "a b", "../x"] {
             assert!(valid_id(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn status_words_are_runcs() {
-        for (s, w) in [
-            (Status::Creating, "creating"),
-            (Status::Created, "created"),
-            (Status::Running, "running"),
-            (Status::Stopped, "stopped"),
-            (Status::Paused, "paused"),
-        ] {
-            assert_eq!(serde_json::to_value(s).unwrap(), serde_json::json!(w));
-            assert_eq!(s.to_string(), w);
         }
     }
 }
