@@ -10,8 +10,8 @@
 //! skips it on a laptop (and fails it in CI). `ECI_KERNEL_BUILD_REPRO=1` adds a second,
 //! independent build that must give the same bytes (another few minutes).
 
+use eci_build::apt::fetch::{Cache, FetchOptions};
 use eci_build::boot::{self, Accel, BootOptions};
-use eci_build::fetch::{Cache, FetchOptions};
 use eci_build::initramfs::{self, Compression};
 use eci_build::kernel_build::{
     self, Base, BuildRequest, Recipe, SourceFetch, BUILD_INFO, KERNEL_CONFIG, KERNEL_IMAGE,

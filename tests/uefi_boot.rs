@@ -10,13 +10,13 @@
 //! the shipped `boot.vhdx` byte for byte, then with `eci.selftest` appended, which is what boots.
 //! The disk under test therefore differs from the shipped one by that token alone.
 
+use eci_build::apt::fetch::Cache;
+use eci_build::apt::lock::Lockfile;
 use eci_build::artifact::fat;
 use eci_build::artifact::gpt;
 use eci_build::artifact::hyperv::{self, BootDisk};
 use eci_build::artifact::vhdx::VhdxReader;
 use eci_build::boot::{self, Accel, Disk, DiskFormat, Firmware, UefiBootOptions};
-use eci_build::fetch::Cache;
-use eci_build::lock::Lockfile;
 use eci_build::pipeline;
 use eci_e2e::{image_request, prerequisite, workspace_root};
 use sha2::{Digest, Sha256};

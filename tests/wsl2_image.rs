@@ -76,13 +76,14 @@ fn wsl2_image_ships_the_own_kernel_and_passes_its_pins() {
         .expect("a kernel artifact");
     let bytes = std::fs::read(out.join(&kernel.path)).unwrap();
     assert_eq!(hex::encode(Sha256::digest(&bytes)), kernel.sha256);
-    let cached = std::fs::read_dir(eci_build::fetch::Cache::default_location().join("kernel/out"))
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter_map(|e| std::fs::read_to_string(e.path().join("build.json")).ok())
-        .filter_map(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .find(|b| b["recipe"] == "wsl2" && b["kernel_release"] == m.kernel.release.as_str())
-        .expect("the wsl2 kernel build in the cache");
+    let cached =
+        std::fs::read_dir(eci_build::apt::fetch::Cache::default_location().join("kernel/out"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter_map(|e| std::fs::read_to_string(e.path().join("build.json")).ok())
+            .filter_map(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .find(|b| b["recipe"] == "wsl2" && b["kernel_release"] == m.kernel.release.as_str())
+            .expect("the wsl2 kernel build in the cache");
     assert_eq!(cached["image_sha256"], kernel.sha256.as_str());
 
     let tarball = out.join(eci_build::artifact::wsl2::ROOTFS_FILE);

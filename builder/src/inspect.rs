@@ -3,8 +3,9 @@
 //! Accepts an initramfs (any compression the kernel reads), a Debian package, or a build output
 //! folder (its `manifest.json` summary followed by the initramfs listing).
 
+use crate::apt::deb;
 use crate::artifact::{INITRAMFS_FILE, MANIFEST_FILE};
-use crate::{deb, initramfs, manifest};
+use crate::{initramfs, manifest};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use std::fmt::Write as _;

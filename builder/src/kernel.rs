@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// The sysctl file the init applies at boot (rendered from the definition's templates).
-pub const SYSCTL_FILE: &str = "/etc/eci/sysctl.conf";
+pub use eci_facts::vm_paths::SYSCTL_FILE;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelCheckError {
@@ -142,13 +142,14 @@ pub fn pins_file(spec: &ImageSpec, release: &str, boot_modules: &[String]) -> St
     .to_json()
 }
 
-/// `name = value` lines of a sysctl.conf; later lines win, as `sysctl -p` applies them.
+/// The settings of a sysctl.conf by dotted name (`kernel.sysrq`, however the file spells it);
+/// later lines win, as `sysctl -p` applies them. Read by eci-facts' parser, the one eci-init
+/// applies the file with; a malformed line establishes nothing (eci-init reports it at boot).
 pub fn parse_sysctl_conf(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with(';'))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().replace('/', "."), v.trim().to_string()))
+    eci_facts::sysctl::parse(text, SYSCTL_FILE)
+        .0
+        .into_iter()
+        .map(|s| (s.name, s.value))
         .collect()
 }
 
@@ -208,11 +209,12 @@ pub fn read_config(path: &Path) -> Result<(KernelConfig, Option<String>), Kernel
             source,
         })?;
         let name = path.display().to_string();
-        let files = crate::deb::read_data_file(&bytes, &name, |p| p.starts_with("/boot/config-"))
-            .map_err(|e| KernelCheckError::Deb {
-            path: name.clone(),
-            message: e.to_string(),
-        })?;
+        let files =
+            crate::apt::deb::read_data_file(&bytes, &name, |p| p.starts_with("/boot/config-"))
+                .map_err(|e| KernelCheckError::Deb {
+                    path: name.clone(),
+                    message: e.to_string(),
+                })?;
         let (file, text) = files
             .into_iter()
             .next()
@@ -408,9 +410,16 @@ mod tests {
 
     #[test]
     fn sysctl_conf_parsing_follows_sysctl_p() {
-        let m = parse_sysctl_conf("# c\nkernel.sysrq = 1\n; x\nkernel/sysrq=0\nvm.x=  3 \n");
+        let m = parse_sysctl_conf(
+            "# c\nkernel.sysrq = 1\n; x\nkernel/sysrq=0\nvm.x=  3 \nnet/ipv4/conf/eth0.1/rp_filter = 1\nbad\n",
+        );
         assert_eq!(m.get("kernel.sysrq").map(String::as_str), Some("0"));
         assert_eq!(m.get("vm.x").map(String::as_str), Some("3"));
-        assert_eq!(m.len(), 2);
+        // A slash path keeps its dotted component: the dotted name spells that dot as `/`.
+        assert_eq!(
+            m.get("net.ipv4.conf.eth0/1.rp_filter").map(String::as_str),
+            Some("1")
+        );
+        assert_eq!(m.len(), 3);
     }
 }

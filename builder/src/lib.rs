@@ -1,14 +1,12 @@
+pub mod apt;
 pub mod artifact;
 pub mod binaries;
 pub mod boot;
-pub mod deb;
 pub mod diff;
-pub mod fetch;
 pub mod initramfs;
 pub mod inspect;
 pub mod kernel;
 pub mod kernel_build;
-pub mod lock;
 pub mod manifest;
 pub mod modules;
 pub mod pipeline;

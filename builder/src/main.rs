@@ -2,8 +2,8 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use eci_build::apt::fetch::{Cache, FetchOptions};
 use eci_build::boot::{self, Accel, BootOptions};
-use eci_build::fetch::{Cache, FetchOptions};
 use eci_build::{inspect, kernel, kernel_build, pipeline};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -3,10 +3,10 @@
 //! Builds read the lock only; the network is touched just for packages missing from the cache,
 //! and the apt sources are consulted only then, so a full cache builds offline on any machine.
 
+use crate::apt::fetch::{self, Cache, FetchItem, FetchOptions, FetchSummary};
+use crate::apt::lock::{self, Lockfile};
 use crate::artifact::{self, BuildInfo, BuildManifest, SbomPackage};
-use crate::fetch::{self, Cache, FetchItem, FetchOptions, FetchSummary};
 use crate::initramfs::Compression;
-use crate::lock::{self, Lockfile};
 use crate::rootfs::{self, Package};
 use crate::spec::{self, CompressionName, ImageSpec, KernelSource};
 use crate::{binaries, kernel, kernel_build};

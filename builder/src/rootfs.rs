@@ -18,7 +18,7 @@
 //! Packages are unpacked in name order so that a file shipped by two packages resolves the same
 //! way on every build.
 
-use crate::deb::{self, DebControl};
+use crate::apt::deb::{self, DebControl};
 use crate::manifest::{Blob, Entry, EntryKind, Manifest, ManifestError};
 use crate::modules::{self, Available};
 use crate::spec::ImageSpec;
@@ -242,7 +242,7 @@ pub fn assemble(
     }
     insert(
         &mut manifest,
-        "/etc/eci/modules.load",
+        eci_facts::vm_paths::MODULES_FILE,
         Entry::file(load_order, 0o644),
         epoch,
     )?;

@@ -1,9 +1,20 @@
-//! Helpers every eci crate needs the same way, written once: the build side (eci-build) and
-//! the VM side (eci-runc, eci-guard, eci-init) use these, so a crash-safety or date bug is
-//! fixed in one place. No dependencies, so depending on it costs nothing.
+//! Facts and helpers every eci crate needs the same way, written once: the build side
+//! (eci-build, eci-vm-config) and the VM side (eci-runc, eci-guard, eci-init, eci-policy) use
+//! these, so a path, a rule or a parser bug is fixed in one place. No dependencies, so
+//! depending on it costs nothing.
+//!
+//! - [`vm_paths`]: paths inside the VM and the runtime name both sides use.
+//! - [`legacy`]: which containers predate isolation, and the message that refuses them (A5).
+//! - [`path`]: the lexical path cleaner and the "is below" comparison.
+//! - [`sysctl`]: the sysctl.conf format.
+//! - [`write_atomic`], [`rfc3339`]: crash-safe file replacement, RFC 3339 time.
 
 mod atomic;
+pub mod legacy;
+pub mod path;
+pub mod sysctl;
 mod time;
+pub mod vm_paths;
 
 pub use atomic::write_atomic;
 pub use time::{rfc3339, Precision};

@@ -33,7 +33,7 @@ extern "C" {
 /// `eci-build image` for the checkout's definition of `target`, written to `out`, with the
 /// user's package cache and the machine's apt sources (what `./dev image` does).
 pub fn image_request(target: &str, out: &std::path::Path) -> eci_build::pipeline::ImageRequest {
-    use eci_build::fetch::{Cache, FetchOptions};
+    use eci_build::apt::fetch::{Cache, FetchOptions};
     eci_build::pipeline::ImageRequest {
         images_dir: workspace_root().join("images"),
         target: target.into(),

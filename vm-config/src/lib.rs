@@ -42,40 +42,12 @@ pub use user::{parse_daemon_options, UserSettings};
 /// The tera templates of the VM files (also compiled into this library).
 pub const TEMPLATES_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/templates");
 
-/// Runtime name dockerd and containerd know eci-runc by.
-pub const ECI_RUNTIME_NAME: &str = "eci";
-/// Where the rootfs installs eci-runc.
-pub const ECI_RUNC_PATH: &str = "/usr/bin/eci-runc";
-/// dockerd's own socket: root-only (SPEC S4). The user-facing socket belongs to the guard.
-pub const DOCKERD_SOCKET: &str = "/run/eci/dockerd.sock";
-/// The engine socket users reach (also `/var/run/docker.sock`): eci-guard listens here (S4).
-pub const ENGINE_SOCKET: &str = "/run/docker.sock";
-/// eci-guard's socket for containers allowed to mount the engine socket: their bind mount of
-/// it is re-pointed here, and requests arriving here are filtered by commandList (B4, B6).
-/// The runtime must treat it as an engine socket too.
-pub const CONTAINER_ENGINE_SOCKET: &str = "/run/eci/container-engine.sock";
-/// eci-guard's image pins and last good settings (on the data disk).
-pub const GUARD_STATE_DIR: &str = "/var/lib/eci/guard";
-/// eci-guard's audit log, one JSON line per decision (S5); on the data disk beside eci-runc's,
-/// so both survive a reboot, rotated by size by the guard.
-pub const GUARD_AUDIT_LOG: &str = "/var/lib/eci/audit/guard.log";
-/// eci-runc's audit log of its own refusals (S5), in the guard's record shape. Under
-/// `/var/lib/eci`, which eci-init keeps on the data disk, so it survives a reboot; eci-runc
-/// rotates it by size (eci-policy's `Policy::audit_log_max_bytes`).
-pub const RUNC_AUDIT_LOG: &str = "/var/lib/eci/audit/eci-runc.log";
-pub const CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
-pub const CONTAINERD_ROOT: &str = "/var/lib/containerd";
-pub const CONTAINERD_STATE: &str = "/run/containerd";
-/// Engine data, on the data disk (SPEC V2).
-pub const DOCKER_DATA_ROOT: &str = "/var/lib/docker";
-pub const DOCKER_EXEC_ROOT: &str = "/run/docker";
-pub const DOCKERD_PIDFILE: &str = "/run/docker.pid";
-/// Where host file shares are mounted in the VM: `C:\x` at `/mnt/host/c/x`, `/x` at
-/// `/mnt/host/x` (SPEC B1).
-pub const HOST_SHARE_ROOT: &str = "/mnt/host";
-/// The settings store in the VM (on the data disk, so it survives reboots).
-pub const SETTINGS_DIR: &str = "/var/lib/eci/settings";
-
-pub const DAEMON_JSON_PATH: &str = "/etc/docker/daemon.json";
-pub const CONTAINERD_CONFIG_PATH: &str = "/etc/containerd/config.toml";
-pub const POLICY_PATH: &str = "/etc/eci/policy.json";
+// The VM's paths and the runtime name are eci-facts' (the runtime side uses them without this
+// crate's template and TOML dependencies); re-exported because the templates' context and the
+// builder name them from here.
+pub use eci_facts::vm_paths::{
+    CONTAINERD_CONFIG_PATH, CONTAINERD_ROOT, CONTAINERD_SOCKET, CONTAINERD_STATE,
+    CONTAINER_ENGINE_SOCKET, DAEMON_JSON_PATH, DOCKERD_PIDFILE, DOCKERD_SOCKET, DOCKER_DATA_ROOT,
+    DOCKER_EXEC_ROOT, ECI_RUNC_PATH, ECI_RUNTIME_NAME, ENGINE_SOCKET, GUARD_AUDIT_LOG,
+    GUARD_STATE_DIR, HOST_SHARE_ROOT, POLICY_PATH, RUNC_AUDIT_LOG, SETTINGS_DIR,
+};

@@ -5,6 +5,8 @@
 //! lost to a lock or to a forced key is reported by key, so nobody wonders why a setting "did
 //! not take".
 
+use eci_facts::path::is_windows_path;
+pub use eci_facts::path::is_within;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
@@ -621,31 +623,6 @@ pub fn resolve(path: &str, home: Option<&str>) -> String {
         }
     }
     path.to_string()
-}
-
-fn is_windows_path(p: &str) -> bool {
-    let b = p.as_bytes();
-    b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':'
-}
-
-/// Comparable form: Windows paths are case-insensitive and use either separator.
-fn comparable(p: &str) -> String {
-    let s = if is_windows_path(p) || p.contains('\\') {
-        p.replace('\\', "/").to_ascii_lowercase()
-    } else {
-        p.to_string()
-    };
-    s.trim_end_matches('/').to_string()
-}
-
-/// Whether `child` is `parent` or below it, whole components only (`/tmpx` is not in `/tmp`).
-pub fn is_within(child: &str, parent: &str) -> bool {
-    let c = comparable(child);
-    let p = comparable(parent);
-    if p.is_empty() {
-        return c.is_empty() || child.starts_with('/');
-    }
-    c == p || c.strip_prefix(&p).is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// Where a host path appears in the VM: `C:\Users\me` -> `/mnt/host/c/Users/me`,

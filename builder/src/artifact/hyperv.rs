@@ -88,7 +88,7 @@ pub fn loader_from_deb(deb: &[u8], label: &str) -> Result<Blob, ArtifactError> {
         target: TARGET.into(),
         message,
     };
-    let found = crate::deb::read_data_file(deb, label, |p| p == LOADER_PATH)
+    let found = crate::apt::deb::read_data_file(deb, label, |p| p == LOADER_PATH)
         .map_err(|e| err(format!("reading {label}: {e}")))?;
     let [(_, bytes)] = <[_; 1]>::try_from(found).map_err(|f: Vec<_>| {
         err(format!(

@@ -8,7 +8,7 @@ use super::source::SourceTree;
 use super::{
     io_err, KernelBuildError, BUILD_INFO, KERNEL_CONFIG, KERNEL_IMAGE, MODULES_BUILTIN, SYSTEM_MAP,
 };
-use crate::fetch::Cache;
+use crate::apt::fetch::Cache;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

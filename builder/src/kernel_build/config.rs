@@ -5,7 +5,7 @@ use super::make::Make;
 use super::recipe::{kept, plan, Recipe, Request, Symbols};
 use super::source::SourceTree;
 use super::{io_err, KernelBuildError, ARCH, SOURCE_LOCK};
-use crate::fetch::Cache;
+use crate::apt::fetch::Cache;
 use eci_kernel_config::{CheckOptions, KernelConfig, ProfileSelection, Report};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -30,7 +30,7 @@ pub use source::{
     SourceFetch, SourceTree,
 };
 
-use crate::{fetch, lock};
+use crate::apt::{fetch, lock};
 use make::DirLock;
 use std::path::{Path, PathBuf};
 use std::time::Instant;

@@ -2,8 +2,8 @@
 //! the content-addressed cache and unpacking its tarball once per sha256.
 
 use super::{io_err, KernelBuildError, SOURCE_DEFINITION, SOURCE_LOCK, SOURCE_LOCK_TARGET};
-use crate::fetch::{self, Cache, FetchItem, FetchOptions};
-use crate::lock::{self, LockedPackage, Lockfile};
+use crate::apt::fetch::{self, Cache, FetchItem, FetchOptions};
+use crate::apt::lock::{self, LockedPackage, Lockfile};
 use serde::Deserialize;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -250,7 +250,7 @@ fn unpack_source(cache: &Cache, pkg: &LockedPackage, root: &Path) -> Result<(), 
         message,
     };
     let deb = cache.read_verified(&pkg.sha256)?;
-    let mut tarballs = crate::deb::read_data_file(&deb, &pkg.name, |p| {
+    let mut tarballs = crate::apt::deb::read_data_file(&deb, &pkg.name, |p| {
         p.starts_with("/usr/src/linux-source-") && p.ends_with(".tar.xz")
     })
     .map_err(|e| source_err(e.to_string()))?;

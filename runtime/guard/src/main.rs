@@ -25,13 +25,13 @@ struct Args {
     )]
     listen: Vec<String>,
     /// dockerd's root-only socket.
-    #[arg(long, value_name = "PATH", default_value = eci_vm_config::DOCKERD_SOCKET)]
+    #[arg(long, value_name = "PATH", default_value = eci_facts::vm_paths::DOCKERD_SOCKET)]
     upstream: PathBuf,
     /// admin-settings.json or the rendered policy.json; re-read when it changes.
-    #[arg(long, value_name = "FILE", default_value = eci_vm_config::POLICY_PATH)]
+    #[arg(long, value_name = "FILE", default_value = eci_facts::vm_paths::POLICY_PATH)]
     settings: PathBuf,
     /// One JSON line per decision; `-` for standard output.
-    #[arg(long = "audit-log", value_name = "FILE", default_value = eci_vm_config::GUARD_AUDIT_LOG)]
+    #[arg(long = "audit-log", value_name = "FILE", default_value = eci_facts::vm_paths::GUARD_AUDIT_LOG)]
     audit_log: PathBuf,
     /// Past this size the audit log becomes FILE.1 and a new one starts.
     #[arg(long = "audit-log-max-bytes", value_name = "BYTES", default_value_t = eci_guard::audit::DEFAULT_MAX_BYTES)]
@@ -40,7 +40,7 @@ struct Args {
     #[arg(
         long = "state-dir",
         value_name = "DIR",
-        default_value = eci_vm_config::GUARD_STATE_DIR
+        default_value = eci_facts::vm_paths::GUARD_STATE_DIR
     )]
     state_dir: PathBuf,
     /// Another path that names the engine socket in bind mounts (repeatable); defaults to
@@ -216,7 +216,7 @@ mod tests {
         );
         assert_eq!(
             guard["ready"]["http_unix"]["socket"],
-            eci_vm_config::ENGINE_SOCKET,
+            eci_facts::vm_paths::ENGINE_SOCKET,
             "ready when its own socket answers"
         );
         let argv: Vec<&str> = guard["command"]
@@ -241,27 +241,32 @@ mod tests {
             listeners,
             [
                 Listener {
-                    path: eci_vm_config::ENGINE_SOCKET.into(),
+                    path: eci_facts::vm_paths::ENGINE_SOCKET.into(),
                     role: Role::User
                 },
                 Listener {
-                    path: eci_vm_config::CONTAINER_ENGINE_SOCKET.into(),
+                    path: eci_facts::vm_paths::CONTAINER_ENGINE_SOCKET.into(),
                     role: Role::Container
                 },
             ]
         );
-        assert!(
-            eci_policy::DEFAULT_ENGINE_SOCKETS.contains(&eci_vm_config::CONTAINER_ENGINE_SOCKET)
+        assert!(eci_policy::DEFAULT_ENGINE_SOCKETS
+            .contains(&eci_facts::vm_paths::CONTAINER_ENGINE_SOCKET));
+        assert_eq!(
+            args.upstream,
+            PathBuf::from(eci_facts::vm_paths::DOCKERD_SOCKET)
         );
-        assert_eq!(args.upstream, PathBuf::from(eci_vm_config::DOCKERD_SOCKET));
-        assert_eq!(args.settings, PathBuf::from(eci_vm_config::POLICY_PATH));
+        assert_eq!(
+            args.settings,
+            PathBuf::from(eci_facts::vm_paths::POLICY_PATH)
+        );
         assert_eq!(
             args.audit_log,
-            PathBuf::from(eci_vm_config::GUARD_AUDIT_LOG)
+            PathBuf::from(eci_facts::vm_paths::GUARD_AUDIT_LOG)
         );
         assert_eq!(
             args.state_dir,
-            PathBuf::from(eci_vm_config::GUARD_STATE_DIR)
+            PathBuf::from(eci_facts::vm_paths::GUARD_STATE_DIR)
         );
         assert_eq!(args.socket_mode, "660");
         let group = args.socket_group.as_deref().unwrap();

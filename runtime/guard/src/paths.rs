@@ -76,21 +76,9 @@ fn split_version(path: &str) -> (Option<&str>, &str) {
     }
 }
 
-/// Lexical cleaning as Go's `path.Clean`: collapse `//`, drop `.`, resolve `..` (never above
-/// `/`), no trailing slash except for `/` itself.
-pub fn clean(path: &str) -> String {
-    let mut out: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                out.pop();
-            }
-            p => out.push(p),
-        }
-    }
-    format!("/{}", out.join("/"))
-}
+/// Lexical cleaning as Go's `path.Clean` (collapse `//`, drop `.`, resolve `..` never above
+/// `/`): eci-facts' cleaner, the one eci-policy judges bind sources with.
+pub use eci_facts::path::clean;
 
 fn hex(b: u8) -> Option<u8> {
     match b {

@@ -661,12 +661,12 @@ fn resumed_container<'r>(req: &Request<'r>) -> Option<&'r str> {
 }
 
 /// SPEC A5: a container whose runtime is not eci was created before isolation; running it
-/// again is refused with the message that says how to recreate it (eci-init's wording, so the
-/// boot console and the CLI agree).
+/// again is refused with the message that says how to recreate it (eci-facts' rule and wording,
+/// which eci-init logs at boot, so the boot console and the CLI agree).
 fn refuse_legacy(req: &Request, facts: &dyn EngineFacts) -> Option<Verdict> {
     let id = resumed_container(req)?;
     let c = facts.container(id)?;
-    if !eci_init::legacy::is_legacy_runtime(Some(c.runtime.as_str())) {
+    if !eci_facts::legacy::is_legacy_runtime(Some(c.runtime.as_str())) {
         return None;
     }
     let name = if c.name.is_empty() {
@@ -677,7 +677,7 @@ fn refuse_legacy(req: &Request, facts: &dyn EngineFacts) -> Option<Verdict> {
     let mut v = Verdict::refuse(
         409,
         "A5",
-        eci_init::legacy::refusal_message(name, &c.runtime),
+        eci_facts::legacy::refusal_message(name, &c.runtime),
     );
     v.notes
         .push(format!("container {name} has runtime {:?}", c.runtime));

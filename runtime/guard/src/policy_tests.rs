@@ -1110,7 +1110,7 @@ fn containers_from_before_isolation_are_not_run_again() {
             &f,
         ));
         assert_eq!(status, 409, "{path}");
-        assert_eq!(msg, eci_init::legacy::refusal_message("old", "runc"));
+        assert_eq!(msg, eci_facts::legacy::refusal_message("old", "runc"));
         assert!(msg.contains("docker rm old"), "{msg}");
     }
     let (_, msg) = refusal(&run_with(

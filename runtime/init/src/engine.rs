@@ -7,7 +7,8 @@
 
 use serde_json::Value;
 
-pub const IMAGE_DAEMON_JSON: &str = "/etc/docker/daemon.json";
+/// dockerd's configuration as the image ships it (rendered by vm-config).
+pub use eci_facts::vm_paths::DAEMON_JSON_PATH as IMAGE_DAEMON_JSON;
 /// What dockerd is started with (`--config-file`), root-only like /run/eci.
 pub const RUN_DAEMON_JSON: &str = "/run/eci/dockerd.json";
 pub const TRUST_KEY_KEY: &str = "deprecated-key-path";

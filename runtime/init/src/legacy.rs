@@ -23,10 +23,10 @@
 use serde::Serialize;
 use std::path::Path;
 
-/// Where eci-init records the legacy containers it found at boot.
-pub const LEGACY_LIST: &str = "/run/eci/legacy-containers.json";
-/// The runtime name every isolated container has.
-pub const ECI_RUNTIME: &str = "eci";
+/// The rule and its message are eci-facts', so the guard applies them without depending on
+/// this crate; the list's path is a VM fact both read.
+pub use eci_facts::legacy::{is_legacy_runtime, refusal_message};
+pub use eci_facts::vm_paths::LEGACY_LIST;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LegacyContainer {
@@ -46,26 +46,6 @@ pub enum LegacyError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// Whether a recorded runtime means the container predates isolation. Docker leaves the field
-/// empty for the daemon's default runtime in some versions; before eci that default was runc.
-pub fn is_legacy_runtime(runtime: Option<&str>) -> bool {
-    runtime != Some(ECI_RUNTIME)
-}
-
-/// The error users see when they start a legacy container.
-pub fn refusal_message(name: &str, runtime: &str) -> String {
-    let runtime = if runtime.is_empty() {
-        "the default (runc)"
-    } else {
-        runtime
-    };
-    format!(
-        "container {name} was created before container isolation was enabled (runtime {runtime}) and cannot be started; \
-         recreate it so it runs isolated: `docker rm {name}` then run it again with the same options \
-         (`docker run ...`, or `docker compose up --force-recreate`); its named volumes are kept"
-    )
 }
 
 /// Classifies one container from its `hostconfig.json` and `config.v2.json` texts. Returns

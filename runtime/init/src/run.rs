@@ -32,12 +32,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const SERVICES_FILE: &str = "/etc/eci/services.json";
-pub const SYSCTL_FILE: &str = "/etc/eci/sysctl.conf";
-pub const MODULES_FILE: &str = "/etc/eci/modules.load";
+pub use eci_facts::vm_paths::{MODULES_FILE, SYSCTL_FILE};
 pub const SELFTEST: &str = "/usr/lib/eci/selftest";
 pub const LOG_DIR: &str = "/var/log/eci";
 /// root:root 0700: dockerd's socket lives here (SPEC S4).
-pub const RUN_DIR: &str = "/run/eci";
+pub use eci_facts::vm_paths::RUN_DIR;
 /// The image path of eci-init; `eci-init poweroff` is the kernel's poweroff helper.
 pub const SELF_PATH: &str = "/usr/sbin/eci-init";
 const SELFTEST_TIMEOUT: Duration = Duration::from_secs(300);

@@ -20,7 +20,7 @@ pub const RANGE_SIZE: u32 = 65_536;
 
 /// Where dockerd keeps its data in the VM; `containers/<id>/` and `volumes/` below it hold the
 /// engine-internal bind sources (SPEC B3).
-pub const DEFAULT_ENGINE_DATA_ROOTS: &[&str] = &[eci_vm_config::DOCKER_DATA_ROOT];
+pub const DEFAULT_ENGINE_DATA_ROOTS: &[&str] = &[eci_facts::vm_paths::DOCKER_DATA_ROOT];
 /// Where Debian and Docker's packages install `docker-init` (`docker run --init`, SPEC B3).
 pub const DEFAULT_INIT_BINARIES: &[&str] = &[
     "/usr/bin/docker-init",
@@ -33,21 +33,21 @@ pub const DEFAULT_INIT_BINARIES: &[&str] = &[
 /// mount to its container socket, so behind the guard only that one reaches the runtime.
 pub const DEFAULT_ENGINE_SOCKETS: &[&str] = &[
     "/var/run/docker.sock",
-    eci_vm_config::ENGINE_SOCKET,
-    eci_vm_config::CONTAINER_ENGINE_SOCKET,
+    eci_facts::vm_paths::ENGINE_SOCKET,
+    eci_facts::vm_paths::CONTAINER_ENGINE_SOCKET,
 ];
 /// Root-only engine endpoints: dockerd's folder (its socket, its config), containerd's state
 /// (its socket and the shims'). A container reaching one would bypass the guard (SPEC S4), so
 /// no setting makes them, anything below them or a folder holding them a bind source; they
 /// are refused with the B2 message. The guard's container socket
-/// (`eci_vm_config::CONTAINER_ENGINE_SOCKET`), which lives in dockerd's folder so that only
+/// (`eci_facts::vm_paths::CONTAINER_ENGINE_SOCKET`), which lives in dockerd's folder so that only
 /// the mounts the guard makes reach it, is the one exception, and only while it is listed in
 /// the engine sockets. `dockerdSocket` from the policy file is added to these.
 pub const PRIVATE_ENGINE_PATHS: &[&str] = &[
-    "/run/eci",
-    eci_vm_config::DOCKERD_SOCKET,
-    eci_vm_config::CONTAINERD_STATE,
-    eci_vm_config::CONTAINERD_SOCKET,
+    eci_facts::vm_paths::RUN_DIR,
+    eci_facts::vm_paths::DOCKERD_SOCKET,
+    eci_facts::vm_paths::CONTAINERD_STATE,
+    eci_facts::vm_paths::CONTAINERD_SOCKET,
 ];
 
 /// Cgroup parents a spec's `linux.cgroupsPath` may name (SPEC P5): a container's cgroup must be
@@ -70,7 +70,7 @@ pub const DEFAULT_CGROUP_PARENTS: &[&str] = &[
 /// eci-runc's audit log (SPEC S5): one JSON line per refusal, in the guard's record shape. On
 /// the data disk (`/var/lib/eci` is one of eci-init's persistent folders), so the record of a
 /// refused container survives a reboot; /var/log is tmpfs in the VM.
-pub const DEFAULT_RUNC_AUDIT_LOG: &str = eci_vm_config::RUNC_AUDIT_LOG;
+pub const DEFAULT_RUNC_AUDIT_LOG: &str = eci_facts::vm_paths::RUNC_AUDIT_LOG;
 /// The audit log is renamed to `<file>.1` (replacing the previous one) when it grows past
 /// this, so at most twice this much of the data disk holds it.
 pub const DEFAULT_RUNC_AUDIT_LOG_MAX_BYTES: u64 = 8 << 20;
@@ -109,7 +109,7 @@ pub struct Policy {
 impl Default for Policy {
     fn default() -> Self {
         Policy {
-            allowed_bind_prefixes: vec![eci_vm_config::HOST_SHARE_ROOT.to_string()],
+            allowed_bind_prefixes: vec![eci_facts::vm_paths::HOST_SHARE_ROOT.to_string()],
             engine_data_roots: strings(DEFAULT_ENGINE_DATA_ROOTS),
             init_binaries: strings(DEFAULT_INIT_BINARIES),
             engine_sockets: strings(DEFAULT_ENGINE_SOCKETS),
@@ -208,7 +208,7 @@ impl Policy {
             if !sock.starts_with('/') {
                 return Err(bad(format!(
                     "dockerdSocket: {sock:?} is not an absolute VM path; write it as {}",
-                    eci_vm_config::DOCKERD_SOCKET
+                    eci_facts::vm_paths::DOCKERD_SOCKET
                 )));
             }
             if !p.private_engine_paths.contains(&sock) {
@@ -296,26 +296,26 @@ mod tests {
         assert_eq!(p.allowed_bind_prefixes, vec!["/mnt/host".to_string()]);
         // The guard's sockets are engine sockets; dockerd's and containerd's are private.
         for s in [
-            eci_vm_config::ENGINE_SOCKET,
-            eci_vm_config::CONTAINER_ENGINE_SOCKET,
+            eci_facts::vm_paths::ENGINE_SOCKET,
+            eci_facts::vm_paths::CONTAINER_ENGINE_SOCKET,
         ] {
             assert!(p.engine_sockets.iter().any(|e| e == s), "{s}");
         }
         for s in [
-            eci_vm_config::DOCKERD_SOCKET,
-            eci_vm_config::CONTAINERD_SOCKET,
+            eci_facts::vm_paths::DOCKERD_SOCKET,
+            eci_facts::vm_paths::CONTAINERD_SOCKET,
         ] {
             assert!(!p.engine_sockets.iter().any(|e| e == s), "{s}");
             assert!(p.private_engine_paths.iter().any(|e| e == s), "{s}");
         }
         // dockerd's folder is the private one, and the guard's container socket sits in it
         // (eci-init makes it root-only, so only the mounts the guard makes reach that socket).
-        let dir = std::path::Path::new(eci_vm_config::DOCKERD_SOCKET)
+        let dir = std::path::Path::new(eci_facts::vm_paths::DOCKERD_SOCKET)
             .parent()
             .unwrap();
         assert_eq!(dir, std::path::Path::new(PRIVATE_ENGINE_PATHS[0]));
         assert_eq!(
-            std::path::Path::new(eci_vm_config::CONTAINER_ENGINE_SOCKET).parent(),
+            std::path::Path::new(eci_facts::vm_paths::CONTAINER_ENGINE_SOCKET).parent(),
             Some(dir)
         );
         assert!(!p.allow_engine_socket);

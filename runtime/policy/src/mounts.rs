@@ -1,6 +1,7 @@
 //! Which mounts a container may have (SPEC B1, B2, B3, B4 runtime side).
 
-use eci_vm_config::is_within;
+use eci_facts::path::is_within;
+use eci_facts::vm_paths::CONTAINER_ENGINE_SOCKET;
 
 use crate::sharing::{donor_files, Donor};
 use crate::spec::Spec;
@@ -65,26 +66,9 @@ pub fn restricted_mount_message(path: &str) -> String {
     PolicyError::RestrictedMount(path.to_string()).to_string()
 }
 
-/// `path` with `//`, `.` and `..` resolved lexically (`..` at the root stays at the root).
-/// Relative input stays relative. Symlinks are not followed: callers that can resolve them (the
-/// runtime) check the resolved path too.
-pub fn normalize_path(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for c in path.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    if path.starts_with('/') {
-        format!("/{}", parts.join("/"))
-    } else {
-        parts.join("/")
-    }
-}
+/// `path` with `//`, `.` and `..` resolved lexically; eci-facts' cleaner, which the guard
+/// uses too, so the API and the runtime compare the same path (its tests hold the edge cases).
+pub use eci_facts::path::clean as normalize_path;
 
 /// Decide whether a bind mount of VM path `source` is allowed (SPEC B1-B4).
 pub fn check_bind_source(
@@ -106,7 +90,7 @@ pub fn check_bind_source(
         let p = normalize_path(p);
         is_within(&path, &p) || is_within(&p, &path)
     });
-    let guard_container_socket = path == eci_vm_config::CONTAINER_ENGINE_SOCKET;
+    let guard_container_socket = path == CONTAINER_ENGINE_SOCKET;
     if private && !(engine_socket && guard_container_socket) {
         return Err(PolicyError::RestrictedMount(source.to_string()));
     }
@@ -247,15 +231,6 @@ mod tests {
             destination: Some(dest),
             donors: &[],
         }
-    }
-
-    #[test]
-    fn normalize_handles_dots_and_slashes() {
-        assert_eq!(normalize_path("/mnt/host/../../etc"), "/etc");
-        assert_eq!(normalize_path("//mnt///host/./x/"), "/mnt/host/x");
-        assert_eq!(normalize_path("/.."), "/");
-        assert_eq!(normalize_path("/"), "/");
-        assert_eq!(normalize_path("a/./b"), "a/b");
     }
 
     #[test]
@@ -473,7 +448,7 @@ mod tests {
         let mut p = pol();
         p.allow_engine_socket = true;
         for s in [
-            eci_vm_config::ENGINE_SOCKET,
+            eci_facts::vm_paths::ENGINE_SOCKET,
             "/var/run/docker.sock",
             "/var/run/../run/docker.sock",
             "/run//docker.sock",
@@ -489,9 +464,13 @@ mod tests {
         }
         // dockerd's socket stays the B2 refusal.
         assert_eq!(
-            check_bind_source(eci_vm_config::DOCKERD_SOCKET, &p, &BindContext::default()),
+            check_bind_source(
+                eci_facts::vm_paths::DOCKERD_SOCKET,
+                &p,
+                &BindContext::default()
+            ),
             Err(PolicyError::RestrictedMount(
-                eci_vm_config::DOCKERD_SOCKET.to_string()
+                eci_facts::vm_paths::DOCKERD_SOCKET.to_string()
             ))
         );
         // The defaults name every engine socket, so none of them falls through to a shared
@@ -500,11 +479,7 @@ mod tests {
             assert!(p.engine_sockets.iter().any(|e| e == s), "{s}");
         }
         assert_eq!(
-            check_bind_source(
-                eci_vm_config::CONTAINER_ENGINE_SOCKET,
-                &p,
-                &BindContext::default()
-            ),
+            check_bind_source(CONTAINER_ENGINE_SOCKET, &p, &BindContext::default()),
             Ok(BindKind::EngineSocket)
         );
     }
@@ -553,11 +528,7 @@ mod tests {
         // The guard's container socket in dockerd's folder is the one exception (B4: the guard
         // chose the image), and only while it is an engine socket.
         assert_eq!(
-            check_bind_source(
-                eci_vm_config::CONTAINER_ENGINE_SOCKET,
-                &p,
-                &BindContext::default()
-            ),
+            check_bind_source(CONTAINER_ENGINE_SOCKET, &p, &BindContext::default()),
             Ok(BindKind::EngineSocket)
         );
         // Other paths under the allowed prefix keep passing.
@@ -565,16 +536,11 @@ mod tests {
             check_bind_source("/run/user/1000/x", &p, &BindContext::default()),
             Ok(BindKind::HostShare)
         );
-        p.engine_sockets
-            .retain(|s| s != eci_vm_config::CONTAINER_ENGINE_SOCKET);
+        p.engine_sockets.retain(|s| s != CONTAINER_ENGINE_SOCKET);
         assert_eq!(
-            check_bind_source(
-                eci_vm_config::CONTAINER_ENGINE_SOCKET,
-                &p,
-                &BindContext::default()
-            ),
+            check_bind_source(CONTAINER_ENGINE_SOCKET, &p, &BindContext::default()),
             Err(PolicyError::RestrictedMount(
-                eci_vm_config::CONTAINER_ENGINE_SOCKET.to_string()
+                CONTAINER_ENGINE_SOCKET.to_string()
             ))
         );
     }

@@ -129,7 +129,7 @@ pub fn named_volume_data(path: &str, data_roots: &[String]) -> Option<(String, S
 }
 
 /// `child` is `parent` or inside it, whole components only. Plain text on Linux paths (unlike
-/// `eci_vm_config::is_within`, which also folds Windows spellings): mountinfo roots are
+/// `eci_facts::path::is_within`, which also folds Windows spellings): mountinfo roots are
 /// filesystem paths, where `\` and case are ordinary characters.
 fn lies_within(child: &str, parent: &str) -> bool {
     let parent = parent.trim_end_matches('/');

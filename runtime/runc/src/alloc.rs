@@ -31,6 +31,8 @@ use std::path::{Path, PathBuf};
 use eci_policy::{IdRange, RANGE_SIZE};
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     /// Slot number in the pool: the range starts at `pool_start + slot * 65536`.
@@ -121,16 +123,16 @@ impl Allocator {
         }
     }
 
-    fn lock(&self) -> Result<Lock, String> {
+    fn lock(&self) -> Result<Lock> {
         fs::create_dir_all(&self.dir)
-            .map_err(|e| format!("create id allocator folder {}: {e}", self.dir.display()))?;
+            .map_err(|e| Error::io("create id allocator folder", &self.dir, e))?;
         let p = self.dir.join("ranges.lock");
         let f = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&p)
-            .map_err(|e| format!("open {}: {e}", p.display()))?;
+            .map_err(|e| Error::io("open", &p, e))?;
         loop {
             // SAFETY: flock on our descriptor.
             if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
@@ -138,7 +140,7 @@ impl Allocator {
             }
             let e = std::io::Error::last_os_error();
             if e.raw_os_error() != Some(libc::EINTR) {
-                return Err(format!("lock {}: {e}", p.display()));
+                return Err(Error::io("lock", &p, e));
             }
         }
     }
@@ -147,27 +149,26 @@ impl Allocator {
         self.dir.join("ranges.json")
     }
 
-    fn read(&self) -> Result<Table, String> {
+    fn read(&self) -> Result<Table> {
         match fs::read(self.path()) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
-                format!(
-                    "{} is corrupt ({e}); stop all containers and remove it",
-                    self.path().display()
-                )
+            Ok(b) => serde_json::from_slice(&b).map_err(|source| Error::CorruptAllocTable {
+                path: self.path(),
+                source,
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Table {
                 version: TABLE_VERSION,
                 ranges: Vec::new(),
             }),
-            Err(e) => Err(format!("read {}: {e}", self.path().display())),
+            Err(e) => Err(Error::io("read", self.path(), e)),
         }
     }
 
-    fn write(&self, t: &Table) -> Result<(), String> {
+    fn write(&self, t: &Table) -> Result<()> {
         let tmp = self
             .dir
             .join(format!(".ranges.json.{}", std::process::id()));
-        let body = serde_json::to_vec_pretty(t).map_err(|e| e.to_string())?;
+        // Numbers and strings only: serialising cannot fail.
+        let body = serde_json::to_vec_pretty(t).expect("the range table serialises");
         let res = (|| {
             let mut f = File::create(&tmp)?;
             f.write_all(&body)?;
@@ -175,7 +176,7 @@ impl Allocator {
         })();
         res.map_err(|e| {
             let _ = fs::remove_file(&tmp);
-            format!("write {}: {e}", self.path().display())
+            Error::io("write", self.path(), e)
         })
     }
 
@@ -186,7 +187,7 @@ impl Allocator {
 
     /// The range of container `id` under state root `root`, allocating the lowest free slot
     /// if it has none.
-    pub fn allocate(&self, id: &str, root: &Path) -> Result<IdRange, String> {
+    pub fn allocate(&self, id: &str, root: &Path) -> Result<IdRange> {
         let _l = self.lock()?;
         let mut t = self.read()?;
         Self::reconcile(&mut t);
@@ -208,11 +209,8 @@ impl Allocator {
         };
         let slot = (0..self.pool_ranges)
             .find(|s| !overlaps(self.pool_start + s * RANGE_SIZE))
-            .ok_or_else(|| {
-                format!(
-                    "all {} id ranges of the pool are in use; remove stopped containers or enlarge eciRunc.idPool.ranges",
-                    self.pool_ranges
-                )
+            .ok_or(Error::PoolExhausted {
+                ranges: self.pool_ranges,
             })?;
         let start = self.pool_start + slot * RANGE_SIZE;
         t.ranges.push(Entry {
@@ -241,7 +239,7 @@ impl Allocator {
         root: &Path,
         via: (&str, &str),
         range: IdRange,
-    ) -> Result<IdRange, String> {
+    ) -> Result<IdRange> {
         let _l = self.lock()?;
         let mut t = self.read()?;
         Self::reconcile(&mut t);
@@ -250,22 +248,21 @@ impl Allocator {
             if e.start == range.start && e.size == range.size {
                 return Ok(range);
             }
-            return Err(format!(
-                "container {id} already holds the id range starting at {}; delete it before creating it again",
-                e.start
-            ));
+            return Err(Error::RangeAlreadyHeld {
+                id: id.to_string(),
+                start: e.start,
+            });
         }
         let Some(e) = t
             .ranges
             .iter_mut()
             .find(|e| e.start == range.start && e.size == range.size && e.holds(via.0, via.1))
         else {
-            return Err(format!(
-                "container {} whose namespaces are to be shared no longer holds its id range {}-{}; start it again and retry",
-                via.0,
-                range.start,
-                range.end() - 1
-            ));
+            return Err(Error::GroupRangeGone {
+                via: via.0.to_string(),
+                start: range.start,
+                last: range.end() - 1,
+            });
         };
         e.members.push(Member {
             id: id.to_string(),
@@ -278,7 +275,7 @@ impl Allocator {
 
     /// Drop `id` from the holders of its range, freeing the range when it was the last (no
     /// error if it holds none).
-    pub fn release(&self, id: &str, root: &Path) -> Result<(), String> {
+    pub fn release(&self, id: &str, root: &Path) -> Result<()> {
         let _l = self.lock()?;
         let mut t = self.read()?;
         let root_s = root.display().to_string();
@@ -294,7 +291,7 @@ impl Allocator {
     /// The table as it is now, read without the lock (the file is replaced atomically): who
     /// holds which range, for matching a joined namespace's owner against live containers.
     /// Callers re-check under the lock ([`Allocator::join`]).
-    pub fn snapshot(&self) -> Result<Vec<Entry>, String> {
+    pub fn snapshot(&self) -> Result<Vec<Entry>> {
         Ok(self.read()?.ranges)
     }
 
@@ -360,7 +357,8 @@ mod tests {
         }
         live(&root, "x");
         let e = a.allocate("x", &root).unwrap_err();
-        assert!(e.contains("idPool.ranges"), "{e}");
+        assert!(matches!(e, Error::PoolExhausted { ranges: 4 }), "{e}");
+        assert!(e.to_string().contains("idPool.ranges"), "{e}");
     }
 
     #[test]
@@ -441,7 +439,10 @@ mod tests {
         // Joining through a container that no longer holds the range is refused, also when
         // the range went to someone else meanwhile.
         live(&root, "late");
-        let e = a.join("late", &root, ("a", &r), ra).unwrap_err();
+        let e = a
+            .join("late", &root, ("a", &r), ra)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("container a ") && e.contains("no longer holds"),
             "{e}"
@@ -476,7 +477,8 @@ mod tests {
         fs::write(a.path(), "{").unwrap();
         live(&root, "x");
         let e = a.allocate("x", &root).unwrap_err();
-        assert!(e.contains("corrupt"), "{e}");
+        assert!(matches!(e, Error::CorruptAllocTable { .. }), "{e}");
+        assert!(e.to_string().contains("corrupt"), "{e}");
     }
 
     #[test]

@@ -615,7 +615,7 @@ pub fn create(g: &Global, o: &CreateOpts) -> Result<i32> {
     st.pid_start = sys::start_time(init).unwrap_or(0);
     st.save(&g.root)?;
     if let Some(h) = &spec.hooks {
-        let state_json = hooks::state_json(&st, "creating");
+        let state_json = hooks::state_json(&st, crate::state::Status::Creating);
         hooks::run(&h.prestart, &state_json, "prestart")?;
         hooks::run(&h.create_runtime, &state_json, "createRuntime")?;
     }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use eci_policy::spec::{Process, Spec};
 
 use crate::create::{self, recv_msg, send_msg, Msg};
+use crate::state::Status;
 use crate::state::{self, State};
 use crate::sys::{self, Result};
 use crate::{process, Global};
@@ -93,7 +94,7 @@ pub fn exec(g: &Global, o: &ExecOpts) -> Result<i32> {
     // command's concern.
     crate::audit::begin("exec", &o.id, &g.policy().unwrap_or_default());
     let status = st.status(&g.root);
-    if status != "running" && status != "created" {
+    if status != Status::Running && status != Status::Created {
         return Err(format!("cannot exec in a {status} container"));
     }
     let config = st.config(&g.root)?;

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use eci_policy::spec::Hook;
 
-use crate::state::State;
+use crate::state::{State, Status};
 
-pub fn state_json(st: &State, status: &str) -> String {
+pub fn state_json(st: &State, status: Status) -> String {
     serde_json::json!({
         "ociVersion": "1.0.2",
         "id": st.id,

@@ -302,9 +302,9 @@ impl Sharing {
     /// (SPEC U1, U2).
     pub fn allocate(&self, alloc: &Allocator, id: &str, root: &Path) -> Result<IdRange> {
         match &self.plan.user {
-            UserNamespacePlan::Own => alloc.allocate(id, root),
+            UserNamespacePlan::Own => Ok(alloc.allocate(id, root)?),
             UserNamespacePlan::Join { range, member, .. } => {
-                alloc.join(id, root, (&member.id, &member.root), *range)
+                Ok(alloc.join(id, root, (&member.id, &member.root), *range)?)
             }
         }
     }

@@ -217,7 +217,7 @@ pub fn file_url_path(url: &str) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lock::Quiet;
+    use crate::apt::lock::Quiet;
     use std::io::Write;
     use std::net::TcpListener;
 

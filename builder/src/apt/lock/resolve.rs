@@ -825,7 +825,7 @@ fn closure<'a>(run: &mut Run<'_, 'a>, roots: &'a [Relation]) -> Result<(), Stop>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lock::index::parse_packages;
+    use crate::apt::lock::index::parse_packages;
 
     /// Builds a suite from compact stanzas; Filename/Size/SHA256 are filled in.
     pub(crate) fn suite(name: &str, stanzas: &str) -> SuiteIndex {
