@@ -229,6 +229,7 @@ pub fn build_image(req: &ImageRequest) -> Result<ImageReport> {
     let info = BuildInfo {
         name: spec.name.clone(),
         target: spec.target.clone(),
+        outputs: spec.outputs.clone(),
         source_date_epoch: epoch,
         lock_sha256: hex::encode(Sha256::digest(&lock_text)),
         kernel_package: match (&own, spec.kernel.package()) {

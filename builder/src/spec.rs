@@ -82,6 +82,22 @@ pub struct ImageSpec {
     pub settings: Option<PathBuf>,
     pub initramfs: InitramfsOptions,
     pub binaries: Vec<WorkspaceBinary>,
+    /// What the build writes besides the kernel, `manifest.json` and the SBOM, in writing order.
+    pub outputs: Vec<OutputKind>,
+}
+
+/// An output a definition names under `outputs:`; each kind has one writer in
+/// `artifact::outputs` (a new platform is a new kind and its writer, no target-name match).
+/// The order of the variants is the order the outputs are written and listed in the manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutputKind {
+    /// `initramfs.img`: the root filesystem for kernels booted with an initramfs.
+    Initramfs,
+    /// Hyper-V Generation 2: `boot.vhdx` (UEFI, systemd-boot), `data.vhdx`, `create-vm.ps1`.
+    HypervDisks,
+    /// WSL2: `rootfs.tar.gz`, the same bytes as `NAME.wsl`, and a `.wslconfig` snippet.
+    WslRootfs,
 }
 
 /// A binary built from this workspace (`cargo build --release --bin NAME`) and installed in
@@ -262,6 +278,8 @@ struct Layer {
     initramfs: Option<InitramfsLayer>,
     #[serde(default)]
     binaries: Vec<WorkspaceBinary>,
+    #[serde(default)]
+    outputs: Vec<OutputKind>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -518,6 +536,7 @@ fn merge(chain: Vec<Parsed>) -> Result<ImageSpec, SpecError> {
     let mut settings = None;
     let mut compression = CompressionName::Zstd;
     let mut binaries: Vec<WorkspaceBinary> = Vec::new();
+    let mut outputs: Vec<OutputKind> = Vec::new();
 
     for (idx, parsed) in chain.iter().enumerate().rev() {
         let layer = &parsed.layer;
@@ -575,6 +594,7 @@ fn merge(chain: Vec<Parsed>) -> Result<ImageSpec, SpecError> {
             });
         }
         remove.extend(layer.remove.iter().cloned());
+        outputs.extend(layer.outputs.iter().copied());
         if let Some(s) = &layer.settings {
             settings = Some(relative_to(file, s));
         }
@@ -707,6 +727,12 @@ fn merge(chain: Vec<Parsed>) -> Result<ImageSpec, SpecError> {
         settings,
         initramfs: InitramfsOptions { compression },
         binaries,
+        outputs: {
+            // Lists append along `extends`; one output of a kind, in the kinds' order.
+            outputs.sort();
+            outputs.dedup();
+            outputs
+        },
     })
 }
 

@@ -1,11 +1,11 @@
-//! Writes a build's outputs: kernel, initramfs, `manifest.json`, an SPDX SBOM, and what the
-//! target's platform consumes:
+//! Writes a build's outputs: the kernel, `manifest.json`, an SPDX SBOM, and each output the
+//! definition names under `outputs:` (one writer per kind, the table in [`outputs`]):
 //!
-//! | target | platform outputs | module |
+//! | output | files | module |
 //! |---|---|---|
-//! | `hyperv` | `boot.vhdx` (GPT + FAT32 ESP, systemd-boot), `data.vhdx`, `create-vm.ps1` | [`hyperv`] |
-//! | `wsl2` | `rootfs.tar.gz`, `NAME.wsl` (the same bytes), `wslconfig` (no initramfs) | [`wsl2`] |
-//! | others | none: the kernel and initramfs boot directly (QEMU `-kernel`/`-initrd`) | |
+//! | `initramfs` | `initramfs.img`: the kernel and initramfs boot directly (QEMU `-kernel`/`-initrd`) | [`crate::initramfs`] |
+//! | `hyperv-disks` | `boot.vhdx` (GPT + FAT32 ESP, systemd-boot), `data.vhdx`, `create-vm.ps1` | [`hyperv`] |
+//! | `wsl-rootfs` | `rootfs.tar.gz`, `NAME.wsl` (the same bytes), `wslconfig` (WSL has no initramfs) | [`wsl2`] |
 //!
 //! Everything is written into a staging directory beside the output directory and swapped in
 //! with renames at the end, so a reader never sees the kernel of one build next to the
@@ -19,14 +19,15 @@ pub mod gpt;
 pub mod guid;
 pub mod gzip;
 pub mod hyperv;
+pub mod outputs;
 pub mod tar;
 pub mod vhdx;
 pub mod wsl2;
 
-use crate::initramfs::{self, Compression};
+use crate::initramfs::Compression;
 use crate::manifest::Blob;
 use crate::rootfs::{Package, Rootfs};
-use crate::spec::ImageSpec;
+use crate::spec::{ImageSpec, OutputKind};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::fs;
@@ -72,6 +73,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ArtifactError + '_ {
 pub struct BuildInfo {
     pub name: String,
     pub target: String,
+    /// The definition's `outputs:`, written in this order after the kernel.
+    pub outputs: Vec<OutputKind>,
     pub source_date_epoch: u64,
     pub lock_sha256: String,
     pub kernel_package: String,
@@ -98,9 +101,14 @@ impl PlatformInputs {
     /// Collects the inputs for `spec`'s target; `packages` are the locked packages' bytes (the
     /// loader is read from its package, not from the root filesystem, which does not ship it).
     pub fn from_spec(spec: &ImageSpec, packages: &[Package]) -> Result<Self, ArtifactError> {
-        let uefi_loader = match spec.target.as_str() {
-            hyperv::TARGET => Some(hyperv::loader_from_packages(&spec.file, packages)?),
-            _ => None,
+        let uefi_loader = if spec
+            .outputs
+            .iter()
+            .any(|k| outputs::output(*k).needs_uefi_loader)
+        {
+            Some(hyperv::loader_from_packages(&spec.file, packages)?)
+        } else {
+            None
         };
         Ok(PlatformInputs {
             cmdline: spec.kernel.cmdline.clone(),
@@ -238,37 +246,9 @@ fn write_into(
         rootfs.kernel.vmlinuz.len() as u64,
     ));
 
-    // WSL boots its own initramfs; the root filesystem ships as the tarball instead.
-    if info.target != wsl2::TARGET {
-        let initrd_path = dir.join(INITRAMFS_FILE);
-        let written = initramfs::write_initramfs(
-            &rootfs.manifest,
-            info.source_date_epoch,
-            info.compression,
-            &initrd_path,
-        )
-        .map_err(|e| ArtifactError::Initramfs(e.to_string()))?;
-        artifacts.push(ArtifactRecord {
-            uncompressed_size: Some(written.uncompressed_size),
-            compression: Some(info.compression.name().into()),
-            dropped_xattrs: written
-                .dropped_xattrs
-                .iter()
-                .map(|d| format!("{}: {}", d.path, d.names.join(", ")))
-                .collect(),
-            ..ArtifactRecord::plain(
-                INITRAMFS_FILE,
-                "initramfs",
-                written.sha256.clone(),
-                written.compressed_size,
-            )
-        });
-    }
-
-    match info.target.as_str() {
-        hyperv::TARGET => artifacts.extend(hyperv::write(dir, rootfs, info)?),
-        wsl2::TARGET => artifacts.extend(wsl2::write(dir, rootfs, info)?),
-        _ => {}
+    // The definition's outputs, in the kinds' order (the table: outputs.rs).
+    for kind in &info.outputs {
+        artifacts.extend((outputs::output(*kind).write)(dir, rootfs, info)?);
     }
 
     let sbom = serde_json::to_vec_pretty(&spdx(info, packages)).expect("SBOM serialises");
@@ -509,6 +489,7 @@ mod tests {
         let info = BuildInfo {
             name: "eci".into(),
             target: "hyperv".into(),
+            outputs: vec![OutputKind::Initramfs, OutputKind::HypervDisks],
             source_date_epoch: 1_747_699_200,
             lock_sha256: "ab".repeat(32),
             kernel_package: "k".into(),

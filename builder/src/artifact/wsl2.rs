@@ -329,6 +329,7 @@ mod tests {
         BuildInfo {
             name: "eci".into(),
             target: TARGET.into(),
+            outputs: vec![crate::spec::OutputKind::WslRootfs],
             source_date_epoch: EPOCH,
             lock_sha256: "ab".repeat(32),
             kernel_package: "linux-image-test".into(),
