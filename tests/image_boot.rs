@@ -15,7 +15,7 @@
 use eci_build::boot::{self, Accel, BootOptions};
 use eci_build::inspect;
 use eci_build::pipeline;
-use eci_e2e::{image_request, prerequisite, workspace_root};
+use eci_e2e::{image_request, prerequisite, workspace};
 use std::path::Path;
 use std::time::Duration;
 
@@ -92,7 +92,7 @@ fn hyperv_image_rebuilds_identically_and_boots_to_a_passing_selftest() {
     assert_eq!((init.uid, init.mode.as_str()), (0, "-rwxr-xr-x"));
     assert!(find("/usr/lib/eci/selftest").is_some() && find("/etc/eci/services.json").is_some());
     // The guard ships where services.json starts it from, next to the policy it reads.
-    let spec = pipeline::load_spec(&workspace_root().join("images"), TARGET).unwrap();
+    let spec = pipeline::load_spec(&workspace(), TARGET).unwrap();
     let guard_path = &spec
         .binaries
         .iter()

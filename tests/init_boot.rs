@@ -6,7 +6,7 @@
 
 use eci_build::boot::{self, Accel, BootOptions, SelfTest};
 use eci_build::pipeline;
-use eci_e2e::{image_request, prerequisite, workspace_root};
+use eci_e2e::{image_request, prerequisite, workspace};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -23,7 +23,7 @@ struct Vm {
 
 impl Vm {
     fn start(out: &Path, disk: &Path, extra_cmdline: &[&str], work: &Path, name: &str) -> Vm {
-        let spec = pipeline::load_spec(&workspace_root().join("images"), TARGET).unwrap();
+        let spec = pipeline::load_spec(&workspace(), TARGET).unwrap();
         let mut cmdline = spec.kernel.cmdline.clone();
         cmdline.extend(extra_cmdline.iter().map(|s| s.to_string()));
         let probe = BootOptions {

@@ -18,7 +18,7 @@ use eci_build::artifact::hyperv::{self, BootDisk};
 use eci_build::artifact::vhdx::VhdxReader;
 use eci_build::boot::{self, Accel, Disk, DiskFormat, Firmware, UefiBootOptions};
 use eci_build::pipeline;
-use eci_e2e::{image_request, prerequisite, workspace_root};
+use eci_e2e::{image_request, prerequisite, workspace, workspace_root};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::process::Command;
@@ -87,7 +87,7 @@ fn hyperv_boot_disk_boots_through_uefi_to_a_passing_selftest() {
     );
 
     // What the shipped boot disk holds, read through the builder's own readers.
-    let spec = pipeline::load_spec(&workspace_root().join("images"), TARGET).unwrap();
+    let spec = pipeline::load_spec(&workspace(), TARGET).unwrap();
     let boot_vhdx = std::fs::read(out.join(&boot_rec.path)).unwrap();
     let reader = VhdxReader::open(&boot_vhdx).unwrap();
     assert_eq!(Some(reader.virtual_size), boot_rec.virtual_size);

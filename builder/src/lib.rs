@@ -12,3 +12,4 @@ pub mod modules;
 pub mod pipeline;
 pub mod rootfs;
 pub mod spec;
+pub mod workspace;

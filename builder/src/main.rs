@@ -4,8 +4,9 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use eci_build::apt::fetch::{Cache, FetchOptions};
 use eci_build::boot::{self, Accel, BootOptions};
+use eci_build::workspace::Workspace;
 use eci_build::{inspect, kernel, kernel_build, pipeline};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -178,37 +179,12 @@ enum Format {
     Text,
 }
 
-fn images_dir(flag: Option<PathBuf>) -> PathBuf {
-    if let Some(dir) = flag {
-        return dir;
-    }
-    let local = PathBuf::from("images");
-    if local.is_dir() {
-        return local;
-    }
-    // Run through cargo from anywhere inside the checkout.
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../images")
+fn kernel_config_dir(ws: &Workspace, flag: Option<PathBuf>) -> PathBuf {
+    flag.unwrap_or_else(|| ws.kernel_config_dir())
 }
 
-fn kernel_config_dir(images: &Path, flag: Option<PathBuf>) -> PathBuf {
-    flag.unwrap_or_else(|| {
-        images
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .join("kernel-config")
-    })
-}
-
-fn out_dir(images: &Path, target: &str, flag: Option<PathBuf>) -> PathBuf {
-    flag.unwrap_or_else(|| {
-        images
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .join("out")
-            .join(target)
-    })
+fn out_dir(ws: &Workspace, target: &str, flag: Option<PathBuf>) -> PathBuf {
+    flag.unwrap_or_else(|| ws.out_dir(target))
 }
 
 fn main() -> ExitCode {
@@ -223,15 +199,15 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    let images = images_dir(cli.images);
+    let ws = Workspace::find(cli.images);
     match cli.command {
         Command::Lock {
             target,
             mirror,
             sources_root,
         } => {
-            let spec = pipeline::load_spec(&images, &target)?;
-            let path = pipeline::lock_path(&images, &target);
+            let spec = pipeline::load_spec(&ws, &target)?;
+            let path = ws.lock(&target);
             let lockfile = pipeline::lock_target(&spec, &sources_root, &mirror)?;
             lockfile
                 .write(&path)
@@ -254,9 +230,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             sources_root,
             allow_other_toolchain,
         } => {
-            let out = out_dir(&images, &target, out);
+            let out = out_dir(&ws, &target, out);
             let req = pipeline::ImageRequest {
-                images_dir: images,
+                workspace: ws,
                 target: target.clone(),
                 out_dir: out.clone(),
                 cache: Cache::new(cache.unwrap_or_else(Cache::default_location)),
@@ -330,7 +306,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     cache,
                 },
         } => {
-            let spec = pipeline::load_spec(&images, &target)?;
+            let spec = pipeline::load_spec(&ws, &target)?;
             let path = match (config, spec.kernel.package()) {
                 (Some(p), _) => p,
                 (None, Some((package, _, sha256))) => {
@@ -345,8 +321,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 (None, None) => {
                     let t = kernel::target(&target)?;
-                    let p =
-                        kernel_build::Recipe::generated_path(&kernel_config_dir(&images, None), t);
+                    let p = kernel_build::Recipe::generated_path(&ws.kernel_config_dir(), t);
                     anyhow::ensure!(
                         p.is_file(),
                         "{target} builds its own kernel and its committed config {} is missing; run `eci-build kernel build --target {target} --config-only` or pass a CONFIG",
@@ -380,7 +355,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     kernel_config,
                 },
         } => {
-            let dir = kernel_config_dir(&images, kernel_config);
+            let dir = kernel_config_dir(&ws, kernel_config);
             let def_path = dir.join(kernel_build::SOURCE_DEFINITION);
             let def = kernel_build::SourceDefinition::load(&def_path)?;
             let lockfile = def.lock(&sources_root, &mirror)?;
@@ -413,12 +388,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     quiet,
                 },
         } => {
-            let dir = kernel_config_dir(&images, kernel_config);
+            let dir = kernel_config_dir(&ws, kernel_config);
             let t = kernel::target(&target)?;
             let jobs = jobs.unwrap_or_else(|| {
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
             });
-            let out = out.unwrap_or_else(|| out_dir(&images, "kernel", None).join(&target));
+            let out = out.unwrap_or_else(|| ws.kernel_out_dir(&target));
             let req = kernel_build::BuildRequest {
                 recipe: kernel_build::Recipe::for_target(t, &dir)?,
                 definition: dir.join(kernel_build::SOURCE_DEFINITION),
@@ -497,7 +472,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Boot(args) => {
-            let opts = boot_options(&images, &args, false, true)?;
+            let opts = boot_options(&ws, &args, false, true)?;
             let result = boot::boot(&opts)?;
             eprintln!(
                 "VM exited after {:.1} s ({}); console log: {}",
@@ -508,7 +483,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Test { boot: args, format } => {
-            let opts = boot_options(&images, &args, true, false)?;
+            let opts = boot_options(&ws, &args, true, false)?;
             let result = boot::boot(&opts)?;
             let passed = result.selftest.passed();
             match format {
@@ -535,8 +510,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn boot_options(images: &Path, args: &BootArgs, selftest: bool, echo: bool) -> Result<BootOptions> {
-    let out = out_dir(images, &args.target, args.out.clone());
+fn boot_options(
+    ws: &Workspace,
+    args: &BootArgs,
+    selftest: bool,
+    echo: bool,
+) -> Result<BootOptions> {
+    let out = out_dir(ws, &args.target, args.out.clone());
     let manifest = out.join(eci_build::artifact::MANIFEST_FILE);
     if !manifest.is_file() {
         anyhow::bail!(
@@ -546,7 +526,7 @@ fn boot_options(images: &Path, args: &BootArgs, selftest: bool, echo: bool) -> R
             args.target
         );
     }
-    let spec = pipeline::load_spec(images, &args.target)?;
+    let spec = pipeline::load_spec(ws, &args.target)?;
     let mut cmdline = spec.kernel.cmdline.clone();
     if selftest {
         cmdline.push("eci.selftest".into());

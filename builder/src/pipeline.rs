@@ -9,6 +9,7 @@ use crate::artifact::{self, BuildInfo, BuildManifest, SbomPackage};
 use crate::initramfs::Compression;
 use crate::rootfs::{self, Package};
 use crate::spec::{self, CompressionName, ImageSpec, KernelSource};
+use crate::workspace::Workspace;
 use crate::{binaries, kernel, kernel_build};
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
@@ -17,7 +18,7 @@ use std::time::Instant;
 
 #[derive(Debug, Clone)]
 pub struct ImageRequest {
-    pub images_dir: PathBuf,
+    pub workspace: Workspace,
     pub target: String,
     pub out_dir: PathBuf,
     pub cache: Cache,
@@ -39,14 +40,10 @@ pub struct ImageReport {
     pub seconds_total: f64,
 }
 
-pub fn lock_path(images_dir: &Path, target: &str) -> PathBuf {
-    images_dir.join(format!("{target}.lock"))
-}
-
-pub fn load_spec(images_dir: &Path, target: &str) -> Result<ImageSpec> {
-    let path = spec::definition_path(images_dir, target);
+pub fn load_spec(workspace: &Workspace, target: &str) -> Result<ImageSpec> {
+    let path = workspace.definition(target);
     if !path.is_file() {
-        let mut known: Vec<String> = std::fs::read_dir(images_dir)
+        let mut known: Vec<String> = std::fs::read_dir(workspace.images_dir())
             .map(|d| {
                 d.filter_map(|e| e.ok())
                     .filter_map(|e| {
@@ -162,8 +159,8 @@ fn compression(name: CompressionName) -> Compression {
 
 pub fn build_image(req: &ImageRequest) -> Result<ImageReport> {
     let started = Instant::now();
-    let spec = load_spec(&req.images_dir, &req.target)?;
-    let lock_file = lock_path(&req.images_dir, &req.target);
+    let spec = load_spec(&req.workspace, &req.target)?;
+    let lock_file = req.workspace.lock(&req.target);
     let lock_text = std::fs::read(&lock_file).with_context(|| {
         format!(
             "cannot read {}; create it with `eci-build lock --target {}`",
@@ -301,12 +298,7 @@ struct Own {
 /// beside the images folder gives the pinned source and the committed config; the result comes
 /// from the cache when this exact source, config and toolchain were built before.
 fn own_kernel(req: &ImageRequest, spec: &ImageSpec) -> Result<Own> {
-    let dir = req
-        .images_dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .join("kernel-config");
+    let dir = req.workspace.kernel_config_dir();
     let target = kernel::target(&spec.target)?;
     let committed = kernel_build::Recipe::generated_path(&dir, target);
     let jobs = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
@@ -352,7 +344,7 @@ fn own_kernel(req: &ImageRequest, spec: &ImageSpec) -> Result<Own> {
         source_version: outcome.tree.version.clone(),
         source_sha256: outcome.tree.sha256.clone(),
         config_path: committed
-            .strip_prefix(req.images_dir.parent().unwrap_or(Path::new("")))
+            .strip_prefix(req.workspace.images_dir().parent().unwrap_or(Path::new("")))
             .unwrap_or(&committed)
             .display()
             .to_string(),

@@ -755,11 +755,6 @@ fn check_unique(chain: &[Parsed], field: &str, names: Vec<&str>) -> Result<(), S
     Ok(())
 }
 
-/// The definition file for a target in the images directory (`images/T.yaml`).
-pub fn definition_path(images_dir: &Path, target: &str) -> PathBuf {
-    images_dir.join(format!("{target}.yaml"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

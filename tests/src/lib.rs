@@ -18,6 +18,11 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The checkout's images/, kernel-config/ and out/ folders, as eci-build finds them.
+pub fn workspace() -> eci_build::workspace::Workspace {
+    eci_build::workspace::Workspace::new(workspace_root().join("images"))
+}
+
 pub use eci_test_support::{in_ci, prerequisite};
 
 pub fn is_root() -> bool {
@@ -35,7 +40,7 @@ extern "C" {
 pub fn image_request(target: &str, out: &std::path::Path) -> eci_build::pipeline::ImageRequest {
     use eci_build::apt::fetch::{Cache, FetchOptions};
     eci_build::pipeline::ImageRequest {
-        images_dir: workspace_root().join("images"),
+        workspace: workspace(),
         target: target.into(),
         out_dir: out.to_path_buf(),
         cache: Cache::new(Cache::default_location()),
