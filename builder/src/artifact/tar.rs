@@ -11,6 +11,16 @@
 //! - a pax header is named `PaxHeaders/<file name>` (GNU tar puts a process id there);
 //! - hard links: the first name in path order carries the data, later names link to it, so an
 //!   extractor never meets a link before its target.
+//!
+//! Why not the `tar` crate's `Builder` (0.4.46, which the tree uses to read archives): its
+//! `append_data`/`append_link` store a path or link target that does not fit the header as a
+//! GNU `././@LongLink` entry, not as a pax record; its `append_pax_extensions` writes the pax
+//! header with an empty name, empty mode and owner fields and mtime 0 (here: `PaxHeaders/NAME`,
+//! 0644, 0:0 and the entry's clamped mtime); and `finish` ends the archive with two zero blocks,
+//! without padding to the 20-block record. Getting these bytes from it would mean building
+//! every header here and handing it to the raw `append`, which then only adds the checksum and
+//! the block padding; otherwise the WSL rootfs (and the `.wsl` file, the same bytes) would
+//! change. The tests read the written archives back with the crate.
 
 use crate::manifest::{Entry, EntryKind, Manifest, ManifestError};
 use std::collections::HashMap;
