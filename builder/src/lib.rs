@@ -12,4 +12,6 @@ pub mod modules;
 pub mod pipeline;
 pub mod rootfs;
 pub mod spec;
+#[cfg(test)]
+mod testing;
 pub mod workspace;

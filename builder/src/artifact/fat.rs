@@ -851,6 +851,7 @@ fn short_name(short: &[u8; 11], nt: u8) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::run_ok;
     use std::process::Command;
 
     const MIB: usize = 1 << 20;
@@ -1077,15 +1078,10 @@ mod tests {
                 assert!(text.lines().any(|l| l == want), "{want} missing:\n{text}");
             }
             let copy = dir.path().join("vmlinuz");
-            let out = Command::new("mcopy")
-                .args(["-i", img, "::/eci/vmlinuz"])
-                .arg(&copy)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
+            run_ok(
+                Command::new("mcopy")
+                    .args(["-i", img, "::/eci/vmlinuz"])
+                    .arg(&copy),
             );
             assert!(std::fs::read(&copy).unwrap() == big);
             let label = Command::new("mlabel")

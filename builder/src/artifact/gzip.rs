@@ -120,6 +120,7 @@ fn deflate_chunk(input: &[u8], level: Compression) -> io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::run_ok;
     use std::io::Read;
 
     fn data(len: usize) -> Vec<u8> {
@@ -176,15 +177,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.gz");
         std::fs::write(&path, gz(&data(CHUNK + 77), 65536)).unwrap();
-        let out = std::process::Command::new("gzip")
-            .arg("-t")
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_ok(std::process::Command::new("gzip").arg("-t").arg(&path));
     }
 }

@@ -342,6 +342,7 @@ impl<W: Write> Write for Counting<W> {
 pub(crate) mod tests {
     use super::*;
     use crate::manifest::Entry;
+    use crate::testing::run_ok;
     use std::io::Read;
     use std::process::Command;
 
@@ -546,18 +547,13 @@ pub(crate) mod tests {
 
         let root = dir.path().join("x");
         std::fs::create_dir(&root).unwrap();
-        let out = Command::new("tar")
-            .args(["--xattrs", "--xattrs-include=*", "--no-same-owner", "-xf"])
-            .arg(&path)
-            .arg("-C")
-            .arg(&root)
-            .args(["usr", "etc"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        run_ok(
+            Command::new("tar")
+                .args(["--xattrs", "--xattrs-include=*", "--no-same-owner", "-xf"])
+                .arg(&path)
+                .arg("-C")
+                .arg(&root)
+                .args(["usr", "etc"]),
         );
         assert_eq!(
             std::fs::read_to_string(root.join("usr/bin/zz-target")).unwrap(),

@@ -559,6 +559,7 @@ fn u64_le(b: &[u8], o: usize) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::run_ok;
     use std::process::Command;
 
     fn options(size: u64) -> VhdxOptions {
@@ -702,16 +703,11 @@ mod tests {
         assert_eq!(json["virtual-size"], 64 * MIB);
         assert_eq!(json["format"], "vhdx");
         let raw = dir.path().join("disk.raw");
-        let conv = Command::new("qemu-img")
-            .args(["convert", "-f", "vhdx", "-O", "raw"])
-            .arg(&vhdx)
-            .arg(&raw)
-            .output()
-            .unwrap();
-        assert!(
-            conv.status.success(),
-            "{}",
-            String::from_utf8_lossy(&conv.stderr)
+        run_ok(
+            Command::new("qemu-img")
+                .args(["convert", "-f", "vhdx", "-O", "raw"])
+                .arg(&vhdx)
+                .arg(&raw),
         );
         let back = std::fs::read(&raw).unwrap();
         assert_eq!(back.len() as u64, 64 * MIB);
