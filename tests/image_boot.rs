@@ -15,7 +15,7 @@
 use eci_build::boot::{self, Accel, BootOptions};
 use eci_build::inspect;
 use eci_build::pipeline;
-use eci_e2e::{image_request, prerequisite, workspace};
+use eci_e2e::{build_image_or_skip, image_request, prerequisite, workspace};
 use std::path::Path;
 use std::time::Duration;
 
@@ -33,18 +33,8 @@ fn hyperv_image_rebuilds_identically_and_boots_to_a_passing_selftest() {
     let first = work.path().join("first");
     let second = work.path().join("second");
 
-    let built = pipeline::build_image(&image_request(TARGET, &first));
-    let built = match built {
-        Ok(b) => b,
-        Err(e) => {
-            let msg = format!("{e:#}");
-            // Only an unreachable mirror may skip (laptop offline); any other error is a failure.
-            let offline = msg.contains("cannot download") || msg.contains("not in the cache");
-            if offline && !prerequisite(false, &format!("Debian mirror unreachable: {msg}")) {
-                return;
-            }
-            panic!("image build failed: {msg}");
-        }
+    let Some(built) = build_image_or_skip(TARGET, &first) else {
+        return;
     };
     let rebuilt = pipeline::build_image(&image_request(TARGET, &second)).expect("warm rebuild");
     assert_eq!(

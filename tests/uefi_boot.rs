@@ -18,7 +18,7 @@ use eci_build::artifact::hyperv::{self, BootDisk};
 use eci_build::artifact::vhdx::VhdxReader;
 use eci_build::boot::{self, Accel, Disk, DiskFormat, Firmware, UefiBootOptions};
 use eci_build::pipeline;
-use eci_e2e::{image_request, prerequisite, workspace, workspace_root};
+use eci_e2e::{build_image_or_skip, prerequisite, workspace, workspace_root};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::process::Command;
@@ -52,16 +52,8 @@ fn qemu_img(args: &[&str], file: &Path) -> (bool, String) {
 fn hyperv_boot_disk_boots_through_uefi_to_a_passing_selftest() {
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("out");
-    let built = match pipeline::build_image(&image_request(TARGET, &out)) {
-        Ok(b) => b,
-        Err(e) => {
-            let msg = format!("{e:#}");
-            let offline = msg.contains("cannot download") || msg.contains("not in the cache");
-            if offline && !prerequisite(false, &format!("Debian mirror unreachable: {msg}")) {
-                return;
-            }
-            panic!("image build failed: {msg}");
-        }
+    let Some(built) = build_image_or_skip(TARGET, &out) else {
+        return;
     };
     let m = &built.manifest;
     let record = |kind: &str| {

@@ -23,6 +23,26 @@ pub fn workspace() -> eci_build::workspace::Workspace {
     eci_build::workspace::Workspace::new(workspace_root().join("images"))
 }
 
+/// `eci-build image` for `target` into `out`. `None` when the test should skip: only an
+/// unreachable Debian mirror (a laptop offline), with the reason printed; in CI that fails, as
+/// does any other error.
+pub fn build_image_or_skip(
+    target: &str,
+    out: &std::path::Path,
+) -> Option<eci_build::pipeline::ImageReport> {
+    match eci_build::pipeline::build_image(&image_request(target, out)) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            let msg = format!("{e:#}");
+            let offline = msg.contains("cannot download") || msg.contains("not in the cache");
+            if offline && !prerequisite(false, &format!("Debian mirror unreachable: {msg}")) {
+                return None;
+            }
+            panic!("image build failed: {msg}");
+        }
+    }
+}
+
 pub use eci_test_support::{in_ci, prerequisite};
 
 pub fn is_root() -> bool {
