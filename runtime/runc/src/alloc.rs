@@ -25,10 +25,11 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use eci_policy::{IdRange, RANGE_SIZE};
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -105,14 +106,8 @@ pub struct Allocator {
     pool_ranges: u32,
 }
 
-struct Lock(File);
-
-impl Drop for Lock {
-    fn drop(&mut self) {
-        // SAFETY: unlocking our own descriptor.
-        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
-    }
-}
+/// The table's lock, held until dropped (`flock`, released when the descriptor closes).
+struct Lock(#[allow(dead_code)] Flock<File>);
 
 impl Allocator {
     pub fn new(dir: &Path, pool_start: u32, pool_ranges: u32) -> Allocator {
@@ -127,20 +122,17 @@ impl Allocator {
         fs::create_dir_all(&self.dir)
             .map_err(|e| Error::io("create id allocator folder", &self.dir, e))?;
         let p = self.dir.join("ranges.lock");
-        let f = OpenOptions::new()
+        let mut f = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&p)
             .map_err(|e| Error::io("open", &p, e))?;
         loop {
-            // SAFETY: flock on our descriptor.
-            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
-                return Ok(Lock(f));
-            }
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EINTR) {
-                return Err(Error::io("lock", &p, e));
+            match Flock::lock(f, FlockArg::LockExclusive) {
+                Ok(l) => return Ok(Lock(l)),
+                Err((back, Errno::EINTR)) => f = back,
+                Err((_, e)) => return Err(Error::io("lock", &p, e.into())),
             }
         }
     }

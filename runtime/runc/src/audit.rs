@@ -19,13 +19,13 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
 use eci_policy::{Policy, PolicyError};
+use nix::fcntl::{Flock, FlockArg};
 use serde::Serialize;
 
 /// Overrides the audit log's path (tests; a VM uses policy.json or the default).
@@ -92,16 +92,14 @@ fn append(path: &Path, max_bytes: u64, line: &[u8]) -> io::Result<()> {
     }
     // A few rounds: each one either writes or sees the file rotated under it.
     for _ in 0..8 {
-        let mut f = OpenOptions::new()
+        let f = OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o600)
             .custom_flags(libc::O_CLOEXEC)
             .open(path)?;
-        // SAFETY: flock on a descriptor we own; released when `f` is closed.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        // Released when the lock (and with it the file) is dropped.
+        let mut f = Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| io::Error::from(e))?;
         let held = f.metadata()?;
         // Renamed to .1 while we waited for the lock: write to the new file instead.
         match fs::metadata(path) {

@@ -282,12 +282,8 @@ fn walk(root: &OwnedFd, rest: &str, src: &str, root_path: &str) -> Result<OwnedF
 
 /// The file type bits (`S_IFMT`) of the opened file.
 fn file_type(fd: &OwnedFd, what: &str) -> Result<libc::mode_t> {
-    // SAFETY: stat is plain old data; all-zero is a valid value.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: a live descriptor and a live out-buffer of the type fstat fills.
-    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } < 0 {
-        return Err(sys::errno(format!("stat bind mount source {what}")));
-    }
+    let st =
+        nix::sys::stat::fstat(fd).map_err(|e| format!("stat bind mount source {what}: {e}"))?;
     Ok(st.st_mode & libc::S_IFMT)
 }
 
@@ -443,11 +439,7 @@ mod tests {
     }
 
     fn ino(fd: &OwnedFd) -> u64 {
-        // SAFETY: as in file_type.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: live descriptor and buffer.
-        assert_eq!(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) }, 0);
-        st.st_ino
+        nix::sys::stat::fstat(fd).unwrap().st_ino
     }
 
     /// A security review found this: prefixes nest (the fixture allows `share` and

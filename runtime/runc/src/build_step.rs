@@ -131,8 +131,7 @@ mod tests {
     /// otherwise).
     #[test]
     fn sources_must_be_on_the_data_roots_mount() {
-        // SAFETY: getuid has no preconditions.
-        if unsafe { libc::getuid() } != 0 {
+        if !nix::unistd::getuid().is_root() {
             eprintln!("skipped: needs root to mount a tmpfs");
             return;
         }
@@ -159,21 +158,16 @@ mod tests {
         assert!(e.contains("restricted host mount"), "{e}");
 
         // A folder mounted over a layer path is something else than the data root's folder.
-        let c = sys::cstr(&other).unwrap();
-        // SAFETY: valid C strings; the mount is removed below.
-        let rc = unsafe {
-            libc::mount(
-                c"tmpfs".as_ptr(),
-                c.as_ptr(),
-                c"tmpfs".as_ptr(),
-                0,
-                std::ptr::null(),
-            )
-        };
-        assert_eq!(rc, 0, "mount tmpfs: {}", std::io::Error::last_os_error());
+        nix::mount::mount(
+            Some("tmpfs"),
+            &other,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .expect("mount tmpfs");
         let res = check_path(&other, &root_s);
-        // SAFETY: valid C string.
-        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        let _ = nix::mount::umount2(&other, nix::mount::MntFlags::MNT_DETACH);
         let e = res.unwrap_err();
         assert!(
             e.contains("restricted host mount") && e.contains("not on the data root's filesystem"),
@@ -184,7 +178,7 @@ mod tests {
     /// A `merged` folder that is a plain folder (no overlay of dockerd's on it) is refused.
     #[test]
     fn merged_must_be_dockers_overlay() {
-        if unsafe { libc::getuid() } != 0 {
+        if !nix::unistd::getuid().is_root() {
             eprintln!("skipped: needs root");
             return;
         }

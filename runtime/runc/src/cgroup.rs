@@ -10,8 +10,6 @@ use std::time::{Duration, Instant};
 use eci_policy::spec::{DeviceRule, Resources};
 use serde::{Deserialize, Serialize};
 
-const CGROUP2_MAGIC: i64 = 0x6367_7270;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Mode {
     V1,
@@ -36,11 +34,9 @@ pub struct Cgroup {
 }
 
 pub fn mode() -> Mode {
-    let p = c"/sys/fs/cgroup";
-    // SAFETY: statfs into a zeroed struct.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: valid path and out-pointer.
-    if unsafe { libc::statfs(p.as_ptr(), &mut st) } == 0 && st.f_type == CGROUP2_MAGIC {
+    let v2 = nix::sys::statfs::statfs("/sys/fs/cgroup")
+        .is_ok_and(|st| st.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC);
+    if v2 {
         Mode::V2
     } else {
         Mode::V1

@@ -28,7 +28,9 @@ use serde::{Deserialize, Serialize};
 use crate::cgroup::{self, Cgroup};
 use crate::share::{self, Sharing};
 use crate::state::{self, State, FIFO};
-use crate::sys::{self, errno, Result};
+use nix::sys::stat::Mode;
+
+use crate::sys::{self, Result};
 use crate::{binds, hooks, process, rootfs, Global};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -234,29 +236,26 @@ pub fn stdio_chown_allowed(mode: u32, fs_magic: i64, rdev_major: u32, uid: u32) 
 /// ptys; see [`stdio_chown_allowed`]) so `/dev/stdout` can be reopened inside (the shim
 /// created them as VM root).
 pub fn chown_stdio(uid: u32) {
-    for fd in 0..3 {
-        // SAFETY: fstat into a zeroed struct.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: valid out-pointer.
-        if unsafe { libc::fstat(fd, &mut st) } != 0 {
+    let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
+    for fd in [stdin.as_fd(), stdout.as_fd(), stderr.as_fd()] {
+        let Ok(st) = nix::sys::stat::fstat(fd) else {
             continue;
-        }
-        // SAFETY: fstatfs into a zeroed struct.
-        let mut sfs: libc::statfs = unsafe { std::mem::zeroed() };
-        // SAFETY: valid out-pointer.
-        if unsafe { libc::fstatfs(fd, &mut sfs) } != 0 {
+        };
+        let Ok(sfs) = nix::sys::statfs::fstatfs(fd) else {
             continue;
-        }
+        };
         if !stdio_chown_allowed(
             st.st_mode,
-            sfs.f_type as i64,
+            sfs.filesystem_type().0,
             libc::major(st.st_rdev),
             st.st_uid,
         ) {
             continue;
         }
-        // SAFETY: fchown on an inherited descriptor; failures are harmless.
-        unsafe { libc::fchown(fd, uid, uid) };
+        // Failures are harmless: the process keeps the descriptor, only reopening
+        // `/dev/stdout` inside would fail.
+        let id = Some(nix::unistd::Uid::from_raw(uid));
+        let _ = nix::unistd::fchown(fd, id, Some(nix::unistd::Gid::from_raw(uid)));
     }
 }
 
@@ -437,11 +436,8 @@ pub fn create(g: &Global, o: &CreateOpts) -> Result<i32> {
     stall("cgroup");
 
     let fifo = dir.join(FIFO);
-    let fifo_c = sys::cstr(&fifo)?;
-    // SAFETY: valid path.
-    if unsafe { libc::mkfifo(fifo_c.as_ptr(), 0o622) } != 0 {
-        return Err(errno("create exec.fifo"));
-    }
+    nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o622))
+        .map_err(|e| format!("create exec.fifo: {e}"))?;
     let _ = fs::set_permissions(&fifo, fs::Permissions::from_mode(0o622));
     sys::chown_path(&fifo, range.start, range.start)?;
     let fifo_fd = sys::open(&fifo, libc::O_PATH, 0)?;
@@ -486,8 +482,7 @@ pub fn create(g: &Global, o: &CreateOpts) -> Result<i32> {
         if let Err(e) = stage1(&ctx, sock) {
             let _ = send_msg(sock, &Msg::Error { msg: e }, &[]);
         }
-        // SAFETY: leave the forked child without running the parent's destructors.
-        unsafe { libc::_exit(1) };
+        sys::exit_now(1);
     }
     drop(c_sock);
     cleanup.child = Some(pid);
@@ -781,25 +776,28 @@ fn stage1(c: &ChildCtx<'_>, sock: RawFd) -> Result<()> {
     // Still VM id 0 as far as file owners go: open the rootfs folder now, while the owner
     // bits of VM-root-only folders (dockerd's 0710 data dirs) let us through.
     let root_fd = sys::open(c.root_path, libc::O_PATH | libc::O_DIRECTORY, 0)?;
-    // SAFETY: id changes inside the new user namespace, where we hold every capability.
-    unsafe {
-        if libc::setgroups(0, std::ptr::null()) < 0 {
-            return Err(errno("setgroups"));
-        }
-        if libc::setresgid(0, 0, 0) < 0 || libc::setresuid(0, 0, 0) < 0 {
-            return Err(errno("become container root"));
-        }
-    }
+    become_root()?;
     let pid = sys::fork()?;
     if pid > 0 {
         send_msg(sock, &Msg::Pid { pid }, &[])?;
-        // SAFETY: the first stage is done; leave without destructors.
-        unsafe { libc::_exit(0) };
+        // The first stage is done.
+        sys::exit_now(0);
     }
     match stage2(c, sock, &root_fd, premade) {
         Ok(never) => match never {},
         Err(e) => Err(e),
     }
+}
+
+/// Become container root (ids 0, no supplementary groups) inside the new user namespace, where
+/// the process holds every capability.
+pub fn become_root() -> Result<()> {
+    use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
+    setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
+    let (u, g) = (Uid::from_raw(0), Gid::from_raw(0));
+    setresgid(g, g, g)
+        .and_then(|()| setresuid(u, u, u))
+        .map_err(|e| format!("become container root: {e}"))
 }
 
 enum Never {}
@@ -820,7 +818,7 @@ fn stage2(
         RootPlan::Overlay { .. } | RootPlan::Dir => {
             let fd = it.next().ok_or("missing rootfs descriptor")?;
             rootfs::attach_at_fd(fd.as_raw_fd(), root_fd.as_raw_fd())?;
-            rootfs::fchdir(fd.as_raw_fd())?;
+            rootfs::fchdir(fd)?;
         }
     }
     let mut bind_fds = BTreeMap::new();
@@ -848,16 +846,10 @@ fn stage2(
         .any(|n| n.kind == "uts" && n.path.is_none());
     if own_uts {
         if let Some(h) = &c.spec.hostname {
-            // SAFETY: valid buffer and length.
-            if unsafe { libc::sethostname(h.as_ptr() as *const libc::c_char, h.len()) } < 0 {
-                return Err(errno("sethostname"));
-            }
+            nix::unistd::sethostname(h).map_err(|e| format!("sethostname: {e}"))?;
         }
         if let Some(d) = &c.spec.domainname {
-            // SAFETY: valid buffer and length.
-            if unsafe { libc::setdomainname(d.as_ptr() as *const libc::c_char, d.len()) } < 0 {
-                return Err(errno("setdomainname"));
-            }
+            sys::setdomainname(d)?;
         }
     }
     for (k, v) in linux.sysctl.iter().flatten() {
@@ -872,8 +864,7 @@ fn stage2(
     match c.console {
         Some(fd) if p.terminal => process::setup_terminal(fd, &p, true)?,
         _ => {
-            // SAFETY: plain syscall.
-            unsafe { libc::setsid() };
+            let _ = nix::unistd::setsid();
         }
     }
     process::set_rlimits(&p, &mut warnings)?;
@@ -894,13 +885,12 @@ fn stage2(
     let path = format!("/proc/self/fd/{}", c.fifo_fd);
     let w = sys::open(Path::new(&path), libc::O_WRONLY, 0)
         .map_err(|e| format!("open exec fifo: {e}"))?;
-    // SAFETY: one byte from a static buffer.
-    unsafe { libc::write(w.as_raw_fd(), b"0".as_ptr() as *const libc::c_void, 1) };
+    let _ = nix::unistd::write(&w, b"0");
     drop(w);
     let e = process::execve(&exe, &p.args, &p.env).unwrap_err();
     eprintln!("eci-runc: {e}");
-    // SAFETY: exec failed after start; nothing left to report to.
-    unsafe { libc::_exit(127) }
+    // Exec failed after start: nothing left to report to.
+    sys::exit_now(127)
 }
 
 #[cfg(test)]

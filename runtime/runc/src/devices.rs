@@ -12,35 +12,20 @@
 //! block per rule, the spec's last rule first (later rules override earlier ones, as with the
 //! v1 files), each returning allow (1) or deny (0) when it matches; no match denies.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use eci_policy::spec::DeviceRule;
 
-use crate::sys::{self, errno, Result};
+use crate::sys::{self, Result};
 
-const BPF_PROG_LOAD: libc::c_long = 5;
-const BPF_PROG_ATTACH: libc::c_long = 8;
-const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
-const BPF_CGROUP_DEVICE: u32 = 6;
-/// Programs of parent cgroups keep running: a device must pass every filter on the way up.
-const BPF_F_ALLOW_MULTI: u32 = 2;
+use crate::sys::bpf::Insn;
 
 const DEV_BLOCK: i32 = 1;
 const DEV_CHAR: i32 = 2;
 const ACC_MKNOD: i32 = 1;
 const ACC_READ: i32 = 2;
 const ACC_WRITE: i32 = 4;
-
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Insn {
-    code: u8,
-    /// dst in the low nibble, src in the high one.
-    regs: u8,
-    off: i16,
-    imm: i32,
-}
 
 const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
     Insn {
@@ -142,31 +127,6 @@ pub fn compile(rules: &[DeviceRule]) -> std::result::Result<Vec<Insn>, String> {
     Ok(prog)
 }
 
-#[repr(C)]
-struct ProgLoad {
-    prog_type: u32,
-    insn_cnt: u32,
-    insns: u64,
-    license: u64,
-    log_level: u32,
-    log_size: u32,
-    log_buf: u64,
-    kern_version: u32,
-    prog_flags: u32,
-    prog_name: [u8; 16],
-    prog_ifindex: u32,
-    expected_attach_type: u32,
-}
-
-#[repr(C)]
-struct ProgAttach {
-    target_fd: u32,
-    attach_bpf_fd: u32,
-    attach_type: u32,
-    attach_flags: u32,
-    replace_bpf_fd: u32,
-}
-
 fn load(prog: &[Insn]) -> Result<OwnedFd> {
     let license = c"Apache-2.0";
     let mut log = vec![0u8; 0];
@@ -174,42 +134,12 @@ fn load(prog: &[Insn]) -> Result<OwnedFd> {
         if attempt == 1 {
             log = vec![0u8; 16 * 1024];
         }
-        let mut name = [0u8; 16];
-        name[..9].copy_from_slice(b"eci_devcg");
-        let attr = ProgLoad {
-            prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
-            insn_cnt: prog.len() as u32,
-            insns: prog.as_ptr() as u64,
-            license: license.as_ptr() as u64,
-            log_level: u32::from(attempt == 1),
-            log_size: log.len() as u32,
-            log_buf: if log.is_empty() {
-                0
-            } else {
-                log.as_mut_ptr() as u64
-            },
-            kern_version: 0,
-            prog_flags: 0,
-            prog_name: name,
-            prog_ifindex: 0,
-            expected_attach_type: BPF_CGROUP_DEVICE,
+        let e = match sys::bpf::load_cgroup_device(prog, license, b"eci_devcg", &mut log) {
+            Ok(fd) => return Ok(fd),
+            Err(e) => e,
         };
-        // SAFETY: attr points to live buffers for the duration of the call.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_PROG_LOAD,
-                &attr as *const ProgLoad,
-                std::mem::size_of::<ProgLoad>() as u32,
-            )
-        };
-        if fd >= 0 {
-            // SAFETY: fresh fd.
-            return Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
-        }
-        let e = std::io::Error::last_os_error();
         // Only the verifier's refusal has a log worth a second try.
-        if attempt == 1 || e.raw_os_error() != Some(libc::EINVAL) {
+        if attempt == 1 || e != nix::errno::Errno::EINVAL {
             let text = String::from_utf8_lossy(&log);
             let text = text.trim_end_matches('\0').trim();
             return Err(if text.is_empty() {
@@ -227,28 +157,8 @@ pub fn attach(dir: &Path, rules: &[DeviceRule]) -> Result<()> {
     let prog = compile(rules)?;
     let fd = load(&prog)?;
     let cg = sys::open(dir, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-    let attr = ProgAttach {
-        target_fd: cg.as_raw_fd() as u32,
-        attach_bpf_fd: fd.as_raw_fd() as u32,
-        attach_type: BPF_CGROUP_DEVICE,
-        attach_flags: BPF_F_ALLOW_MULTI,
-        replace_bpf_fd: 0,
-    };
-    // SAFETY: attr is a valid BPF_PROG_ATTACH argument for the call's duration.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_ATTACH,
-            &attr as *const ProgAttach,
-            std::mem::size_of::<ProgAttach>() as u32,
-        )
-    };
-    if rc < 0 {
-        return Err(errno(format!(
-            "attach the device filter to cgroup {}",
-            dir.display()
-        )));
-    }
+    sys::bpf::attach_cgroup_device(cg.as_fd(), fd.as_fd())
+        .map_err(|e| format!("attach the device filter to cgroup {}: {e}", dir.display()))?;
     // The attached program lives as long as the cgroup; our descriptor is not needed.
     Ok(())
 }
@@ -373,8 +283,10 @@ mod tests {
     /// root, opens /dev/null but not /dev/mem, and cannot mknod a block device.
     #[test]
     fn the_kernel_enforces_the_filter() {
-        // SAFETY: plain syscall.
-        let root = unsafe { libc::geteuid() } == 0;
+        use nix::errno::Errno;
+        use nix::fcntl::{open, OFlag};
+        use nix::sys::stat::{mknod, Mode, SFlag};
+        let root = nix::unistd::geteuid().is_root();
         let Some(mount) = cgroup2_mount().filter(|_| root) else {
             assert!(
                 std::env::var_os("CI").is_none(),
@@ -390,41 +302,37 @@ mod tests {
         let tmp = tempfile::tempdir_in("/dev").unwrap();
         let path = |n: &str| std::ffi::CString::new(tmp.path().join(n).to_str().unwrap()).unwrap();
         let (null, mem, blk, chr) = (path("null"), path("mem"), path("blk"), path("chr"));
+        let chr_600 = (SFlag::S_IFCHR, Mode::from_bits_truncate(0o600));
         for (p, dev) in [(&null, libc::makedev(1, 3)), (&mem, libc::makedev(1, 1))] {
-            // SAFETY: valid path.
-            assert_eq!(
-                unsafe { libc::mknod(p.as_ptr(), libc::S_IFCHR | 0o600, dev) },
-                0
-            );
+            mknod(p.as_c_str(), chr_600.0, chr_600.1, dev).unwrap();
         }
         let procs = std::ffi::CString::new(dir.join("cgroup.procs").to_str().unwrap()).unwrap();
-        // SAFETY: the child only makes system calls on prepared buffers, then _exits.
-        let pid = unsafe { libc::fork() };
+        // The test harness has threads: between fork and _exit the child only makes system
+        // calls on the C strings prepared above (nix passes a CStr path without allocating).
+        let pid = sys::fork().unwrap();
         if pid == 0 {
-            unsafe {
-                let eperm = || *libc::__errno_location() == libc::EPERM;
-                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-                let ok = fd >= 0 && libc::write(fd, b"0".as_ptr() as *const libc::c_void, 1) == 1;
-                if !ok {
-                    libc::_exit(100);
-                }
-                let mut code = 0;
-                if libc::open(null.as_ptr(), libc::O_RDWR) < 0 {
-                    code |= 1;
-                }
-                if libc::open(mem.as_ptr(), libc::O_RDONLY) >= 0 || !eperm() {
-                    code |= 2;
-                }
-                if libc::mknod(blk.as_ptr(), libc::S_IFBLK | 0o600, libc::makedev(7, 0)) == 0
-                    || !eperm()
-                {
-                    code |= 4;
-                }
-                if libc::mknod(chr.as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(1, 5)) != 0 {
-                    code |= 8;
-                }
-                libc::_exit(code);
+            let joined = open(procs.as_c_str(), OFlag::O_WRONLY, Mode::empty())
+                .and_then(|fd| nix::unistd::write(&fd, b"0"));
+            if joined != Ok(1) {
+                sys::exit_now(100);
             }
+            let mut code = 0;
+            if open(null.as_c_str(), OFlag::O_RDWR, Mode::empty()).is_err() {
+                code |= 1;
+            }
+            if open(mem.as_c_str(), OFlag::O_RDONLY, Mode::empty()).err() != Some(Errno::EPERM) {
+                code |= 2;
+            }
+            let blk_600 = Mode::from_bits_truncate(0o600);
+            if mknod(blk.as_c_str(), SFlag::S_IFBLK, blk_600, libc::makedev(7, 0)).err()
+                != Some(Errno::EPERM)
+            {
+                code |= 4;
+            }
+            if mknod(chr.as_c_str(), chr_600.0, chr_600.1, libc::makedev(1, 5)).is_err() {
+                code |= 8;
+            }
+            sys::exit_now(code);
         }
         let code = sys::waitpid(pid).unwrap();
         let _ = std::fs::remove_dir(&dir);

@@ -2,7 +2,7 @@
 //! clamp and seccomp filters (the same rules as the init, SPEC P1, P2, P8).
 
 use std::fs;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -129,8 +129,7 @@ pub fn exec(g: &Global, o: &ExecOpts) -> Result<i32> {
     create::chown_stdio(st.range_start);
     if !o.detach {
         // The exec'd process is reparented to us when the intermediate child exits.
-        // SAFETY: prctl with integer arguments.
-        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        let _ = nix::sys::prctl::set_child_subreaper(true);
     }
     let ns: Vec<(String, i32)> = [
         ("ipc", libc::CLONE_NEWIPC),
@@ -179,8 +178,7 @@ pub fn exec(g: &Global, o: &ExecOpts) -> Result<i32> {
         if let Err(e) = r {
             let _ = send_msg(sock, &Msg::Error { msg: e }, &[]);
         }
-        // SAFETY: leave the forked child without the parent's destructors.
-        unsafe { libc::_exit(1) };
+        sys::exit_now(1);
     }
     drop(c_sock);
     drop(ns_fds);
@@ -287,33 +285,24 @@ fn child(
     st.cgroup.join_for_exec(st.pid)?;
     for (fd, flag, name) in ns_fds {
         sys::setns(
-            fd.as_raw_fd(),
+            fd.as_fd(),
             *flag,
             &format!("{name} namespace of the container"),
         )?;
     }
     // Become container root first, so files the set-up creates (the pty) get mapped owners.
-    // SAFETY: id changes inside the container's user namespace.
-    unsafe {
-        if libc::setgroups(0, std::ptr::null()) < 0
-            || libc::setresgid(0, 0, 0) < 0
-            || libc::setresuid(0, 0, 0) < 0
-        {
-            return Err(sys::errno("become container root"));
-        }
-    }
+    create::become_root()?;
     let pid = sys::fork()?;
     if pid > 0 {
         send_msg(sock, &Msg::Pid { pid }, &[])?;
-        // SAFETY: intermediate child done.
-        unsafe { libc::_exit(0) };
+        // The intermediate child is done.
+        sys::exit_now(0);
     }
     let r = (|| -> Result<()> {
         match console {
             Some(fd) if p.terminal => process::setup_terminal(fd, p, false)?,
             _ => {
-                // SAFETY: plain syscall.
-                unsafe { libc::setsid() };
+                let _ = nix::unistd::setsid();
             }
         }
         let mut warnings = Vec::new();
@@ -333,8 +322,7 @@ fn child(
     if let Err(e) = r {
         let _ = send_msg(sock, &Msg::Error { msg: e }, &[]);
     }
-    // SAFETY: leave without destructors.
-    unsafe { libc::_exit(127) }
+    sys::exit_now(127)
 }
 
 #[cfg(test)]

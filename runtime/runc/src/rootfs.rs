@@ -3,7 +3,7 @@
 //! device set (P3), then pivot_root and the masked/read-only paths (P4, F4).
 
 use std::fs;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{symlink, DirBuilderExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -12,27 +12,12 @@ use eci_policy::NAMESPACED_PROC_SYS;
 
 use crate::cgroup::Cgroup;
 use crate::sys::mountfd::FsContext;
-use crate::sys::{self, errno, Result};
+use crate::sys::{self, Result};
 
 /// Attach detached mount `fd` on the mount point `target_fd` refers to.
 pub fn attach_at_fd(fd: RawFd, target_fd: RawFd) -> Result<()> {
     sys::mountfd::move_mount_onto(fd, target_fd)
         .map_err(|e| format!("attach the container rootfs: {e}"))
-}
-
-fn fs_context_log(fs: RawFd) -> String {
-    let mut out = String::new();
-    let mut buf = [0u8; 512];
-    loop {
-        // SAFETY: reading the filesystem context's message log into a local buffer.
-        let n = unsafe { libc::read(fs, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
-        if n <= 0 {
-            break;
-        }
-        out.push_str(String::from_utf8_lossy(&buf[..n as usize]).trim());
-        out.push_str("; ");
-    }
-    out
 }
 
 /// The container's rootfs overlay over its idmapped layers, created by a short-lived helper
@@ -92,8 +77,8 @@ pub fn container_overlay(
             Ok(fd) => sys::send(child.as_raw_fd(), b"ok", &[fd.as_raw_fd()]),
             Err(e) => sys::send(child.as_raw_fd(), e.as_bytes(), &[]),
         };
-        // SAFETY: leave the forked helper without running the parent's destructors.
-        unsafe { libc::_exit(i32::from(sent.is_err() || made.is_err())) };
+        // Leave the forked helper without running the parent's destructors.
+        sys::exit_now(i32::from(sent.is_err() || made.is_err()));
     }
     drop(child);
     let reply = sys::recv(parent.as_raw_fd());
@@ -122,7 +107,7 @@ fn make_overlay(lowers: usize, upper: &str, work: &str) -> Result<OwnedFd> {
             format!(
                 "overlay option {k}={}: {e} ({})",
                 v.unwrap_or(""),
-                fs_context_log(fs.raw())
+                fs.messages()
             )
         })
     };
@@ -132,21 +117,13 @@ fn make_overlay(lowers: usize, upper: &str, work: &str) -> Result<OwnedFd> {
     // dockerd's own mount of these layers stays in place (index=off there too); an inode index
     // would refuse the shared upper folder with EBUSY on kernels built with index on.
     set("index", Some("off"))?;
-    fs.create().map_err(|e| {
-        format!(
-            "create the container's overlay: {e} ({})",
-            fs_context_log(fs.raw())
-        )
-    })?;
+    fs.create()
+        .map_err(|e| format!("create the container's overlay: {e} ({})", fs.messages()))?;
     fs.mount(0).map_err(|e| format!("fsmount overlay: {e}"))
 }
 
-pub fn fchdir(fd: RawFd) -> Result<()> {
-    // SAFETY: plain syscall.
-    if unsafe { libc::fchdir(fd) } < 0 {
-        return Err(errno("fchdir"));
-    }
-    Ok(())
+pub fn fchdir(fd: impl AsFd) -> Result<()> {
+    nix::unistd::fchdir(fd).map_err(|e| format!("fchdir: {e}"))
 }
 
 /// `dest` (absolute inside the container) as a path relative to the rootfs (the current
@@ -485,11 +462,7 @@ pub fn setup_dev(spec: &Spec) -> Result<()> {
 pub fn pivot(no_pivot: bool) -> Result<()> {
     if no_pivot {
         sys::mount(Some("."), Path::new("/"), None, libc::MS_MOVE, None)?;
-        let dot = c".";
-        // SAFETY: chroot to the current folder.
-        if unsafe { libc::chroot(dot.as_ptr()) } < 0 {
-            return Err(errno("chroot"));
-        }
+        nix::unistd::chroot(".").map_err(|e| format!("chroot: {e}"))?;
     } else {
         sys::pivot_root(Path::new("."), Path::new("."))?;
         // The old root now sits on top of "/": detach it without letting the unmount
@@ -507,21 +480,16 @@ pub fn pivot(no_pivot: bool) -> Result<()> {
 }
 
 fn mount_flags_of(p: &Path) -> libc::c_ulong {
-    let Ok(c) = sys::cstr(p) else { return 0 };
-    // SAFETY: statvfs into a zeroed struct.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: valid path and out-pointer.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return 0;
-    }
+    use nix::sys::statvfs::{statvfs, FsFlags};
+    let Ok(st) = statvfs(p) else { return 0 };
     let mut f = 0;
     for (st_flag, ms) in [
-        (libc::ST_NOSUID, libc::MS_NOSUID),
-        (libc::ST_NODEV, libc::MS_NODEV),
-        (libc::ST_NOEXEC, libc::MS_NOEXEC),
-        (libc::ST_RDONLY, libc::MS_RDONLY),
+        (FsFlags::ST_NOSUID, libc::MS_NOSUID),
+        (FsFlags::ST_NODEV, libc::MS_NODEV),
+        (FsFlags::ST_NOEXEC, libc::MS_NOEXEC),
+        (FsFlags::ST_RDONLY, libc::MS_RDONLY),
     ] {
-        if st.f_flag & st_flag != 0 {
+        if st.flags().contains(st_flag) {
             f |= ms;
         }
     }

@@ -172,52 +172,6 @@ mod tests {
         deny_filter().unwrap();
     }
 
-    /// Calls from [`KERNEL_GLOBAL_SYSCALLS`] whose errno, for VM root without the filter, is
-    /// not EPERM (bad arguments, missing files), so an EPERM after loading the filter can only
-    /// come from the filter.
-    fn probe_calls() -> Vec<(&'static str, i32)> {
-        let missing = c"/nonexistent-eci-seccomp-probe/x";
-        let module = c"eci_no_such_module";
-        let errno = |rc: libc::c_long| {
-            if rc < 0 {
-                std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
-            } else {
-                0
-            }
-        };
-        // SAFETY: each call gets invalid or harmless arguments and changes nothing: a missing
-        // path, an unknown module, reboot with a wrong magic, kexec with unknown flags.
-        unsafe {
-            vec![
-                (
-                    "swapon",
-                    errno(libc::syscall(libc::SYS_swapon, missing.as_ptr(), 0)),
-                ),
-                (
-                    "swapoff",
-                    errno(libc::syscall(libc::SYS_swapoff, missing.as_ptr())),
-                ),
-                (
-                    "acct",
-                    errno(libc::syscall(libc::SYS_acct, missing.as_ptr())),
-                ),
-                (
-                    "delete_module",
-                    errno(libc::syscall(
-                        libc::SYS_delete_module,
-                        module.as_ptr(),
-                        libc::O_NONBLOCK,
-                    )),
-                ),
-                ("reboot", errno(libc::syscall(libc::SYS_reboot, 1, 2, 3, 0))),
-                (
-                    "kexec_load",
-                    errno(libc::syscall(libc::SYS_kexec_load, 0, 0, 0, 0xdead_0000u32)),
-                ),
-            ]
-        }
-    }
-
     /// Runs in a child process of its own (see below): the probe calls without, then with
     /// eci's filter, printed as `name errno_without errno_with` lines.
     #[test]
@@ -225,9 +179,9 @@ mod tests {
         if std::env::var_os("ECI_SECCOMP_PROBE_CHILD").is_none() {
             return;
         }
-        let before = probe_calls();
+        let before = crate::sys::probe::kernel_global_calls();
         deny_filter().unwrap().load().unwrap();
-        let after = probe_calls();
+        let after = crate::sys::probe::kernel_global_calls();
         for ((name, b), (_, a)) in before.iter().zip(after) {
             println!("PROBE {name} {b} {a}");
         }
@@ -237,8 +191,7 @@ mod tests {
     /// namespace would have said (a test of the filter's behaviour, not just that it builds).
     #[test]
     fn the_filter_refuses_vm_global_calls() {
-        // SAFETY: plain syscall.
-        if unsafe { libc::geteuid() } != 0 {
+        if !nix::unistd::geteuid().is_root() {
             assert!(std::env::var_os("CI").is_none(), "CI runs as root");
             eprintln!("skipped: needs root to tell the filter's EPERM from the kernel's");
             return;

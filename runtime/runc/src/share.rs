@@ -9,9 +9,8 @@
 //! very namespaces P identified, through the descriptors P opened (inherited over `fork`), so a
 //! pid reused between the check and the join cannot swap a namespace.
 
-use std::ffi::CString;
 use std::fs;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use eci_policy::spec::Spec;
@@ -24,12 +23,7 @@ use crate::alloc::Allocator;
 use crate::rootfs;
 use crate::state::State;
 use crate::sys::mountfd::FsContext;
-use crate::sys::{self, errno, Result};
-
-/// `_IO(0xb7, 0x1)`: a descriptor for the user namespace owning a namespace.
-const NS_GET_USERNS: libc::c_ulong = 0xb701;
-/// `_IO(0xb7, 0x3)`: the `CLONE_NEW*` type of a namespace.
-const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+use crate::sys::{self, Result};
 
 /// `statfs` type of the namespace filesystem (`/proc/PID/ns/*` and their bind mounts).
 const NSFS_MAGIC: i64 = 0x6e73_6673;
@@ -80,40 +74,22 @@ fn stat_id(st: &libc::stat) -> NsId {
 }
 
 /// A namespace's identity from its descriptor.
-pub fn fd_id(fd: RawFd) -> Result<NsId> {
-    // SAFETY: fstat into a zeroed struct.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid out-pointer.
-    if unsafe { libc::fstat(fd, &mut st) } != 0 {
-        return Err(errno("fstat namespace"));
-    }
-    Ok(stat_id(&st))
+pub fn fd_id(fd: impl AsFd) -> Result<NsId> {
+    nix::sys::stat::fstat(fd)
+        .map(|st| stat_id(&st))
+        .map_err(|e| format!("fstat namespace: {e}"))
 }
 
 /// A namespace's identity from a `/proc/PID/ns/X` path (`None` when it cannot be read).
 pub fn path_id(path: &str) -> Option<NsId> {
-    let c = CString::new(path).ok()?;
-    // SAFETY: stat into a zeroed struct.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid C string and out-pointer.
-    (unsafe { libc::stat(c.as_ptr(), &mut st) } == 0).then(|| stat_id(&st))
+    nix::sys::stat::stat(path).ok().map(|st| stat_id(&st))
 }
 
 /// The filesystem type (`f_type`) of an open file.
-fn fs_type(fd: RawFd) -> Option<i64> {
-    // SAFETY: fstatfs into a zeroed struct.
-    let mut sfs: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: valid out-pointer.
-    (unsafe { libc::fstatfs(fd, &mut sfs) } == 0).then_some(sfs.f_type as i64)
-}
-
-fn ns_ioctl(fd: RawFd, req: libc::c_ulong, what: &str) -> Result<libc::c_int> {
-    // SAFETY: the namespace ioctls take no argument.
-    let r = unsafe { libc::ioctl(fd, req as _) };
-    if r < 0 {
-        return Err(errno(what));
-    }
-    Ok(r)
+fn fs_type(fd: impl AsFd) -> Option<i64> {
+    nix::sys::statfs::fstatfs(fd)
+        .ok()
+        .map(|s| s.filesystem_type().0)
 }
 
 /// A running eci container's user namespace, range and shareable namespaces.
@@ -205,34 +181,26 @@ pub fn resolve(spec: &Spec, alloc: &Allocator) -> Result<Sharing> {
         // O_NONBLOCK: a FIFO planted at the path must not hang the runtime.
         let fd = sys::open(Path::new(path), libc::O_RDONLY | libc::O_NONBLOCK, 0)?;
         // Only then the namespace ioctls: on a device node they would reach its driver.
-        if fs_type(fd.as_raw_fd()) != Some(NSFS_MAGIC) {
+        if fs_type(&fd) != Some(NSFS_MAGIC) {
             return Err(format!(
                 "{path} is not a namespace file (/proc/PID/ns/{file} or a bind mount of one)"
             ));
         }
-        let ty = ns_ioctl(
-            fd.as_raw_fd(),
-            NS_GET_NSTYPE,
-            &format!("{path} is not a namespace file"),
-        )?;
+        let ty = sys::ns::namespace_type(fd.as_fd())
+            .map_err(|e| format!("{path} is not a namespace file: {e}"))?;
         if ty != *flag {
             return Err(format!("{path} is not a {kind} namespace"));
         }
-        let id = fd_id(fd.as_raw_fd())?;
+        let id = fd_id(&fd)?;
         let vm_itself = [
             format!("/proc/1/ns/{file}"),
             format!("/proc/self/ns/{file}"),
         ]
         .iter()
         .any(|p| path_id(p) == Some(id));
-        let owner_raw = ns_ioctl(
-            fd.as_raw_fd(),
-            NS_GET_USERNS,
-            &format!("find the user namespace owning the {what}"),
-        )?;
-        // SAFETY: the ioctl returned a fresh descriptor.
-        let owner_fd = unsafe { OwnedFd::from_raw_fd(owner_raw) };
-        let owner_id = fd_id(owner_fd.as_raw_fd())?;
+        let owner_fd = sys::ns::owning_user_namespace(fd.as_fd())
+            .map_err(|e| format!("find the user namespace owning the {what}: {e}"))?;
+        let owner_id = fd_id(&owner_fd)?;
         let owner = if vm_itself {
             NsOwner::VmItself
         } else if vm_users.contains(&owner_id) {
@@ -333,19 +301,19 @@ impl Sharing {
     /// Returns the premade mounts with the index of the spec mount each one stands for.
     pub fn enter(&self, spec: &Spec) -> Result<Vec<(usize, OwnedFd)>> {
         for j in self.joined.iter().filter(|j| j.vm_owned) {
-            sys::setns(j.fd.as_raw_fd(), j.flag, &j.what)?;
+            sys::setns(j.fd.as_fd(), j.flag, &j.what)?;
         }
         let premade = premade_mounts(spec, &self.joined);
         match &self.userns {
             Some(u) => sys::setns(
-                u.as_raw_fd(),
+                u.as_fd(),
                 libc::CLONE_NEWUSER,
                 "user namespace owning the shared namespaces",
             )?,
             None => sys::unshare(libc::CLONE_NEWUSER)?,
         }
         for j in self.joined.iter().filter(|j| !j.vm_owned) {
-            sys::setns(j.fd.as_raw_fd(), j.flag, &j.what)?;
+            sys::setns(j.fd.as_fd(), j.flag, &j.what)?;
         }
         Ok(premade)
     }
@@ -423,8 +391,7 @@ mod tests {
     }
 
     fn root() -> bool {
-        // SAFETY: plain syscall.
-        let root = unsafe { libc::geteuid() } == 0;
+        let root = nix::unistd::geteuid().is_root();
         if !root {
             assert!(std::env::var_os("CI").is_none(), "CI runs as root");
             eprintln!("skipped: opening PID 1's namespaces needs root");

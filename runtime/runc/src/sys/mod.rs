@@ -1,10 +1,20 @@
-//! Thin, checked wrappers over the system calls the runtime needs.
+//! The runtime's system-call layer: the only place with `unsafe`. Calls nix has are used from
+//! nix directly by the rest of the crate; what nix lacks (the new mount API, bpf, nsfs and pty
+//! ioctls, capability sets, fork and `_exit`, signals by number, statx mount ids) is wrapped
+//! here once, each `unsafe` block saying which invariant makes it sound.
 
 use std::ffi::CString;
-use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+use nix::sys::stat::Mode;
+use nix::unistd::Pid;
 
 pub type Result<T> = std::result::Result<T, String>;
 
@@ -16,6 +26,11 @@ pub fn errno(what: impl std::fmt::Display) -> String {
 pub fn cstr(p: impl AsRef<Path>) -> Result<CString> {
     CString::new(p.as_ref().as_os_str().as_bytes())
         .map_err(|_| format!("path {:?} contains a NUL byte", p.as_ref()))
+}
+
+/// A nix error as `what: <io::Error text>`, the same words as before the move to nix.
+pub fn nix_err(what: impl std::fmt::Display, e: Errno) -> String {
+    format!("{what}: {}", io::Error::from(e))
 }
 
 fn check(rc: libc::c_int, what: impl FnOnce() -> String) -> Result<libc::c_int> {
@@ -33,53 +48,32 @@ pub fn mount(
     flags: libc::c_ulong,
     data: Option<&str>,
 ) -> Result<()> {
-    let src_c = src
-        .map(CString::new)
-        .transpose()
-        .map_err(|e| e.to_string())?;
-    let fs_c = fstype
-        .map(CString::new)
-        .transpose()
-        .map_err(|e| e.to_string())?;
-    let data_c = data
-        .map(CString::new)
-        .transpose()
-        .map_err(|e| e.to_string())?;
-    let t = cstr(target)?;
-    // SAFETY: every pointer is a valid NUL-terminated string or null.
-    let rc = unsafe {
-        libc::mount(
-            src_c.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
-            t.as_ptr(),
-            fs_c.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
-            flags,
-            data_c
-                .as_ref()
-                .map_or(std::ptr::null(), |s| s.as_ptr() as *const libc::c_void),
-        )
-    };
-    check(rc, || {
-        format!(
-            "mount {} on {} (type {}, flags {flags:#x}, data {:?})",
-            src.unwrap_or("none"),
-            target.display(),
-            fstype.unwrap_or("none"),
-            data.unwrap_or("")
+    nix::mount::mount(src, target, fstype, MsFlags::from_bits_retain(flags), data).map_err(|e| {
+        nix_err(
+            format!(
+                "mount {} on {} (type {}, flags {flags:#x}, data {:?})",
+                src.unwrap_or("none"),
+                target.display(),
+                fstype.unwrap_or("none"),
+                data.unwrap_or("")
+            ),
+            e,
         )
     })
-    .map(|_| ())
 }
 
 pub fn umount2(target: &Path, flags: libc::c_int) -> Result<()> {
-    let t = cstr(target)?;
-    // SAFETY: valid C string.
-    check(unsafe { libc::umount2(t.as_ptr(), flags) }, || {
-        format!("umount {}", target.display())
-    })
-    .map(|_| ())
+    nix::mount::umount2(target, MntFlags::from_bits_retain(flags))
+        .map_err(|e| nix_err(format!("umount {}", target.display()), e))
 }
 
+pub mod bpf;
+pub mod caps;
 pub mod mountfd;
+pub mod ns;
+#[cfg(test)]
+pub mod probe;
+pub mod tty;
 
 // The mount API lives in `mountfd`; these names stay here for the callers that had them.
 pub use mountfd::{
@@ -88,38 +82,27 @@ pub use mountfd::{
 };
 
 pub fn pivot_root(new: &Path, old: &Path) -> Result<()> {
-    let n = cstr(new)?;
-    let o = cstr(old)?;
-    // SAFETY: valid C strings.
-    let rc = unsafe { libc::syscall(libc::SYS_pivot_root, n.as_ptr(), o.as_ptr()) };
-    if rc < 0 {
-        return Err(errno("pivot_root"));
-    }
-    Ok(())
+    nix::unistd::pivot_root(new, old).map_err(|e| nix_err("pivot_root", e))
 }
 
+/// `open(2)` with `O_CLOEXEC` added.
 pub fn open(path: &Path, flags: libc::c_int, mode: libc::mode_t) -> Result<OwnedFd> {
-    let p = cstr(path)?;
-    // SAFETY: valid C string.
-    let fd = unsafe { libc::open(p.as_ptr(), flags | libc::O_CLOEXEC, mode as libc::c_uint) };
-    if fd < 0 {
-        return Err(errno(format!("open {}", path.display())));
-    }
-    // SAFETY: fresh fd.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    nix::fcntl::open(
+        path,
+        OFlag::from_bits_retain(flags | libc::O_CLOEXEC),
+        Mode::from_bits_retain(mode),
+    )
+    .map_err(|e| nix_err(format!("open {}", path.display()), e))
 }
 
-pub fn setns(fd: RawFd, kind: libc::c_int, what: &str) -> Result<()> {
-    // SAFETY: plain syscall.
-    check(unsafe { libc::setns(fd, kind) }, || format!("setns {what}")).map(|_| ())
+pub fn setns(fd: BorrowedFd<'_>, kind: libc::c_int, what: &str) -> Result<()> {
+    nix::sched::setns(fd, CloneFlags::from_bits_retain(kind))
+        .map_err(|e| nix_err(format!("setns {what}"), e))
 }
 
 pub fn unshare(flags: libc::c_int) -> Result<()> {
-    // SAFETY: plain syscall.
-    check(unsafe { libc::unshare(flags) }, || {
-        format!("unshare {flags:#x}")
-    })
-    .map(|_| ())
+    nix::sched::unshare(CloneFlags::from_bits_retain(flags))
+        .map_err(|e| nix_err(format!("unshare {flags:#x}"), e))
 }
 
 /// Set this process's file-system uid and gid to `id` and keep every capability it has.
@@ -127,48 +110,44 @@ pub fn unshare(flags: libc::c_int) -> Result<()> {
 /// CAP_FOWNER, CAP_MKNOD, ...) from the effective set; they are raised again from the
 /// permitted set.
 pub fn set_fs_ids(id: u32) -> Result<()> {
-    // SAFETY: plain syscalls; the previous value is returned, -1 as argument only queries.
-    unsafe {
-        libc::setfsgid(id);
-        libc::setfsuid(id);
-        if libc::setfsgid(u32::MAX) as u32 != id || libc::setfsuid(u32::MAX) as u32 != id {
-            return Err(format!("setfsuid/setfsgid {id} did not take effect"));
-        }
+    use nix::unistd::{setfsgid, setfsuid, Gid, Uid};
+    setfsgid(Gid::from_raw(id));
+    setfsuid(Uid::from_raw(id));
+    // An invalid id (-1) changes nothing and returns the current one.
+    if setfsgid(Gid::from_raw(u32::MAX)) != Gid::from_raw(id)
+        || setfsuid(Uid::from_raw(u32::MAX)) != Uid::from_raw(id)
+    {
+        return Err(format!("setfsuid/setfsgid {id} did not take effect"));
     }
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    #[derive(Default, Clone, Copy)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    let hdr = Header {
-        version: 0x2008_0522,
-        pid: 0,
-    };
-    let mut data = [Data::default(); 2];
-    // SAFETY: header and two data structs as capget(2) expects for version 3.
-    if unsafe { libc::syscall(libc::SYS_capget, &hdr, data.as_mut_ptr()) } < 0 {
-        return Err(errno("capget"));
-    }
-    for d in &mut data {
-        d.effective = d.permitted;
-    }
-    // SAFETY: as above, for capset(2).
-    if unsafe { libc::syscall(libc::SYS_capset, &hdr, data.as_ptr()) } < 0 {
-        return Err(errno("capset"));
-    }
-    Ok(())
+    let mut sets = caps::capget().map_err(|e| format!("capget: {e}"))?;
+    sets.effective = sets.permitted;
+    caps::capset(&sets).map_err(|e| format!("capset: {e}"))
 }
 
-/// fork(2). The runtime is single-threaded, so the child may run arbitrary Rust code.
+/// `_exit(2)`: leave a forked child at once, without running the parent's destructors,
+/// atexit handlers or stdio flushes (they belong to the parent's copy of the state).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit has no preconditions; it never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// `setdomainname(2)` (the NIS domain of the uts namespace), which nix does not wrap.
+pub fn setdomainname(name: &str) -> Result<()> {
+    // SAFETY: the pointer and length describe `name`'s bytes, borrowed for the call; the
+    // kernel copies them and needs no NUL.
+    let rc = unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) };
+    nix::errno::Errno::result(rc)
+        .map(drop)
+        .map_err(|e| format!("setdomainname: {e}"))
+}
+
+/// fork(2). The runtime is single-threaded, so the child may run arbitrary Rust code (it
+/// allocates, formats errors, sends messages) until it execs or calls [`exit_now`]. A caller
+/// with other threads (a unit test under the test harness) must keep its child to
+/// async-signal-safe calls on memory prepared before the fork.
 pub fn fork() -> Result<libc::pid_t> {
-    // SAFETY: the process has one thread (no runtime threads are ever started).
+    // SAFETY: in the runtime no other thread exists whose locks (the allocator's, stdio's)
+    // the child could inherit held; test callers keep to the rule above.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(errno("fork"));
@@ -179,112 +158,58 @@ pub fn fork() -> Result<libc::pid_t> {
 /// A connected SOCK_SEQPACKET pair: message boundaries are kept, and EOF tells that the other
 /// side died, which is how every wait in the create/exec handshake fails closed.
 pub fn socketpair() -> Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: fds has room for two descriptors.
-    let rc = unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    };
-    check(rc, || "socketpair".into())?;
-    // SAFETY: both fresh.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| nix_err("socketpair", e))
 }
 
 /// Send one message with optional descriptors.
 pub fn send(sock: RawFd, data: &[u8], fds: &[RawFd]) -> Result<()> {
-    let mut iov = libc::iovec {
-        iov_base: data.as_ptr() as *mut libc::c_void,
-        iov_len: data.len(),
-    };
-    let space = if fds.is_empty() {
-        0
-    } else {
-        // SAFETY: CMSG_SPACE is a pure computation.
-        unsafe { libc::CMSG_SPACE(std::mem::size_of_val(fds) as u32) as usize }
-    };
-    let mut cbuf = vec![0u8; space];
-    // SAFETY: zeroed msghdr is valid; fields set below.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    if !fds.is_empty() {
-        msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
-        msg.msg_controllen = space as _;
-        // SAFETY: control buffer sized with CMSG_SPACE for these fds.
-        unsafe {
-            let c = libc::CMSG_FIRSTHDR(&msg);
-            (*c).cmsg_level = libc::SOL_SOCKET;
-            (*c).cmsg_type = libc::SCM_RIGHTS;
-            (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of_val(fds) as u32) as _;
-            std::ptr::copy_nonoverlapping(
-                fds.as_ptr() as *const u8,
-                libc::CMSG_DATA(c),
-                std::mem::size_of_val(fds),
-            );
-        }
-    }
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let iov = [IoSlice::new(data)];
+    let rights = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
     loop {
-        // SAFETY: msg points at live buffers.
-        let n = unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) };
-        if n >= 0 {
-            return Ok(());
-        }
-        if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            return Err(errno("sendmsg"));
+        match sendmsg::<()>(sock, &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
+            Ok(_) => return Ok(()),
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(nix_err("sendmsg", e)),
         }
     }
 }
 
 /// Receive one message (up to 64 KiB) and any descriptors with it. `Ok(None)` on EOF.
 pub fn recv(sock: RawFd) -> Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     let mut buf = vec![0u8; 65536];
     let mut cbuf = vec![0u8; 4096];
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
-        iov_len: buf.len(),
-    };
-    // SAFETY: zeroed msghdr is valid.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
-    msg.msg_controllen = cbuf.len() as _;
-    let n = loop {
-        // SAFETY: buffers outlive the call.
-        let n = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) };
-        if n >= 0 {
-            break n as usize;
-        }
-        if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            return Err(errno("recvmsg"));
-        }
-    };
-    let mut fds = Vec::new();
-    // SAFETY: walking the control messages the kernel wrote.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                let data = libc::CMSG_DATA(c);
-                let len = (*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
-                let count = len / std::mem::size_of::<RawFd>();
-                for i in 0..count {
-                    let mut fd: RawFd = 0;
-                    std::ptr::copy_nonoverlapping(
-                        data.add(i * std::mem::size_of::<RawFd>()),
-                        &mut fd as *mut RawFd as *mut u8,
-                        std::mem::size_of::<RawFd>(),
-                    );
-                    fds.push(OwnedFd::from_raw_fd(fd));
+    let (n, raw) = loop {
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        match recvmsg::<()>(sock, &mut iov, Some(&mut cbuf), MsgFlags::MSG_CMSG_CLOEXEC) {
+            Ok(msg) => {
+                let mut raw = Vec::new();
+                for c in msg.cmsgs().map_err(|e| nix_err("recvmsg", e))? {
+                    if let ControlMessageOwned::ScmRights(fds) = c {
+                        raw.extend(fds);
+                    }
                 }
+                break (msg.bytes, raw);
             }
-            c = libc::CMSG_NXTHDR(&msg, c);
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(nix_err("recvmsg", e)),
         }
-    }
+    };
+    let fds: Vec<OwnedFd> = raw
+        .into_iter()
+        // SAFETY: SCM_RIGHTS installed these descriptors in this process for this message;
+        // nothing else knows their numbers, so each gets exactly one owner.
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+        .collect();
     if n == 0 && fds.is_empty() {
         return Ok(None);
     }
@@ -293,38 +218,30 @@ pub fn recv(sock: RawFd) -> Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
 }
 
 pub fn waitpid(pid: libc::pid_t) -> Result<i32> {
-    let mut status = 0;
+    use nix::sys::wait::{waitpid, WaitStatus};
     loop {
-        // SAFETY: status is a valid out-pointer.
-        let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if rc >= 0 {
-            break;
+        match waitpid(Pid::from_raw(pid), None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+            Ok(_) => return Ok(255),
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(nix_err(format!("waitpid {pid}"), e)),
         }
-        if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            return Err(errno(format!("waitpid {pid}")));
-        }
-    }
-    Ok(exit_code(status))
-}
-
-/// Shell-style exit code of a wait status (128+signal when killed).
-pub fn exit_code(status: i32) -> i32 {
-    if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else if libc::WIFSIGNALED(status) {
-        128 + libc::WTERMSIG(status)
-    } else {
-        255
     }
 }
 
+/// `kill(2)` with a signal number: nix's `Signal` has no real-time signals (`RTMIN+n`),
+/// which `kill` accepts as runc does.
 pub fn kill(pid: libc::pid_t, sig: i32) -> Result<()> {
-    // SAFETY: plain syscall.
+    // SAFETY: kill takes two integers and touches no memory of ours.
     check(unsafe { libc::kill(pid, sig) }, || format!("kill {pid}")).map(|_| ())
 }
 
+/// Set or clear close-on-exec on descriptor number `fd`, which this process may not own as an
+/// `OwnedFd` (the numbers come from `/proc/self/fd` at exec time); a closed number is ignored.
 pub fn set_cloexec(fd: RawFd, on: bool) {
-    // SAFETY: fcntl on a descriptor number; errors are ignored (fd may be closed).
+    // SAFETY: F_GETFD/F_SETFD only read and change the descriptor's flag word and touch no
+    // memory; a number that is not open fails with EBADF, which is ignored.
     unsafe {
         let flags = libc::fcntl(fd, libc::F_GETFD);
         if flags >= 0 {
@@ -350,13 +267,10 @@ pub fn start_time(pid: i32) -> Option<u64> {
     fields.get(19)?.parse().ok()
 }
 
+/// Change the owner of `path` itself (a final symlink is not followed).
 pub fn chown_path(path: &Path, uid: u32, gid: u32) -> Result<()> {
-    let p = cstr(path)?;
-    // SAFETY: valid C string.
-    check(unsafe { libc::lchown(p.as_ptr(), uid, gid) }, || {
-        format!("chown {}", path.display())
-    })
-    .map(|_| ())
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+        .map_err(|e| format!("chown {}: {e}", path.display()))
 }
 
 /// An `O_PATH` handle on the folder at `path`, for asking the kernel about that very folder.

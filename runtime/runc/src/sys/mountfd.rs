@@ -7,16 +7,14 @@
 //! nothing. Every call returns an owned descriptor (`O_CLOEXEC`), so nothing leaks into a
 //! process the runtime executes and nothing is closed twice.
 //!
-//! What libc 0.2.191 offers for glibc targets: `SYS_openat2`, `SYS_open_tree`,
-//! `SYS_move_mount`, `SYS_mount_setattr`, `RESOLVE_*`, `AT_RECURSIVE`, `AT_EMPTY_PATH`. It lacks
-//! the flags of `linux/mount.h` (`OPEN_TREE_*`, `MOVE_MOUNT_*`, `MOUNT_ATTR_*`, `struct
-//! mount_attr`), defined below with their kernel values; its `open_how` is `#[non_exhaustive]`,
-//! which forbids building one here, so [`OpenHow`] spells out the same layout.
+//! `openat2` comes from nix. nix 0.32 has none of the new mount API, so `open_tree`,
+//! `move_mount`, `mount_setattr` and `fsopen`/`fsconfig`/`fsmount` are raw system calls here,
+//! with the flags of `linux/mount.h` (`OPEN_TREE_*`, `MOVE_MOUNT_*`, `MOUNT_ATTR_*`, `struct
+//! mount_attr`) defined below with their kernel values, which libc lacks.
 
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use super::{cstr, errno, Result};
@@ -46,15 +44,6 @@ struct MountAttr {
     userns_fd: u64,
 }
 
-/// `struct open_how` (`linux/openat2.h`, version 0: 24 bytes). The kernel accepts this size
-/// forever; later versions only append fields, which must then be zero.
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
-}
-
 /// How a walk below a root folder treats names that would lead above it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
@@ -81,38 +70,25 @@ const RACE_RETRIES: usize = 64;
 /// [`clone_tree`] on it clones exactly this file. Errors keep the kernel's errno so callers can
 /// tell `ENOENT` from `EXDEV`.
 pub fn open_below(root: BorrowedFd<'_>, rest: &Path, scope: Scope) -> io::Result<OwnedFd> {
-    let p = CString::new(rest.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    let how = OpenHow {
+    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+    let how = OpenHow::new()
         // O_PATH: the handle reads nothing and needs no permission on the file itself; with
-        // O_PATH openat2 accepts only O_CLOEXEC, O_DIRECTORY and O_NOFOLLOW besides.
-        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
-        // Must be 0 without O_CREAT/O_TMPFILE, or the kernel answers EINVAL.
-        mode: 0,
-        resolve: libc::RESOLVE_NO_MAGICLINKS
-            | match scope {
-                Scope::InRoot => libc::RESOLVE_IN_ROOT,
-                Scope::Beneath => libc::RESOLVE_BENEATH,
-                Scope::NoSymlinks => libc::RESOLVE_NO_SYMLINKS,
-            },
-    };
+        // O_PATH openat2 accepts only O_CLOEXEC, O_DIRECTORY and O_NOFOLLOW besides. The mode
+        // stays 0 (without O_CREAT/O_TMPFILE anything else is EINVAL).
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(
+            ResolveFlag::RESOLVE_NO_MAGICLINKS
+                | match scope {
+                    Scope::InRoot => ResolveFlag::RESOLVE_IN_ROOT,
+                    Scope::Beneath => ResolveFlag::RESOLVE_BENEATH,
+                    Scope::NoSymlinks => ResolveFlag::RESOLVE_NO_SYMLINKS,
+                },
+        );
     for _ in 0..RACE_RETRIES {
-        // SAFETY: `root` is a live descriptor, `p` a NUL-terminated string and `how` a live
-        // struct whose size is passed with it; the kernel returns a new descriptor or -1.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                root.as_raw_fd(),
-                p.as_ptr(),
-                &how as *const OpenHow,
-                std::mem::size_of::<OpenHow>(),
-            )
+        let e = match openat2(root, rest, how) {
+            Ok(fd) => return Ok(fd),
+            Err(e) => io::Error::from(e),
         };
-        if fd >= 0 {
-            // SAFETY: a fresh descriptor nobody else owns.
-            return Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
-        }
-        let e = io::Error::last_os_error();
         match e.raw_os_error() {
             Some(libc::EAGAIN) | Some(libc::EINTR) => continue,
             Some(libc::ENOSYS) => {
@@ -290,9 +266,16 @@ impl FsContext {
         })
     }
 
-    /// The context's descriptor, for reading the kernel's messages about it.
-    pub fn raw(&self) -> RawFd {
-        self.fd.as_raw_fd()
+    /// The kernel's messages about this context (why `create` failed), `; `-separated.
+    pub fn messages(&self) -> String {
+        let mut out = String::new();
+        let mut buf = [0u8; 512];
+        // Each read returns one message; the end of the log is an error (ENODATA).
+        while let Ok(n @ 1..) = nix::unistd::read(&self.fd, &mut buf) {
+            out.push_str(String::from_utf8_lossy(&buf[..n]).trim());
+            out.push_str("; ");
+        }
+        out
     }
 
     /// `key=value`, or the flag `key` when `value` is `None`.
@@ -307,8 +290,16 @@ impl FsContext {
             None => (FSCONFIG_SET_FLAG, std::ptr::null()),
         };
         // SAFETY: both strings live for the call; a flag takes no value.
-        let rc =
-            unsafe { libc::syscall(libc::SYS_fsconfig, self.raw(), cmd, key.as_ptr(), ptr, 0) };
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                self.fd.as_raw_fd(),
+                cmd,
+                key.as_ptr(),
+                ptr,
+                0,
+            )
+        };
         if rc < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -321,7 +312,7 @@ impl FsContext {
         let rc = unsafe {
             libc::syscall(
                 libc::SYS_fsconfig,
-                self.raw(),
+                self.fd.as_raw_fd(),
                 FSCONFIG_CMD_CREATE,
                 std::ptr::null::<libc::c_char>(),
                 std::ptr::null::<libc::c_char>(),
@@ -337,7 +328,7 @@ impl FsContext {
     /// The created filesystem as a detached mount with `attrs` (`MOUNT_ATTR_*`).
     pub fn mount(&self, attrs: u32) -> io::Result<OwnedFd> {
         // SAFETY: plain syscall on our context descriptor.
-        let m = unsafe { libc::syscall(libc::SYS_fsmount, self.raw(), FS_CLOEXEC, attrs) };
+        let m = unsafe { libc::syscall(libc::SYS_fsmount, self.fd.as_raw_fd(), FS_CLOEXEC, attrs) };
         if m < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -356,10 +347,13 @@ mod tests {
     use std::time::{Duration, Instant};
 
     fn ino(fd: &OwnedFd) -> u64 {
-        // SAFETY: stat is plain old data; live descriptor and buffer.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        assert_eq!(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) }, 0);
-        st.st_ino
+        nix::sys::stat::fstat(fd).unwrap().st_ino
+    }
+
+    /// Swap the names `a` and `b` atomically (renameat2 RENAME_EXCHANGE).
+    fn exchange(a: &Path, b: &Path) -> nix::Result<()> {
+        use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+        renameat2(AT_FDCWD, a, AT_FDCWD, b, RenameFlags::RENAME_EXCHANGE)
     }
 
     fn dir_fd(p: &Path) -> OwnedFd {
@@ -425,22 +419,11 @@ mod tests {
     /// Swap `share/d` between a folder inside the share and a symlink to a VM folder until
     /// `stop`, with renameat2(RENAME_EXCHANGE): every state any reader sees is one of the two.
     fn swapper(share: &Path, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
-        let a = cstr(share.join("d")).unwrap();
-        let b = cstr(share.join(".swap")).unwrap();
+        let (a, b) = (share.join("d"), share.join(".swap"));
         std::thread::spawn(move || {
             let mut n = 0;
             while !stop.load(Ordering::Relaxed) {
-                // SAFETY: two valid NUL-terminated paths.
-                let rc = unsafe {
-                    libc::renameat2(
-                        libc::AT_FDCWD,
-                        a.as_ptr(),
-                        libc::AT_FDCWD,
-                        b.as_ptr(),
-                        libc::RENAME_EXCHANGE,
-                    )
-                };
-                assert_eq!(rc, 0, "{}", io::Error::last_os_error());
+                exchange(&a, &b).unwrap();
                 n += 1;
             }
             n
@@ -505,8 +488,7 @@ mod tests {
     /// root (a mount namespace of its own for this thread).
     #[test]
     fn the_clone_mounts_what_was_opened() {
-        // SAFETY: plain syscall.
-        if unsafe { libc::geteuid() } != 0 {
+        if !nix::unistd::geteuid().is_root() {
             eprintln!("skipped: needs root to make a mount namespace");
             return;
         }
@@ -531,18 +513,7 @@ mod tests {
             let src = open_below(root.as_fd(), Path::new("d"), Scope::InRoot)
                 .map_err(|e| e.to_string())?;
             // Now `d` becomes the symlink to the VM folder.
-            let (a, b) = (cstr(share.join("d"))?, cstr(share.join(".swap"))?);
-            // SAFETY: two valid NUL-terminated paths.
-            let rc = unsafe {
-                libc::renameat2(
-                    libc::AT_FDCWD,
-                    a.as_ptr(),
-                    libc::AT_FDCWD,
-                    b.as_ptr(),
-                    libc::RENAME_EXCHANGE,
-                )
-            };
-            assert_eq!(rc, 0);
+            exchange(&share.join("d"), &share.join(".swap")).unwrap();
             assert!(std::fs::symlink_metadata(share.join("d"))
                 .unwrap()
                 .is_symlink());
