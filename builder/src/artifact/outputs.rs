@@ -71,15 +71,14 @@ fn write_initramfs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
+    use crate::testing::checkout;
 
     /// Each committed target names the outputs it wrote when the writers were chosen by target
     /// name: the files of a build stay the same.
     #[test]
     fn committed_definitions_name_their_platform_outputs() {
-        let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images");
         let outputs = |target: &str| {
-            crate::spec::load(&images.join(format!("{target}.yaml")))
+            crate::spec::load(&checkout().definition(target))
                 .unwrap()
                 .outputs
         };

@@ -504,9 +504,7 @@ mod tests {
 
     #[test]
     fn the_wsl2_definition_renders_the_wsl_files() {
-        let spec =
-            crate::spec::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/wsl2.yaml"))
-                .unwrap();
+        let spec = crate::spec::load(&crate::testing::checkout().definition("wsl2")).unwrap();
         for (path, template) in [
             ("/etc/wsl.conf", "wsl.conf.tera"),
             ("/etc/wsl-distribution.conf", "wsl-distribution.conf.tera"),

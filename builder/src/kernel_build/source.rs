@@ -359,7 +359,7 @@ mod tests {
 
     #[test]
     fn the_committed_source_definition_and_lock_agree() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernel-config");
+        let dir = crate::testing::checkout().kernel_config_dir();
         let def = SourceDefinition::load(&dir.join(SOURCE_DEFINITION)).unwrap();
         let (lock, pkg) = locked_source(&def, &dir.join(SOURCE_LOCK)).unwrap();
         assert_eq!(pkg.name, def.package);
