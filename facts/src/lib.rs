@@ -7,11 +7,13 @@
 //! - [`legacy`]: which containers predate isolation, and the message that refuses them (A5).
 //! - [`path`]: the lexical path cleaner and the "is below" comparison.
 //! - [`sysctl`]: the sysctl.conf format.
+//! - [`suggest`]: "did you mean" hints for mistyped names.
 //! - [`write_atomic`], [`rfc3339`]: crash-safe file replacement, RFC 3339 time.
 
 mod atomic;
 pub mod legacy;
 pub mod path;
+pub mod suggest;
 pub mod sysctl;
 mod time;
 pub mod vm_paths;

@@ -31,8 +31,6 @@ pub const GUARD_AUDIT_LOG: &str = "/var/lib/eci/audit/guard.log";
 /// `/var/lib/eci`, which eci-init keeps on the data disk, so it survives a reboot; eci-runc
 /// rotates it by size.
 pub const RUNC_AUDIT_LOG: &str = "/var/lib/eci/audit/eci-runc.log";
-/// The settings store in the VM (on the data disk, so it survives reboots).
-pub const SETTINGS_DIR: &str = "/var/lib/eci/settings";
 
 pub const CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
 pub const CONTAINERD_ROOT: &str = "/var/lib/containerd";
@@ -70,12 +68,7 @@ mod tests {
             assert_eq!(Path::new(s).parent(), Some(Path::new(RUN_DIR)), "{s}");
         }
         assert!(!ENGINE_SOCKET.starts_with(RUN_DIR));
-        for p in [
-            GUARD_STATE_DIR,
-            GUARD_AUDIT_LOG,
-            RUNC_AUDIT_LOG,
-            SETTINGS_DIR,
-        ] {
+        for p in [GUARD_STATE_DIR, GUARD_AUDIT_LOG, RUNC_AUDIT_LOG] {
             assert!(p.starts_with("/var/lib/eci/"), "{p}");
         }
     }

@@ -10,9 +10,12 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::commands::{CommandListType, CommandRule};
+// The policy.json types admin settings share with the guard and the runtime.
+pub use eci_policy::{
+    CommandList, CommandListType, CommandRule, ImageRule, ProxyMode, ProxySettings,
+};
+
 use crate::error::{suggest, Location, Problem, SettingsError, Warning, WarningKind};
-use crate::image::ImageRule;
 use crate::spans::{index, join, Pos, Spans};
 
 /// The newest `configurationFileVersion` this model was written against.
@@ -65,14 +68,6 @@ pub struct ImageList {
     pub allow_derived_images: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CommandList {
-    #[serde(rename = "type")]
-    pub kind: CommandListType,
-    pub commands: Vec<CommandRule>,
-}
-
 /// One entry of `filesharingAllowedDirectories`. `path` is a host path and may use `$HOME`,
 /// `%HOME%` or `%USERPROFILE%`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,28 +75,6 @@ pub struct CommandList {
 pub struct AllowedDirectory {
     pub path: String,
     pub shared_by_default: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProxyMode {
-    /// Use the host's proxy configuration.
-    #[default]
-    System,
-    /// Use the URLs given here.
-    Manual,
-}
-
-/// `containersProxy` without its `locked` flag: the proxy containers use.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct ProxySettings {
-    pub mode: ProxyMode,
-    pub http: String,
-    pub https: String,
-    pub exclude: Vec<String>,
-    pub pac: String,
-    pub transparent_ports: String,
 }
 
 /// Top-level Docker Desktop settings that have no effect inside the eci VM, with the reason

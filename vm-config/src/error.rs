@@ -111,21 +111,39 @@ pub enum SettingsError {
         file: String,
         message: String,
     },
+}
 
-    #[error("settings store {}: {action}: {source}\n  fix: check that the directory exists, is writable by root and the disk is not full", path.display())]
-    Store {
-        path: PathBuf,
-        action: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
-
-    #[error("settings store {}: {message}\n  fix: {fix}", path.display())]
-    StoreCorrupt {
-        path: PathBuf,
-        message: String,
-        fix: String,
-    },
+/// A policy.json that eci-policy's reader refused, in the settings model's terms (the guard
+/// reports both of its input formats the same way).
+impl From<eci_policy::PolicyFileError> for SettingsError {
+    fn from(e: eci_policy::PolicyFileError) -> Self {
+        match e {
+            eci_policy::PolicyFileError::Read { path, source } => SettingsError::Read {
+                path: PathBuf::from(path),
+                source,
+            },
+            eci_policy::PolicyFileError::Invalid {
+                origin,
+                line,
+                column,
+                key,
+                message,
+                fix,
+            } => SettingsError::Invalid {
+                problems: vec![Problem {
+                    key,
+                    location: Location {
+                        origin: origin.clone(),
+                        line,
+                        column,
+                    },
+                    message,
+                    fix,
+                }],
+                origin,
+            },
+        }
+    }
 }
 
 impl SettingsError {
@@ -139,67 +157,11 @@ impl SettingsError {
     }
 }
 
-/// Edit distance counting an adjacent swap as one edit (optimal string alignment), for "did
-/// you mean" hints: "psuh" is one edit from "push", not two.
-pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().map(|c| c.to_ascii_lowercase()).collect();
-    let b: Vec<char> = b.chars().map(|c| c.to_ascii_lowercase()).collect();
-    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in d[0].iter_mut().enumerate() {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                best = best.min(d[i - 2][j - 2] + 1);
-            }
-            d[i][j] = best;
-        }
-    }
-    d[a.len()][b.len()]
-}
-
-/// The closest candidate within a small distance, if any.
-pub(crate) fn suggest<'a>(
-    word: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<&'a str> {
-    let limit = (word.chars().count() / 3).max(1) + 1;
-    candidates
-        .into_iter()
-        .map(|c| (edit_distance(word, c), c))
-        .filter(|(d, _)| *d <= limit)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
-}
+pub(crate) use eci_facts::suggest::suggest;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn suggestions_pick_the_nearest_key_and_reject_far_ones() {
-        let keys = [
-            "exposeDockerAPIOnTCP2375",
-            "enhancedContainerIsolation",
-            "linuxVM",
-        ];
-        assert_eq!(suggest("linuxVm", keys), Some("linuxVM"));
-        assert_eq!(
-            suggest("enhancedContainerIsolaton", keys),
-            Some("enhancedContainerIsolation")
-        );
-        assert_eq!(suggest("kubernetes", keys), None);
-        assert_eq!(edit_distance("psuh", "push"), 1);
-        assert_eq!(edit_distance("push", "ps"), 2);
-    }
 
     #[test]
     fn invalid_error_lists_every_problem_with_its_location_and_fix() {

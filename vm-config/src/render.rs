@@ -1,4 +1,7 @@
-//! The VM files rendered from the templates in `vm-config/templates/`.
+//! The VM files rendered for the effective settings: dockerd's and containerd's configuration
+//! from the templates in `vm-config/templates/`, and `/etc/eci/policy.json` written with
+//! serde_json from its one type ([`eci_policy::PolicyFile`]), so the writer and the readers
+//! cannot disagree on a field.
 //!
 //! The templates are compiled into the library so the VM side (which re-renders when admin
 //! settings change) needs no template directory; `TEMPLATES_DIR` points at the same files for
@@ -12,9 +15,10 @@ use tera::{Context, Tera};
 
 use crate::error::SettingsError;
 use crate::merge::Effective;
+use crate::policy::policy_file;
 use crate::{
     CONTAINERD_CONFIG_PATH, CONTAINERD_ROOT, CONTAINERD_SOCKET, CONTAINERD_STATE, DAEMON_JSON_PATH,
-    DOCKERD_SOCKET, ECI_RUNC_PATH, ECI_RUNTIME_NAME, POLICY_PATH,
+    ECI_RUNC_PATH, ECI_RUNTIME_NAME, POLICY_PATH,
 };
 
 /// One file to place in the VM.
@@ -48,9 +52,11 @@ const FILES: &[(&str, &str, u32, Check)] = &[
         0o644,
         Check::Toml,
     ),
-    // Holds the containers' proxy settings (possibly with credentials) and the socket policy.
-    ("policy.json.tera", POLICY_PATH, 0o600, Check::Json),
 ];
+
+/// policy.json holds the containers' proxy settings (possibly with credentials) and the
+/// socket policy: root only.
+const POLICY_MODE: u32 = 0o600;
 
 const TEMPLATES: &[(&str, &str)] = &[
     (
@@ -60,10 +66,6 @@ const TEMPLATES: &[(&str, &str)] = &[
     (
         "containerd-config.toml.tera",
         include_str!("../templates/containerd-config.toml.tera"),
-    ),
-    (
-        "policy.json.tera",
-        include_str!("../templates/policy.json.tera"),
     ),
 ];
 
@@ -91,7 +93,6 @@ fn chain(e: &dyn std::error::Error) -> String {
 }
 
 fn context(eff: &Effective) -> Context {
-    let s = &eff.settings;
     let mut c = Context::new();
     c.insert("daemon_json", &eff.daemon_json);
     c.insert("runtime_name", ECI_RUNTIME_NAME);
@@ -99,24 +100,6 @@ fn context(eff: &Effective) -> Context {
     c.insert("containerd_socket", CONTAINERD_SOCKET);
     c.insert("containerd_root", CONTAINERD_ROOT);
     c.insert("containerd_state", CONTAINERD_STATE);
-    c.insert("dockerd_socket", DOCKERD_SOCKET);
-    c.insert("isolation", &s.enhanced_container_isolation.value);
-    let fs = &s.filesharing.value;
-    c.insert("bind_prefixes", &fs.allowed_vm_prefixes());
-    let shared: Vec<&str> = fs.shared.iter().map(|d| d.host_path.as_str()).collect();
-    c.insert("shared_host_paths", &shared);
-    let dsm = &s.docker_socket_mount.value;
-    let images: Vec<String> = dsm
-        .image_list
-        .images
-        .iter()
-        .map(|r| r.to_string())
-        .collect();
-    c.insert("socket_images", &images);
-    c.insert("allow_derived_images", &dsm.image_list.allow_derived_images);
-    c.insert("command_list_type", &dsm.command_list.kind);
-    c.insert("commands", &dsm.command_list.commands);
-    c.insert("containers_proxy", &s.containers_proxy.value);
     c
 }
 
@@ -153,6 +136,11 @@ pub fn render_vm_files(eff: &Effective) -> Result<Vec<VmFile>, SettingsError> {
             mode: *mode,
         });
     }
+    out.push(VmFile {
+        path: PathBuf::from(POLICY_PATH),
+        contents: policy_file(eff).to_json(),
+        mode: POLICY_MODE,
+    });
     Ok(out)
 }
 

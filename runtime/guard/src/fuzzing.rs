@@ -2,8 +2,9 @@
 //! also run as ordinary unit tests (no nightly needed). Each function panics when a property
 //! fails and returns quietly for inputs that are merely invalid.
 
+use eci_policy::{ImageRule, PolicyFile};
 use eci_vm_config::{
-    effective, render_vm_files, AdminSettings, ImageRule, PolicyFile, UserSettings, POLICY_PATH,
+    effective, policy_file, render_vm_files, AdminSettings, UserSettings, POLICY_PATH,
 };
 use serde_json::Value;
 
@@ -48,7 +49,7 @@ pub fn settings(data: &[u8]) {
         );
         assert_eq!(
             PolicyFile::parse(&policy_json.contents, "p").ok(),
-            Some(PolicyFile::from_effective(&eff))
+            Some(policy_file(&eff))
         );
     }
 }
@@ -62,10 +63,10 @@ fn fuzz_policy() -> Policy {
             .filter_map(|r| ImageRule::parse(r).ok())
             .collect(),
         allow_derived: true,
-        command_list_type: eci_vm_config::CommandListType::Deny,
+        command_list_type: eci_policy::CommandListType::Deny,
         commands: ["push", "volume*"]
             .iter()
-            .filter_map(|c| eci_vm_config::CommandRule::parse(c).ok())
+            .filter_map(|c| eci_policy::CommandRule::parse(c).ok())
             .collect(),
         runtime: "eci".into(),
         binds: eci_policy::Policy {

@@ -1,12 +1,15 @@
 //! The guard's policy input: `--settings FILE` is either the VM's rendered
-//! `/etc/eci/policy.json` or an `admin-settings.json` (SPEC S1), both read through
-//! eci-vm-config so the rules are parsed in one place.
+//! `/etc/eci/policy.json` or an `admin-settings.json` (SPEC S1). Both become one
+//! [`PolicyFile`] (eci-policy's type, the one eci-runc reads): policy.json is parsed into it,
+//! admin settings are merged by eci-vm-config and filled into it, never re-serialised. The
+//! guard's [`Policy`] is a view derived from that value.
 
 use std::path::Path;
 
+use eci_policy::{CommandListType, CommandRule, ImageRule, PolicyFile};
 use eci_vm_config::{
-    effective, AdminSettings, CommandListType, CommandRule, ImageRule, PolicyFile, SettingsError,
-    UserSettings, Warning, ECI_RUNTIME_NAME,
+    effective, policy_file, AdminSettings, Location, Problem, SettingsError, UserSettings, Warning,
+    ECI_RUNTIME_NAME,
 };
 use serde_json::Value;
 
@@ -24,8 +27,8 @@ pub struct Policy {
     pub commands: Vec<CommandRule>,
     /// The runtime every container is forced onto (A3).
     pub runtime: String,
-    /// The bind-mount rule shared with eci-runc (B1-B3): allowed prefixes plus the
-    /// engine-internal sources (named volumes' data, docker-init).
+    /// The bind-mount rule shared with eci-runc (B1-B3), derived from the same file the way
+    /// eci-runc derives it (its `eciRunc` section included), so both judge bind sources alike.
     pub binds: eci_policy::Policy,
 }
 
@@ -33,13 +36,8 @@ impl Default for Policy {
     /// Nothing configured: Docker Desktop's defaults (binds from the host-share root only, no
     /// socket mounts, deny list empty).
     fn default() -> Self {
-        Policy::from_file(&PolicyFile::from_effective(&effective(
-            &AdminSettings::parse("{}", "built-in defaults")
-                .expect("an empty object is valid settings")
-                .0,
-            &UserSettings::default(),
-            None,
-        )))
+        Policy::from_file(&PolicyFile::default(), "built-in defaults")
+            .expect("the default policy file is valid")
     }
 }
 
@@ -58,18 +56,24 @@ pub struct LoadedSettings {
 }
 
 impl Policy {
-    pub fn from_file(p: &PolicyFile) -> Policy {
-        Policy::with_binds(
-            p,
-            eci_policy::Policy {
-                allowed_bind_prefixes: p.bind_mounts.allowed_vm_prefixes.clone(),
-                ..eci_policy::Policy::default()
-            },
-        )
-    }
-
-    fn with_binds(p: &PolicyFile, binds: eci_policy::Policy) -> Policy {
-        Policy {
+    /// The guard's view of a policy file; `origin` names it in errors (a value eci-runc would
+    /// refuse, such as a relative bind prefix, is refused here too).
+    pub fn from_file(p: &PolicyFile, origin: &str) -> Result<Policy, SettingsError> {
+        let binds =
+            eci_policy::Policy::from_file(p, origin).map_err(|e| SettingsError::Invalid {
+                origin: origin.to_string(),
+                problems: vec![Problem {
+                    key: "policy".to_string(),
+                    location: Location {
+                        origin: origin.to_string(),
+                        line: 1,
+                        column: 1,
+                    },
+                    message: e.to_string(),
+                    fix: "regenerate the file from admin-settings.json".to_string(),
+                }],
+            })?;
+        Ok(Policy {
             allowed_prefixes: p.bind_mounts.allowed_vm_prefixes.clone(),
             socket_images: p.docker_socket_mount.images.clone(),
             allow_derived: p.docker_socket_mount.allow_derived_images,
@@ -81,7 +85,7 @@ impl Policy {
                 p.runtime.name.clone()
             },
             binds,
-        }
+        })
     }
 
     /// Whether any rule is `*`.
@@ -106,43 +110,18 @@ pub fn parse_settings(text: &str, origin: &str) -> Result<LoadedSettings, Settin
     if looks_like_policy {
         let file = PolicyFile::parse(text, origin)?;
         return Ok(LoadedSettings {
-            policy: with_runtime_binds(&file, text, origin)?,
+            policy: Policy::from_file(&file, origin)?,
             format: SettingsFormat::PolicyJson,
             warnings: Vec::new(),
         });
     }
     let (admin, warnings) = AdminSettings::parse(text, origin)?;
-    let file = PolicyFile::from_effective(&effective(&admin, &UserSettings::default(), None));
-    // Read back as the runtime reads the rendered file, so both formats give one policy.
-    let rendered = serde_json::to_string(&file).expect("a policy file serialises");
+    let file = policy_file(&effective(&admin, &UserSettings::default(), None));
     Ok(LoadedSettings {
-        policy: with_runtime_binds(&file, &rendered, origin)?,
+        policy: Policy::from_file(&file, origin)?,
         format: SettingsFormat::AdminSettings,
         warnings,
     })
-}
-
-/// The policy with eci-runc's reading of the same policy.json text (its `eciRunc` section
-/// included), so the guard and the runtime judge bind sources alike.
-fn with_runtime_binds(
-    file: &PolicyFile,
-    text: &str,
-    origin: &str,
-) -> Result<Policy, SettingsError> {
-    let binds = eci_policy::Policy::parse(text, origin).map_err(|e| SettingsError::Invalid {
-        origin: origin.to_string(),
-        problems: vec![eci_vm_config::Problem {
-            key: "bindMounts".to_string(),
-            location: eci_vm_config::Location {
-                origin: origin.to_string(),
-                line: 1,
-                column: 1,
-            },
-            message: e.to_string(),
-            fix: "regenerate the file from admin-settings.json".to_string(),
-        }],
-    })?;
-    Ok(Policy::with_binds(file, binds))
 }
 
 pub fn load_settings(path: &Path) -> Result<LoadedSettings, SettingsError> {
@@ -199,7 +178,14 @@ mod tests {
         let e = parse_settings(bad, "a.json").unwrap_err();
         assert!(e.to_string().contains("commandList.type"), "{e}");
         let bad_policy = r#"{"bindMounts": {"allowedVmPrefixes": 3}}"#;
-        assert!(parse_settings(bad_policy, "p.json").is_err());
+        let e = parse_settings(bad_policy, "p.json")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("p.json:1:38"), "{e}");
+        // A value eci-runc refuses is refused by the guard too.
+        let relative = r#"{"bindMounts": {"allowedVmPrefixes": ["mnt/host"]}}"#;
+        let e = parse_settings(relative, "p.json").unwrap_err().to_string();
+        assert!(e.contains("allowedVmPrefixes"), "{e}");
     }
 
     #[test]

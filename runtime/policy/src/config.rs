@@ -1,13 +1,10 @@
-//! The runtime's view of `/etc/eci/policy.json` (rendered by eci-vm-config) and its defaults.
-//!
-//! vm-config renders the file from a template; there is no Rust type for it there, so this module
-//! reads the keys the runtime needs and tolerates every other key. Keys the template does not
-//! write yet (the `eciRunc` section) fall back to the defaults documented in runtime/README.md.
+//! The runtime's rule input ([`Policy`]) and its defaults, derived from `/etc/eci/policy.json`
+//! ([`PolicyFile`]) in one function, [`Policy::from_file`]. Keys vm-config does not write (the
+//! `eciRunc` section) fall back to the defaults documented in runtime/README.md.
 
 use std::path::Path;
 
-use serde::Deserialize;
-
+use crate::policy_file::{PolicyFile, PolicyFileError};
 use crate::PolicyError;
 
 /// The first host id handed out to containers (SPEC U1: ids below it belong to the VM).
@@ -129,96 +126,37 @@ fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct File {
-    #[serde(default)]
-    dockerd_socket: Option<String>,
-    #[serde(default)]
-    bind_mounts: Option<BindMounts>,
-    #[serde(default)]
-    docker_socket_mount: Option<SocketMount>,
-    #[serde(default)]
-    eci_runc: Option<RuncSection>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct BindMounts {
-    #[serde(default)]
-    allowed_vm_prefixes: Option<Vec<String>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SocketMount {
-    #[serde(default)]
-    images: Vec<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RuncSection {
-    #[serde(default)]
-    id_pool: Option<IdPool>,
-    #[serde(default)]
-    engine_data_roots: Option<Vec<String>>,
-    #[serde(default)]
-    init_binaries: Option<Vec<String>>,
-    #[serde(default)]
-    engine_sockets: Option<Vec<String>>,
-    #[serde(default)]
-    cgroup_parents: Option<Vec<String>>,
-    #[serde(default)]
-    audit_log: Option<String>,
-    #[serde(default)]
-    audit_log_max_bytes: Option<u64>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct IdPool {
-    start: u32,
-    ranges: u32,
-}
-
 impl Policy {
-    /// Parse a policy file's text; `origin` names it in errors.
-    pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
-        let file: File = serde_json::from_str(text).map_err(|e| PolicyError::PolicyFile {
-            path: origin.to_string(),
-            reason: e.to_string(),
-        })?;
+    /// The rules a policy file asks for, checked: a relative path, an id pool that does not
+    /// fit or a cgroup parent that could reach the VM's own cgroups is an error naming the key
+    /// and `origin`, and the caller keeps the policy it had.
+    pub fn from_file(file: &PolicyFile, origin: &str) -> Result<Policy, PolicyError> {
         let bad = |reason: String| PolicyError::PolicyFile {
             path: origin.to_string(),
             reason,
         };
         let mut p = Policy::default();
-        if let Some(prefixes) = file.bind_mounts.and_then(|b| b.allowed_vm_prefixes) {
-            for pre in &prefixes {
-                if !pre.starts_with('/') {
-                    return Err(bad(format!(
-                        "bindMounts.allowedVmPrefixes: {pre:?} is not an absolute VM path; write it as /mnt/host/..."
-                    )));
-                }
-            }
-            p.allowed_bind_prefixes = prefixes;
-        }
-        if let Some(sock) = file.dockerd_socket {
-            if !sock.starts_with('/') {
+        let prefixes = &file.bind_mounts.allowed_vm_prefixes;
+        for pre in prefixes {
+            if !pre.starts_with('/') {
                 return Err(bad(format!(
-                    "dockerdSocket: {sock:?} is not an absolute VM path; write it as {}",
-                    eci_facts::vm_paths::DOCKERD_SOCKET
+                    "bindMounts.allowedVmPrefixes: {pre:?} is not an absolute VM path; write it as /mnt/host/..."
                 )));
             }
-            if !p.private_engine_paths.contains(&sock) {
-                p.private_engine_paths.push(sock);
-            }
         }
-        if let Some(sm) = file.docker_socket_mount {
-            p.allow_engine_socket = !sm.images.is_empty();
+        p.allowed_bind_prefixes = prefixes.clone();
+        let sock = &file.dockerd_socket;
+        if !sock.starts_with('/') {
+            return Err(bad(format!(
+                "dockerdSocket: {sock:?} is not an absolute VM path; write it as {}",
+                eci_facts::vm_paths::DOCKERD_SOCKET
+            )));
         }
-        if let Some(r) = file.eci_runc {
+        if !p.private_engine_paths.contains(sock) {
+            p.private_engine_paths.push(sock.clone());
+        }
+        p.allow_engine_socket = !file.docker_socket_mount.images.is_empty();
+        if let Some(r) = &file.eci_runc {
             if let Some(pool) = r.id_pool {
                 let end = u64::from(pool.start) + u64::from(pool.ranges) * u64::from(RANGE_SIZE);
                 if pool.ranges == 0 || end > u64::from(u32::MAX) {
@@ -236,30 +174,30 @@ impl Policy {
                 p.pool_start = pool.start;
                 p.pool_ranges = pool.ranges;
             }
-            if let Some(v) = r.engine_data_roots {
-                p.engine_data_roots = v;
+            if let Some(v) = &r.engine_data_roots {
+                p.engine_data_roots = v.clone();
             }
-            if let Some(v) = r.init_binaries {
-                p.init_binaries = v;
+            if let Some(v) = &r.init_binaries {
+                p.init_binaries = v.clone();
             }
-            if let Some(v) = r.engine_sockets {
-                p.engine_sockets = v;
+            if let Some(v) = &r.engine_sockets {
+                p.engine_sockets = v.clone();
             }
-            if let Some(v) = r.cgroup_parents {
-                for parent in &v {
+            if let Some(v) = &r.cgroup_parents {
+                for parent in v {
                     crate::cgroups::parent_folder(parent).map_err(|reason| {
                         bad(format!("eciRunc.cgroupParents: {parent:?} {reason}"))
                     })?;
                 }
-                p.cgroup_parents = v;
+                p.cgroup_parents = v.clone();
             }
-            if let Some(v) = r.audit_log {
+            if let Some(v) = &r.audit_log {
                 if !v.starts_with('/') {
                     return Err(bad(format!(
                         "eciRunc.auditLog: {v:?} is not an absolute VM path; write it as {DEFAULT_RUNC_AUDIT_LOG}"
                     )));
                 }
-                p.audit_log = v;
+                p.audit_log = v.clone();
             }
             if let Some(v) = r.audit_log_max_bytes {
                 if v < 4096 {
@@ -273,16 +211,30 @@ impl Policy {
         Ok(p)
     }
 
+    /// Parse a policy file's text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
+        let file = PolicyFile::parse(text, origin).map_err(file_error)?;
+        Policy::from_file(&file, origin)
+    }
+
     /// Load `path`; a missing file gives the defaults (a VM without settings still isolates).
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => Policy::parse(&text, &path.display().to_string()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Policy::default()),
-            Err(e) => Err(PolicyError::PolicyFile {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            }),
+        match PolicyFile::load(path) {
+            Ok(file) => Policy::from_file(&file, &path.display().to_string()),
+            Err(PolicyFileError::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(Policy::default())
+            }
+            Err(e) => Err(file_error(e)),
         }
+    }
+}
+
+fn file_error(e: PolicyFileError) -> PolicyError {
+    PolicyError::PolicyFile {
+        path: e.origin().to_string(),
+        reason: e.detail(),
     }
 }
 
@@ -291,7 +243,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_match_vm_config() {
+    fn defaults_match_the_vm_paths() {
         let p = Policy::default();
         assert_eq!(p.allowed_bind_prefixes, vec!["/mnt/host".to_string()]);
         // The guard's sockets are engine sockets; dockerd's and containerd's are private.
@@ -345,6 +297,11 @@ mod tests {
     fn empty_image_list_keeps_socket_refused() {
         let p = Policy::parse(r#"{"dockerSocketMount":{"images":[]}}"#, "p").unwrap();
         assert!(!p.allow_engine_socket);
+        // The default file is the default policy.
+        assert_eq!(
+            Policy::from_file(&PolicyFile::default(), "p").unwrap(),
+            Policy::default()
+        );
     }
 
     #[test]

@@ -8,8 +8,11 @@
 mod build_step;
 mod caps;
 mod cgroups;
+mod commands;
 mod config;
+mod image;
 mod mounts;
+mod policy_file;
 mod rules;
 mod sharing;
 pub mod spec;
@@ -22,14 +25,20 @@ pub use build_step::{
 };
 pub use caps::{cap_bit, cap_name, caps_from_mask, CAPABILITIES};
 pub use cgroups::{cgroup_folder, check_cgroup_folder, intermediate_folders, parent_folder};
+pub use commands::{CommandListType, CommandRule, COMMAND_WILDCARDS, DOCKER_COMMANDS};
 pub use config::{
     Policy, DEFAULT_CGROUP_PARENTS, DEFAULT_ENGINE_DATA_ROOTS, DEFAULT_ENGINE_SOCKETS,
     DEFAULT_INIT_BINARIES, DEFAULT_POOL_RANGES, DEFAULT_POOL_START, DEFAULT_RUNC_AUDIT_LOG,
     DEFAULT_RUNC_AUDIT_LOG_MAX_BYTES, PRIVATE_ENGINE_PATHS, RANGE_SIZE,
 };
+pub use image::{normalise, ImageRef, ImageRefError, ImageRule, DEFAULT_DOMAIN, DEFAULT_TAG};
 pub use mounts::{
     check_bind_source, check_mounts, check_mounts_sharing, normalize_path,
     restricted_mount_message, BindContext, BindKind, ALLOWED_PROC_DESTINATIONS, VIRTUAL_FS_TYPES,
+};
+pub use policy_file::{
+    BindMountPolicy, CommandList, IdPool, PolicyFile, PolicyFileError, PolicyRuntime, ProxyMode,
+    ProxySettings, RuncSection, SocketMountPolicy, POLICY_FILE_VERSION,
 };
 pub use rules::{
     apply, bindable_safe_device, check_namespaces, check_sysctls, clamp_capabilities,

@@ -121,7 +121,7 @@ impl CommandRule {
         let lower = name.to_ascii_lowercase();
         let hint = if lower != name && DOCKER_COMMANDS.contains(&lower.as_str()) {
             format!(" (command names are lowercase: {lower:?})")
-        } else if let Some(s) = crate::error::suggest(name, DOCKER_COMMANDS.iter().copied()) {
+        } else if let Some(s) = eci_facts::suggest::suggest(name, DOCKER_COMMANDS.iter().copied()) {
             format!(" (did you mean {s:?}?)")
         } else if name.contains(' ') {
             " (list top-level commands only, e.g. \"container\" or \"container*\")".to_string()
