@@ -6,7 +6,7 @@
 //! test reads the guard's `Record` and checks that the field names still match.
 //!
 //! Where: `ECI_RUNC_AUDIT_LOG`, else policy.json's `eciRunc.auditLog`, else
-//! `eci_vm_config::RUNC_AUDIT_LOG` on the data disk (the /var/log tmpfs would lose it at a
+//! `eci_facts::vm_paths::RUNC_AUDIT_LOG` on the data disk (the /var/log tmpfs would lose it at a
 //! reboot). Each line is one `write(2)` on an `O_APPEND` file, so concurrent runtimes never
 //! interleave; past `eciRunc.auditLogMaxBytes` the file is renamed to `<file>.1` under an
 //! exclusive `flock`, and a writer that waited for the lock on the renamed file opens the new

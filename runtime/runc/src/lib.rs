@@ -57,7 +57,7 @@ impl Global {
             systemd_cgroup,
             policy_path: policy
                 .or_else(|| std::env::var_os("ECI_RUNC_POLICY").map(PathBuf::from))
-                .unwrap_or_else(|| PathBuf::from(eci_vm_config::POLICY_PATH)),
+                .unwrap_or_else(|| PathBuf::from(eci_facts::vm_paths::POLICY_PATH)),
             alloc_dir: std::env::var_os("ECI_RUNC_STATE_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_ALLOC_DIR)),
