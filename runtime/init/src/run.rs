@@ -460,16 +460,16 @@ impl Init {
         }
     }
 
-    fn on_signal(&mut self, sig: i32, from: u32) {
+    fn on_signal(&mut self, sig: Signal, from: u32) {
         match sig {
-            libc::SIGCHLD => self.reap(),
-            libc::SIGHUP => say("SIGHUP ignored (nothing to reload)"),
+            Signal::SIGCHLD => self.reap(),
+            Signal::SIGHUP => say("SIGHUP ignored (nothing to reload)"),
             _ => {
                 let name = match sig {
-                    libc::SIGTERM => "SIGTERM",
-                    libc::SIGINT => "SIGINT (ctrl-alt-del)",
-                    libc::SIGPWR => "SIGPWR",
-                    libc::SIGUSR1 => "SIGUSR1",
+                    Signal::SIGTERM => "SIGTERM",
+                    Signal::SIGINT => "SIGINT (ctrl-alt-del)",
+                    Signal::SIGPWR => "SIGPWR",
+                    Signal::SIGUSR1 => "SIGUSR1",
                     _ => "SIGUSR2 (poweroff)",
                 };
                 self.request_shutdown(format!("{name} from pid {from}"));

@@ -126,11 +126,14 @@ impl SignalFd {
         Ok(SignalFd { fd })
     }
 
-    /// Drains pending signals; each entry is (signal, sending pid).
-    pub fn read(&self) -> Vec<(i32, u32)> {
+    /// Drains pending signals; each entry is (signal, sending pid). Only the blocked
+    /// [`HANDLED_SIGNALS`] reach the signalfd, and nix names all of them.
+    pub fn read(&self) -> Vec<(Signal, u32)> {
         let mut out = Vec::new();
         while let Ok(Some(info)) = self.fd.read_signal() {
-            out.push((info.ssi_signo as i32, info.ssi_pid));
+            if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
+                out.push((sig, info.ssi_pid));
+            }
         }
         out
     }
