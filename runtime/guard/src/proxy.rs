@@ -84,7 +84,10 @@ impl Config {
             audit_log,
             audit_log_max_bytes: crate::audit::DEFAULT_MAX_BYTES,
             state_dir: None,
-            engine_aliases: vec!["/var/run/docker.sock".into(), "/run/docker.sock".into()],
+            engine_aliases: vec![
+                "/var/run/docker.sock".into(),
+                eci_facts::vm_paths::ENGINE_SOCKET.into(),
+            ],
             socket_mode: 0o660,
             socket_group: None,
             max_body: 16 << 20,

@@ -12,9 +12,10 @@ pub const DATA_MOUNT: &str = "/var/lib/eci-data";
 
 /// Directories that live on the data disk: (directory on the disk, mount point, mode).
 pub const PERSISTENT: &[(&str, &str, u32)] = &[
-    ("docker", "/var/lib/docker", 0o710),
-    ("containerd", "/var/lib/containerd", 0o711),
-    // The settings store, the guard's image pins and eci-runc's id allocations (SPEC U2).
+    ("docker", eci_facts::vm_paths::DOCKER_DATA_ROOT, 0o710),
+    ("containerd", eci_facts::vm_paths::CONTAINERD_ROOT, 0o711),
+    // The guard's image pins and last good settings, and the guard's and eci-runc's audit logs
+    // (SPEC S5).
     ("eci", "/var/lib/eci", 0o700),
 ];
 
