@@ -282,8 +282,8 @@ fn walk(root: &OwnedFd, rest: &str, src: &str, root_path: &str) -> Result<OwnedF
 
 /// The file type bits (`S_IFMT`) of the opened file.
 fn file_type(fd: &OwnedFd, what: &str) -> Result<libc::mode_t> {
-    let st =
-        nix::sys::stat::fstat(fd).map_err(|e| format!("stat bind mount source {what}: {e}"))?;
+    let st = nix::sys::stat::fstat(fd)
+        .map_err(|e| sys::nix_err(format!("stat bind mount source {what}"), e))?;
     Ok(st.st_mode & libc::S_IFMT)
 }
 

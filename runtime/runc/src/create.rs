@@ -437,7 +437,7 @@ pub fn create(g: &Global, o: &CreateOpts) -> Result<i32> {
 
     let fifo = dir.join(FIFO);
     nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o622))
-        .map_err(|e| format!("create exec.fifo: {e}"))?;
+        .map_err(|e| sys::nix_err("create exec.fifo", e))?;
     let _ = fs::set_permissions(&fifo, fs::Permissions::from_mode(0o622));
     sys::chown_path(&fifo, range.start, range.start)?;
     let fifo_fd = sys::open(&fifo, libc::O_PATH, 0)?;
@@ -793,11 +793,11 @@ fn stage1(c: &ChildCtx<'_>, sock: RawFd) -> Result<()> {
 /// the process holds every capability.
 pub fn become_root() -> Result<()> {
     use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
-    setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
+    setgroups(&[]).map_err(|e| sys::nix_err("setgroups", e))?;
     let (u, g) = (Uid::from_raw(0), Gid::from_raw(0));
     setresgid(g, g, g)
         .and_then(|()| setresuid(u, u, u))
-        .map_err(|e| format!("become container root: {e}"))
+        .map_err(|e| sys::nix_err("become container root", e))
 }
 
 enum Never {}
@@ -846,7 +846,7 @@ fn stage2(
         .any(|n| n.kind == "uts" && n.path.is_none());
     if own_uts {
         if let Some(h) = &c.spec.hostname {
-            nix::unistd::sethostname(h).map_err(|e| format!("sethostname: {e}"))?;
+            nix::unistd::sethostname(h).map_err(|e| sys::nix_err("sethostname", e))?;
         }
         if let Some(d) = &c.spec.domainname {
             sys::setdomainname(d)?;

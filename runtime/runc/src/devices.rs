@@ -157,8 +157,12 @@ pub fn attach(dir: &Path, rules: &[DeviceRule]) -> Result<()> {
     let prog = compile(rules)?;
     let fd = load(&prog)?;
     let cg = sys::open(dir, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-    sys::bpf::attach_cgroup_device(cg.as_fd(), fd.as_fd())
-        .map_err(|e| format!("attach the device filter to cgroup {}: {e}", dir.display()))?;
+    sys::bpf::attach_cgroup_device(cg.as_fd(), fd.as_fd()).map_err(|e| {
+        sys::nix_err(
+            format!("attach the device filter to cgroup {}", dir.display()),
+            e,
+        )
+    })?;
     // The attached program lives as long as the cgroup; our descriptor is not needed.
     Ok(())
 }

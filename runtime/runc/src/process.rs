@@ -20,8 +20,8 @@ use crate::sys::{self, caps, tty, Result};
 /// the console socket and make the slave the process's controlling terminal and stdio.
 pub fn setup_terminal(console: RawFd, p: &Process, bind_console: bool) -> Result<()> {
     let master = sys::open(Path::new("/dev/ptmx"), libc::O_RDWR | libc::O_NOCTTY, 0)?;
-    tty::unlock(master.as_fd()).map_err(|e| format!("unlock pty: {e}"))?;
-    let n = tty::number(master.as_fd()).map_err(|e| format!("pty number: {e}"))?;
+    tty::unlock(master.as_fd()).map_err(|e| sys::nix_err("unlock pty", e))?;
+    let n = tty::number(master.as_fd()).map_err(|e| sys::nix_err("pty number", e))?;
     let name = format!("/dev/pts/{n}");
     let slave = sys::open(Path::new(&name), libc::O_RDWR | libc::O_NOCTTY, 0)?;
     if let Some(sz) = p.console_size {
@@ -39,11 +39,11 @@ pub fn setup_terminal(console: RawFd, p: &Process, bind_console: bool) -> Result
     // Fails only for a process group leader, which the container's processes are not; the
     // controlling terminal below then fails with the reason.
     let _ = unistd::setsid();
-    tty::set_controlling(slave.as_fd()).map_err(|e| format!("set controlling terminal: {e}"))?;
+    tty::set_controlling(slave.as_fd()).map_err(|e| sys::nix_err("set controlling terminal", e))?;
     unistd::dup2_stdin(&slave)
         .and_then(|()| unistd::dup2_stdout(&slave))
         .and_then(|()| unistd::dup2_stderr(&slave))
-        .map_err(|e| format!("dup2 pty: {e}"))
+        .map_err(|e| sys::nix_err("dup2 pty", e))
 }
 
 fn rlimit_resource(name: &str) -> Option<Resource> {
@@ -113,21 +113,28 @@ pub fn finalize(p: &Process) -> Result<()> {
         if bounding & (1u64 << c) == 0 {
             match caps::drop_bounding(c) {
                 Ok(()) | Err(Errno::EINVAL) => {}
-                Err(e) => return Err(format!("drop capability {c} from the bounding set: {e}")),
+                Err(e) => {
+                    return Err(sys::nix_err(
+                        format!("drop capability {c} from the bounding set"),
+                        e,
+                    ))
+                }
             }
         }
     }
-    prctl::set_keepcaps(true).map_err(|e| format!("keep capabilities: {e}"))?;
+    prctl::set_keepcaps(true).map_err(|e| sys::nix_err("keep capabilities", e))?;
     let groups: Vec<Gid> = p
         .user
         .additional_gids
         .iter()
         .map(|&g| Gid::from_raw(g))
         .collect();
-    unistd::setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
+    unistd::setgroups(&groups).map_err(|e| sys::nix_err("setgroups", e))?;
     let (uid, gid) = (Uid::from_raw(p.user.uid), Gid::from_raw(p.user.gid));
-    unistd::setresgid(gid, gid, gid).map_err(|e| format!("setgid {}: {e}", p.user.gid))?;
-    unistd::setresuid(uid, uid, uid).map_err(|e| format!("setuid {}: {e}", p.user.uid))?;
+    unistd::setresgid(gid, gid, gid)
+        .map_err(|e| sys::nix_err(format!("setgid {}", p.user.gid), e))?;
+    unistd::setresuid(uid, uid, uid)
+        .map_err(|e| sys::nix_err(format!("setuid {}", p.user.uid), e))?;
     let _ = prctl::set_keepcaps(false);
     if let Some(u) = p.user.umask {
         nix::sys::stat::umask(Mode::from_bits_truncate(u as libc::mode_t));
@@ -137,7 +144,7 @@ pub fn finalize(p: &Process) -> Result<()> {
         permitted: mask(&caps.permitted),
         inheritable: mask(&caps.inheritable),
     })
-    .map_err(|e| format!("capset: {e}"))?;
+    .map_err(|e| sys::nix_err("capset", e))?;
     for name in &caps.ambient {
         if let Some(b) = cap_bit(name) {
             let _ = caps::raise_ambient(b);
@@ -153,7 +160,7 @@ pub fn secure(p: &Process, seccomp: Option<&Seccomp>, before_finalize: bool) -> 
         if before_finalize {
             return Ok(());
         }
-        prctl::set_no_new_privs().map_err(|e| format!("set no_new_privs: {e}"))?;
+        prctl::set_no_new_privs().map_err(|e| sys::nix_err("set no_new_privs", e))?;
         return crate::seccomp::load(seccomp);
     }
     if before_finalize {
@@ -220,5 +227,5 @@ pub fn execve(path: &str, args: &[String], env: &[String]) -> Result<()> {
         e.push(CString::new("HOME=/").expect("no NUL"));
     }
     let Err(e) = unistd::execve(&p, &a, &e);
-    Err(format!("exec {path}: {e}"))
+    Err(sys::nix_err(format!("exec {path}"), e))
 }

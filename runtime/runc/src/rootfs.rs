@@ -123,7 +123,7 @@ fn make_overlay(lowers: usize, upper: &str, work: &str) -> Result<OwnedFd> {
 }
 
 pub fn fchdir(fd: impl AsFd) -> Result<()> {
-    nix::unistd::fchdir(fd).map_err(|e| format!("fchdir: {e}"))
+    nix::unistd::fchdir(fd).map_err(|e| sys::nix_err("fchdir", e))
 }
 
 /// `dest` (absolute inside the container) as a path relative to the rootfs (the current
@@ -462,7 +462,7 @@ pub fn setup_dev(spec: &Spec) -> Result<()> {
 pub fn pivot(no_pivot: bool) -> Result<()> {
     if no_pivot {
         sys::mount(Some("."), Path::new("/"), None, libc::MS_MOVE, None)?;
-        nix::unistd::chroot(".").map_err(|e| format!("chroot: {e}"))?;
+        nix::unistd::chroot(".").map_err(|e| sys::nix_err("chroot", e))?;
     } else {
         sys::pivot_root(Path::new("."), Path::new("."))?;
         // The old root now sits on top of "/": detach it without letting the unmount

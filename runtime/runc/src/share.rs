@@ -77,7 +77,7 @@ fn stat_id(st: &libc::stat) -> NsId {
 pub fn fd_id(fd: impl AsFd) -> Result<NsId> {
     nix::sys::stat::fstat(fd)
         .map(|st| stat_id(&st))
-        .map_err(|e| format!("fstat namespace: {e}"))
+        .map_err(|e| sys::nix_err("fstat namespace", e))
 }
 
 /// A namespace's identity from a `/proc/PID/ns/X` path (`None` when it cannot be read).
@@ -187,7 +187,7 @@ pub fn resolve(spec: &Spec, alloc: &Allocator) -> Result<Sharing> {
             ));
         }
         let ty = sys::ns::namespace_type(fd.as_fd())
-            .map_err(|e| format!("{path} is not a namespace file: {e}"))?;
+            .map_err(|e| sys::nix_err(format!("{path} is not a namespace file"), e))?;
         if ty != *flag {
             return Err(format!("{path} is not a {kind} namespace"));
         }
@@ -199,7 +199,7 @@ pub fn resolve(spec: &Spec, alloc: &Allocator) -> Result<Sharing> {
         .iter()
         .any(|p| path_id(p) == Some(id));
         let owner_fd = sys::ns::owning_user_namespace(fd.as_fd())
-            .map_err(|e| format!("find the user namespace owning the {what}: {e}"))?;
+            .map_err(|e| sys::nix_err(format!("find the user namespace owning the {what}"), e))?;
         let owner_id = fd_id(&owner_fd)?;
         let owner = if vm_itself {
             NsOwner::VmItself
