@@ -221,7 +221,7 @@ impl GuardEngine {
     }
 
     pub fn write_policy(&self, policy: &Value) -> Result<()> {
-        // Through a rename, as the settings agent writes it, so the guard never reads half.
+        // Through a rename, as any writer of policy.json must, so the guard never reads half.
         let tmp = self.dir.path().join(".policy.json.tmp");
         std::fs::write(&tmp, serde_json::to_vec_pretty(policy)?)?;
         std::fs::rename(&tmp, &self.settings)?;

@@ -98,7 +98,7 @@ impl Policy {
 
 /// Parse settings text. A policy.json is recognised by its `bindMounts`/`dockerSocketMount`
 /// members; anything else is read as admin-settings.json and merged with no user settings
-/// (the VM's settings agent writes policy.json with the user's side already merged).
+/// (eci-build renders policy.json at image build time with the user's side already merged).
 pub fn parse_settings(text: &str, origin: &str) -> Result<LoadedSettings, SettingsError> {
     let looks_like_policy = serde_json::from_str::<Value>(text)
         .ok()
