@@ -103,6 +103,21 @@ pub fn deny_filter() -> Result<ScmpFilterContext, String> {
                 .map_err(|e| format!("seccomp rule {name}: {e}"))?;
         }
     }
+    // SPEC H2 (issue 11): AF_VSOCK is the VM's channel to its host, served only by the policy
+    // layer outside every container. EAFNOSUPPORT, the kernel's own answer for a family it
+    // lacks, so programs that probe for vsock treat it as absent instead of as a permission
+    // problem. Loaded into every container, so nested containers inherit it (filters cannot
+    // be removed).
+    ctx.add_rule_conditional(
+        ScmpAction::Errno(libc::EAFNOSUPPORT),
+        ScmpSyscall::from_name("socket").map_err(|e| format!("seccomp: socket: {e}"))?,
+        &[ScmpArgCompare::new(
+            0,
+            ScmpCompareOp::Equal,
+            libc::AF_VSOCK as u64,
+        )],
+    )
+    .map_err(|e| format!("seccomp rule socket(AF_VSOCK): {e}"))?;
     Ok(ctx)
 }
 
@@ -238,6 +253,54 @@ mod tests {
             telling.len() >= 4,
             "too few calls whose unfiltered errno differs from EPERM here: {rows:?}"
         );
+    }
+
+    fn vsock_errno() -> i32 {
+        use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+        match socket(
+            AddressFamily::Vsock,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        ) {
+            Ok(_) => 0,
+            Err(e) => e as i32,
+        }
+    }
+
+    /// Runs in a child process of its own: socket(AF_VSOCK) without, then with eci's filter.
+    #[test]
+    fn vsock_probe_child() {
+        if std::env::var_os("ECI_VSOCK_PROBE_CHILD").is_none() {
+            return;
+        }
+        let before = vsock_errno();
+        deny_filter().unwrap().load().unwrap();
+        println!("VSOCK {before} {}", vsock_errno());
+    }
+
+    /// SPEC H2 (issue 11): the filter answers socket(AF_VSOCK) with EAFNOSUPPORT.
+    #[test]
+    fn the_filter_refuses_vsock_sockets() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "seccomp::tests::vsock_probe_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("ECI_VSOCK_PROBE_CHILD", "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        let row = text
+            .lines()
+            .find_map(|l| l.find("VSOCK ").map(|i| l[i + 6..].to_string()))
+            .unwrap_or_else(|| panic!("no VSOCK line in {text}"));
+        let f: Vec<i32> = row.split(' ').map(|x| x.parse().unwrap()).collect();
+        assert_eq!(f[1], libc::EAFNOSUPPORT, "with the filter: {row}");
+        eprintln!("socket(AF_VSOCK) without the filter: errno {}", f[0]);
     }
 
     #[test]
