@@ -6,6 +6,7 @@
 //! CI machines). `Accel::Auto` runs a short probe boot with KVM and falls back to TCG when the
 //! kernel prints nothing within a few seconds.
 
+use crate::boot_phases::{BootPhases, StampedLine};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -36,6 +37,36 @@ impl std::str::FromStr for Accel {
     }
 }
 
+/// How the VM gets its kernel: QEMU loads it directly (`-kernel`/`-initrd`, the quick path of
+/// the boot tests), or UEFI firmware boots the image's boot disk as Hyper-V Generation 2 does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootPath {
+    Direct,
+    Uefi,
+}
+
+impl BootPath {
+    pub fn name(self) -> &'static str {
+        match self {
+            BootPath::Direct => "direct",
+            BootPath::Uefi => "uefi",
+        }
+    }
+}
+
+impl std::str::FromStr for BootPath {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "direct" => Ok(BootPath::Direct),
+            "uefi" => Ok(BootPath::Uefi),
+            other => Err(format!(
+                "unknown firmware path `{other}`: use direct (QEMU loads vmlinuz and initramfs.img) or uefi (OVMF boots boot.vhdx)"
+            )),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
     #[error("{QEMU} is not installed; install it with: apt-get install -y qemu-system-x86")]
@@ -50,6 +81,8 @@ pub enum BootError {
         last_line: String,
         log: PathBuf,
     },
+    #[error("cannot write a boot disk with the self-test token from the build in {}: {detail}; rebuild it with `eci-build image`", out.display())]
+    BootDisk { out: PathBuf, detail: String },
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -150,6 +183,67 @@ impl Firmware {
     }
 }
 
+/// The build's boot disk again, written to `dest` from the build's own outputs (`vmlinuz`,
+/// `initramfs.img`, `manifest.json`) and the locked loader, with `cmdline` in its loader entry.
+/// The shipped `boot.vhdx` never carries `eci.selftest`, and the command line lives on its ESP:
+/// a self-test boot through UEFI needs this disk (the same bytes as `boot.vhdx` but for the
+/// entry, which `tests/uefi_boot.rs` proves).
+pub fn boot_disk_with_cmdline(
+    out: &Path,
+    lock: &crate::apt::lock::Lockfile,
+    cache: &crate::apt::fetch::Cache,
+    cmdline: Vec<String>,
+    dest: &Path,
+) -> Result<(), BootError> {
+    use crate::artifact::hyperv::{self, BootDisk};
+    let fail = |detail: String| BootError::BootDisk {
+        out: out.to_path_buf(),
+        detail,
+    };
+    let read = |name: &str| {
+        std::fs::read(out.join(name))
+            .map_err(|e| fail(format!("{}: {e}", out.join(name).display())))
+    };
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&read(crate::artifact::MANIFEST_FILE)?)
+            .map_err(|e| fail(format!("{}: {e}", crate::artifact::MANIFEST_FILE)))?;
+    let field = |v: &serde_json::Value, what: &str| {
+        v.as_str()
+            .map(str::to_string)
+            .ok_or_else(|| fail(format!("{} has no {what}", crate::artifact::MANIFEST_FILE)))
+    };
+    let lock_sha256 = field(&manifest["lock_sha256"], "lock_sha256")?;
+    let release = field(&manifest["kernel"]["release"], "kernel.release")?;
+    let epoch = manifest["source_date_epoch"].as_u64().ok_or_else(|| {
+        fail(format!(
+            "{} has no source_date_epoch",
+            crate::artifact::MANIFEST_FILE
+        ))
+    })?;
+    let locked = lock
+        .package(hyperv::LOADER_PACKAGE)
+        .ok_or_else(|| fail(format!("{} is not locked", hyperv::LOADER_PACKAGE)))?;
+    let deb = cache
+        .read_verified(&locked.sha256)
+        .map_err(|e| fail(e.to_string()))?;
+    let loader =
+        hyperv::loader_from_deb(&deb, hyperv::LOADER_PACKAGE).map_err(|e| fail(e.to_string()))?;
+    let kernel = read(crate::artifact::KERNEL_FILE)?;
+    let initramfs = read(crate::artifact::INITRAMFS_FILE)?;
+    BootDisk {
+        kernel: &kernel,
+        initramfs: &initramfs,
+        loader: &loader,
+        kernel_release: &release,
+        cmdline,
+        lock_sha256: &lock_sha256,
+        epoch,
+    }
+    .write_vhdx(dest)
+    .map_err(|e| fail(e.to_string()))?;
+    Ok(())
+}
+
 /// What QEMU boots: the parts of the two option structs the command line needs.
 enum Media<'a> {
     Direct {
@@ -240,9 +334,14 @@ impl SelfTest {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BootResult {
     pub accel: String,
+    /// `direct` or `uefi` ([`BootPath`]).
+    pub firmware: String,
     pub seconds: f64,
     pub exit_code: Option<i32>,
     pub selftest: SelfTest,
+    /// Where the boot's time went, from the console (issue 13; `bench/boot.sh` takes medians).
+    #[serde(flatten)]
+    pub timeline: BootPhases,
     pub console_log: PathBuf,
 }
 
@@ -402,7 +501,8 @@ fn run(m: &Machine<'_>) -> Result<BootResult, BootError> {
     }
     let mut log = std::fs::File::create(m.console_log).map_err(log_io)?;
 
-    let (tx, rx) = mpsc::channel::<String>();
+    // Each line carries its arrival time: the boot phases' wall clock (boot_phases.rs).
+    let (tx, rx) = mpsc::channel::<(Instant, String)>();
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
     let tx_err = tx.clone();
@@ -410,26 +510,30 @@ fn run(m: &Machine<'_>) -> Result<BootResult, BootError> {
         for line in BufReader::new(stdout).split(b'\n').map_while(Result::ok) {
             // The console carries terminal control bytes; keep the text readable.
             let text = String::from_utf8_lossy(&line).replace('\r', "");
-            if tx.send(text).is_err() {
+            if tx.send((Instant::now(), text)).is_err() {
                 return;
             }
         }
     });
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx_err.send(format!("[qemu] {line}")).is_err() {
+            if tx_err
+                .send((Instant::now(), format!("[qemu] {line}")))
+                .is_err()
+            {
                 return;
             }
         }
     });
 
     let mut transcript = String::new();
+    let mut stamped: Vec<StampedLine> = Vec::new();
     let mut last_line = String::new();
     let exit_code;
     loop {
         let remaining = m.timeout.saturating_sub(started.elapsed());
         match rx.recv_timeout(remaining.min(Duration::from_millis(200))) {
-            Ok(line) => {
+            Ok((at, line)) => {
                 if m.echo {
                     eprintln!("{line}");
                 }
@@ -437,8 +541,12 @@ fn run(m: &Machine<'_>) -> Result<BootResult, BootError> {
                 transcript.push_str(&line);
                 transcript.push('\n');
                 if !line.trim().is_empty() {
-                    last_line = line;
+                    last_line = line.clone();
                 }
+                stamped.push(StampedLine {
+                    wall: at.saturating_duration_since(started).as_secs_f64(),
+                    text: line,
+                });
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -448,10 +556,14 @@ fn run(m: &Machine<'_>) -> Result<BootResult, BootError> {
         }
         if let Ok(Some(status)) = child.try_wait() {
             // Drain what the reader threads still hold.
-            for line in rx.try_iter() {
+            for (at, line) in rx.try_iter() {
                 writeln!(log, "{line}").map_err(log_io)?;
                 transcript.push_str(&line);
                 transcript.push('\n');
+                stamped.push(StampedLine {
+                    wall: at.saturating_duration_since(started).as_secs_f64(),
+                    text: line,
+                });
             }
             exit_code = status.code();
             break;
@@ -468,9 +580,16 @@ fn run(m: &Machine<'_>) -> Result<BootResult, BootError> {
     log.flush().map_err(log_io)?;
     Ok(BootResult {
         accel: if accel == Accel::Kvm { "kvm" } else { "tcg" }.into(),
+        firmware: match m.media {
+            Media::Direct { .. } => BootPath::Direct,
+            Media::Uefi(_) => BootPath::Uefi,
+        }
+        .name()
+        .into(),
         seconds: started.elapsed().as_secs_f64(),
         exit_code,
         selftest: SelfTest::parse(&transcript),
+        timeline: BootPhases::from_console(&stamped),
         console_log: m.console_log.to_path_buf(),
     })
 }
@@ -587,6 +706,16 @@ mod tests {
             e.contains("missing-code.fd") && e.contains("apt-get install -y ovmf"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn firmware_paths_parse() {
+        assert_eq!("direct".parse::<BootPath>(), Ok(BootPath::Direct));
+        assert_eq!("uefi".parse::<BootPath>().map(BootPath::name), Ok("uefi"));
+        assert!("bios"
+            .parse::<BootPath>()
+            .unwrap_err()
+            .contains("direct (QEMU loads"));
     }
 
     #[test]

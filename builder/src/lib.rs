@@ -2,6 +2,7 @@ pub mod apt;
 pub mod artifact;
 pub mod binaries;
 pub mod boot;
+pub mod boot_phases;
 pub mod diff;
 pub mod initramfs;
 pub mod inspect;

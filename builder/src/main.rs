@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use eci_build::apt::fetch::{Cache, FetchOptions};
-use eci_build::boot::{self, Accel, BootOptions};
+use eci_build::boot::{self, Accel, BootOptions, BootPath, BootResult, UefiBootOptions};
 use eci_build::workspace::Workspace;
 use eci_build::{inspect, kernel, kernel_build, pipeline};
 use std::path::PathBuf;
@@ -165,6 +165,10 @@ struct BootArgs {
     /// auto probes KVM briefly and falls back to TCG.
     #[arg(long, default_value = "auto")]
     accel: Accel,
+    /// direct: QEMU loads vmlinuz and initramfs.img itself; uefi: OVMF boots boot.vhdx (with
+    /// data.vhdx attached, writes discarded), as Hyper-V Generation 2 does.
+    #[arg(long, default_value = "direct")]
+    firmware: BootPath,
     #[arg(long, default_value_t = 300)]
     timeout: u64,
     #[arg(long, default_value_t = 2048)]
@@ -472,25 +476,30 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Boot(args) => {
-            let opts = boot_options(&ws, &args, false, true)?;
-            let result = boot::boot(&opts)?;
+            let result = run_boot(&ws, &args, false, true)?;
             eprintln!(
-                "VM exited after {:.1} s ({}); console log: {}",
+                "VM exited after {:.1} s ({}, {}); console log: {}",
                 result.seconds,
                 result.accel,
+                result.firmware,
                 result.console_log.display()
             );
             Ok(ExitCode::SUCCESS)
         }
         Command::Test { boot: args, format } => {
-            let opts = boot_options(&ws, &args, true, false)?;
-            let result = boot::boot(&opts)?;
+            let result = run_boot(&ws, &args, true, false)?;
             let passed = result.selftest.passed();
             match format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&result)?),
                 Format::Text => {
                     for f in &result.selftest.facts {
                         println!("  {f}");
+                    }
+                    for p in &result.timeline.phases {
+                        println!(
+                            "  phase {:<18} {:>7.3} s ({} -> {})",
+                            p.name, p.seconds, p.from, p.to
+                        );
                     }
                     println!(
                         "{}: {} in {:.1} s under {}",
@@ -508,6 +517,65 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })
         }
     }
+}
+
+/// Boots the build in `args.out` the way `args.firmware` says; with `selftest`, the VM runs its
+/// self-test and powers off.
+fn run_boot(ws: &Workspace, args: &BootArgs, selftest: bool, echo: bool) -> Result<BootResult> {
+    let direct = boot_options(ws, args, selftest, echo)?;
+    Ok(match args.firmware {
+        BootPath::Direct => boot::boot(&direct)?,
+        BootPath::Uefi => {
+            use eci_build::artifact::hyperv::{BOOT_DISK_FILE, DATA_DISK_FILE};
+            use eci_build::boot::{Disk, DiskFormat, Firmware};
+            let out = out_dir(ws, &args.target, args.out.clone());
+            let shipped = out.join(BOOT_DISK_FILE);
+            if !shipped.is_file() {
+                anyhow::bail!(
+                    "{} has no {BOOT_DISK_FILE}: the UEFI path boots the Hyper-V boot disk; use --target hyperv or --firmware direct",
+                    out.display()
+                );
+            }
+            // Firmware variables and the self-test's boot disk live as long as the boot.
+            let tmp = tempfile::tempdir().context("cannot create a temporary folder")?;
+            let boot_disk = if selftest {
+                let lock = eci_build::apt::lock::Lockfile::read(&ws.lock(&args.target))?;
+                let disk = tmp.path().join("selftest-boot.vhdx");
+                boot::boot_disk_with_cmdline(
+                    &out,
+                    &lock,
+                    &Cache::new(Cache::default_location()),
+                    direct.cmdline.clone(),
+                    &disk,
+                )?;
+                disk
+            } else {
+                shipped
+            };
+            let data = out.join(DATA_DISK_FILE);
+            boot::boot_uefi(&UefiBootOptions {
+                boot_disk: Disk {
+                    path: boot_disk,
+                    format: DiskFormat::Vhdx,
+                },
+                extra_disks: data
+                    .is_file()
+                    .then_some(Disk {
+                        path: data,
+                        format: DiskFormat::Vhdx,
+                    })
+                    .into_iter()
+                    .collect(),
+                firmware: Firmware::with_private_vars(tmp.path())?,
+                memory_mib: direct.memory_mib,
+                cpus: direct.cpus,
+                accel: direct.accel,
+                timeout: direct.timeout,
+                console_log: direct.console_log.clone(),
+                echo,
+            })?
+        }
+    })
 }
 
 fn boot_options(
