@@ -12,6 +12,7 @@ mod commands;
 mod config;
 mod image;
 mod mounts;
+pub mod mount_vetting;
 mod policy_file;
 mod rules;
 mod sharing;

@@ -1,0 +1,761 @@
+//! Mount vetting (SPEC M1-M4, issue 10): what a container may do with the mount calls the
+//! seccomp filter traps and the supervisor answers.
+//!
+//! The supervisor reads the call's arguments once, resolves its paths inside the caller's root
+//! and gathers facts about what they reached ([`Target`], [`Source`]); [`decide`] turns the call
+//! and the facts into a [`Verdict`]: an [`Action`] the supervisor performs on the caller's
+//! behalf, or a [`Refusal`] with the errno the caller gets. Nothing here touches the system.
+//!
+//! The rules:
+//! - A mount the container starts with (its rootfs, /proc, /sys, /dev, binds, and every mask
+//!   and read-only path eci laid over them) is *protected*: it cannot be unmounted, moved,
+//!   remounted, or covered by a new mount on its root (EPERM, SPEC M2). Propagation changes stay
+//!   allowed on every mount: the container's mount namespace is its own, so making `/` shared
+//!   (systemd does) changes what travels between the container's own mounts only.
+//! - New filesystems the container may make itself (SPEC M3): tmpfs, overlay, devpts, mqueue and
+//!   cgroup2, made with the caller's user namespace and credentials inside its namespaces.
+//!   Filesystems that show or change the whole VM (debugfs, tracefs, securityfs, bpf, configfs,
+//!   pstore, efivarfs, fusectl, binfmt_misc) and every block-device filesystem are refused (EPERM).
+//!   proc and sysfs are refused until the supervisor can give a new one the masks of the first
+//!   (F-series views); a non-protected copy would show what the masks hide.
+//! - Binds copy a tree the caller can already reach inside its root; a bind of a protected proc
+//!   or sysfs mount is refused, since the copy would not carry (or would not protect) the masks.
+//! - The new mount API (`fsopen`, `fsconfig`, `fsmount`, `fspick`, `move_mount`, `open_tree`,
+//!   `mount_setattr`) is answered with ENOSYS, the kernel's answer where the API is missing, so
+//!   util-linux and runc fall back to mount(2), which is vetted.
+//! - The caller must hold CAP_SYS_ADMIN in its user namespace (what the kernel itself asks) and
+//!   be in the container's user namespace; a nested user namespace is refused for now (M7).
+
+/// `mount(2)` flags (`linux/mount.h`); the same on every Linux architecture.
+pub mod ms {
+    pub const RDONLY: u64 = 1;
+    pub const NOSUID: u64 = 2;
+    pub const NODEV: u64 = 4;
+    pub const NOEXEC: u64 = 8;
+    pub const SYNCHRONOUS: u64 = 16;
+    pub const REMOUNT: u64 = 32;
+    pub const MANDLOCK: u64 = 64;
+    pub const DIRSYNC: u64 = 128;
+    pub const NOSYMFOLLOW: u64 = 256;
+    pub const NOATIME: u64 = 1024;
+    pub const NODIRATIME: u64 = 2048;
+    pub const BIND: u64 = 4096;
+    pub const MOVE: u64 = 8192;
+    pub const REC: u64 = 16384;
+    pub const SILENT: u64 = 32768;
+    pub const UNBINDABLE: u64 = 1 << 17;
+    pub const PRIVATE: u64 = 1 << 18;
+    pub const SLAVE: u64 = 1 << 19;
+    pub const SHARED: u64 = 1 << 20;
+    pub const RELATIME: u64 = 1 << 21;
+    pub const STRICTATIME: u64 = 1 << 24;
+    pub const LAZYTIME: u64 = 1 << 25;
+    /// The old magic number some callers still put in the top half; the kernel drops it.
+    pub const MGC_VAL: u64 = 0xC0ED_0000;
+    pub const MGC_MSK: u64 = 0xFFFF_0000;
+    pub const PROPAGATION: u64 = UNBINDABLE | PRIVATE | SLAVE | SHARED;
+}
+
+/// `umount2(2)` flags.
+pub mod umount {
+    pub const MNT_FORCE: u64 = 1;
+    pub const MNT_DETACH: u64 = 2;
+    pub const MNT_EXPIRE: u64 = 4;
+    pub const NOFOLLOW: u64 = 8;
+}
+
+/// `MOUNT_ATTR_*` of `mount_setattr`/`fsmount` (`linux/mount.h`).
+pub mod attr {
+    pub const RDONLY: u64 = 0x1;
+    pub const NOSUID: u64 = 0x2;
+    pub const NODEV: u64 = 0x4;
+    pub const NOEXEC: u64 = 0x8;
+    pub const ATIME_MASK: u64 = 0x70;
+    pub const RELATIME: u64 = 0x0;
+    pub const NOATIME: u64 = 0x10;
+    pub const STRICTATIME: u64 = 0x20;
+    pub const NODIRATIME: u64 = 0x80;
+    pub const NOSYMFOLLOW: u64 = 0x0020_0000;
+}
+
+/// The errno a refused call returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Errno {
+    /// EPERM: not allowed (the isolation rule, or the caller lacks CAP_SYS_ADMIN).
+    Perm,
+    /// EINVAL: the call is malformed as the kernel would see it (umount of a non-mount).
+    Inval,
+    /// ENOSYS: the call is not offered; callers fall back to mount(2).
+    NoSys,
+}
+
+impl Errno {
+    /// The number (the same on every Linux architecture).
+    pub fn raw(self) -> i32 {
+        match self {
+            Errno::Perm => 1,
+            Errno::Inval => 22,
+            Errno::NoSys => 38,
+        }
+    }
+}
+
+/// A trapped call, with its arguments as read from the caller's memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    Mount {
+        source: Option<String>,
+        fstype: Option<String>,
+        flags: u64,
+        data: Option<String>,
+    },
+    Umount {
+        flags: u64,
+    },
+    /// One of the new mount API's calls, by name.
+    NewApi(&'static str),
+}
+
+/// What the resolved target (mount point, or the mount to unmount/change) is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Target {
+    /// The path is the root of the mount it is on (a mount point seen from above).
+    pub is_mount_root: bool,
+    /// That mount is one the container started with, or a mask eci laid.
+    pub protected: bool,
+}
+
+/// What a bind's or move's source is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Source {
+    pub is_mount_root: bool,
+    pub protected: bool,
+    /// The source is on a proc or sysfs mount (a kernel view eci masks).
+    pub kernel_view: bool,
+}
+
+/// Who is calling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    /// CAP_SYS_ADMIN is in the caller's effective set (relative to its user namespace).
+    pub sys_admin: bool,
+    /// The caller's user namespace is the container's.
+    pub container_userns: bool,
+}
+
+/// Whose powers make a new filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Powers {
+    /// The caller's user namespace and credentials, inside its namespaces.
+    Caller,
+}
+
+/// What the supervisor does on the caller's behalf.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// A new filesystem (`fsopen`, `fsconfig` each option, `fsmount` with `attrs`), attached on
+    /// the target.
+    NewFs {
+        fstype: String,
+        /// `fsconfig` keys with their string values (`None`: a flag), `source` first.
+        options: Vec<(String, Option<String>)>,
+        attrs: u64,
+        powers: Powers,
+    },
+    /// A copy of the source's mount (`open_tree(OPEN_TREE_CLONE)`), attached on the target.
+    Bind { recursive: bool, attrs: u64 },
+    /// New mount attributes on the target's mount (a bind remount).
+    SetAttrs { attrs: u64 },
+    /// A superblock remount: the options go to `fsconfig` after `fspick`, then the attributes.
+    Reconfigure {
+        options: Vec<(String, Option<String>)>,
+        attrs: u64,
+    },
+    /// A propagation change (`MS_SHARED`/`MS_PRIVATE`/`MS_SLAVE`/`MS_UNBINDABLE`).
+    Propagation { propagation: u64, recursive: bool },
+    /// The source mount moves onto the target.
+    Move,
+    /// umount2 with these flags (`UMOUNT_NOFOLLOW` is the supervisor's business).
+    Umount { flags: u64 },
+}
+
+/// A refusal: the errno and why (for the audit log; the caller sees only the errno).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub errno: Errno,
+    pub why: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Allow(Action),
+    Refuse(Refusal),
+}
+
+/// Filesystems a container makes with its own powers.
+pub const CONTAINER_FS_TYPES: &[&str] = &["tmpfs", "overlay", "devpts", "mqueue", "cgroup2"];
+
+/// Filesystems that show or change the whole VM; named in refusals so the audit log says why.
+pub const VM_GLOBAL_FS_TYPES: &[&str] = &[
+    "debugfs",
+    "tracefs",
+    "securityfs",
+    "bpf",
+    "configfs",
+    "pstore",
+    "efivarfs",
+    "fusectl",
+    "binfmt_misc",
+    "hugetlbfs",
+    "cgroup",
+];
+
+/// Syscalls the filter traps for the supervisor (SPEC M1, M6: control path only).
+pub const TRAPPED_SYSCALLS: &[&str] = &[
+    "mount",
+    "umount2",
+    "fsopen",
+    "fsconfig",
+    "fsmount",
+    "fspick",
+    "move_mount",
+    "open_tree",
+    "mount_setattr",
+];
+
+fn refuse(errno: Errno, why: impl Into<String>) -> Verdict {
+    Verdict::Refuse(Refusal {
+        errno,
+        why: why.into(),
+    })
+}
+
+/// `MS_*` flags that have a per-mount `MOUNT_ATTR_*` counterpart.
+pub fn attrs_of(flags: u64) -> u64 {
+    let mut a = 0;
+    for (m, at) in [
+        (ms::RDONLY, attr::RDONLY),
+        (ms::NOSUID, attr::NOSUID),
+        (ms::NODEV, attr::NODEV),
+        (ms::NOEXEC, attr::NOEXEC),
+        (ms::NODIRATIME, attr::NODIRATIME),
+        (ms::NOSYMFOLLOW, attr::NOSYMFOLLOW),
+    ] {
+        if flags & m != 0 {
+            a |= at;
+        }
+    }
+    a | if flags & ms::NOATIME != 0 {
+        attr::NOATIME
+    } else if flags & ms::STRICTATIME != 0 {
+        attr::STRICTATIME
+    } else {
+        attr::RELATIME
+    }
+}
+
+/// Comma-separated mount data as `fsconfig` keys; `\,` keeps a comma inside a value (overlay's
+/// escaped paths).
+pub fn split_options(data: &str) -> Vec<(String, Option<String>)> {
+    let mut parts = vec![String::new()];
+    let mut chars = data.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&',') => {
+                parts
+                    .last_mut()
+                    .expect("one part")
+                    .push(chars.next().expect("peeked"));
+            }
+            ',' => parts.push(String::new()),
+            c => parts.last_mut().expect("one part").push(c),
+        }
+    }
+    parts
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (k.to_string(), Some(v.to_string())),
+            None => (p, None),
+        })
+        .collect()
+}
+
+/// Superblock flags that `fsconfig` takes as flag keys.
+fn sb_flag_options(flags: u64) -> Vec<(String, Option<String>)> {
+    [
+        (ms::RDONLY, "ro"),
+        (ms::SYNCHRONOUS, "sync"),
+        (ms::DIRSYNC, "dirsync"),
+        (ms::LAZYTIME, "lazytime"),
+    ]
+    .into_iter()
+    .filter(|(m, _)| flags & m != 0)
+    .map(|(_, k)| (k.to_string(), None))
+    .collect()
+}
+
+/// Decide a trapped call. `target` is what the target path reached (for umount, the mount to
+/// unmount); `source` what a bind's or move's source reached (`None` for other calls).
+pub fn decide(call: &Call, caller: Caller, target: Target, source: Option<Source>) -> Verdict {
+    if let Call::NewApi(name) = call {
+        return refuse(
+            Errno::NoSys,
+            format!(
+                "{name}: the new mount API is answered with ENOSYS; mount(2) is vetted (SPEC M1)"
+            ),
+        );
+    }
+    if !caller.sys_admin {
+        return refuse(
+            Errno::Perm,
+            "the caller lacks CAP_SYS_ADMIN in its user namespace",
+        );
+    }
+    if !caller.container_userns {
+        return refuse(
+            Errno::Perm,
+            "mounts from a user namespace nested in the container are not vetted yet (SPEC M7)",
+        );
+    }
+    match call {
+        Call::NewApi(_) => unreachable!("answered above"),
+        Call::Umount { flags } => {
+            if !target.is_mount_root {
+                return refuse(Errno::Inval, "umount: not a mount point");
+            }
+            if target.protected {
+                return refuse(
+                    Errno::Perm,
+                    "umount of a mount the container started with, or of a mask (SPEC M2)",
+                );
+            }
+            Verdict::Allow(Action::Umount {
+                flags: flags & (umount::MNT_FORCE | umount::MNT_DETACH | umount::MNT_EXPIRE),
+            })
+        }
+        Call::Mount {
+            source: src,
+            fstype,
+            flags,
+            data,
+        } => {
+            let mut flags = *flags;
+            if flags & ms::MGC_MSK == ms::MGC_VAL {
+                flags &= !ms::MGC_MSK;
+            }
+            let covers = target.is_mount_root && target.protected;
+            let options = || data.as_deref().map(split_options).unwrap_or_default();
+            if flags & ms::REMOUNT != 0 {
+                if !target.is_mount_root {
+                    return refuse(Errno::Inval, "remount: not a mount point");
+                }
+                if target.protected {
+                    return refuse(
+                        Errno::Perm,
+                        "remount of a mount the container started with, or of a mask (SPEC M2)",
+                    );
+                }
+                return Verdict::Allow(if flags & ms::BIND != 0 {
+                    Action::SetAttrs {
+                        attrs: attrs_of(flags),
+                    }
+                } else {
+                    Action::Reconfigure {
+                        options: options(),
+                        attrs: attrs_of(flags),
+                    }
+                });
+            }
+            if flags & ms::BIND != 0 {
+                let Some(s) = source else {
+                    return refuse(Errno::Inval, "bind: no source");
+                };
+                if s.kernel_view && s.protected {
+                    return refuse(
+                        Errno::Perm,
+                        "bind of the container's /proc or /sys: the copy would lose its masks (SPEC M2, F)",
+                    );
+                }
+                if covers {
+                    return refuse(
+                        Errno::Perm,
+                        "bind over a mount the container started with, or over a mask (SPEC M2)",
+                    );
+                }
+                // mount(2) ignores the per-mount flags of a plain bind (only a bind remount
+                // applies them), so the copy keeps the source's attributes.
+                return Verdict::Allow(Action::Bind {
+                    recursive: flags & ms::REC != 0,
+                    attrs: 0,
+                });
+            }
+            if flags & ms::PROPAGATION != 0 {
+                let propagation = flags & ms::PROPAGATION;
+                if propagation.count_ones() != 1 {
+                    return refuse(Errno::Inval, "more than one propagation type");
+                }
+                if !target.is_mount_root {
+                    return refuse(Errno::Inval, "propagation change: not a mount point");
+                }
+                return Verdict::Allow(Action::Propagation {
+                    propagation,
+                    recursive: flags & ms::REC != 0,
+                });
+            }
+            if flags & ms::MOVE != 0 {
+                let Some(s) = source else {
+                    return refuse(Errno::Inval, "move: no source");
+                };
+                if !s.is_mount_root {
+                    return refuse(Errno::Inval, "move: the source is not a mount point");
+                }
+                if s.protected {
+                    return refuse(
+                        Errno::Perm,
+                        "move of a mount the container started with, or of a mask (SPEC M2)",
+                    );
+                }
+                if covers {
+                    return refuse(
+                        Errno::Perm,
+                        "move over a mount the container started with, or over a mask (SPEC M2)",
+                    );
+                }
+                return Verdict::Allow(Action::Move);
+            }
+            let Some(fstype) = fstype.as_deref().filter(|t| !t.is_empty()) else {
+                return refuse(Errno::Inval, "mount: no filesystem type");
+            };
+            // `mount -t overlay` may name the type with a subtype (`fuse.x`); only the part
+            // before the dot picks the filesystem.
+            let base = fstype.split('.').next().unwrap_or(fstype);
+            if VM_GLOBAL_FS_TYPES.contains(&base) {
+                return refuse(
+                    Errno::Perm,
+                    format!("{fstype} shows or changes the whole VM (SPEC M3, P2)"),
+                );
+            }
+            if base == "proc" || base == "sysfs" {
+                return refuse(
+                    Errno::Perm,
+                    format!("a new {fstype} would lack the masks of the container's first one (SPEC M3, F)"),
+                );
+            }
+            if !CONTAINER_FS_TYPES.contains(&base) {
+                return refuse(
+                    Errno::Perm,
+                    format!("{fstype} is not a filesystem containers may mount (block devices and VM filesystems are refused, SPEC M3)"),
+                );
+            }
+            if covers {
+                return refuse(
+                    Errno::Perm,
+                    "mount over a mount the container started with, or over a mask (SPEC M2)",
+                );
+            }
+            let mut opts = vec![(
+                "source".to_string(),
+                Some(src.clone().unwrap_or_else(|| fstype.to_string())),
+            )];
+            opts.extend(sb_flag_options(flags));
+            opts.extend(options());
+            Verdict::Allow(Action::NewFs {
+                fstype: fstype.to_string(),
+                options: opts,
+                attrs: attrs_of(flags),
+                powers: Powers::Caller,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROOT: Caller = Caller {
+        sys_admin: true,
+        container_userns: true,
+    };
+    const DIR: Target = Target {
+        is_mount_root: false,
+        protected: true,
+    };
+    const INITIAL_ROOT: Target = Target {
+        is_mount_root: true,
+        protected: true,
+    };
+    const OWN_ROOT: Target = Target {
+        is_mount_root: true,
+        protected: false,
+    };
+
+    fn mount(fstype: &str, flags: u64, data: Option<&str>) -> Call {
+        Call::Mount {
+            source: Some("x".into()),
+            fstype: Some(fstype.into()),
+            flags,
+            data: data.map(String::from),
+        }
+    }
+
+    fn errno(v: Verdict) -> Errno {
+        match v {
+            Verdict::Refuse(r) => r.errno,
+            Verdict::Allow(a) => panic!("allowed: {a:?}"),
+        }
+    }
+
+    #[test]
+    fn tmpfs_on_a_folder_of_the_rootfs_is_made_with_the_callers_powers() {
+        let v = decide(
+            &mount("tmpfs", ms::NOSUID | ms::MGC_VAL, Some("size=1m,mode=755")),
+            ROOT,
+            DIR,
+            None,
+        );
+        assert_eq!(
+            v,
+            Verdict::Allow(Action::NewFs {
+                fstype: "tmpfs".into(),
+                options: vec![
+                    ("source".into(), Some("x".into())),
+                    ("size".into(), Some("1m".into())),
+                    ("mode".into(), Some("755".into())),
+                ],
+                attrs: attr::NOSUID,
+                powers: Powers::Caller,
+            })
+        );
+    }
+
+    #[test]
+    fn vm_global_and_block_filesystems_are_refused_with_eperm() {
+        for t in [
+            "debugfs",
+            "tracefs",
+            "securityfs",
+            "bpf",
+            "configfs",
+            "ext4",
+            "xfs",
+            "btrfs",
+            "cgroup",
+        ] {
+            assert_eq!(
+                errno(decide(&mount(t, 0, None), ROOT, DIR, None)),
+                Errno::Perm,
+                "{t}"
+            );
+        }
+    }
+
+    #[test]
+    fn proc_and_sysfs_wait_for_their_masks() {
+        for t in ["proc", "sysfs"] {
+            assert_eq!(
+                errno(decide(&mount(t, 0, None), ROOT, DIR, None)),
+                Errno::Perm,
+                "{t}"
+            );
+        }
+    }
+
+    #[test]
+    fn initial_mounts_and_masks_cannot_be_unmounted_covered_or_remounted() {
+        let um = Call::Umount {
+            flags: umount::MNT_DETACH,
+        };
+        assert_eq!(errno(decide(&um, ROOT, INITIAL_ROOT, None)), Errno::Perm);
+        assert_eq!(
+            errno(decide(&mount("tmpfs", 0, None), ROOT, INITIAL_ROOT, None)),
+            Errno::Perm
+        );
+        assert_eq!(
+            errno(decide(
+                &mount("", ms::REMOUNT | ms::BIND, None),
+                ROOT,
+                INITIAL_ROOT,
+                None
+            )),
+            Errno::Perm
+        );
+        assert_eq!(
+            errno(decide(
+                &mount("", ms::REMOUNT, Some("rw")),
+                ROOT,
+                INITIAL_ROOT,
+                None
+            )),
+            Errno::Perm
+        );
+        let src = Source {
+            is_mount_root: true,
+            protected: true,
+            kernel_view: false,
+        };
+        assert_eq!(
+            errno(decide(&mount("", ms::MOVE, None), ROOT, DIR, Some(src))),
+            Errno::Perm
+        );
+    }
+
+    #[test]
+    fn the_containers_own_mounts_change_freely() {
+        assert_eq!(
+            decide(
+                &Call::Umount {
+                    flags: umount::MNT_DETACH | umount::NOFOLLOW
+                },
+                ROOT,
+                OWN_ROOT,
+                None
+            ),
+            Verdict::Allow(Action::Umount {
+                flags: umount::MNT_DETACH
+            })
+        );
+        assert_eq!(
+            decide(
+                &mount("", ms::REMOUNT | ms::BIND | ms::RDONLY, None),
+                ROOT,
+                OWN_ROOT,
+                None
+            ),
+            Verdict::Allow(Action::SetAttrs {
+                attrs: attr::RDONLY
+            })
+        );
+        let own = Source {
+            is_mount_root: true,
+            protected: false,
+            kernel_view: false,
+        };
+        assert_eq!(
+            decide(&mount("", ms::MOVE, None), ROOT, DIR, Some(own)),
+            Verdict::Allow(Action::Move)
+        );
+    }
+
+    #[test]
+    fn binds_inside_the_tree_work_but_not_of_the_masked_kernel_views() {
+        let file = Source {
+            is_mount_root: false,
+            protected: true,
+            kernel_view: false,
+        };
+        assert_eq!(
+            decide(&mount("", ms::BIND | ms::REC, None), ROOT, DIR, Some(file)),
+            Verdict::Allow(Action::Bind {
+                recursive: true,
+                attrs: 0
+            })
+        );
+        let proc = Source {
+            kernel_view: true,
+            ..file
+        };
+        assert_eq!(
+            errno(decide(&mount("", ms::BIND, None), ROOT, DIR, Some(proc))),
+            Errno::Perm
+        );
+        assert_eq!(
+            errno(decide(
+                &mount("", ms::BIND, None),
+                ROOT,
+                INITIAL_ROOT,
+                Some(file)
+            )),
+            Errno::Perm
+        );
+    }
+
+    #[test]
+    fn propagation_changes_are_allowed_even_on_initial_mounts() {
+        assert_eq!(
+            decide(
+                &mount("", ms::SHARED | ms::REC, None),
+                ROOT,
+                INITIAL_ROOT,
+                None
+            ),
+            Verdict::Allow(Action::Propagation {
+                propagation: ms::SHARED,
+                recursive: true
+            })
+        );
+        assert_eq!(
+            errno(decide(
+                &mount("", ms::SHARED | ms::SLAVE, None),
+                ROOT,
+                INITIAL_ROOT,
+                None
+            )),
+            Errno::Inval
+        );
+    }
+
+    #[test]
+    fn callers_without_sys_admin_or_from_nested_user_namespaces_are_refused() {
+        let t = mount("tmpfs", 0, None);
+        let no_cap = Caller {
+            sys_admin: false,
+            container_userns: true,
+        };
+        let nested = Caller {
+            sys_admin: true,
+            container_userns: false,
+        };
+        assert_eq!(errno(decide(&t, no_cap, DIR, None)), Errno::Perm);
+        assert_eq!(errno(decide(&t, nested, DIR, None)), Errno::Perm);
+    }
+
+    #[test]
+    fn the_new_mount_api_is_answered_with_enosys() {
+        for n in [
+            "fsopen",
+            "open_tree",
+            "move_mount",
+            "mount_setattr",
+            "fspick",
+        ] {
+            let name: &'static str = TRAPPED_SYSCALLS.iter().find(|s| **s == n).unwrap();
+            assert_eq!(
+                errno(decide(&Call::NewApi(name), ROOT, DIR, None)),
+                Errno::NoSys
+            );
+        }
+    }
+
+    #[test]
+    fn umount_of_a_plain_folder_is_einval_as_the_kernel_says() {
+        assert_eq!(
+            errno(decide(&Call::Umount { flags: 0 }, ROOT, DIR, None)),
+            Errno::Inval
+        );
+    }
+
+    #[test]
+    fn options_keep_escaped_commas_and_sb_flags() {
+        assert_eq!(
+            split_options("lowerdir=/a\\,b:/c,upperdir=/u,ro"),
+            vec![
+                ("lowerdir".into(), Some("/a,b:/c".into())),
+                ("upperdir".into(), Some("/u".into())),
+                ("ro".into(), None)
+            ]
+        );
+        let v = decide(
+            &mount("tmpfs", ms::RDONLY | ms::NOATIME, None),
+            ROOT,
+            DIR,
+            None,
+        );
+        let Verdict::Allow(Action::NewFs { options, attrs, .. }) = v else {
+            panic!()
+        };
+        assert!(options.contains(&("ro".into(), None)));
+        assert_eq!(attrs, attr::RDONLY | attr::NOATIME);
+    }
+}
