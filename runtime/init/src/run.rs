@@ -201,6 +201,7 @@ fn boot(mode: Mode) -> Result<(), String> {
         None => (PathBuf::from("/"), PathBuf::from("/sysroot")),
         Some(root) => (root.clone(), root.clone()),
     };
+    phase("root");
     enter_root(&src, &at).map_err(|e| format!("cannot make {} the root: {e}", src.display()))?;
     let mut init = Init::stage2(mode)?;
     init.run();
@@ -244,6 +245,7 @@ impl Init {
     fn stage2(mode: Mode) -> Result<Init, String> {
         // Under another init, /proc, /sys, /dev, /run and the cgroups are its mounts.
         if !mode.under_init {
+            phase("mounts");
             for m in mounts::early() {
                 if let Err(e) = do_mount(&m) {
                     say(&format!("cannot mount {} on {}: {e}", m.fstype, m.target));
@@ -288,6 +290,7 @@ impl Init {
         }
         // Under another init the distribution's disk is persistent and its /var is the engine's.
         if !mode.under_init {
+            phase("var");
             prepare_var()?;
         }
         for (dir, mode_bits) in [(RUN_DIR, 0o700), (LOG_DIR, 0o755)] {
@@ -304,6 +307,7 @@ impl Init {
         }
 
         // SPEC V5: hardening done, module loading off; nothing started yet.
+        phase("kernel-check");
         let verdict = kernel_check::check(
             &mode.probe_root(),
             Path::new(IMAGE_PINS_PATH),
@@ -327,6 +331,7 @@ impl Init {
             ));
         }
 
+        phase("data-disk");
         let data = if mode.vm() {
             data_disk(&opts)
         } else if mode.under_init {
@@ -361,6 +366,7 @@ impl Init {
         // the only writable places. Under another init the root is the distribution's disk,
         // which that init and its tools write to.
         if !mode.under_init {
+            phase("root-ro");
             match mount(
                 None::<&str>,
                 "/",
@@ -415,6 +421,7 @@ impl Init {
 
     /// The supervisor loop: until every service has stopped after a shutdown request.
     fn run(&mut self) {
+        phase("services");
         let actions = self.machine.start(Instant::now());
         self.execute(actions);
         while !self.machine.is_down() {
@@ -676,6 +683,13 @@ impl Init {
     }
 }
 
+/// Marks the start of a boot step on the console, `phase <step> at <uptime>`: the boot-phase
+/// report (`eci-build test`, bench/boot.sh; builder/src/boot_phases.rs) measures each step as
+/// the time to the next mark, so a new step needs only a new mark (issue 13).
+fn phase(step: &str) {
+    say(&format!("phase {step} at {:.3}", sys::uptime()));
+}
+
 fn uptime_at(t: Instant) -> f64 {
     sys::uptime() - t.elapsed().as_secs_f64()
 }
@@ -706,6 +720,7 @@ fn vm_identity() {
 fn harden(under_init: bool, facts: &mut Vec<(String, String)>) -> Vec<ModuleFailure> {
     let modular = Path::new("/proc/modules").exists();
     let ours = !under_init || running_pinned_kernel();
+    phase("modules");
     let (loaded, failures) = if modular && ours {
         load_modules()
     } else {
@@ -720,6 +735,7 @@ fn harden(under_init: bool, facts: &mut Vec<(String, String)>) -> Vec<ModuleFail
     facts.push(("ECI_MODULES_LOADED".into(), loaded.to_string()));
     facts.push(("ECI_MODULES_FAILED".into(), names.join(" ")));
 
+    phase("sysctls");
     let text = std::fs::read_to_string(SYSCTL_FILE).unwrap_or_default();
     let (settings, errors) = crate::sysctl::parse(&text, SYSCTL_FILE);
     for e in errors {
