@@ -1,0 +1,787 @@
+//! The FUSE filesystem: the root lists containers (VM root only), each container's folder
+//! holds its views. Inode numbers are `slot << 8 | node`: a slot is given once per container
+//! registration and never reused while the server runs, so a stale inode of a deleted
+//! container cannot reach a new one.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyWrite, Request, WriteFlags,
+};
+
+use crate::cgroup::{CgroupFiles, CpuStats};
+use crate::knobs::{self, Knob};
+use crate::registry::{self, Record, Registry};
+use crate::render;
+
+/// How long the kernel may cache names and attributes. The files have no size (as in procfs)
+/// and are read with direct I/O, so only the folder structure is cached.
+const TTL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    Proc(&'static str),
+    Knob(&'static Knob),
+    BootId,
+    MachineId,
+    ProductUuid,
+}
+
+#[derive(Debug)]
+pub struct Node {
+    pub name: String,
+    pub parent: usize,
+    pub kind: Kind,
+}
+
+/// The fixed tree of one container's folder; node 0 is the folder itself.
+#[derive(Debug)]
+pub struct Tree {
+    pub nodes: Vec<Node>,
+}
+
+impl Tree {
+    pub fn get() -> &'static Tree {
+        static T: OnceLock<Tree> = OnceLock::new();
+        T.get_or_init(|| {
+            let mut nodes = vec![Node {
+                name: String::new(),
+                parent: 0,
+                kind: Kind::Dir,
+            }];
+            let mut add = |name: &str, parent: usize, kind: Kind| {
+                nodes.push(Node {
+                    name: name.into(),
+                    parent,
+                    kind,
+                });
+                nodes.len() - 1
+            };
+            let proc_ = add("proc", 0, Kind::Dir);
+            for f in crate::PROC_FILES {
+                add(f, proc_, Kind::Proc(f));
+            }
+            let sysctl = add("sysctl", 0, Kind::Dir);
+            for k in knobs::KNOBS {
+                add(&knobs::file_name(k), sysctl, Kind::Knob(k));
+            }
+            add("boot_id", 0, Kind::BootId);
+            add("machine-id", 0, Kind::MachineId);
+            let dmi = add("dmi", 0, Kind::Dir);
+            let id = add("id", dmi, Kind::Dir);
+            add("product_uuid", id, Kind::ProductUuid);
+            assert!(nodes.len() < 256, "the inode layout has 8 bits per node");
+            Tree { nodes }
+        })
+    }
+
+    /// The node at `path` (`proc/meminfo`) below the container folder.
+    pub fn find(&self, path: &str) -> Option<usize> {
+        let mut at = 0;
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            at = self.child(at, part)?;
+        }
+        Some(at)
+    }
+
+    pub fn child(&self, parent: usize, name: &str) -> Option<usize> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .skip(1)
+            .find(|(_, n)| n.parent == parent && n.name == name)
+            .map(|(i, _)| i)
+    }
+}
+
+/// The load average of one container, sampled while someone reads it.
+#[derive(Debug, Default)]
+pub struct Load {
+    pub avg: [f64; 3],
+    pub running: u64,
+    pub total: u64,
+    pub last_pid: u64,
+    /// Read at least once: the sampler then keeps it current.
+    pub wanted: bool,
+}
+
+/// A registered container as the server holds it.
+#[derive(Debug)]
+pub struct Container {
+    pub rec: Record,
+    pub cg: CgroupFiles,
+    knobs: Mutex<HashMap<&'static str, String>>,
+    pub load: Mutex<Load>,
+}
+
+impl Container {
+    fn new(rec: Record) -> Container {
+        Container {
+            cg: CgroupFiles::new(rec.cgroup.clone()),
+            rec,
+            knobs: Mutex::new(HashMap::new()),
+            load: Mutex::new(Load::default()),
+        }
+    }
+
+    /// The container's users: its id range in VM ids, and VM root.
+    fn may_read(&self, uid: u32) -> bool {
+        uid == 0
+            || (uid >= self.rec.root_uid
+                && u64::from(uid) < u64::from(self.rec.root_uid) + u64::from(self.rec.id_range))
+    }
+
+    /// Only the container's root writes its knobs (and VM root).
+    fn may_write(&self, uid: u32) -> bool {
+        uid == 0 || uid == self.rec.root_uid
+    }
+
+    fn knob(&self, k: &'static Knob) -> String {
+        let mut m = self.knobs.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(k.path)
+            .or_insert_with(|| {
+                std::fs::read_to_string(format!("/proc/sys/{}", k.path))
+                    .unwrap_or_else(|_| "0\n".into())
+            })
+            .clone()
+    }
+
+    fn uptime_secs(&self) -> f64 {
+        registry::boottime_ns().saturating_sub(self.rec.started_boottime_ns) as f64 / 1e9
+    }
+}
+
+/// The VM's files the views start from, cached briefly: their lines that pass through (the
+/// VM's interrupt counts, hugepage sizes, CPU models) need not be exact to the millisecond,
+/// and reading them is most of a view's cost. The container's own numbers are never cached.
+#[derive(Debug, Default)]
+struct HostFiles {
+    cache: Mutex<HashMap<&'static str, (Instant, Arc<String>)>>,
+}
+
+impl HostFiles {
+    fn get(&self, path: &'static str, ttl: Duration) -> std::io::Result<Arc<String>> {
+        {
+            let c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((at, t)) = c.get(path) {
+                if at.elapsed() < ttl {
+                    return Ok(t.clone());
+                }
+            }
+        }
+        let t = Arc::new(std::fs::read_to_string(path)?);
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(path, (Instant::now(), t.clone()));
+        Ok(t)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Slots {
+    by_key: HashMap<String, u64>,
+    by_slot: HashMap<u64, Arc<Container>>,
+}
+
+/// State shared by the FUSE workers, the control socket and the sampler.
+#[derive(Debug)]
+pub struct Shared {
+    registry: Registry,
+    slots: RwLock<Slots>,
+    next_slot: AtomicU64,
+    host: HostFiles,
+    handles: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
+    next_fh: AtomicU64,
+}
+
+impl Shared {
+    pub fn new(registry: Registry) -> Arc<Shared> {
+        Arc::new(Shared {
+            registry,
+            slots: RwLock::new(Slots::default()),
+            next_slot: AtomicU64::new(1),
+            host: HostFiles::default(),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+        })
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The container of `key`, loaded from its record on first use.
+    fn by_key(&self, key: &str) -> Option<(u64, Arc<Container>)> {
+        {
+            let s = self.slots.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(slot) = s.by_key.get(key) {
+                return Some((*slot, s.by_slot.get(slot)?.clone()));
+            }
+        }
+        let rec = self.registry.get(key).ok()??;
+        let mut s = self.slots.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = s.by_key.get(key) {
+            return Some((*slot, s.by_slot.get(slot)?.clone()));
+        }
+        let slot = self.next_slot.fetch_add(1, Ordering::Relaxed);
+        let c = Arc::new(Container::new(rec));
+        s.by_key.insert(key.to_string(), slot);
+        s.by_slot.insert(slot, c.clone());
+        Some((slot, c))
+    }
+
+    fn by_slot(&self, slot: u64) -> Option<Arc<Container>> {
+        self.slots
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_slot
+            .get(&slot)
+            .cloned()
+    }
+
+    /// Drops a container (deleted): its views answer ENOENT from now on.
+    pub fn forget(&self, key: &str) {
+        let mut s = self.slots.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = s.by_key.remove(key) {
+            s.by_slot.remove(&slot);
+        }
+    }
+
+    /// Containers currently held (for the sampler).
+    pub fn containers(&self) -> Vec<(String, Arc<Container>)> {
+        let s = self.slots.read().unwrap_or_else(|e| e.into_inner());
+        s.by_key
+            .iter()
+            .filter_map(|(k, slot)| Some((k.clone(), s.by_slot.get(slot)?.clone())))
+            .collect()
+    }
+
+    fn cpus(&self, c: &Container) -> std::io::Result<(CpuStats, usize, Arc<String>)> {
+        let info = self.host.get("/proc/cpuinfo", Duration::from_secs(10))?;
+        let cpu = c.cg.cpu()?;
+        let n = render::visible_cpus(&render::online_cpus(&info), &cpu).len();
+        Ok((cpu, n.max(1), info))
+    }
+
+    /// The text of a view file now.
+    pub fn render(&self, c: &Container, kind: Kind) -> std::io::Result<Vec<u8>> {
+        let short = Duration::from_secs(1);
+        let text = match kind {
+            Kind::Dir => return Err(std::io::Error::from_raw_os_error(libc::EISDIR)),
+            Kind::Proc("meminfo") => {
+                render::meminfo(&self.host.get("/proc/meminfo", short)?, &c.cg.memory()?)
+            }
+            Kind::Proc("swaps") => {
+                let mem = render::meminfo(&self.host.get("/proc/meminfo", short)?, &c.cg.memory()?);
+                render::swaps(&self.host.get("/proc/swaps", short)?, &mem)
+            }
+            Kind::Proc("cpuinfo") => {
+                let info = self.host.get("/proc/cpuinfo", Duration::from_secs(10))?;
+                let cpu = c.cg.cpu()?;
+                let v = render::visible_cpus(&render::online_cpus(&info), &cpu);
+                render::cpuinfo(&info, &v)
+            }
+            Kind::Proc("stat") => {
+                let (cpu, n, _) = self.cpus(c)?;
+                let up = c.uptime_secs();
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64());
+                let btime = (now - up).max(0.0) as u64;
+                render::stat(&self.host.get("/proc/stat", short)?, &cpu, n, up, btime)
+            }
+            Kind::Proc("uptime") => {
+                let (cpu, n, _) = self.cpus(c)?;
+                render::uptime(c.uptime_secs(), &cpu, n)
+            }
+            Kind::Proc("loadavg") => {
+                let mut l = c.load.lock().unwrap_or_else(|e| e.into_inner());
+                if !l.wanted {
+                    l.wanted = true;
+                    sample(c, &mut l, 0.0);
+                }
+                render::loadavg(l.avg, l.running, l.total, l.last_pid)
+            }
+            Kind::Proc("diskstats") => {
+                render::diskstats(&self.host.get("/proc/diskstats", short)?, &c.cg.io()?)
+            }
+            Kind::Proc(_) => return Err(std::io::Error::from_raw_os_error(libc::ENOENT)),
+            Kind::Knob(k) => c.knob(k),
+            Kind::BootId => format!("{}\n", c.rec.boot_id),
+            Kind::MachineId => format!("{}\n", c.rec.machine_id),
+            Kind::ProductUuid => format!("{}\n", c.rec.product_uuid),
+        };
+        Ok(text.into_bytes())
+    }
+}
+
+/// One load sample: running (R) and uninterruptible (D) threads of the container, folded
+/// into the three averages as the kernel does every 5 s (`weight` is the old value's share;
+/// 0 starts from the current count).
+pub fn sample(c: &Container, l: &mut Load, weight_of: f64) {
+    let mut running = 0u64;
+    let mut total = 0u64;
+    let mut last = 0u32;
+    for pid in c.cg.procs() {
+        last = last.max(pid);
+        let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for t in rd.flatten() {
+            total += 1;
+            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+            let state = stat.rsplit_once(") ").and_then(|(_, r)| r.chars().next());
+            if matches!(state, Some('R') | Some('D')) {
+                running += 1;
+            }
+        }
+    }
+    // The newest process's pid as the container sees it (the last NSpid column).
+    l.last_pid = std::fs::read_to_string(format!("/proc/{last}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|x| x.starts_with("NSpid:"))
+                .and_then(|x| x.split_whitespace().last()?.parse().ok())
+        })
+        .unwrap_or(0);
+    for (i, minutes) in [1.0f64, 5.0, 15.0].iter().enumerate() {
+        let e = if weight_of == 0.0 {
+            0.0
+        } else {
+            (-weight_of / (minutes * 60.0)).exp()
+        };
+        l.avg[i] = l.avg[i] * e + running as f64 * (1.0 - e);
+    }
+    l.running = running;
+    l.total = total;
+}
+
+/// The FUSE side of [`Shared`].
+pub struct Views(pub Arc<Shared>);
+
+fn split(ino: INodeNo) -> (u64, usize) {
+    (ino.0 >> 8, (ino.0 & 0xff) as usize)
+}
+
+fn ino_of(slot: u64, node: usize) -> INodeNo {
+    INodeNo(slot << 8 | node as u64)
+}
+
+fn attr(ino: INodeNo, kind: Kind, uid: u32, gid: u32) -> FileAttr {
+    let (ft, perm, nlink) = match kind {
+        Kind::Dir => (FileType::Directory, 0o555, 2),
+        Kind::Knob(_) => (FileType::RegularFile, 0o644, 1),
+        _ => (FileType::RegularFile, 0o444, 1),
+    };
+    let now = SystemTime::now();
+    FileAttr {
+        ino,
+        size: 0,
+        blocks: 0,
+        atime: now,
+        mtime: now,
+        ctime: now,
+        crtime: now,
+        kind: ft,
+        perm,
+        nlink,
+        uid,
+        gid,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
+fn root_attr() -> FileAttr {
+    let mut a = attr(INodeNo::ROOT, Kind::Dir, 0, 0);
+    a.perm = 0o711;
+    a
+}
+
+impl Views {
+    /// The container and node of an inode the caller may read.
+    fn resolve(&self, req: &Request, ino: INodeNo) -> Result<(Arc<Container>, usize), Errno> {
+        let (slot, node) = split(ino);
+        let c = self.0.by_slot(slot).ok_or(Errno::ENOENT)?;
+        if node >= Tree::get().nodes.len() {
+            return Err(Errno::ENOENT);
+        }
+        if !c.may_read(req.uid()) {
+            return Err(Errno::EACCES);
+        }
+        Ok((c, node))
+    }
+}
+
+impl Filesystem for Views {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let Some(name) = name.to_str() else {
+            return reply.error(Errno::ENOENT);
+        };
+        if parent == INodeNo::ROOT {
+            if req.uid() != 0 {
+                return reply.error(Errno::EACCES);
+            }
+            return match self.0.by_key(name) {
+                Some((slot, c)) => reply.entry(
+                    &TTL,
+                    &attr(ino_of(slot, 0), Kind::Dir, c.rec.root_uid, c.rec.root_gid),
+                    Generation(0),
+                ),
+                None => reply.error(Errno::ENOENT),
+            };
+        }
+        match self.resolve(req, parent) {
+            Ok((c, node)) => match Tree::get().child(node, name) {
+                Some(i) => {
+                    let (slot, _) = split(parent);
+                    reply.entry(
+                        &TTL,
+                        &attr(
+                            ino_of(slot, i),
+                            Tree::get().nodes[i].kind,
+                            c.rec.root_uid,
+                            c.rec.root_gid,
+                        ),
+                        Generation(0),
+                    )
+                }
+                None => reply.error(Errno::ENOENT),
+            },
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        if ino == INodeNo::ROOT {
+            return reply.attr(&TTL, &root_attr());
+        }
+        match self.resolve(req, ino) {
+            Ok((c, node)) => reply.attr(
+                &TTL,
+                &attr(
+                    ino,
+                    Tree::get().nodes[node].kind,
+                    c.rec.root_uid,
+                    c.rec.root_gid,
+                ),
+            ),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    /// Only the truncation of `echo N > knob` (O_TRUNC) is accepted, as a no-op.
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<fuser::TimeOrNow>,
+        _mtime: Option<fuser::TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        match self.resolve(req, ino) {
+            Ok((c, node)) => {
+                let kind = Tree::get().nodes[node].kind;
+                let truncate_only = mode.is_none() && uid.is_none() && gid.is_none();
+                if matches!(kind, Kind::Knob(_))
+                    && truncate_only
+                    && size.is_none_or(|s| s == 0)
+                    && c.may_write(req.uid())
+                {
+                    reply.attr(&TTL, &attr(ino, kind, c.rec.root_uid, c.rec.root_gid))
+                } else {
+                    reply.error(Errno::EPERM)
+                }
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn access(&self, req: &Request, ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        if ino == INodeNo::ROOT {
+            return if req.uid() == 0 {
+                reply.ok()
+            } else {
+                reply.error(Errno::EACCES)
+            };
+        }
+        match self.resolve(req, ino) {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let (c, node) = match self.resolve(req, ino) {
+            Ok(x) => x,
+            Err(e) => return reply.error(e),
+        };
+        let kind = Tree::get().nodes[node].kind;
+        let writes = !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY);
+        if writes && !(matches!(kind, Kind::Knob(_)) && c.may_write(req.uid())) {
+            return reply.error(Errno::EACCES);
+        }
+        // Rendered once per open, as procfs does on the first read: a reader that reads in
+        // pieces sees one consistent text.
+        match self.0.render(&c, kind) {
+            Ok(text) => {
+                let fh = self.0.next_fh.fetch_add(1, Ordering::Relaxed);
+                self.0
+                    .handles
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(fh, Arc::new(text));
+                reply.opened(
+                    FileHandle(fh),
+                    FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH,
+                );
+            }
+            Err(e) => reply.error(Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        reply: ReplyData,
+    ) {
+        let text = self
+            .0
+            .handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&fh.0)
+            .cloned();
+        match text {
+            Some(t) => {
+                let start = (offset as usize).min(t.len());
+                let end = start.saturating_add(size as usize).min(t.len());
+                reply.data(&t[start..end])
+            }
+            None => reply.error(Errno::EBADF),
+        }
+    }
+
+    fn write(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let (c, node) = match self.resolve(req, ino) {
+            Ok(x) => x,
+            Err(e) => return reply.error(e),
+        };
+        let Kind::Knob(k) = Tree::get().nodes[node].kind else {
+            return reply.error(Errno::EACCES);
+        };
+        if !c.may_write(req.uid()) {
+            return reply.error(Errno::EACCES);
+        }
+        let current = c.knob(k);
+        match std::str::from_utf8(data)
+            .ok()
+            .and_then(|s| knobs::normalize(s, &current))
+        {
+            Some(v) => {
+                c.knobs
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(k.path, v);
+                reply.written(data.len() as u32)
+            }
+            None => reply.error(Errno::EINVAL),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: fuser::LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        // ENOSYS tells the kernel never to send flush again: one message less per close.
+        reply.error(Errno::ENOSYS)
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.0
+            .handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&fh.0);
+        reply.ok()
+    }
+
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if ino == INodeNo::ROOT {
+            return if req.uid() == 0 {
+                reply.opened(FileHandle(0), FopenFlags::empty())
+            } else {
+                reply.error(Errno::EACCES)
+            };
+        }
+        match self.resolve(req, ino) {
+            Ok((_, node)) if Tree::get().nodes[node].kind == Kind::Dir => {
+                reply.opened(FileHandle(0), FopenFlags::empty())
+            }
+            Ok(_) => reply.error(Errno::ENOTDIR),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readdir(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let mut entries: Vec<(INodeNo, FileType, String)> = Vec::new();
+        if ino == INodeNo::ROOT {
+            if req.uid() != 0 {
+                return reply.error(Errno::EACCES);
+            }
+            entries.push((INodeNo::ROOT, FileType::Directory, ".".into()));
+            entries.push((INodeNo::ROOT, FileType::Directory, "..".into()));
+            let mut keys = self.0.registry().keys();
+            keys.sort();
+            for k in keys {
+                if let Some((slot, _)) = self.0.by_key(&k) {
+                    entries.push((ino_of(slot, 0), FileType::Directory, k));
+                }
+            }
+        } else {
+            let (_, node) = match self.resolve(req, ino) {
+                Ok(x) => x,
+                Err(e) => return reply.error(e),
+            };
+            let (slot, _) = split(ino);
+            entries.push((ino, FileType::Directory, ".".into()));
+            entries.push((ino, FileType::Directory, "..".into()));
+            for (i, n) in Tree::get().nodes.iter().enumerate().skip(1) {
+                if n.parent == node {
+                    let ft = if n.kind == Kind::Dir {
+                        FileType::Directory
+                    } else {
+                        FileType::RegularFile
+                    };
+                    entries.push((ino_of(slot, i), ft, n.name.clone()));
+                }
+            }
+        }
+        for (i, (ino, ft, name)) in entries.into_iter().enumerate().skip(offset as usize) {
+            if reply.add(ino, i as u64 + 1, ft, name) {
+                break;
+            }
+        }
+        reply.ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tree_paths() {
+        let t = Tree::get();
+        assert_eq!(t.find(""), Some(0));
+        let m = t.find("proc/meminfo").unwrap();
+        assert_eq!(t.nodes[m].kind, Kind::Proc("meminfo"));
+        assert!(t.find("proc/nope").is_none());
+        let u = t.find("dmi/id/product_uuid").unwrap();
+        assert_eq!(t.nodes[u].kind, Kind::ProductUuid);
+        assert!(matches!(
+            t.nodes[t.find("sysctl/vm.overcommit_memory").unwrap()].kind,
+            Kind::Knob(_)
+        ));
+    }
+
+    #[test]
+    fn inodes_split_back() {
+        for (slot, node) in [(1u64, 0usize), (7, 3), (1 << 40, 255)] {
+            assert_eq!(split(ino_of(slot, node)), (slot, node));
+        }
+        assert_ne!(ino_of(1, 0), INodeNo::ROOT);
+    }
+
+    fn rec(uid: u32) -> Record {
+        Record {
+            key: "k".into(),
+            cgroup: Default::default(),
+            root_uid: uid,
+            root_gid: uid,
+            id_range: 65536,
+            started_boottime_ns: registry::boottime_ns(),
+            boot_id: "b".into(),
+            machine_id: "m".into(),
+            product_uuid: "p".into(),
+            state_dir: "/nonexistent".into(),
+        }
+    }
+
+    #[test]
+    fn only_the_containers_ids_read_and_only_its_root_writes() {
+        let c = Container::new(rec(100_000));
+        assert!(c.may_read(0) && c.may_read(100_000) && c.may_read(165_535));
+        assert!(!c.may_read(165_536) && !c.may_read(99_999) && !c.may_read(1000));
+        assert!(c.may_write(100_000) && c.may_write(0));
+        assert!(!c.may_write(101_000));
+    }
+
+    #[test]
+    fn identity_files_are_the_records() {
+        let s = Shared::new(Registry::new("/nonexistent"));
+        let c = Container::new(rec(1));
+        assert_eq!(s.render(&c, Kind::BootId).unwrap(), b"b\n");
+        assert_eq!(s.render(&c, Kind::ProductUuid).unwrap(), b"p\n");
+        let up = String::from_utf8(s.render(&c, Kind::Proc("uptime")).unwrap()).unwrap();
+        let secs: f64 = up.split_whitespace().next().unwrap().parse().unwrap();
+        assert!(secs < 5.0, "{up}");
+    }
+}

@@ -1,0 +1,161 @@
+//! The long-lived process around the filesystem: one FUSE mount for all containers, a control
+//! socket (liveness and "forget this container"), and a sampler for load averages and for
+//! records whose container is gone.
+//!
+//! [`serve`] is the seam for a supervisor: it runs in the calling thread until the mount goes
+//! away, so a supervisor can host it in a thread of its own instead of `eci-views serve`.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::fcntl::{Flock, FlockArg};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+
+use crate::fs::{sample, Shared, Views};
+use crate::registry::Registry;
+use crate::{Error, Layout};
+
+/// How often load averages are sampled (the kernel's own period).
+const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+
+/// Serves the views of every registered container until the mount is taken away. Fails with
+/// [`Error::AlreadyServing`] when another server holds the layout's lock.
+pub fn serve(layout: &Layout, threads: usize) -> Result<(), Error> {
+    let root = &layout.root;
+    std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
+    let _ = std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700));
+    let lock_path = layout.lock();
+    let lock_file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(|e| Error::io(&lock_path, e))?;
+    let _lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock)
+        .map_err(|_| Error::AlreadyServing(lock_path.clone()))?;
+
+    let mnt = layout.mount();
+    // A server that died leaves its mount answering ENOTCONN (containers made with it keep
+    // failing closed); new containers get the new mount, stacked where the old one was.
+    for _ in 0..16 {
+        if umount2(&mnt, MntFlags::MNT_DETACH).is_err() {
+            break;
+        }
+    }
+    std::fs::create_dir_all(&mnt).map_err(|e| Error::io(&mnt, e))?;
+    let dev = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .map_err(|e| Error::io(Path::new("/dev/fuse"), e))?;
+    let data = format!(
+        "fd={},rootmode=40000,user_id=0,group_id=0,allow_other",
+        dev.as_raw_fd()
+    );
+    mount(
+        Some("eci-views"),
+        &mnt,
+        Some("fuse.eci-views"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some(data.as_str()),
+    )
+    .map_err(|e| Error::Mount(mnt.clone(), e.to_string()))?;
+
+    let shared = Shared::new(Registry::new(layout.records()));
+    let mut config = fuser::Config::default();
+    config.acl = fuser::SessionACL::All;
+    config.n_threads = Some(threads.max(1));
+    config.clone_fd = threads > 1;
+    let session = fuser::Session::from_fd(
+        Views(shared.clone()),
+        OwnedFd::from(dev),
+        fuser::SessionACL::All,
+        config,
+    )
+    .map_err(|e| Error::Mount(mnt.clone(), e.to_string()))?;
+
+    let sock = layout.socket();
+    let _ = std::fs::remove_file(&sock);
+    let listener = UnixListener::bind(&sock).map_err(|e| Error::io(&sock, e))?;
+    let _ = std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600));
+    {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || control(listener, &shared))
+            .map_err(|e| Error::io(&sock, e))?;
+    }
+    {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name("sampler".into())
+            .spawn(move || sampler(&shared))
+            .map_err(|e| Error::io(&sock, e))?;
+    }
+    eprintln!(
+        "eci-views: serving {} ({} worker threads)",
+        mnt.display(),
+        threads
+    );
+    session.run().map_err(|e| Error::io(&mnt, e))
+}
+
+fn control(listener: UnixListener, shared: &Arc<Shared>) {
+    for conn in listener.incoming() {
+        let Ok(mut conn) = conn else { continue };
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+        let mut line = String::new();
+        if BufReader::new(&conn).read_line(&mut line).is_err() {
+            continue;
+        }
+        let answer = match line.trim().split_once(' ') {
+            None if line.trim() == "ping" => format!("ok eci-views {}\n", std::process::id()),
+            Some(("forget", key)) => {
+                shared.forget(key);
+                "ok\n".to_string()
+            }
+            _ => "error: unknown request (ping | forget KEY)\n".to_string(),
+        };
+        let _ = conn.write_all(answer.as_bytes());
+    }
+}
+
+fn sampler(shared: &Arc<Shared>) {
+    loop {
+        std::thread::sleep(SAMPLE_EVERY);
+        for (key, c) in shared.containers() {
+            // The runtime removes the record at delete; a runtime that died first leaves a
+            // record whose state folder is gone.
+            if !shared.registry().exists(&key) {
+                shared.forget(&key);
+                continue;
+            }
+            if !c.rec.state_dir.as_os_str().is_empty() && !c.rec.state_dir.exists() {
+                let _ = shared.registry().remove(&key);
+                shared.forget(&key);
+                continue;
+            }
+            let mut l = c.load.lock().unwrap_or_else(|e| e.into_inner());
+            if l.wanted {
+                sample(&c, &mut l, SAMPLE_EVERY.as_secs_f64());
+            }
+        }
+    }
+}
+
+/// Opens the server's log for appending (the client points the server's stderr there).
+pub fn open_log(layout: &Layout) -> std::io::Result<File> {
+    std::fs::create_dir_all(&layout.root)?;
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(layout.log())
+}
