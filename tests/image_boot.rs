@@ -325,6 +325,58 @@ fn hyperv_image_rebuilds_identically_and_boots_to_a_passing_selftest() {
     };
     assert!(ready_at("containerd") <= ready_at("dockerd"), "{services}");
     assert!(ready_at("dockerd") <= ready_at("eci-guard"), "{services}");
+    // Issue 13: the boot's phase report exists and is well-formed; its figures belong to
+    // bench/boot.sh, never to a test. Every milestone of the chain, in boot order, and the
+    // consecutive phases add up to the first run's uptime.
+    let tl = &result.timeline;
+    let at = |name: &str| {
+        tl.milestone(name)
+            .unwrap_or_else(|| panic!("no {name} milestone: {:?}", tl.milestones))
+            .uptime
+    };
+    let chain = [
+        "kernel",
+        "initramfs-unpack",
+        "initramfs-unpacked",
+        "init",
+        "init-mounts",
+        "init-modules",
+        "init-kernel-check",
+        "init-data-disk",
+        "init-services",
+        "containerd-ready",
+        "dockerd-ready",
+        "eci-guard-ready",
+        "first-run",
+    ];
+    for pair in chain.windows(2) {
+        assert!(at(pair[0]) <= at(pair[1]), "{pair:?}: {:?}", tl.milestones);
+    }
+    assert!(
+        tl.milestones
+            .iter()
+            .all(|m| m.uptime >= 0.0 && m.wall >= 0.0 && m.wall.is_finite()),
+        "{:?}",
+        tl.milestones
+    );
+    let consecutive: f64 = tl
+        .phases
+        .iter()
+        .filter(|p| !["firmware", "initramfs-unpack"].contains(&p.name.as_str()))
+        .map(|p| p.seconds)
+        .sum();
+    assert!(
+        (consecutive - at("first-run")).abs() < 0.01,
+        "{consecutive} vs {}: {:?}",
+        at("first-run"),
+        tl.phases
+    );
+    assert!(
+        tl.phases.iter().any(|p| p.name == "firmware")
+            && tl.phases.iter().all(|p| p.seconds >= 0.0),
+        "{:?}",
+        tl.phases
+    );
     eprintln!(
         "booted under {} in {:.1} s; ready at uptime: {services}\n{}",
         result.accel,
