@@ -20,6 +20,7 @@ pub mod policy;
 pub mod proxy;
 pub mod routes;
 pub mod settings;
+pub mod vsock;
 
 pub use policy::{decide, Decision, Request, Role, Sockets, Verdict};
 pub use settings::{load_settings, parse_settings, Policy};

@@ -24,6 +24,10 @@ struct Args {
         value_name = "[ROLE=]PATH"
     )]
     listen: Vec<String>,
+    /// Also serve the host over AF_VSOCK on PORT with the user role; only connections from
+    /// the host (CID 2) are accepted (SPEC H2). Repeatable.
+    #[arg(long = "listen-vsock", value_name = "PORT")]
+    listen_vsock: Vec<u32>,
     /// dockerd's root-only socket.
     #[arg(long, value_name = "PATH", default_value = eci_facts::vm_paths::DOCKERD_SOCKET)]
     upstream: PathBuf,
@@ -163,6 +167,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
     }
     config.max_connections = fits;
     config.upstream_wait = Duration::from_secs(args.upstream_wait);
+    config.vsock_ports = args.listen_vsock;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -267,6 +272,11 @@ mod tests {
         assert_eq!(
             args.state_dir,
             PathBuf::from(eci_facts::vm_paths::GUARD_STATE_DIR)
+        );
+        assert_eq!(
+            args.listen_vsock,
+            [375],
+            "the host endpoint (SPEC H2; eci-build's ENGINE_PORT)"
         );
         assert_eq!(args.socket_mode, "660");
         let group = args.socket_group.as_deref().unwrap();

@@ -23,7 +23,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde_json::{json, Value};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixListener;
 use tokio::sync::{Mutex as AsyncMutex, Semaphore};
 
 use crate::audit::{now_rfc3339, AuditLog, Record};
@@ -68,6 +68,8 @@ pub struct Config {
     /// How long to wait for dockerd at start before serving without first-seen pins.
     pub upstream_wait: Duration,
     pub max_connections: usize,
+    /// AF_VSOCK ports served with the user role to the host only (SPEC H2, [`crate::vsock`]).
+    pub vsock_ports: Vec<u32>,
 }
 
 impl Config {
@@ -94,6 +96,7 @@ impl Config {
             settings_poll: Duration::from_secs(2),
             upstream_wait: Duration::from_secs(30),
             max_connections: 4096,
+            vsock_ports: Vec::new(),
         }
     }
 }
@@ -314,6 +317,37 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             limit.clone(),
         )));
     }
+    for &port in &config.vsock_ports {
+        // The host endpoint failing must not take the VM's own sockets down with it: say so
+        // loudly and serve the rest.
+        let listener = match crate::vsock::VsockListener::bind(port) {
+            Ok(l) => l,
+            Err(e) => {
+                let message = format!(
+                    "cannot listen on vsock port {port}: {e}; the host cannot reach the engine (SPEC H2)"
+                );
+                eprintln!("eci-guard: {message}");
+                shared
+                    .audit
+                    .write(&Record::event("start", "error", message));
+                continue;
+            }
+        };
+        shared.audit.write(&Record::event(
+            "start",
+            "info",
+            format!(
+                "listening on vsock port {port} (user role, host CID {} only), upstream {}",
+                crate::vsock::HOST_CID,
+                config.upstream.display()
+            ),
+        ));
+        tasks.push(tokio::spawn(vsock_accept_loop(
+            listener,
+            shared.clone(),
+            limit.clone(),
+        )));
+    }
     tokio::spawn(watch_settings(config.clone(), shared.clone()));
     for t in tasks {
         t.await?;
@@ -364,20 +398,76 @@ async fn accept_loop(
                 continue;
             }
         };
+        let cred = stream.peer_cred().ok();
+        let peer = Peer {
+            role: l.role,
+            socket: l.path.display().to_string(),
+            pid: cred.as_ref().and_then(|c| c.pid()),
+            uid: cred.as_ref().map(|c| c.uid()),
+        };
         let shared = shared.clone();
-        let l = l.clone();
         tokio::spawn(async move {
-            serve_connection(stream, l, shared).await;
+            serve_connection(stream, peer, shared).await;
             drop(permit);
         });
     }
 }
 
+/// The host's connections over vsock: the CID is checked before anything is read (SPEC H2).
+async fn vsock_accept_loop(
+    listener: crate::vsock::VsockListener,
+    shared: Arc<Shared>,
+    limit: Arc<Semaphore>,
+) {
+    let port = listener.port();
+    loop {
+        let permit = match limit.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => return,
+        };
+        let (stream, cid) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("eci-guard: accept on vsock port {port}: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if !crate::vsock::peer_allowed(cid) {
+            let message = crate::vsock::refusal(cid, port);
+            eprintln!("eci-guard: {message}");
+            shared
+                .audit
+                .write(&Record::event("vsock", "refuse", message));
+            // Dropping the stream closes it: the peer sees its connection end unanswered.
+            continue;
+        }
+        let peer = Peer {
+            role: Role::User,
+            socket: format!("vsock:{cid}:{port}"),
+            pid: None,
+            uid: None,
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            serve_connection(stream, peer, shared).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Who is on the other end of a client connection, for the policy and the audit log.
+struct Peer {
+    role: Role,
+    /// The listening socket as the audit log names it: a path, or `vsock:CID:PORT`.
+    socket: String,
+    pid: Option<i32>,
+    uid: Option<u32>,
+}
+
 /// Per client connection: who it is and the upstream connection it reuses.
 struct Conn {
-    listener: Listener,
-    peer_pid: Option<i32>,
-    peer_uid: Option<u32>,
+    peer: Peer,
     upstream: AsyncMutex<Option<SendRequest<Body>>>,
     shared: Arc<Shared>,
 }
@@ -390,12 +480,12 @@ impl Drop for Conn {
     }
 }
 
-async fn serve_connection(stream: UnixStream, listener: Listener, shared: Arc<Shared>) {
-    let cred = stream.peer_cred().ok();
+async fn serve_connection<S>(stream: S, peer: Peer, shared: Arc<Shared>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let conn = Arc::new(Conn {
-        listener,
-        peer_pid: cred.as_ref().and_then(|c| c.pid()),
-        peer_uid: cred.as_ref().map(|c| c.uid()),
+        peer,
         upstream: AsyncMutex::new(None),
         shared: shared.clone(),
     });
@@ -489,10 +579,10 @@ impl AuditCtx<'_> {
         self.shared.audit.write(&Record {
             time: now_rfc3339(),
             event: "request",
-            listener: Some(self.conn.listener.role.as_str()),
-            socket: Some(self.conn.listener.path.display().to_string()),
-            peer_pid: self.conn.peer_pid,
-            peer_uid: self.conn.peer_uid,
+            listener: Some(self.conn.peer.role.as_str()),
+            socket: Some(self.conn.peer.socket.clone()),
+            peer_pid: self.conn.peer.pid,
+            peer_uid: self.conn.peer.uid,
             method: Some(self.method.clone()),
             path: Some(self.path.clone()),
             decision,
@@ -607,7 +697,7 @@ async fn handle(
         query: &query,
         call: &call,
         content_type: content_type.as_deref(),
-        role: conn.listener.role,
+        role: conn.peer.role,
         body: json_body.as_ref(),
     };
     let mut facts = Facts::default();

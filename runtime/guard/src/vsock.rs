@@ -1,0 +1,281 @@
+//! The host's engine endpoint (SPEC H2): an AF_VSOCK listener in the VM that only the host may
+//! use. hv_sock under Hyper-V and virtio-vsock under QEMU both deliver the host's connections
+//! with source CID 2 (`VMADDR_CID_HOST`); anything else (the VM itself over the loopback
+//! transport, CID 1, or a sibling VM some transport lets through) is refused before a byte of
+//! HTTP is read, and the refusal is audited. Requests that pass are served exactly like those
+//! on the user socket: the same policy, the same role.
+//!
+//! tokio has no vsock type, so the socket is made with libc and driven by [`AsyncFd`]; the
+//! guard already links libc, and the crates that wrap vsock would add a second socket layer
+//! for four system calls.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// `VMADDR_CID_HOST`: the source CID of every connection the host makes into the VM.
+pub const HOST_CID: u32 = 2;
+/// `VMADDR_CID_LOCAL`: the VM talking to itself through the loopback transport.
+pub const LOCAL_CID: u32 = 1;
+
+/// Whether a connection from `cid` may reach the engine: the host, and nothing else.
+pub fn peer_allowed(cid: u32) -> bool {
+    cid == HOST_CID
+}
+
+/// Why a peer was turned away, for the audit log and the console.
+pub fn refusal(cid: u32, port: u32) -> String {
+    let who = match cid {
+        LOCAL_CID => "the VM itself (loopback)".to_string(),
+        0 => "the hypervisor".to_string(),
+        c => format!("CID {c}"),
+    };
+    format!(
+        "vsock port {port}: connection from {who} refused; only the host (CID {HOST_CID}) reaches the engine over vsock (SPEC H2)"
+    )
+}
+
+/// A listening AF_VSOCK socket on every local CID.
+pub struct VsockListener {
+    fd: AsyncFd<OwnedFd>,
+    port: u32,
+}
+
+/// One accepted connection.
+pub struct VsockStream {
+    fd: AsyncFd<OwnedFd>,
+}
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+fn sockaddr(cid: u32, port: u32) -> libc::sockaddr_vm {
+    // SAFETY: sockaddr_vm is plain old data; all-zero is a valid value (and zeroes the
+    // reserved and flag bytes the kernel checks).
+    let mut addr: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
+    addr.svm_family = libc::AF_VSOCK as libc::sa_family_t;
+    addr.svm_cid = cid;
+    addr.svm_port = port;
+    addr
+}
+
+fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: the OwnedFd is moved into the AsyncFd, which closes it only after deregistering;
+    // nothing else holds or replaces the descriptor meanwhile.
+    Ok(unsafe { AsyncFd::register(fd) }?)
+}
+
+impl VsockListener {
+    /// Binds `port` on any CID. Ports below 1024 need CAP_NET_BIND_SERVICE in the VM, so no
+    /// unprivileged process can hold the engine's port before the guard does.
+    pub fn bind(port: u32) -> io::Result<VsockListener> {
+        // SAFETY: socket() takes no pointers; the result is checked and owned at once.
+        let fd = cvt(unsafe {
+            libc::socket(
+                libc::AF_VSOCK,
+                libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+            )
+        })?;
+        // SAFETY: fd is a fresh descriptor nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let addr = sockaddr(libc::VMADDR_CID_ANY, port);
+        // SAFETY: addr lives across the call and the length is its size.
+        cvt(unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                &addr as *const libc::sockaddr_vm as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t,
+            )
+        })?;
+        // SAFETY: plain call on a descriptor we own.
+        cvt(unsafe { libc::listen(fd.as_raw_fd(), 128) })?;
+        Ok(VsockListener {
+            fd: register(fd)?,
+            port,
+        })
+    }
+
+    pub fn port(&self) -> u32 {
+        self.port
+    }
+
+    /// The next connection and its peer's CID.
+    pub async fn accept(&self) -> io::Result<(VsockStream, u32)> {
+        loop {
+            let mut guard = self.fd.readable().await?;
+            let r = guard.try_io(|fd| {
+                let mut addr = sockaddr(0, 0);
+                let mut len = std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t;
+                // SAFETY: addr and len are valid for writes of the sizes given.
+                let c = cvt(unsafe {
+                    libc::accept4(
+                        fd.as_raw_fd(),
+                        &mut addr as *mut libc::sockaddr_vm as *mut libc::sockaddr,
+                        &mut len,
+                        libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                    )
+                })?;
+                // SAFETY: accept4 returned a fresh descriptor.
+                Ok((unsafe { OwnedFd::from_raw_fd(c) }, addr.svm_cid))
+            });
+            match r {
+                Ok(Ok((fd, cid))) => return Ok((VsockStream { fd: register(fd)? }, cid)),
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+impl AsyncRead for VsockStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            let mut guard = ready!(self.fd.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            match guard.try_io(|fd| {
+                // SAFETY: unfilled is valid for writes of its length.
+                let n = unsafe {
+                    libc::read(
+                        fd.as_raw_fd(),
+                        unfilled.as_mut_ptr() as *mut libc::c_void,
+                        unfilled.len(),
+                    )
+                };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            }) {
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+impl AsyncWrite for VsockStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            let mut guard = ready!(self.fd.poll_write_ready(cx))?;
+            match guard.try_io(|fd| {
+                // SAFETY: data is valid for reads of its length.
+                let n = unsafe {
+                    libc::write(
+                        fd.as_raw_fd(),
+                        data.as_ptr() as *const libc::c_void,
+                        data.len(),
+                    )
+                };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            }) {
+                Ok(r) => return Poll::Ready(r),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // SAFETY: plain call on a descriptor we own.
+        let r = unsafe { libc::shutdown(self.fd.get_ref().as_raw_fd(), libc::SHUT_WR) };
+        Poll::Ready(cvt(r).map(|_| ()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_host_cid_is_let_in() {
+        assert!(peer_allowed(HOST_CID));
+        // The VM itself over the loopback transport, the hypervisor, the VM's own or another
+        // guest's CID, and VMADDR_CID_ANY are all someone other than the host.
+        for cid in [LOCAL_CID, 0, 3, 4, 1000, u32::MAX] {
+            assert!(!peer_allowed(cid), "CID {cid} must be refused");
+        }
+    }
+
+    #[test]
+    fn refusals_name_the_peer_and_the_rule() {
+        let m = refusal(LOCAL_CID, 375);
+        assert!(
+            m.contains("the VM itself") && m.contains("port 375") && m.contains("H2"),
+            "{m}"
+        );
+        assert!(refusal(7, 375).contains("CID 7"));
+    }
+
+    /// Needs the vsock loopback transport (vsock_loopback) on the machine running the test;
+    /// where it is missing there is nothing to connect through, and the test says so.
+    #[tokio::test]
+    async fn a_loopback_peer_is_seen_with_cid_1() {
+        if !std::path::Path::new("/sys/module/vsock_loopback").exists() {
+            eprintln!("skipped: the vsock loopback transport (vsock_loopback) is not loaded here");
+            return;
+        }
+        let port = 40000 + (std::process::id() % 20000);
+        let listener = match VsockListener::bind(port) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("skipped: no AF_VSOCK here ({e})");
+                return;
+            }
+        };
+        let client = std::thread::spawn(move || -> io::Result<()> {
+            // SAFETY: socket() takes no pointers; the result is checked and owned at once.
+            let fd = cvt(unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM, 0) })?;
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            let addr = sockaddr(LOCAL_CID, port);
+            // SAFETY: addr lives across the call.
+            cvt(unsafe {
+                libc::connect(
+                    fd.as_raw_fd(),
+                    &addr as *const libc::sockaddr_vm as *const libc::sockaddr,
+                    std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t,
+                )
+            })?;
+            Ok(())
+        });
+        let accepted =
+            tokio::time::timeout(std::time::Duration::from_secs(5), listener.accept()).await;
+        match client.join().unwrap() {
+            Err(e) => eprintln!("skipped: no vsock loopback transport here ({e})"),
+            Ok(()) => {
+                let (_, cid) = accepted.expect("accepted in time").unwrap();
+                assert_eq!(cid, LOCAL_CID);
+                assert!(!peer_allowed(cid));
+            }
+        }
+    }
+}
