@@ -456,6 +456,25 @@ fn kill(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// The QEMU command [`boot`] would run for `opts`, with the accelerator resolved (a KVM probe
+/// for `Accel::Auto`), for callers that add devices and supervise the VM themselves (the host
+/// endpoint, `host_endpoint.rs`). Console on the child's stdout, QEMU's messages on stderr.
+pub fn direct_command(opts: &BootOptions) -> Result<(Command, Accel), BootError> {
+    machine_command(&Machine::direct(opts))
+}
+
+fn machine_command(m: &Machine<'_>) -> Result<(Command, Accel), BootError> {
+    if !qemu_available() {
+        return Err(BootError::NoQemu);
+    }
+    let accel = match m.accel {
+        Accel::Auto if kvm_probe(m) => Accel::Kvm,
+        Accel::Auto => Accel::Tcg,
+        a => a,
+    };
+    Ok((base_command(m, accel), accel))
+}
+
 /// Boots the VM, keeps its console in `console_log`, and returns when QEMU exits (the image
 /// powers off after its self-test) or the timeout expires.
 pub fn boot(opts: &BootOptions) -> Result<BootResult, BootError> {

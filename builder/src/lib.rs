@@ -4,6 +4,7 @@ pub mod binaries;
 pub mod boot;
 pub mod boot_phases;
 pub mod diff;
+pub mod host_endpoint;
 pub mod initramfs;
 pub mod inspect;
 pub mod kernel;
@@ -15,4 +16,5 @@ pub mod rootfs;
 pub mod spec;
 #[cfg(test)]
 mod testing;
+pub mod vsock;
 pub mod workspace;

@@ -83,8 +83,24 @@ enum Command {
         #[command(subcommand)]
         command: SettingsCommand,
     },
-    /// Boot the built image under QEMU with its console on this terminal.
-    Boot(BootArgs),
+    /// Boot the built image under QEMU and serve its engine on a host socket until stopped
+    /// (Ctrl-C or `eci-build stop`): prints `export DOCKER_HOST=unix://...` once the engine
+    /// answers (SPEC H2). An image without the virtio vsock transport boots with its console
+    /// on this terminal until it powers off.
+    Boot {
+        #[command(flatten)]
+        boot: BootArgs,
+        /// Show the VM's console on this terminal (it is always kept in console.log).
+        #[arg(long)]
+        console: bool,
+    },
+    /// Power off the VM a running `eci-build boot` serves, cleanly (the ACPI power button).
+    Stop {
+        #[arg(long)]
+        target: String,
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// Boot the built image, run the in-VM self-test, print the result; exit code = verdict.
     Test {
         #[command(flatten)]
@@ -475,7 +491,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             print!("{}", eci_vm_config::check_report(&file)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Boot(args) => {
+        Command::Boot {
+            boot: args,
+            console,
+        } => {
+            if let Some(code) = serve_engine(&ws, &args, console)? {
+                return Ok(code);
+            }
             let result = run_boot(&ws, &args, false, true)?;
             eprintln!(
                 "VM exited after {:.1} s ({}, {}); console log: {}",
@@ -484,6 +506,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 result.firmware,
                 result.console_log.display()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Stop { target, out } => {
+            let run_dir = out_dir(&ws, &target, out).join(RUN_DIR);
+            stop_boot(&run_dir)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Test { boot: args, format } => {
@@ -517,6 +544,167 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })
         }
     }
+}
+
+/// Sockets, logs and the pid file of a running `eci-build boot`, inside the build folder.
+const RUN_DIR: &str = "run";
+
+/// `eci-build boot` with the host endpoint (builder/src/host_endpoint.rs): `None` when the
+/// image cannot reach its host under QEMU, so the caller boots it with its console instead.
+fn serve_engine(ws: &Workspace, args: &BootArgs, console: bool) -> Result<Option<ExitCode>> {
+    use eci_build::host_endpoint::{self, signals, Relay, StartOptions};
+    use eci_build::vsock::ENGINE_PORT;
+    let spec = pipeline::load_spec(ws, &args.target)?;
+    // Under QEMU the guest's vsock transport is virtio's; hv_sock needs Hyper-V.
+    if !spec
+        .kernel
+        .modules
+        .iter()
+        .any(|m| m == "vmw_vsock_virtio_transport")
+    {
+        eprintln!(
+            "{} loads no virtio vsock transport, so under QEMU it has no host endpoint (use --target qemu for one); booting with the console until it powers off",
+            args.target
+        );
+        return Ok(None);
+    }
+    let direct = boot_options(ws, args, false, console)?;
+    let out = out_dir(ws, &args.target, args.out.clone());
+    let run_dir = out.join(RUN_DIR);
+    std::fs::create_dir_all(&run_dir)
+        .with_context(|| format!("cannot create {}", run_dir.display()))?;
+    let pid_file = run_dir.join(host_endpoint::PID_FILE);
+    if let Some(pid) = running_pid(&pid_file) {
+        anyhow::bail!(
+            "another `eci-build boot` (pid {pid}) serves {}; stop it with `eci-build stop --target {}`",
+            out.display(),
+            args.target
+        );
+    }
+    let command = match args.firmware {
+        BootPath::Direct => boot::direct_command(&direct)?,
+        BootPath::Uefi => anyhow::bail!(
+            "the host endpoint boots the qemu image directly; drop --firmware uefi (the UEFI path boots the Hyper-V disk, whose vsock transport is hv_sock)"
+        ),
+    };
+    signals::install();
+    let started = std::time::Instant::now();
+    let mut vm = host_endpoint::start(
+        command,
+        &StartOptions {
+            run_dir: &run_dir,
+            cache_root: &Cache::default_location(),
+            memory_mib: args.memory,
+            console_log: &direct.console_log,
+            echo: console,
+        },
+    )?;
+    std::fs::write(&pid_file, std::process::id().to_string())
+        .with_context(|| format!("cannot write {}", pid_file.display()))?;
+    eprintln!(
+        "booting {} under QEMU ({}); console log: {}",
+        args.target,
+        match vm.accel {
+            Accel::Kvm => "kvm",
+            _ => "tcg",
+        },
+        vm.console_log().display()
+    );
+    let outcome = (|| -> Result<Option<i32>> {
+        let waited = std::time::Instant::now();
+        let timeout = Duration::from_secs(args.timeout);
+        // Wait in slices so Ctrl-C during the boot still powers off cleanly.
+        loop {
+            match vm.wait_engine(ENGINE_PORT, Duration::from_secs(2)) {
+                Ok(_) => break,
+                Err(host_endpoint::EndpointError::NotReady { .. })
+                    if waited.elapsed() < timeout && !signals::stop_requested() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let relay = Relay::serve(
+            &run_dir.join(host_endpoint::DOCKER_SOCKET),
+            vm.device.clone(),
+            ENGINE_PORT,
+        )?;
+        eprintln!(
+            "engine ready after {:.1} s; stop with Ctrl-C or `eci-build stop --target {}`",
+            started.elapsed().as_secs_f64(),
+            args.target
+        );
+        println!("export DOCKER_HOST={}", relay.docker_host());
+        while !signals::stop_requested() {
+            if let Some(code) = vm.exited() {
+                return Ok(code);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        drop(relay);
+        Ok(None)
+    })();
+    let clean = vm.power_off(Duration::from_secs(120));
+    let _ = std::fs::remove_file(&pid_file);
+    match outcome {
+        Ok(Some(code)) => {
+            eprintln!("the VM powered off by itself (QEMU exit {code:?})");
+            Ok(Some(ExitCode::from(1)))
+        }
+        Ok(None) => {
+            eprintln!(
+                "VM {} after {:.1} s",
+                if clean {
+                    "powered off"
+                } else {
+                    "stopped by force"
+                },
+                started.elapsed().as_secs_f64()
+            );
+            Ok(Some(if clean {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The pid in `pid_file` when that process still runs.
+fn running_pid(pid_file: &std::path::Path) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(pid_file)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    std::path::Path::new(&format!("/proc/{pid}"))
+        .exists()
+        .then_some(pid)
+}
+
+/// `eci-build stop`: SIGTERM to the `eci-build boot` serving `run_dir`, which powers the VM off
+/// and exits; waits for that.
+fn stop_boot(run_dir: &std::path::Path) -> Result<()> {
+    use eci_build::host_endpoint::{signals, PID_FILE};
+    let pid_file = run_dir.join(PID_FILE);
+    let Some(pid) = running_pid(&pid_file) else {
+        anyhow::bail!(
+            "no `eci-build boot` is running for {} ({} names no live process)",
+            run_dir.parent().unwrap_or(run_dir).display(),
+            pid_file.display()
+        );
+    };
+    anyhow::ensure!(signals::terminate(pid), "cannot signal pid {pid}");
+    eprintln!("powering off the VM of pid {pid}...");
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "pid {pid} still runs after 180 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("stopped");
+    Ok(())
 }
 
 /// Boots the build in `args.out` the way `args.firmware` says; with `selftest`, the VM runs its
