@@ -123,6 +123,11 @@ pub struct Target {
     pub is_mount_root: bool,
     /// That mount is one the container started with, or a mask eci laid.
     pub protected: bool,
+    /// That mount is read-only now.
+    pub read_only: bool,
+    /// That mount is a filesystem the container made itself (through the supervisor), so its
+    /// read-only state is the container's own choice.
+    pub own_fs: bool,
 }
 
 /// What a bind's or move's source is.
@@ -356,13 +361,27 @@ pub fn decide(call: &Call, caller: Caller, target: Target, source: Option<Source
                         "remount of a mount the container started with, or of a mask (SPEC M2)",
                     );
                 }
+                // A read-only mount stays read-only unless the container made that filesystem
+                // itself: a copy of a read-only volume or of a read-only part of the rootfs
+                // (a bind, a mount namespace copy) cannot become writable (SPEC M2).
+                if target.read_only && !target.own_fs && flags & ms::RDONLY == 0 {
+                    return refuse(
+                        Errno::Perm,
+                        "read-write remount of a read-only mount the container did not make (SPEC M2)",
+                    );
+                }
                 return Verdict::Allow(if flags & ms::BIND != 0 {
                     Action::SetAttrs {
                         attrs: attrs_of(flags),
                     }
                 } else {
+                    let mut opts = vec![(
+                        if flags & ms::RDONLY != 0 { "ro" } else { "rw" }.to_string(),
+                        None,
+                    )];
+                    opts.extend(options());
                     Action::Reconfigure {
-                        options: options(),
+                        options: opts,
                         attrs: attrs_of(flags),
                     }
                 });
@@ -481,14 +500,20 @@ mod tests {
     const DIR: Target = Target {
         is_mount_root: false,
         protected: true,
+        read_only: false,
+        own_fs: false,
     };
     const INITIAL_ROOT: Target = Target {
         is_mount_root: true,
         protected: true,
+        read_only: false,
+        own_fs: false,
     };
     const OWN_ROOT: Target = Target {
         is_mount_root: true,
         protected: false,
+        read_only: false,
+        own_fs: true,
     };
 
     fn mount(fstype: &str, flags: u64, data: Option<&str>) -> Call {
@@ -635,6 +660,37 @@ mod tests {
         assert_eq!(
             decide(&mount("", ms::MOVE, None), ROOT, DIR, Some(own)),
             Verdict::Allow(Action::Move)
+        );
+    }
+
+    #[test]
+    fn read_only_copies_stay_read_only_but_own_filesystems_change() {
+        let copy = Target {
+            is_mount_root: true,
+            protected: false,
+            read_only: true,
+            own_fs: false,
+        };
+        for flags in [ms::REMOUNT | ms::BIND, ms::REMOUNT] {
+            assert_eq!(
+                errno(decide(&mount("", flags, None), ROOT, copy, None)),
+                Errno::Perm
+            );
+            assert!(matches!(
+                decide(&mount("", flags | ms::RDONLY, None), ROOT, copy, None),
+                Verdict::Allow(_)
+            ));
+        }
+        let own = Target {
+            read_only: true,
+            ..OWN_ROOT
+        };
+        assert_eq!(
+            decide(&mount("", ms::REMOUNT, Some("size=2m")), ROOT, own, None),
+            Verdict::Allow(Action::Reconfigure {
+                options: vec![("rw".into(), None), ("size".into(), Some("2m".into()))],
+                attrs: attr::RELATIME,
+            })
         );
     }
 
