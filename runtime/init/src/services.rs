@@ -167,8 +167,13 @@ mod tests {
     fn the_shipped_list_starts_the_engine_in_order_on_the_configured_sockets() {
         let f = ServicesFile::parse(shipped(), "services.json").unwrap();
         let names: Vec<&str> = f.services.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(&names[..2], &["containerd", "dockerd"]);
-        let containerd = &f.services[0];
+        // The mount-vetting supervisor is up before any container can start (SPEC M5).
+        assert_eq!(&names[..3], &["eci-supervisor", "containerd", "dockerd"]);
+        assert_eq!(
+            f.services[0].command[1..],
+            ["serve", "--socket", "/run/eci/supervisor.sock"]
+        );
+        let containerd = &f.services[1];
         assert_eq!(
             containerd.ready,
             Readiness::UnixSocket(eci_vm_config::CONTAINERD_SOCKET.into())
@@ -177,7 +182,7 @@ mod tests {
             .command
             .windows(2)
             .any(|w| w == ["--config", eci_vm_config::CONTAINERD_CONFIG_PATH]));
-        let dockerd = &f.services[1];
+        let dockerd = &f.services[2];
         assert_eq!(
             dockerd.ready,
             Readiness::HttpUnix {
@@ -194,7 +199,7 @@ mod tests {
         );
         if let Some(guard) = f.services.iter().position(|s| s.name == "eci-guard") {
             assert!(
-                guard > 1,
+                guard > 2,
                 "the guard proxies dockerd, so it starts after it"
             );
         }
