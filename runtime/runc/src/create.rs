@@ -1,14 +1,18 @@
-//! `create`: the runtime process (P, VM root) and the two stages of the container's init.
+//! `create`: the runtime process (P, VM root) and the processes that set up the container.
 //!
 //! ```text
-//! P  fork ──► C: join spec ns paths, unshare(user) ──"map"──► P writes uid/gid_map, cgroup
-//!            C: unshare(mnt, pid, net, ipc, uts, cgroup), open rootfs/stage as VM-root-owner,
-//!               become container root, fork ──► C2 (pid 1)     ◄──"pid"── C exits
+//! P  fork ──► C: unshare(mnt) = M (the VM's user ns owns it), join spec ns paths,
+//!               unshare(user) ──"map"──► P writes uid/gid_map, cgroup
+//!            C: unshare(pid, net, ipc, uts, cgroup), fork ──► I (pid 1, in M)
+//!            C ──"pid" + fds of M, net──► P; C exits
+//!            I: fork ──► X: unshare(mnt) (the container's), open rootfs, become container root
 //! P  idmapped layer and bind mounts (needs VM root + the new user ns); overlay over the layers
-//!    with fs ids = container root's VM id (rootfs::container_overlay) ──fds──► C2
-//! C2 attaches the rootfs, spec mounts, devices
-//! P  prestart/createRuntime hooks ──"hooks"──► C2 pivot_root, masks, user, caps, seccomp
-//! C2 ──"ready"──► P writes state + pid file and exits; C2 blocks on exec.fifo until `start`
+//!    with fs ids = container root's VM id (rootfs::container_overlay) ──fds──► X
+//! X  attaches the rootfs, spec mounts, devices ──detached copy of the tree──► P; X exits
+//! P  fork ──► V (VM root): setns(M, net), attach the tree; P runs prestart/createRuntime hooks
+//! V  pivot_root (moves I's root), masks, read-only paths ──"hardened"──► P; V exits
+//! P ──"mounts done"──► I: unshare(mnt), a copy whose mounts the kernel locks (SPEC M2); user,
+//!    caps, seccomp ──"ready"──► P writes state + pid file and exits; I blocks on exec.fifo
 //! ```
 //!
 //! Every wait is a read on a SOCK_SEQPACKET pair, so if either side dies the other sees EOF
@@ -45,6 +49,16 @@ pub enum Msg {
         root: RootPlan,
         binds: Vec<(usize, bool)>,
     },
+    /// The container's finished mount tree, detached (one descriptor), and what the builder
+    /// has to warn about.
+    Tree {
+        warnings: Vec<String>,
+    },
+    /// The mount helper attached the tree at the rootfs path; the hooks may look at it.
+    Attached,
+    /// From the mount helper to the init: its mount namespace is complete (with the new root's
+    /// descriptor); lock it.
+    MountsDone,
     HooksDone,
     Ready {
         warnings: Vec<String>,
@@ -275,6 +289,8 @@ struct Cleanup<'a> {
     dir: PathBuf,
     cgroup: Option<Cgroup>,
     child: Option<i32>,
+    /// Set-up processes besides the init (the first stage, the init's parent).
+    helpers: Vec<i32>,
     armed: bool,
 }
 
@@ -283,8 +299,8 @@ impl Drop for Cleanup<'_> {
         if !self.armed {
             return;
         }
-        if let Some(pid) = self.child {
-            let _ = sys::kill(pid, libc::SIGKILL);
+        for pid in self.child.iter().chain(&self.helpers) {
+            let _ = sys::kill(*pid, libc::SIGKILL);
         }
         if let Some(cg) = &self.cgroup {
             for p in cg.pids() {
@@ -365,6 +381,7 @@ pub fn create(g: &Global, o: &CreateOpts) -> Result<i32> {
         dir: dir.clone(),
         cgroup: None,
         child: None,
+        helpers: Vec::new(),
         armed: true,
     };
     let mut policy = g.policy()?;
@@ -464,7 +481,11 @@ pub fn create(g: &Global, o: &CreateOpts) -> Result<i32> {
     };
     chown_stdio(range.start);
 
+    // One socket per set-up process: the first stage (C), the builder of the mount tree (X),
+    // the container's init; the mount helper (V) gets its own when it is forked.
     let (p_sock, c_sock) = sys::socketpair()?;
+    let (p_xsock, x_sock) = sys::socketpair()?;
+    let (p_isock, i_sock) = sys::socketpair()?;
     let ctx = ChildCtx {
         spec: &spec,
         root_path: &root_path,
@@ -477,16 +498,17 @@ pub fn create(g: &Global, o: &CreateOpts) -> Result<i32> {
     };
     let pid = sys::fork()?;
     if pid == 0 {
-        drop(p_sock);
+        drop((p_sock, p_xsock, p_isock));
         let sock = c_sock.as_raw_fd();
-        if let Err(e) = stage1(&ctx, sock) {
+        if let Err(e) = stage1(&ctx, c_sock, x_sock, i_sock) {
             let _ = send_msg(sock, &Msg::Error { msg: e }, &[]);
         }
         sys::exit_now(1);
     }
-    drop(c_sock);
+    drop((c_sock, x_sock, i_sock));
     cleanup.child = Some(pid);
     let sock = p_sock.as_raw_fd();
+    let (xsock, isock) = (p_xsock.as_raw_fd(), p_isock.as_raw_fd());
 
     match recv_msg(sock, "container init")? {
         (Msg::Map, _) => {}
@@ -526,12 +548,40 @@ pub fn create(g: &Global, o: &CreateOpts) -> Result<i32> {
     send_msg(sock, &Msg::Mapped, &[])?;
     stall("mapped");
 
-    let init = match recv_msg(sock, "container init")? {
-        (Msg::Pid { pid }, _) => pid,
+    // The init's pid, with its mount namespace (the VM's user namespace owns it) and network
+    // namespace, for the mount helper below.
+    let (init, init_ns) = match recv_msg(sock, "container init")? {
+        (Msg::Pid { pid }, fds) if fds.len() == 2 => (pid, fds),
         (m, _) => return Err(format!("unexpected message {m:?}")),
     };
     let _ = sys::waitpid(pid);
     cleanup.child = Some(init);
+    // The mount helper (V) joins the init's namespaces while the layers are idmapped below; it
+    // takes the tree straight from the builder and, after the hooks, tells the init itself
+    // that its mounts are complete: fewer hops through P, which start-up time pays for.
+    let hooks = spec
+        .hooks
+        .as_ref()
+        .is_some_and(|h| !h.prestart.is_empty() || !h.create_runtime.is_empty());
+    let (p_vsock, v_sock) = sys::socketpair()?;
+    let helper = sys::fork()?;
+    if helper == 0 {
+        drop((p_vsock, p_sock));
+        let socks = HelperSocks {
+            p: v_sock.as_raw_fd(),
+            builder: xsock,
+            init: isock,
+        };
+        if let Err(e) = mount_helper(&ctx, &socks, &init_ns, hooks) {
+            // P waits for it until the hooks ran, the init afterwards.
+            let _ = send_msg(socks.p, &Msg::Error { msg: e.clone() }, &[]);
+            let _ = send_msg(socks.init, &Msg::Error { msg: e }, &[]);
+        }
+        sys::exit_now(1);
+    }
+    drop((v_sock, init_ns));
+    cleanup.helpers.push(helper);
+    let vsock = p_vsock.as_raw_fd();
 
     let mut fds: Vec<OwnedFd> = Vec::new();
     match &plan {
@@ -594,7 +644,7 @@ pub fn create(g: &Global, o: &CreateOpts) -> Result<i32> {
     }
     let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
     send_msg(
-        sock,
+        xsock,
         &Msg::Mounts {
             root: plan.clone(),
             binds: bind_list,
@@ -605,6 +655,14 @@ pub fn create(g: &Global, o: &CreateOpts) -> Result<i32> {
     drop(binds);
     drop(userns);
     stall("mounts");
+    // The builder makes the tree in a mount namespace of the container's user namespace and
+    // hands a detached copy to the mount helper, which attaches it in the init's (SPEC M2).
+    if hooks {
+        match recv_msg(vsock, "the mount helper")? {
+            (Msg::Attached, _) => {}
+            (m, _) => return Err(format!("unexpected message {m:?}")),
+        }
+    }
 
     st.pid = init;
     st.pid_start = sys::start_time(init).unwrap_or(0);
@@ -614,8 +672,10 @@ pub fn create(g: &Global, o: &CreateOpts) -> Result<i32> {
         hooks::run(&h.prestart, &state_json, "prestart")?;
         hooks::run(&h.create_runtime, &state_json, "createRuntime")?;
     }
-    send_msg(sock, &Msg::HooksDone, &[])?;
-    match recv_msg(sock, "container init")? {
+    if hooks {
+        send_msg(vsock, &Msg::HooksDone, &[])?;
+    }
+    match recv_msg(isock, "container init")? {
         (Msg::Ready { warnings }, _) => {
             for w in warnings {
                 crate::log::warn(&w);
@@ -623,6 +683,8 @@ pub fn create(g: &Global, o: &CreateOpts) -> Result<i32> {
         }
         (m, _) => return Err(format!("unexpected message {m:?}")),
     }
+    // The helper exited after telling the init.
+    let _ = sys::waitpid(helper);
     if let Some(pf) = &o.pid_file {
         state::write_atomic(pf, init.to_string().as_bytes())?;
     }
@@ -749,8 +811,24 @@ struct ChildCtx<'a> {
     sharing: &'a Sharing,
 }
 
-fn stage1(c: &ChildCtx<'_>, sock: RawFd) -> Result<()> {
+/// The first stage (C). Makes the mount namespace the container's init will live in while
+/// still VM root, so that the VM's user namespace owns it (SPEC M2); then enters the container's
+/// user namespace (its own, or the group's), where it makes the pid, network, ipc, uts and
+/// cgroup namespaces, so that those belong to the container (a privileged container administers
+/// them: Docker-in-Docker needs CAP_NET_ADMIN in its network namespace). Forks the init and
+/// sends its pid with the descriptors of its mount and network namespaces.
+fn stage1(c: &ChildCtx<'_>, c_sock: OwnedFd, x_sock: OwnedFd, i_sock: OwnedFd) -> Result<()> {
+    let sock = c_sock.as_raw_fd();
     let linux = c.spec.linux.clone().unwrap_or_default();
+    sys::unshare(libc::CLONE_NEWNS)?;
+    sys::mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_SLAVE,
+        None,
+    )?;
+    let mnt = sys::open(Path::new("/proc/self/ns/mnt"), libc::O_RDONLY, 0)?;
     // Namespaces given by path, through the descriptors the runtime opened and identified,
     // and the container's user namespace (its own, or the group's it shares them with).
     let premade = c.sharing.enter(c.spec)?;
@@ -761,31 +839,26 @@ fn stage1(c: &ChildCtx<'_>, sock: RawFd) -> Result<()> {
     }
     let mut flags = 0;
     for ns in &linux.namespaces {
-        if ns.path.is_none() && ns.kind != "user" {
+        if ns.path.is_none() && ns.kind != "user" && ns.kind != "mount" {
             flags |= ns_flag(&ns.kind);
         }
     }
     sys::unshare(flags)?;
-    sys::mount(
-        None,
-        Path::new("/"),
-        None,
-        libc::MS_REC | libc::MS_SLAVE,
-        None,
-    )?;
-    // Still VM id 0 as far as file owners go: open the rootfs folder now, while the owner
-    // bits of VM-root-only folders (dockerd's 0710 data dirs) let us through.
-    let root_fd = sys::open(c.root_path, libc::O_PATH | libc::O_DIRECTORY, 0)?;
-    become_root()?;
+    let net = sys::open(Path::new("/proc/self/ns/net"), libc::O_RDONLY, 0)?;
     let pid = sys::fork()?;
     if pid > 0 {
-        send_msg(sock, &Msg::Pid { pid }, &[])?;
+        send_msg(sock, &Msg::Pid { pid }, &[mnt.as_raw_fd(), net.as_raw_fd()])?;
         // The first stage is done.
         sys::exit_now(0);
     }
-    match stage2(c, sock, &root_fd, premade) {
+    drop((c_sock, mnt, net));
+    let isock = i_sock.as_raw_fd();
+    match init(c, x_sock, i_sock, premade) {
         Ok(never) => match never {},
-        Err(e) => Err(e),
+        Err(e) => {
+            let _ = send_msg(isock, &Msg::Error { msg: e }, &[]);
+            sys::exit_now(1)
+        }
     }
 }
 
@@ -800,19 +873,28 @@ pub fn become_root() -> Result<()> {
         .map_err(|e| sys::nix_err("become container root", e))
 }
 
-enum Never {}
-
-fn stage2(
+/// The builder (X, the init's child): the container's mounts, made as container root in a
+/// mount namespace of its own that the container's user namespace owns, exactly as the
+/// container could make them: tmpfs, devpts and mqueue belong to container root, proc shows
+/// the container's pid namespace, and mount points are created with container root's rights
+/// only (a symlink planted in a shared volume cannot make VM root write a VM file). The rootfs
+/// P made, the spec's mounts (binds as the descriptors P forwards), the safe devices. Returns
+/// a detached copy of the whole tree.
+fn build_tree(
     c: &ChildCtx<'_>,
     sock: RawFd,
-    root_fd: &OwnedFd,
     premade: Vec<(usize, OwnedFd)>,
-) -> Result<Never> {
+    warnings: &mut Vec<String>,
+) -> Result<OwnedFd> {
+    sys::unshare(libc::CLONE_NEWNS)?;
+    // Still VM id 0 as far as file owners go: open the rootfs folder now, while the owner
+    // bits of VM-root-only folders (dockerd's 0710 data dirs) let us through.
+    let root_fd = sys::open(c.root_path, libc::O_PATH | libc::O_DIRECTORY, 0)?;
+    become_root()?;
     let (msg, mut fds) = recv_msg(sock, "eci-runc")?;
     let Msg::Mounts { root, binds } = msg else {
         return Err(format!("unexpected message {msg:?}"));
     };
-    let mut warnings = Vec::new();
     let mut it = fds.drain(..);
     match &root {
         RootPlan::Overlay { .. } | RootPlan::Dir => {
@@ -831,14 +913,109 @@ fn stage2(
     for (i, fd) in premade {
         bind_fds.insert(i, (fd, true));
     }
-    rootfs::mount_all(c.spec, &mut bind_fds, c.cgroup, &mut warnings)?;
+    rootfs::mount_all(c.spec, &mut bind_fds, c.cgroup, warnings)?;
     rootfs::setup_dev(c.spec)?;
-    match recv_msg(sock, "eci-runc")? {
-        (Msg::HooksDone, _) => {}
+    rootfs::detached_copy()
+}
+
+/// The mount helper's sockets: its own to P, and P's ends of the builder's and the init's.
+struct HelperSocks {
+    p: RawFd,
+    builder: RawFd,
+    init: RawFd,
+}
+
+/// The mount helper (V): VM root, forked by P. Joins the init's mount namespace (the VM's user
+/// namespace owns it) and network namespace (for `/proc/sys/net`), takes the builder's tree
+/// and attaches it at the rootfs path; after the hooks (when the spec has some) pivots into it,
+/// which moves the init's root along, detaches the old root, masks and makes read-only what
+/// the spec says, and tells the init.
+fn mount_helper(c: &ChildCtx<'_>, socks: &HelperSocks, ns: &[OwnedFd], hooks: bool) -> Result<()> {
+    let [mnt, net] = ns else {
+        return Err("the init's namespaces are missing".into());
+    };
+    sys::setns(
+        net.as_fd(),
+        libc::CLONE_NEWNET,
+        "network namespace of the container",
+    )?;
+    sys::setns(
+        mnt.as_fd(),
+        libc::CLONE_NEWNS,
+        "mount namespace of the container",
+    )?;
+    let root_fd = sys::open(c.root_path, libc::O_PATH | libc::O_DIRECTORY, 0)?;
+    let tree = match recv_msg(socks.builder, "the container's mount builder")? {
+        (Msg::Tree { warnings }, mut fds) if fds.len() == 1 => {
+            for w in warnings {
+                crate::log::warn(&w);
+            }
+            fds.remove(0)
+        }
         (m, _) => return Err(format!("unexpected message {m:?}")),
+    };
+    rootfs::attach_at_fd(tree.as_raw_fd(), root_fd.as_raw_fd())?;
+    rootfs::fchdir(tree)?;
+    if hooks {
+        send_msg(socks.p, &Msg::Attached, &[])?;
+        match recv_msg(socks.p, "eci-runc")? {
+            (Msg::HooksDone, _) => {}
+            (m, _) => return Err(format!("unexpected message {m:?}")),
+        }
     }
     rootfs::pivot(c.no_pivot)?;
     rootfs::harden(c.spec)?;
+    if c.spec.root.as_ref().is_some_and(|r| r.readonly) {
+        rootfs::readonly_root()?;
+    }
+    let root = sys::open(Path::new("/"), libc::O_PATH | libc::O_DIRECTORY, 0)?;
+    send_msg(socks.init, &Msg::MountsDone, &[root.as_raw_fd()])?;
+    sys::exit_now(0)
+}
+
+enum Never {}
+
+/// The container's init (pid 1 of its pid namespace, or a process of the pid namespace it
+/// joins): container root in the container's user namespace, in a mount namespace the VM's user
+/// namespace owns, which it cannot change itself. Forks the builder, waits until the mount
+/// helper has pivoted into the tree and hardened it, then unshares its mount namespace: the
+/// kernel locks every mount of that copy (SPEC M2, [`rootfs::lock_mounts`]).
+fn init(
+    c: &ChildCtx<'_>,
+    x_sock: OwnedFd,
+    i_sock: OwnedFd,
+    premade: Vec<(usize, OwnedFd)>,
+) -> Result<Never> {
+    let sock = i_sock.as_raw_fd();
+    // The mount namespace's root, so that pivot_root moves this process's root and folder.
+    std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
+    let builder = sys::fork()?;
+    if builder == 0 {
+        drop(i_sock);
+        let xsock = x_sock.as_raw_fd();
+        let mut warnings = Vec::new();
+        let sent = match build_tree(c, xsock, premade, &mut warnings) {
+            Ok(tree) => send_msg(xsock, &Msg::Tree { warnings }, &[tree.as_raw_fd()]),
+            Err(e) => send_msg(xsock, &Msg::Error { msg: e }, &[]),
+        };
+        sys::exit_now(i32::from(sent.is_err()));
+    }
+    drop((x_sock, premade));
+    become_root()?;
+    let root = match recv_msg(sock, "eci-runc")? {
+        (Msg::MountsDone, mut fds) if fds.len() == 1 => fds.remove(0),
+        (m, _) => return Err(format!("unexpected message {m:?}")),
+    };
+    // The builder is done once the helper has its tree; reap it so that no zombie stays in the
+    // container's pid namespace.
+    let _ = sys::waitpid(builder);
+    rootfs::fchdir(&root)?;
+    if c.no_pivot {
+        nix::unistd::chroot(".").map_err(|e| sys::nix_err("chroot", e))?;
+    }
+    drop(root);
+    rootfs::lock_mounts()?;
+    std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
     let linux = c.spec.linux.clone().unwrap_or_default();
     let own_uts = linux
         .namespaces
@@ -857,9 +1034,7 @@ fn stage2(
         let v = clamp_sysctl(k, v);
         fs::write(&p, &v).map_err(|e| format!("sysctl {k}={v}: {e}"))?;
     }
-    if c.spec.root.as_ref().is_some_and(|r| r.readonly) {
-        rootfs::readonly_root()?;
-    }
+    let mut warnings = Vec::new();
     let p = c.spec.process.clone().ok_or("config.json has no process")?;
     match c.console {
         Some(fd) if p.terminal => process::setup_terminal(fd, &p, true)?,

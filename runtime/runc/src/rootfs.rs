@@ -1,6 +1,8 @@
-//! The container's filesystem, built by its init inside the container's user and mount
-//! namespaces (SPEC U4): the image rootfs from idmapped layers, the spec's mounts, the safe
-//! device set (P3), then pivot_root and the masked/read-only paths (P4, F4).
+//! The container's filesystem (SPEC U4): the image rootfs from idmapped layers, the spec's
+//! mounts and the safe device set (P3), built as container root inside the container's user
+//! namespace and handed over as one detached tree; then, in the init's mount namespace, which
+//! the VM's user namespace owns, pivot_root and the masked/read-only paths (P4, F4), and the
+//! copy into the container's user namespace that locks them all (M2, [`lock_mounts`]).
 
 use std::fs;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -547,6 +549,28 @@ pub fn harden(spec: &Spec) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A detached copy of the mount tree at the current folder (the container's rootfs with every
+/// mount below it), for the init to attach in its own mount namespace.
+///
+/// Unbindable mounts (`runbindable` in a spec) are not copied, as for any recursive bind.
+pub fn detached_copy() -> Result<OwnedFd> {
+    let here = sys::open(Path::new("."), libc::O_PATH | libc::O_DIRECTORY, 0)?;
+    sys::mountfd::clone_tree(here.as_fd(), true, Path::new("the container's mount tree"))
+}
+
+/// Make the init's mount namespace its own copy (SPEC M2). The caller is in the container's
+/// user namespace, in a mount namespace the VM's user namespace owns, where the mount helper
+/// pivoted into the container's tree, masked and made read-only what the spec says. Copied
+/// into a namespace the container's user namespace owns, the kernel marks every mount
+/// MNT_LOCKED (it cannot be unmounted or moved, and is bound only together with what is
+/// mounted on it, so a mask cannot be peeled off) and keeps read-only, nosuid, nodev, noexec
+/// and atime flags as they are (MNT_LOCK_*), even for a process holding CAP_SYS_ADMIN there.
+/// Whatever is mounted when the copy is made is what the container gets: the old root must be
+/// detached and the masks in place before.
+pub fn lock_mounts() -> Result<()> {
+    sys::unshare(libc::CLONE_NEWNS)
 }
 
 pub fn readonly_root() -> Result<()> {
