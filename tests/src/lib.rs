@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 
 pub mod containerd_pod;
+pub mod escapes;
 pub mod guard_engine;
 pub mod runc_engine;
 
