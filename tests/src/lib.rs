@@ -10,6 +10,7 @@ pub mod containerd_pod;
 pub mod escapes;
 pub mod guard_engine;
 pub mod runc_engine;
+pub mod vetting;
 
 /// The checkout's root folder.
 pub fn workspace_root() -> PathBuf {

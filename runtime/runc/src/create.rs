@@ -60,6 +60,10 @@ pub enum Msg {
     /// descriptor); lock it.
     MountsDone,
     HooksDone,
+    /// An exec'd process's mount-vetting listener (SCM_RIGHTS) for the supervisor.
+    Listener,
+    /// The supervisor has the listener; the exec'd process may go on.
+    Vetted,
     Ready {
         warnings: Vec<String>,
     },
@@ -676,10 +680,17 @@ pub fn create(g: &Global, o: &CreateOpts) -> Result<i32> {
         send_msg(vsock, &Msg::HooksDone, &[])?;
     }
     match recv_msg(isock, "container init")? {
-        (Msg::Ready { warnings }, _) => {
+        (Msg::Ready { warnings }, fds) => {
             for w in warnings {
                 crate::log::warn(&w);
             }
+            // SPEC M1, M5 (issue 10): the init's mount-vetting listener goes to the supervisor
+            // before the container can start; without a supervisor the create fails.
+            let listener = fds
+                .into_iter()
+                .next()
+                .ok_or("the container init sent no mount-vetting listener")?;
+            crate::seccomp::hand_off(&g.root, &o.id, init, true, listener)?;
         }
         (m, _) => return Err(format!("unexpected message {m:?}")),
     }
@@ -1055,7 +1066,11 @@ fn init(
     for fd in 3..3 + c.preserve_fds {
         sys::set_cloexec(fd, false);
     }
-    send_msg(sock, &Msg::Ready { warnings }, &[])?;
+    // The init must not keep its own listener: it could answer its own mount calls.
+    let listener =
+        crate::seccomp::take_listener().ok_or("eci's mount-vetting filter was not loaded")?;
+    send_msg(sock, &Msg::Ready { warnings }, &[listener.as_raw_fd()])?;
+    drop(listener);
     // Wait for `start`: opening the FIFO for writing blocks until it is opened for reading.
     let path = format!("/proc/self/fd/{}", c.fifo_fd);
     let w = sys::open(Path::new(&path), libc::O_WRONLY, 0)

@@ -192,6 +192,28 @@ pub fn exec(g: &Global, o: &ExecOpts) -> Result<i32> {
         }
     };
     let _ = sys::waitpid(pid);
+    // SPEC M1, M5 (issue 10): the process's mount-vetting listener goes to the supervisor
+    // before it executes anything; without a supervisor the exec fails.
+    match recv_msg(sock, "exec process") {
+        Ok((Msg::Listener, fds)) => {
+            let handed = fds
+                .into_iter()
+                .next()
+                .ok_or_else(|| "the exec process sent no mount-vetting listener".to_string())
+                .and_then(|l| crate::seccomp::hand_off(&g.root, &o.id, target, false, l));
+            if let Err(e) = handed {
+                let _ = send_msg(sock, &Msg::Error { msg: e.clone() }, &[]);
+                let _ = sys::waitpid(target);
+                return Err(e);
+            }
+            send_msg(sock, &Msg::Vetted, &[])?;
+        }
+        Ok((m, _)) => return Err(format!("unexpected message {m:?}")),
+        Err(e) => {
+            let _ = sys::waitpid(target);
+            return Err(e);
+        }
+    }
     // EOF means the process reached execve (the socket is close-on-exec); a message is an error.
     if let Some((b, _)) = sys::recv(sock)? {
         let _ = sys::waitpid(target);
@@ -315,6 +337,15 @@ fn child(
         process::secure(p, seccomp, true)?;
         process::finalize(p)?;
         process::secure(p, seccomp, false)?;
+        // The process must not keep its own listener: it could answer its own mount calls.
+        let listener =
+            crate::seccomp::take_listener().ok_or("eci's mount-vetting filter was not loaded")?;
+        send_msg(sock, &Msg::Listener, &[listener.as_raw_fd()])?;
+        drop(listener);
+        match recv_msg(sock, "eci-runc")? {
+            (Msg::Vetted, _) => {}
+            (m, _) => return Err(format!("unexpected message {m:?}")),
+        }
         process::cloexec_from(3 + preserve_fds);
         sys::set_cloexec(sock, true);
         process::execve(&exe, &p.args, &p.env)

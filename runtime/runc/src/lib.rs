@@ -17,7 +17,7 @@ mod hooks;
 pub mod log;
 mod process;
 mod rootfs;
-mod seccomp;
+pub mod seccomp;
 mod share;
 pub mod state;
 mod sys;

@@ -1,13 +1,30 @@
-//! Seccomp: the spec's filter (docker's profile, or none when privileged/unconfined) and eci's
-//! own filter that refuses the kernel-global calls of SPEC P2 for every container. Two filters
-//! are loaded; the kernel applies the most restrictive answer, so eci's EPERM wins over the
-//! spec's ALLOW and neither filter needs to know the other.
+//! Seccomp: the spec's filter (docker's profile, or none when privileged/unconfined), eci's
+//! own filter that refuses the kernel-global calls of SPEC P2 for every container, and the
+//! mount-vetting filter whose notifications go to eci-supervisor (SPEC M1, issue 10). The
+//! filters are loaded in that order; the kernel applies the most restrictive answer, so eci's
+//! EPERM wins over the spec's ALLOW, a spec's ERRNO for `mount` wins over the notification, and
+//! no filter needs to know the others.
+//!
+//! The hand-off: the last filter is loaded with SECCOMP_FILTER_FLAG_NEW_LISTENER (libseccomp
+//! sets it for a filter with a notify rule); the process that loaded it (the container's init,
+//! or an exec'd process) passes the listener to eci-runc over its set-up socket and closes its
+//! own copy before it executes anything of the container's, since a process holding its own
+//! listener could answer its own mount calls. eci-runc passes it on with [`hand_off`] to the
+//! supervisor's socket (SCM_RIGHTS, one message per listener: create and every exec), starting
+//! a supervisor when none answers, and fails the create or exec when none can be had.
 
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use eci_policy::mount_vetting::TRAPPED_SYSCALLS;
 use eci_policy::spec::Seccomp;
 use eci_policy::KERNEL_GLOBAL_SYSCALLS;
 use libseccomp::{
     ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
 };
+use serde::{Deserialize, Serialize};
 
 fn cmp(index: u32, name: &str, value: u64, value_two: u64) -> Result<ScmpArgCompare, String> {
     let (o, datum) = match name {
@@ -91,12 +108,7 @@ pub fn deny_filter() -> Result<ScmpFilterContext, String> {
     let mut ctx =
         ScmpFilterContext::new(ScmpAction::Allow).map_err(|e| format!("seccomp init: {e}"))?;
     ctx.set_ctl_nnp(false).map_err(|e| e.to_string())?;
-    // 32-bit entry points reach the same kernel code.
-    for a in [ScmpArch::X86, ScmpArch::X32] {
-        if ScmpArch::native() == ScmpArch::X8664 {
-            let _ = ctx.add_arch(a);
-        }
-    }
+    add_compat_archs(&mut ctx);
     for name in KERNEL_GLOBAL_SYSCALLS {
         if let Ok(sc) = ScmpSyscall::from_name(name) {
             ctx.add_rule(ScmpAction::Errno(libc::EPERM), sc)
@@ -121,7 +133,43 @@ pub fn deny_filter() -> Result<ScmpFilterContext, String> {
     Ok(ctx)
 }
 
-/// Load both filters (spec first).
+/// 32-bit entry points reach the same kernel code, so every eci filter covers them too.
+fn add_compat_archs(ctx: &mut ScmpFilterContext) {
+    for a in [ScmpArch::X86, ScmpArch::X32] {
+        if ScmpArch::native() == ScmpArch::X8664 {
+            let _ = ctx.add_arch(a);
+        }
+    }
+}
+
+/// The mount-vetting filter: every call of [`TRAPPED_SYSCALLS`] becomes a notification for the
+/// supervisor (SPEC M1); nothing else is touched (M6: data-path calls never leave the kernel).
+pub fn notify_filter() -> Result<ScmpFilterContext, String> {
+    let mut ctx =
+        ScmpFilterContext::new(ScmpAction::Allow).map_err(|e| format!("seccomp init: {e}"))?;
+    ctx.set_ctl_nnp(false).map_err(|e| e.to_string())?;
+    add_compat_archs(&mut ctx);
+    for name in TRAPPED_SYSCALLS {
+        if let Ok(sc) = ScmpSyscall::from_name(name) {
+            ctx.add_rule(ScmpAction::Notify, sc)
+                .map_err(|e| format!("seccomp notify rule {name}: {e}"))?;
+        }
+    }
+    Ok(ctx)
+}
+
+/// The listener of the vetting filter this process loaded, until [`take_listener`] takes it.
+/// A slot rather than a return value because `load` runs inside the shared set-up steps
+/// (`process::secure`), whose callers (create, exec) each hand it over their own way.
+static LISTENER: Mutex<Option<OwnedFd>> = Mutex::new(None);
+
+/// The vetting filter's listener, once per load.
+pub fn take_listener() -> Option<OwnedFd> {
+    LISTENER.lock().unwrap_or_else(|p| p.into_inner()).take()
+}
+
+/// Load the filters: the spec's, eci's deny filter, then the vetting filter, whose listener
+/// waits in [`take_listener`].
 pub fn load(spec: Option<&Seccomp>) -> Result<(), String> {
     if let Some(s) = spec {
         spec_filter(s)?
@@ -130,7 +178,176 @@ pub fn load(spec: Option<&Seccomp>) -> Result<(), String> {
     }
     deny_filter()?
         .load()
-        .map_err(|e| format!("load eci's seccomp filter: {e}"))
+        .map_err(|e| format!("load eci's seccomp filter: {e}"))?;
+    let n = notify_filter()?;
+    n.load()
+        .map_err(|e| format!("load eci's mount-vetting filter: {e}"))?;
+    let fd = n
+        .get_notify_fd()
+        .map_err(|e| format!("the mount-vetting filter's listener: {e}"))?;
+    let fd = crate::sys::listener::adopt(fd)
+        .ok_or("the mount-vetting filter was loaded without a listener")?;
+    *LISTENER.lock().unwrap_or_else(|p| p.into_inner()) = Some(fd);
+    Ok(())
+}
+
+/// Where the supervisor listens unless `ECI_SUPERVISOR_SOCKET` says otherwise.
+pub const DEFAULT_SUPERVISOR_SOCKET: &str = "/run/eci/supervisor.sock";
+
+pub fn supervisor_socket() -> PathBuf {
+    std::env::var_os("ECI_SUPERVISOR_SOCKET")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SUPERVISOR_SOCKET))
+}
+
+/// What eci-runc sends the supervisor with a listener (JSON, one SOCK_SEQPACKET message, the
+/// listener as SCM_RIGHTS).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Register {
+    /// The runtime's state root (`--root`) and the container's id: with them the supervisor
+    /// loads the container's [`crate::State`].
+    pub state_root: PathBuf,
+    pub id: String,
+    /// The process that loaded the filter (the container's init, or the exec'd process).
+    pub pid: i32,
+    /// True for the init (create), false for an exec.
+    pub init: bool,
+}
+
+/// The supervisor's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Registered {
+    Ok,
+    Refused { msg: String },
+}
+
+fn connect(path: &Path) -> Result<OwnedFd, String> {
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    let s = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| crate::sys::nix_err("socket", e))?;
+    let addr = UnixAddr::new(path).map_err(|e| crate::sys::nix_err("socket path", e))?;
+    connect(s.as_raw_fd(), &addr)
+        .map_err(|e| crate::sys::nix_err(format!("connect {}", path.display()), e))?;
+    Ok(s)
+}
+
+/// The supervisor binary: `ECI_SUPERVISOR_BIN`, else `eci-supervisor` next to this binary,
+/// else from PATH.
+fn supervisor_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("ECI_SUPERVISOR_BIN") {
+        return PathBuf::from(p);
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("eci-supervisor")))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("eci-supervisor"))
+}
+
+/// Start a supervisor in a session of its own (it outlives this command); several eci-runc
+/// starting one at once is fine: the supervisor holds a lock beside its socket and a second
+/// one exits.
+fn start_supervisor(socket: &Path) -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let dir = socket.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("supervisor.log"))
+        .map_err(|e| format!("open the supervisor log in {}: {e}", dir.display()))?;
+    let bin = supervisor_binary();
+    Command::new(&bin)
+        .arg("serve")
+        .arg("--socket")
+        .arg(socket)
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| {
+            format!(
+                "no mount-vetting supervisor answers at {} and starting {} failed: {e} (SPEC M5)",
+                socket.display(),
+                bin.display()
+            )
+        })?;
+    Ok(())
+}
+
+/// What a supervisor whose program was replaced (an upgrade) answers; it has stopped listening,
+/// and [`hand_off`] starts the new program.
+pub const RETIRED: &str = "retired: this supervisor's program was replaced";
+
+/// Hand a container process's listener to the supervisor (starting one when none answers) and
+/// wait for its answer. An error fails the create or exec: a container is never started
+/// without vetting (SPEC M5).
+pub fn hand_off(
+    state_root: &Path,
+    id: &str,
+    pid: i32,
+    init: bool,
+    listener: OwnedFd,
+) -> Result<(), String> {
+    match hand_off_once(state_root, id, pid, init, &listener) {
+        Err(e) if e.ends_with(RETIRED) => hand_off_once(state_root, id, pid, init, &listener),
+        r => r,
+    }
+}
+
+fn hand_off_once(
+    state_root: &Path,
+    id: &str,
+    pid: i32,
+    init: bool,
+    listener: &OwnedFd,
+) -> Result<(), String> {
+    let path = supervisor_socket();
+    let sock = match connect(&path) {
+        Ok(s) => s,
+        Err(_) => {
+            start_supervisor(&path)?;
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                match connect(&path) {
+                    Ok(s) => break s,
+                    Err(e) if Instant::now() > deadline => {
+                        return Err(format!(
+                            "the mount-vetting supervisor did not come up: {e} (see supervisor.log beside the socket)"
+                        ))
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        }
+    };
+    let msg = Register {
+        state_root: state_root.to_path_buf(),
+        id: id.to_string(),
+        pid,
+        init,
+    };
+    crate::sys::send(
+        sock.as_raw_fd(),
+        &serde_json::to_vec(&msg).expect("serializable"),
+        &[listener.as_raw_fd()],
+    )?;
+    match crate::sys::recv(sock.as_raw_fd())? {
+        None => Err("the mount-vetting supervisor closed the connection without an answer".into()),
+        Some((b, _)) => match serde_json::from_slice::<Registered>(&b) {
+            Ok(Registered::Ok) => Ok(()),
+            Ok(Registered::Refused { msg }) => Err(format!("mount-vetting supervisor: {msg}")),
+            Err(e) => Err(format!("bad answer from the mount-vetting supervisor: {e}")),
+        },
+    }
 }
 
 #[cfg(test)]

@@ -69,6 +69,7 @@ pub fn umount2(target: &Path, flags: libc::c_int) -> Result<()> {
 
 pub mod bpf;
 pub mod caps;
+pub mod listener;
 pub mod mountfd;
 pub mod ns;
 #[cfg(test)]

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Mount-vetting overhead (issue 10, SPEC M4/M6; target: < 50 us added per vetted call). A static
+# program in a busybox bundle mounts a tmpfs and unmounts it N times and prints the time per
+# pair; it runs under eci-runc (each mount and umount2 is a seccomp notification answered by
+# eci-supervisor, whose helper makes the call in the container's namespaces) and under runc (no
+# vetting), alternating ROUNDS times in the same run so machine load hits both alike. Prints both
+# figures, the ratio and the added time per call ((eci - runc) / 2 per pair).
+#   bench/mounts.sh [N] [ROUNDS]      defaults 2000 pairs, 5 rounds
+#   ECI_BENCH_CHECK=1 bench/mounts.sh exit 1 when the target is missed
+# Needs root, runc, cc with a static libc, busybox-static. Builds eci-runc and eci-supervisor
+# --release; the supervisor is a private one (its socket in the work folder), stopped at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n=${1:-2000}
+rounds=${2:-5}
+
+# ECI_BENCH_PROFILE=debug measures the debug build instead (quicker to build, slower to run).
+profile=${ECI_BENCH_PROFILE:-release}
+if [ "$profile" = release ]; then
+  cargo build --release -p eci-runc -p eci-supervisor >&2
+else
+  cargo build -p eci-runc -p eci-supervisor >&2
+fi
+eci=$PWD/target/$profile/eci-runc
+runc=$(command -v runc)
+
+work=$(mktemp -d /tmp/eci-mount-bench.XXXXXX)
+export ECI_SUPERVISOR_SOCKET=$work/supervisor/supervisor.sock
+export ECI_RUNC_STATE_DIR=$work/ids
+supervisor_pid() {
+  for p in /proc/[0-9]*; do
+    if { tr '\0' ' ' < "$p/cmdline"; } 2>/dev/null | grep -q "eci-supervisor serve --socket $ECI_SUPERVISOR_SOCKET"; then
+      basename "$p"
+    fi
+  done
+}
+cleanup() {
+  for r in eci runc; do
+    for id in $(ls "$work/root-$r" 2>/dev/null); do
+      "${!r}" --root "$work/root-$r" delete --force "$id" >/dev/null 2>&1 || true
+    done
+  done
+  for p in $(supervisor_pid); do kill "$p" 2>/dev/null || true; done
+  grep -o " $work[^ ]*" /proc/self/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+bundle=$work/bundle
+root=$bundle/rootfs
+mkdir -p "$root"/{bin,etc,tmp,proc,sys,dev,m}
+cp /bin/busybox "$root/bin/busybox"
+ln -s busybox "$root/bin/sh"
+echo 'root:x:0:0:root:/root:/bin/sh' > "$root/etc/passwd"
+cat > "$work/mb.c" <<'EOF'
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mount.h>
+#include <time.h>
+int main(int argc, char **argv) {
+    long n = argc > 1 ? atol(argv[1]) : 1000;
+    struct timespec a, b;
+    /* One pair first: the supervisor's helper and caches are warm before timing starts. */
+    if (mount("t", "/m", "tmpfs", 0, NULL) || umount2("/m", 0)) { perror("mount/umount"); return 1; }
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    for (long i = 0; i < n; i++) {
+        if (mount("t", "/m", "tmpfs", 0, NULL)) { perror("mount"); return 1; }
+        if (umount2("/m", 0)) { perror("umount2"); return 1; }
+    }
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    double ns = (b.tv_sec - a.tv_sec) * 1e9 + (b.tv_nsec - a.tv_nsec);
+    printf("ns_per_pair %.0f\n", ns / n);
+    return 0;
+}
+EOF
+cc -static -O2 -o "$root/mb" "$work/mb.c"
+(cd "$bundle" && "$runc" spec)
+python3 - "$bundle/config.json" "$n" <<'EOF'
+import json, sys
+p, n = sys.argv[1], sys.argv[2]
+c = json.load(open(p))
+c["process"]["terminal"] = False
+c["process"]["args"] = ["/mb", n]
+for s in ("bounding", "effective", "permitted"):
+    c["process"]["capabilities"][s].append("CAP_SYS_ADMIN")
+c["root"]["readonly"] = False
+json.dump(c, open(p, "w"))
+EOF
+
+declare -A total
+one() { # runtime-name binary id
+  local out
+  out=$("$2" --root "$work/root-$1" run --bundle "$bundle" "$3" </dev/null 2>>"$work/$1.err") || {
+    echo "$1 failed: $(tail -n 3 "$work/$1.err") $out" >&2
+    exit 1
+  }
+  local ns
+  ns=$(echo "$out" | sed -n 's/^ns_per_pair //p')
+  [ -n "$ns" ] || { echo "$1: no figure in: $out" >&2; exit 1; }
+  total[$1]=$(( ${total[$1]:-0} + ns ))
+}
+for r in eci runc; do one "$r" "${!r}" warm; done
+total=()
+for i in $(seq "$rounds"); do
+  for r in eci runc; do one "$r" "${!r}" "b$i"; done
+done
+e=$(echo "${total[eci]} / $rounds / 1000" | bc -l)
+p=$(echo "${total[runc]} / $rounds / 1000" | bc -l)
+echo "mount+umount2 of a tmpfs, $n pairs x $rounds rounds each:"
+printf '  eci   %8.1f us/pair\n' "$e"
+printf '  runc  %8.1f us/pair\n' "$p"
+printf '  ratio eci-runc/runc %.2f\n' "$(echo "$e / $p" | bc -l)"
+added=$(echo "($e - $p) / 2" | bc -l)
+printf '  added per vetted call %.1f us (target < 50)\n' "$added"
+if [ "${ECI_BENCH_CHECK:-}" = 1 ] && [ "$(echo "$added >= 50" | bc -l)" = 1 ]; then
+  echo "mount-vetting overhead target missed" >&2
+  exit 1
+fi

@@ -1,0 +1,572 @@
+//! A container's helper: one process per container, made once when its init registers, that
+//! performs the allowed mount calls with the container's user namespace and credentials.
+//!
+//! Why a process: `setns` into a user namespace needs a single-threaded caller, and the
+//! supervisor is multi-threaded; mounts made with the supervisor's own (VM root) credentials
+//! would belong to the VM's user namespace (container root could not change its own tmpfs, and
+//! overlayfs would do its copy-up as VM root). The helper is `eci-supervisor helper`, executed
+//! by the supervisor (VM root) and only then entering the container's namespaces, so its memory
+//! belongs to the VM's user namespace: container root cannot ptrace it, read its memory or make
+//! it do anything; it can only kill it (which fails its own mount calls closed, EPERM).
+//!
+//! Each request carries the caller's root, cwd and mount namespace as descriptors. The helper
+//! enters that mount namespace when it differs from the last one, chroots to the caller's root
+//! and changes to its cwd, so names in mount options (overlay's lowerdir) resolve exactly as the
+//! caller's would; the target and source paths are resolved once with `openat2(root,
+//! RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`, the facts for the decision are read from those
+//! descriptors, and the mount is made onto the very descriptor that was judged (`move_mount`
+//! to an fd). Requests are handled one at a time, so no other mount change of the container
+//! can slip between a decision and its act (every mount change of the container comes through
+//! here).
+
+use std::collections::HashSet;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use eci_policy::mount_vetting::{self as mv, Action, Call, Caller, Source, Target, Verdict};
+use libseccomp::ScmpNotifReq;
+use nix::errno::Errno;
+use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+use nix::sched::CloneFlags;
+
+use crate::notify::{self, CallerCtx};
+use crate::proto::{CallArgs, HelperInit, HelperReply};
+use crate::sys;
+
+/// The supervisor's end of a helper.
+pub struct Helper {
+    child: Child,
+    sock: OwnedFd,
+}
+
+impl Helper {
+    /// Start `eci-supervisor helper` and hand it the container's namespaces.
+    pub fn spawn(init: &HelperInit, ns: &[OwnedFd]) -> io::Result<Helper> {
+        let (mine, theirs) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::SeqPacket,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )?;
+        // /proc/self/exe, not the path: it still reaches this very program after an upgrade
+        // replaced the file, so a helper always speaks its supervisor's protocol.
+        let child = Command::new("/proc/self/exe")
+            .arg("helper")
+            .stdin(Stdio::from(theirs))
+            .stdout(Stdio::null())
+            .current_dir("/")
+            .spawn()?;
+        let raw: Vec<RawFd> = ns.iter().map(|f| f.as_raw_fd()).collect();
+        sys::send(
+            mine.as_raw_fd(),
+            &serde_json::to_vec(init).expect("serializable"),
+            &raw,
+        )?;
+        let mut h = Helper { child, sock: mine };
+        let r = h.round_trip(None)?;
+        if r.errno != 0 {
+            return Err(io::Error::other(format!(
+                "the container's mount helper did not start: {}",
+                r.note
+            )));
+        }
+        Ok(h)
+    }
+
+    fn round_trip(&mut self, send: Option<(&[u8], &[RawFd])>) -> io::Result<HelperReply> {
+        if let Some((b, fds)) = send {
+            sys::send(self.sock.as_raw_fd(), b, fds)?;
+        }
+        match sys::recv(self.sock.as_raw_fd())? {
+            None => Err(io::Error::other("the container's mount helper is gone")),
+            Some((b, _)) => serde_json::from_slice(&b).map_err(io::Error::other),
+        }
+    }
+
+    /// Hand the helper one more listener (the init's, or an exec'd process's) to serve.
+    pub fn add_listener(&mut self, listener: &OwnedFd) -> io::Result<()> {
+        let r = self.round_trip(Some((b"{}", &[listener.as_raw_fd()])))?;
+        if r.errno != 0 {
+            return Err(io::Error::other(r.note));
+        }
+        Ok(())
+    }
+
+    /// The helper has exited (its container is gone, or it was killed).
+    pub fn exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        // Closing the socket ends the helper's loop; the kill covers a helper stuck in a call.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ns_flag(kind: &str) -> Option<CloneFlags> {
+    Some(match kind {
+        "mnt" => CloneFlags::CLONE_NEWNS,
+        "ipc" => CloneFlags::CLONE_NEWIPC,
+        "net" => CloneFlags::CLONE_NEWNET,
+        "cgroup" => CloneFlags::CLONE_NEWCGROUP,
+        "uts" => CloneFlags::CLONE_NEWUTS,
+        "user" => CloneFlags::CLONE_NEWUSER,
+        _ => return None,
+    })
+}
+
+fn nsid(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
+    let st = nix::sys::stat::fstat(fd)?;
+    Ok((st.st_dev, st.st_ino))
+}
+
+/// The helper process's state.
+struct Worker {
+    protected: HashSet<u64>,
+    mask_roots: HashSet<(u32, u32, u64)>,
+    /// Mount ids of filesystems the helper made for the container.
+    own_fs: HashSet<u64>,
+    mnt: (u64, u64),
+    /// The container's user namespace (nsfs device and inode).
+    userns: (u64, u64),
+}
+
+fn reply(errno: i32, note: impl Into<String>) -> HelperReply {
+    HelperReply {
+        errno,
+        note: note.into(),
+    }
+}
+
+fn io_errno(e: &io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(libc::EPERM)
+}
+
+/// `eci-supervisor helper`: the socket to the supervisor is stdin. Serves the container's
+/// listeners (one per process tree: the init's and each exec's) in one thread, since `setns`
+/// into the callers' mount namespaces needs a single-threaded process; ends when the last
+/// listener hangs up (the container is gone) or the supervisor goes.
+pub fn main() -> i32 {
+    let _ = nix::sys::prctl::set_dumpable(false);
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    let sock: RawFd = 0;
+    // The VM's /proc, opened before entering the container's mount namespace: notifications
+    // name callers by their pid in the VM's pid namespace.
+    let proc = match nix::fcntl::open(
+        "/proc",
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    ) {
+        Ok(p) => p,
+        Err(_) => return 1,
+    };
+    let Ok(Some((b, ns))) = sys::recv(sock) else {
+        return 1;
+    };
+    let init: HelperInit = match serde_json::from_slice(&b) {
+        Ok(i) => i,
+        Err(e) => {
+            let _ = send_reply(sock, &reply(libc::EINVAL, format!("bad init: {e}")));
+            return 1;
+        }
+    };
+    let mut w = match enter(&init, &ns) {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = send_reply(sock, &reply(libc::EPERM, e));
+            return 1;
+        }
+    };
+    drop(ns);
+    if send_reply(sock, &reply(0, "ready")).is_err() {
+        return 1;
+    }
+    let stdin = std::io::stdin();
+    let mut listeners: Vec<OwnedFd> = Vec::new();
+    loop {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let mut fds = vec![PollFd::new(stdin.as_fd(), PollFlags::POLLIN)];
+        fds.extend(
+            listeners
+                .iter()
+                .map(|l| PollFd::new(l.as_fd(), PollFlags::POLLIN)),
+        );
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(Errno::EINTR) => continue,
+            Err(_) => return 1,
+        }
+        let events: Vec<PollFlags> = fds
+            .iter()
+            .map(|f| f.revents().unwrap_or(PollFlags::empty()))
+            .collect();
+        drop(fds);
+        if !events[0].is_empty() {
+            match sys::recv(sock) {
+                Ok(Some((_, mut fds))) => {
+                    let r = match fds.pop() {
+                        Some(l) => {
+                            listeners.push(l);
+                            reply(0, "serving")
+                        }
+                        None => reply(libc::EINVAL, "no listener"),
+                    };
+                    if send_reply(sock, &r).is_err() {
+                        return 0;
+                    }
+                }
+                _ => return 0,
+            }
+        }
+        let mut gone = Vec::new();
+        for (i, ev) in events[1..].iter().enumerate() {
+            if ev.contains(PollFlags::POLLIN) {
+                if let Ok(req) = ScmpNotifReq::receive(listeners[i].as_raw_fd()) {
+                    notify::handle(proc.as_fd(), &listeners[i], &req, |call, ctx| {
+                        w.handle(call, ctx)
+                    });
+                }
+            } else if ev.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL) {
+                gone.push(i);
+            }
+        }
+        for i in gone.into_iter().rev() {
+            listeners.remove(i);
+        }
+        if listeners.is_empty() {
+            // Every process of the container is gone.
+            return 0;
+        }
+    }
+}
+
+fn send_reply(sock: RawFd, r: &HelperReply) -> io::Result<()> {
+    sys::send(sock, &serde_json::to_vec(r).expect("serializable"), &[])
+}
+
+/// Enter the container's namespaces (the user namespace last: the others may belong to the VM,
+/// which the helper can enter only while it is still VM root) and become container root.
+fn enter(init: &HelperInit, ns: &[OwnedFd]) -> Result<Worker, String> {
+    if ns.len() != init.ns.len() {
+        return Err("namespace descriptors do not match their names".into());
+    }
+    let mut mnt = None;
+    let mut user = None;
+    for (kind, fd) in init.ns.iter().zip(ns) {
+        let flag = ns_flag(kind).ok_or(format!("unknown namespace {kind}"))?;
+        if kind == "user" {
+            user = Some(fd);
+            continue;
+        }
+        nix::sched::setns(fd.as_fd(), flag).map_err(|e| format!("setns {kind}: {e}"))?;
+        if kind == "mnt" {
+            mnt = Some(nsid(fd.as_fd()).map_err(|e| e.to_string())?);
+        }
+    }
+    let user = user.ok_or("no user namespace")?;
+    let userns = nsid(user.as_fd()).map_err(|e| e.to_string())?;
+    nix::sched::setns(user.as_fd(), CloneFlags::CLONE_NEWUSER)
+        .map_err(|e| format!("setns user: {e}"))?;
+    let root = nix::unistd::Gid::from_raw(0);
+    nix::unistd::setresgid(root, root, root).map_err(|e| format!("setgid 0: {e}"))?;
+    // Refused when the namespace's setgroups is "deny"; then the groups stay as they are.
+    let _ = nix::unistd::setgroups(&[]);
+    let uroot = nix::unistd::Uid::from_raw(0);
+    nix::unistd::setresuid(uroot, uroot, uroot).map_err(|e| format!("setuid 0: {e}"))?;
+    // setresuid reset it; container root must not ptrace the helper.
+    let _ = nix::sys::prctl::set_dumpable(false);
+    Ok(Worker {
+        protected: init.protected_ids.iter().copied().collect(),
+        mask_roots: init.mask_roots.iter().copied().collect(),
+        own_fs: HashSet::new(),
+        mnt: mnt.ok_or("no mount namespace")?,
+        userns,
+    })
+}
+
+/// Resolve `path` inside `root` (as `/`), following symlinks only inside it and no magic link.
+fn resolve(root: BorrowedFd<'_>, path: &str) -> io::Result<OwnedFd> {
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    for _ in 0..64 {
+        match openat2(root, path, how) {
+            Err(Errno::EAGAIN) | Err(Errno::EINTR) => continue,
+            r => return r.map_err(io::Error::from),
+        }
+    }
+    Err(io::Error::from_raw_os_error(libc::EAGAIN))
+}
+
+/// Split a cleaned absolute path into its folder and last name.
+fn split(path: &str) -> (String, String) {
+    let p = path.trim_end_matches('/');
+    match p.rfind('/') {
+        Some(i) => (
+            if i == 0 {
+                "/".into()
+            } else {
+                p[..i].to_string()
+            },
+            p[i + 1..].to_string(),
+        ),
+        None => ("/".into(), p.to_string()),
+    }
+}
+
+impl Worker {
+    /// Facts about the mount a descriptor reached; `read_only` is looked up only when asked
+    /// (a remount), which keeps the common calls to one statx.
+    fn target_facts(&self, fd: BorrowedFd<'_>, want_read_only: bool) -> io::Result<Target> {
+        let f = sys::statx(fd)?;
+        let read_only = want_read_only
+            && nix::sys::statvfs::fstatvfs(fd)
+                .map(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+                .unwrap_or(true);
+        Ok(Target {
+            is_mount_root: f.mount_root,
+            protected: self.protected.contains(&f.mnt_id)
+                || (f.mount_root && self.mask_roots.contains(&(f.dev.0, f.dev.1, f.ino))),
+            read_only,
+            own_fs: self.own_fs.contains(&f.mnt_id),
+        })
+    }
+
+    fn source_facts(&self, fd: BorrowedFd<'_>) -> io::Result<Source> {
+        let t = self.target_facts(fd, false)?;
+        let magic = nix::sys::statfs::fstatfs(fd)?.filesystem_type();
+        Ok(Source {
+            is_mount_root: t.is_mount_root,
+            protected: t.protected,
+            kernel_view: magic == nix::sys::statfs::PROC_SUPER_MAGIC
+                || magic == nix::sys::statfs::SYSFS_MAGIC,
+        })
+    }
+
+    fn handle(&mut self, call: &CallArgs, ctx: &CallerCtx) -> (i32, String) {
+        match self.try_handle(call, ctx) {
+            Ok(r) => (r.errno, r.note),
+            Err(e) => (io_errno(&e), e.to_string()),
+        }
+    }
+
+    fn try_handle(&mut self, call: &CallArgs, ctx: &CallerCtx) -> io::Result<HelperReply> {
+        let (root, cwd, mnt) = (&ctx.root, &ctx.cwd, &ctx.mnt);
+        let id = nsid(mnt.as_fd())?;
+        if id != self.mnt {
+            nix::sched::setns(mnt.as_fd(), CloneFlags::CLONE_NEWNS)?;
+            self.mnt = id;
+        }
+        // The caller's root and cwd become the helper's, so the kernel resolves names in mount
+        // options as it would for the caller.
+        nix::unistd::fchdir(root)?;
+        nix::unistd::chroot(".")?;
+        nix::unistd::fchdir(cwd)?;
+        let here = nix::unistd::getcwd()?;
+        let here = here
+            .to_str()
+            .filter(|h| h.starts_with('/'))
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    "the caller's cwd is outside its root",
+                )
+            })?;
+        let abs = |p: &str| -> String {
+            if p.starts_with('/') {
+                p.to_string()
+            } else {
+                format!("{}/{p}", here.trim_end_matches('/'))
+            }
+        };
+        let caller = Caller {
+            sys_admin: ctx.sys_admin,
+            container_userns: ctx.userns == self.userns,
+        };
+        match call {
+            CallArgs::Umount { target, flags } => {
+                let follow = flags & mv::umount::NOFOLLOW == 0;
+                let (dir, name) = self.umount_place(root.as_fd(), &abs(target), follow)?;
+                let t = if name.is_empty() {
+                    self.target_facts(dir.as_fd(), false)?
+                } else {
+                    let how = OpenHow::new()
+                        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
+                        .resolve(ResolveFlag::RESOLVE_NO_MAGICLINKS);
+                    let fd = openat2(dir.as_fd(), name.as_str(), how)?;
+                    self.target_facts(fd.as_fd(), false)?
+                };
+                let call = Call::Umount { flags: *flags };
+                match mv::decide(&call, caller, t, None) {
+                    Verdict::Refuse(r) => Ok(reply(r.errno.raw(), r.why)),
+                    Verdict::Allow(Action::Umount { flags }) => {
+                        if name.is_empty() {
+                            return Ok(reply(libc::EINVAL, "umount of the caller's root"));
+                        }
+                        // No descriptor on the mount may stay open (it would be busy): the
+                        // name is looked up once more, from the pinned folder, without
+                        // following a symlink. A mount point cannot be renamed or replaced
+                        // while it is one, and every other mount change of this container
+                        // waits for this request, so the name still reaches the judged mount.
+                        nix::unistd::fchdir(&dir)?;
+                        let f = nix::mount::MntFlags::from_bits_truncate(flags as i32)
+                            | nix::mount::MntFlags::UMOUNT_NOFOLLOW;
+                        nix::mount::umount2(Path::new(&name), f)?;
+                        Ok(reply(0, format!("umount {target}")))
+                    }
+                    Verdict::Allow(a) => Ok(reply(libc::EINVAL, format!("unexpected {a:?}"))),
+                }
+            }
+            CallArgs::Mount {
+                source,
+                target,
+                fstype,
+                flags,
+                data,
+            } => {
+                let tfd = resolve(root.as_fd(), &abs(target))?;
+                let t = self.target_facts(tfd.as_fd(), flags & mv::ms::REMOUNT != 0)?;
+                let needs_source =
+                    flags & (mv::ms::BIND | mv::ms::MOVE) != 0 && flags & mv::ms::REMOUNT == 0;
+                let sfd = match (needs_source, source) {
+                    (true, Some(s)) => Some(resolve(root.as_fd(), &abs(s))?),
+                    _ => None,
+                };
+                let s = sfd
+                    .as_ref()
+                    .map(|f| self.source_facts(f.as_fd()))
+                    .transpose()?;
+                let call = Call::Mount {
+                    source: source.clone(),
+                    fstype: fstype.clone(),
+                    flags: *flags,
+                    data: data.clone(),
+                };
+                match mv::decide(&call, caller, t, s) {
+                    Verdict::Refuse(r) => Ok(reply(r.errno.raw(), r.why)),
+                    Verdict::Allow(a) => {
+                        self.act(&a, tfd.as_fd(), sfd.as_ref().map(|f| f.as_fd()))?;
+                        Ok(reply(0, format!("{a:?} on {target}")))
+                    }
+                }
+            }
+        }
+    }
+
+    /// The folder holding the mount point and its name, following a symlink in the last name
+    /// (inside the root) unless `UMOUNT_NOFOLLOW`.
+    fn umount_place(
+        &self,
+        root: BorrowedFd<'_>,
+        path: &str,
+        follow: bool,
+    ) -> io::Result<(OwnedFd, String)> {
+        let mut path = path.to_string();
+        for _ in 0..40 {
+            let (dir, name) = split(&path);
+            if name == "." || name == ".." {
+                return Err(io::Error::from_raw_os_error(libc::EINVAL));
+            }
+            let dfd = resolve(root, &dir)?;
+            if follow && !name.is_empty() {
+                match nix::fcntl::readlinkat(dfd.as_fd(), name.as_str()) {
+                    Ok(link) => {
+                        let link = link.to_string_lossy().into_owned();
+                        path = if link.starts_with('/') {
+                            link
+                        } else {
+                            format!("{}/{link}", dir.trim_end_matches('/'))
+                        };
+                        continue;
+                    }
+                    Err(Errno::EINVAL) | Err(Errno::ENOENT) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            return Ok((dfd, name));
+        }
+        Err(io::Error::from_raw_os_error(libc::ELOOP))
+    }
+
+    fn act(
+        &mut self,
+        a: &Action,
+        target: BorrowedFd<'_>,
+        source: Option<BorrowedFd<'_>>,
+    ) -> io::Result<()> {
+        let per_mount = mv::attr::RDONLY
+            | mv::attr::NOSUID
+            | mv::attr::NODEV
+            | mv::attr::NOEXEC
+            | mv::attr::NODIRATIME
+            | mv::attr::NOSYMFOLLOW
+            | mv::attr::ATIME_MASK;
+        let missing = || io::Error::from_raw_os_error(libc::EINVAL);
+        match a {
+            Action::NewFs {
+                fstype,
+                options,
+                attrs,
+                ..
+            } => {
+                let fs = sys::fsopen(fstype)?;
+                for (k, v) in options {
+                    // Options the filesystem does not take fail the call as mount(2) would.
+                    sys::fsconfig_set(fs.as_fd(), k, v.as_deref())?;
+                }
+                if let Err(e) = sys::fsconfig_cmd(fs.as_fd(), sys::FSCONFIG_CMD_CREATE) {
+                    eprintln!(
+                        "eci-supervisor helper: create {fstype}: {}",
+                        sys::fs_messages(fs.as_fd())
+                    );
+                    return Err(e);
+                }
+                let m = sys::fsmount(fs.as_fd(), *attrs)?;
+                sys::move_mount(m.as_fd(), target)?;
+                if let Ok(f) = sys::statx(m.as_fd()) {
+                    self.own_fs.insert(f.mnt_id);
+                }
+            }
+            Action::Bind { recursive, .. } => {
+                let m = sys::open_tree_clone(source.ok_or_else(missing)?, *recursive)?;
+                sys::move_mount(m.as_fd(), target)?;
+            }
+            Action::SetAttrs { attrs } => {
+                sys::mount_setattr(target, false, *attrs, per_mount, 0)?;
+            }
+            Action::Reconfigure { options, attrs } => {
+                let fs = sys::fspick(target)?;
+                for (k, v) in options {
+                    sys::fsconfig_set(fs.as_fd(), k, v.as_deref())?;
+                }
+                sys::fsconfig_cmd(fs.as_fd(), sys::FSCONFIG_CMD_RECONFIGURE)?;
+                sys::mount_setattr(target, false, *attrs, per_mount, 0)?;
+            }
+            Action::Propagation {
+                propagation,
+                recursive,
+            } => sys::mount_setattr(target, *recursive, 0, 0, *propagation)?,
+            Action::Move => sys::move_mount(source.ok_or_else(missing)?, target)?,
+            Action::Umount { .. } => return Err(missing()),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_split_into_folder_and_name() {
+        assert_eq!(split("/a/b"), ("/a".into(), "b".into()));
+        assert_eq!(split("/a/b/"), ("/a".into(), "b".into()));
+        assert_eq!(split("/a"), ("/".into(), "a".into()));
+        assert_eq!(split("/"), ("/".into(), "".into()));
+    }
+}

@@ -1,0 +1,88 @@
+//! eci-supervisor: the long-lived side of eci's container isolation (issue 10). It vets the
+//! mount calls of every eci container (SPEC M1-M6) and performs the allowed ones on the
+//! caller's behalf; later it will also serve the per-container /proc and /sys views
+//! (runtime/views; the seam is `server::make_container`).
+//!
+//! # Shape
+//!
+//! ```text
+//! eci-init ── starts ──► eci-supervisor serve ◄── Register + listener (SCM_RIGHTS) ── eci-runc
+//!                          │  (create: the init's listener; exec: each exec'd process's)
+//!                          │  checks pid and container against eci_runc::State
+//!                          └─ one helper process per container (helper.rs), in its namespaces
+//!                             as container root, serving all the container's listeners:
+//!                             NOTIF_RECV → notify::handle → decide (eci_policy::mount_vetting)
+//!                             → act → NOTIF_SEND
+//! ```
+//!
+//! eci-runc loads, after docker's profile and eci's deny filter, a third filter that turns
+//! `mount`, `umount2`, `fsopen`, `fsconfig`, `fsmount`, `fspick`, `move_mount`, `open_tree` and
+//! `mount_setattr` into notifications (`SECCOMP_FILTER_FLAG_NEW_LISTENER`), for the init and for
+//! every exec, whatever the spec says (`--privileged`, `seccomp=unconfined`). Nothing else is
+//! trapped (M6). When no supervisor answers on the socket, eci-runc starts one
+//! (`eci_runc::seccomp::hand_off`), so vetting never depends on who started the engine.
+//!
+//! # The new mount API
+//!
+//! Answered with ENOSYS (what a kernel without it says), so callers fall back to mount(2),
+//! which is vetted. Full support would need `pidfd_getfd` for the fd arguments and
+//! `SECCOMP_IOCTL_NOTIF_ADDFD` for the fd results; not done.
+//!
+//! # TOCTOU analysis (SPEC M4)
+//!
+//! - *Arguments.* The caller's strings are read exactly once, from `/proc/PID/mem` (the VM's
+//!   /proc, opened by the helper before it entered the container), into the helper's memory
+//!   (`notify::gather`). Another thread of the caller rewriting them after
+//!   that changes nothing: the decision and the act only ever see the copy. The kernel never
+//!   reads them either, because the call is not continued (`SECCOMP_USER_NOTIF_FLAG_CONTINUE`
+//!   is never used): the supervisor's helper makes the mount itself.
+//! - *Which process.* The notification names a pid. The supervisor opens everything it needs
+//!   of that pid (`mem`, `root`, `cwd`, `ns/mnt`, `ns/user`, `status`) and *then* checks
+//!   `SECCOMP_IOCTL_NOTIF_ID_VALID`: while the notification is valid the caller is blocked in
+//!   the call and alive, so its pid was not reused and every descriptor opened before the check
+//!   belongs to it. An invalid id ends the handling without acting. The id is checked again
+//!   before answering (an answer to a dead caller is dropped).
+//! - *Paths.* Resolved once in the helper with `openat2(root, path, RESOLVE_IN_ROOT |
+//!   RESOLVE_NO_MAGICLINKS)` against the caller's root descriptor (relative ones against its
+//!   cwd as seen inside that root). Symlinks cannot lead out of the root; `/proc/PID/...` magic
+//!   links are refused. The facts (mount id, mount root, read-only, filesystem type) are read
+//!   from the resolved descriptor and the mount is attached onto that same descriptor
+//!   (`move_mount` with `MOVE_MOUNT_T_EMPTY_PATH`), binds cloned from the judged source
+//!   descriptor (`open_tree`), attributes set on it (`mount_setattr`), superblocks picked from
+//!   it (`fspick`). Renaming path components after the decision reaches nothing.
+//! - *umount.* A mount with an open descriptor on it is busy, so umount must go by name: the
+//!   folder holding the mount point is pinned by a descriptor, the decision is made on the
+//!   mount found below it, and `umount2(name, UMOUNT_NOFOLLOW)` runs from that folder. The name
+//!   still reaches the judged mount: the kernel refuses to rename or replace a mount point
+//!   (EBUSY), symlinks are not followed, and mounts on top of it change only through the same
+//!   helper, which handles one request at a time.
+//! - *Order.* All mount changes of a container go through its one single-threaded helper,
+//!   serially, so no other vetted change interleaves between a decision and its act.
+//!
+//! # Fail closed (SPEC M5)
+//!
+//! eci-runc fails a create or exec whose listener no supervisor takes. If the supervisor dies,
+//! its helpers die with it (`PR_SET_PDEATHSIG`), the kernel answers the trapped calls with
+//! ENOSYS (no listener left) and everything else of the containers keeps running; a killed
+//! helper fails its container's calls the same way; a new supervisor (eci-init restarts it; eci-runc starts one)
+//! serves new containers. Not done: an fd store in eci-init that keeps copies of the listeners
+//! so a restarted supervisor could take the running containers back.
+
+pub mod helper;
+pub mod notify;
+pub mod proto;
+pub mod server;
+mod sys;
+
+/// Errors of the supervisor's own set-up (its socket); per-call failures become errnos.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}: {1}")]
+    Io(String, #[source] std::io::Error),
+}
+
+/// `ECI_SUPERVISOR_VERBOSE=1` logs every vetted call with its answer.
+pub fn verbose() -> bool {
+    static V: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *V.get_or_init(|| std::env::var_os("ECI_SUPERVISOR_VERBOSE").is_some_and(|v| v != "0"))
+}

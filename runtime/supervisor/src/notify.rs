@@ -1,0 +1,205 @@
+//! One notification, handled in the container's helper: read the call's arguments once from the
+//! caller's memory, open the caller's root, cwd and mount namespace, re-validate the
+//! notification, vet and perform it, re-validate, answer.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+
+use eci_policy::mount_vetting::{self as mv, Call, Caller, Target, Verdict};
+use libseccomp::{notify_id_valid, ScmpNotifReq, ScmpNotifResp, ScmpNotifRespFlags};
+use nix::fcntl::OFlag;
+
+use crate::proto::CallArgs;
+
+/// The longest string read from a caller (PATH_MAX; mount data is at most a page as well).
+const MAX_STRING: usize = 4096;
+
+/// A NUL-terminated string at `addr` in the caller's memory; `None` for a null pointer.
+/// Read in small steps so a string near the end of a mapping is still read.
+fn read_string(mem: &File, addr: u64) -> io::Result<Option<String>> {
+    if addr == 0 {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    let mut buf = [0u8; 256];
+    while out.len() < MAX_STRING {
+        let at = addr + out.len() as u64;
+        // Up to the next 256-byte boundary, so a read never crosses into an unmapped page
+        // before the terminating NUL is seen.
+        let step = 256 - (at % 256) as usize;
+        let n = mem.read_at(&mut buf[..step], at)?;
+        if n == 0 {
+            return Err(io::Error::from_raw_os_error(libc::EFAULT));
+        }
+        if let Some(i) = buf[..n].iter().position(|&b| b == 0) {
+            out.extend_from_slice(&buf[..i]);
+            return String::from_utf8(out)
+                .map(Some)
+                .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG))
+}
+
+fn open_at(proc: BorrowedFd<'_>, p: &str, flags: OFlag) -> io::Result<OwnedFd> {
+    Ok(nix::fcntl::openat(
+        proc,
+        p,
+        flags | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?)
+}
+
+/// CAP_SYS_ADMIN (21) in the calling thread's effective set.
+fn has_sys_admin(tid: u32) -> bool {
+    crate::sys::effective_caps(tid as i32).is_ok_and(|m| m & (1 << 21) != 0)
+}
+
+/// What the vetting needs of the caller, opened while its notification was valid.
+pub struct CallerCtx {
+    pub root: OwnedFd,
+    pub cwd: OwnedFd,
+    pub mnt: OwnedFd,
+    /// The caller's user namespace (nsfs device and inode).
+    pub userns: (u64, u64),
+    pub sys_admin: bool,
+}
+
+/// Answer one notification. `proc` is the VM's /proc (the notification's pid is the VM's);
+/// `act` vets and performs a mount(2)/umount2(2) call and says the errno (0: done) and why.
+/// Errors only mean it could not be answered (the caller is gone).
+pub fn handle(
+    proc: BorrowedFd<'_>,
+    listener: &OwnedFd,
+    req: &ScmpNotifReq,
+    act: impl FnOnce(&CallArgs, &CallerCtx) -> (i32, String),
+) {
+    let errno = vet(proc, listener, req, act);
+    // Re-validated before answering: an id that is no longer valid belongs to a caller that is
+    // gone (its pid may be reused), and the answer would be refused anyway.
+    if notify_id_valid(listener.as_raw_fd(), req.id).is_err() {
+        return;
+    }
+    let resp = if errno == 0 {
+        ScmpNotifResp::new_val(req.id, 0, ScmpNotifRespFlags::empty())
+    } else {
+        ScmpNotifResp::new_error(req.id, -errno, ScmpNotifRespFlags::empty())
+    };
+    let _ = resp.respond(listener.as_raw_fd());
+}
+
+fn vet(
+    proc: BorrowedFd<'_>,
+    listener: &OwnedFd,
+    req: &ScmpNotifReq,
+    act: impl FnOnce(&CallArgs, &CallerCtx) -> (i32, String),
+) -> i32 {
+    let name = req
+        .data
+        .syscall
+        .get_name_by_arch(req.data.arch)
+        .unwrap_or_default();
+    let pid = req.pid;
+    if name != "mount" && name != "umount2" {
+        let Some(n) = mv::TRAPPED_SYSCALLS.iter().find(|s| **s == name) else {
+            return libc::ENOSYS;
+        };
+        let caller = Caller {
+            sys_admin: true,
+            container_userns: true,
+        };
+        return match mv::decide(&Call::NewApi(n), caller, Target::default(), None) {
+            Verdict::Refuse(r) => r.errno.raw(),
+            Verdict::Allow(_) => libc::ENOSYS,
+        };
+    }
+    let (call, ctx) = match gather(proc, listener, req, &name, pid) {
+        Ok(g) => g,
+        Err(e) => {
+            if crate::verbose() {
+                eprintln!("eci-supervisor: {name} from pid {pid}: {e}");
+            }
+            return e.raw_os_error().unwrap_or(libc::EPERM);
+        }
+    };
+    let (errno, why) = act(&call, &ctx);
+    if crate::verbose() {
+        eprintln!("eci-supervisor: pid {pid}: {call:?} -> errno {errno} ({why})");
+    }
+    errno
+}
+
+fn gather(
+    proc: BorrowedFd<'_>,
+    listener: &OwnedFd,
+    req: &ScmpNotifReq,
+    name: &str,
+    pid: u32,
+) -> io::Result<(CallArgs, CallerCtx)> {
+    let args = req.data.args;
+    // SPEC M4: every argument is read exactly once, here, from the caller's memory; what the
+    // caller changes in its memory afterwards is never looked at.
+    let mem = File::from(open_at(proc, &format!("{pid}/mem"), OFlag::O_RDONLY)?);
+    let call = if name == "mount" {
+        CallArgs::Mount {
+            source: read_string(&mem, args[0])?,
+            target: read_string(&mem, args[1])?
+                .ok_or_else(|| io::Error::from_raw_os_error(libc::EFAULT))?,
+            fstype: read_string(&mem, args[2])?,
+            flags: args[3],
+            // Mount data is a string for every filesystem a container may mount.
+            data: read_string(&mem, args[4]).unwrap_or(None),
+        }
+    } else {
+        CallArgs::Umount {
+            target: read_string(&mem, args[0])?
+                .ok_or_else(|| io::Error::from_raw_os_error(libc::EFAULT))?,
+            flags: args[1],
+        }
+    };
+    drop(mem);
+    let dir = OFlag::O_PATH | OFlag::O_DIRECTORY;
+    let root = open_at(proc, &format!("{pid}/root"), dir)?;
+    let cwd = open_at(proc, &format!("{pid}/cwd"), dir)?;
+    let mnt = open_at(proc, &format!("{pid}/ns/mnt"), OFlag::O_RDONLY)?;
+    let user = nix::sys::stat::fstatat(
+        proc,
+        format!("{pid}/ns/user").as_str(),
+        nix::fcntl::AtFlags::empty(),
+    )?;
+    let sys_admin = has_sys_admin(pid);
+    // The pid named a live caller while everything above was read and opened only if the
+    // notification is still valid now (a pid is not reused while its task waits here).
+    if notify_id_valid(listener.as_raw_fd(), req.id).is_err() {
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    Ok((
+        call,
+        CallerCtx {
+            root,
+            cwd,
+            mnt,
+            userns: (user.st_dev, user.st_ino),
+            sys_admin,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_are_read_from_a_process_memory() {
+        let s = std::ffi::CString::new("/some/where").unwrap();
+        let mem = File::open("/proc/self/mem").unwrap();
+        assert_eq!(
+            read_string(&mem, s.as_ptr() as u64).unwrap().as_deref(),
+            Some("/some/where")
+        );
+        assert_eq!(read_string(&mem, 0).unwrap(), None);
+    }
+}

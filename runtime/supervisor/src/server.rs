@@ -1,0 +1,234 @@
+//! The supervisor's socket: eci-runc registers each container process's listener here
+//! ([`eci_runc::seccomp::Register`]); the supervisor checks it against the container's state
+//! and hands it to the container's helper, which receives and answers its notifications.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use eci_runc::seccomp::{Register, Registered};
+
+use crate::helper::Helper;
+use crate::proto::HelperInit;
+use crate::{sys, Error};
+
+/// One container the supervisor serves.
+pub struct Container {
+    /// The container's user namespace (nsfs device and inode).
+    pub userns: (u64, u64),
+    /// Its one helper, which serves all its listeners.
+    pub helper: Mutex<Helper>,
+}
+
+type Table = Mutex<HashMap<(PathBuf, String), Arc<Container>>>;
+
+fn table() -> &'static Table {
+    static T: OnceLock<Table> = OnceLock::new();
+    T.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Serve until killed. A second supervisor for the same socket exits at once (`Ok`): the lock
+/// beside the socket says one is already serving.
+pub fn serve(socket: &Path) -> Result<(), Error> {
+    let dir = socket.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir).map_err(|e| Error::Io(format!("create {}", dir.display()), e))?;
+    let lock_path = socket.with_extension("lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| Error::Io(format!("open {}", lock_path.display()), e))?;
+    let _lock = match nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(l) => l,
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Ok(()),
+        Err((_, e)) => return Err(Error::Io(format!("lock {}", lock_path.display()), e.into())),
+    };
+    let _ = std::fs::remove_file(socket);
+    use nix::sys::socket::{
+        bind, listen, socket as mk, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
+    };
+    let s = mk(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| Error::Io("socket".into(), e.into()))?;
+    let addr = UnixAddr::new(socket).map_err(|e| Error::Io("socket path".into(), e.into()))?;
+    bind(s.as_raw_fd(), &addr)
+        .map_err(|e| Error::Io(format!("bind {}", socket.display()), e.into()))?;
+    // Only VM root may register listeners.
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::Io(format!("chmod {}", socket.display()), e))?;
+    listen(&s, Backlog::new(64).expect("valid backlog"))
+        .map_err(|e| Error::Io("listen".into(), e.into()))?;
+    eprintln!("eci-supervisor: serving {}", socket.display());
+    let bound = std::fs::metadata(socket).map(|m| m.ino()).ok();
+    loop {
+        let conn = match nix::sys::socket::accept4(&s, SockFlag::SOCK_CLOEXEC) {
+            Ok(fd) => fd,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(Error::Io("accept".into(), e.into())),
+        };
+        if replaced() {
+            // An upgrade replaced this program: the new one serves new registrations. This
+            // one stops listening (the socket goes, the lock is released) and keeps serving
+            // the listeners it has until their containers end.
+            let _ = answer(
+                &conn,
+                &Registered::Refused {
+                    msg: RETIRED.into(),
+                },
+            );
+            if std::fs::metadata(socket).map(|m| m.ino()).ok() == bound {
+                let _ = std::fs::remove_file(socket);
+            }
+            drop(_lock);
+            drop(s);
+            eprintln!("eci-supervisor: this program was replaced; no new registrations");
+            loop {
+                std::thread::park();
+            }
+        }
+        std::thread::spawn(move || {
+            if let Err(e) = client(conn) {
+                eprintln!("eci-supervisor: registration: {e}");
+            }
+        });
+    }
+}
+
+/// The refusal a retiring supervisor answers; eci-runc then starts the new program.
+pub use eci_runc::seccomp::RETIRED;
+
+/// The file this process runs was replaced or removed (an upgrade).
+fn replaced() -> bool {
+    std::fs::read_link("/proc/self/exe")
+        .map(|p| p.to_string_lossy().ends_with(" (deleted)"))
+        .unwrap_or(false)
+}
+
+fn answer(conn: &OwnedFd, r: &Registered) -> io::Result<()> {
+    sys::send(
+        conn.as_raw_fd(),
+        &serde_json::to_vec(r).expect("serializable"),
+        &[],
+    )
+}
+
+fn client(conn: OwnedFd) -> io::Result<()> {
+    let Some((b, mut fds)) = sys::recv(conn.as_raw_fd())? else {
+        return Ok(());
+    };
+    let result = (|| -> Result<(), String> {
+        let reg: Register =
+            serde_json::from_slice(&b).map_err(|e| format!("bad registration: {e}"))?;
+        let listener = fds.pop().ok_or("a registration without its listener")?;
+        let c = container(&reg)?;
+        let mut h = c.helper.lock().unwrap_or_else(|p| p.into_inner());
+        h.add_listener(&listener)
+            .map_err(|e| format!("container {}: {e}", reg.id))
+    })();
+    match result {
+        Err(msg) => answer(&conn, &Registered::Refused { msg }),
+        Ok(()) => answer(&conn, &Registered::Ok),
+    }
+}
+
+fn ns_id(pid: i32, kind: &str) -> Result<(u64, u64), String> {
+    let m = std::fs::metadata(format!("/proc/{pid}/ns/{kind}"))
+        .map_err(|e| format!("/proc/{pid}/ns/{kind}: {e}"))?;
+    Ok((m.dev(), m.ino()))
+}
+
+/// The container a registration belongs to: found, or (for an init, or an exec after the
+/// supervisor restarted) set up from the container's state.
+fn container(reg: &Register) -> Result<Arc<Container>, String> {
+    let key = (reg.state_root.clone(), reg.id.clone());
+    let mut t = table().lock().unwrap_or_else(|p| p.into_inner());
+    // A helper ends with its container's last process (or was killed): forget it. An exec
+    // into a container whose helper was killed gets a new helper.
+    t.retain(|_, c| !c.helper.lock().unwrap_or_else(|p| p.into_inner()).exited());
+    if let Some(c) = t.get(&key) {
+        if reg.init {
+            // A new container that reuses the id of one whose listeners are not all gone yet.
+            t.remove(&key);
+        } else {
+            if ns_id(reg.pid, "user")? != c.userns {
+                return Err(format!(
+                    "pid {} is not in container {}'s user namespace",
+                    reg.pid, reg.id
+                ));
+            }
+            return Ok(c.clone());
+        }
+    }
+    let st = eci_runc::State::load(&reg.state_root, &reg.id).map_err(|e| e.to_string())?;
+    if reg.init && st.pid != reg.pid {
+        return Err(format!(
+            "pid {} is not the init of container {} ({})",
+            reg.pid, reg.id, st.pid
+        ));
+    }
+    let c = Arc::new(make_container(&reg.id, st.pid)?);
+    if !reg.init && ns_id(reg.pid, "user")? != c.userns {
+        return Err(format!(
+            "pid {} is not in container {}'s user namespace",
+            reg.pid, reg.id
+        ));
+    }
+    t.insert(key, c.clone());
+    Ok(c)
+}
+
+/// Read the container's initial mounts from its init and start its helper.
+///
+/// This is also the seam for the per-container /proc and /sys views (runtime/views): a view
+/// server for this container starts here, beside the helper, from the same init pid.
+fn make_container(id: &str, init: i32) -> Result<Container, String> {
+    let mountinfo = std::fs::read_to_string(format!("/proc/{init}/mountinfo"))
+        .map_err(|e| format!("read the mounts of container {id}: {e}"))?;
+    let mounts = eci_policy::parse_mountinfo(&mountinfo);
+    let kind: HashMap<u64, &str> = mounts.iter().map(|m| (m.id, m.fstype.as_str())).collect();
+    let root = std::fs::File::open(format!("/proc/{init}/root"))
+        .map_err(|e| format!("open the root of container {id}: {e}"))?;
+    let mut mask_roots = Vec::new();
+    for m in &mounts {
+        if !matches!(kind.get(&m.parent), Some(&"proc") | Some(&"sysfs")) {
+            continue;
+        }
+        let how = nix::fcntl::OpenHow::new()
+            .flags(nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC)
+            .resolve(
+                nix::fcntl::ResolveFlag::RESOLVE_IN_ROOT
+                    | nix::fcntl::ResolveFlag::RESOLVE_NO_MAGICLINKS,
+            );
+        if let Ok(fd) = nix::fcntl::openat2(root.as_fd(), m.mount_point.as_str(), how) {
+            if let Ok(f) = sys::statx(fd.as_fd()) {
+                mask_roots.push((f.dev.0, f.dev.1, f.ino));
+            }
+        }
+    }
+    let mut names = Vec::new();
+    let mut fds = Vec::new();
+    for kind in ["mnt", "ipc", "net", "cgroup", "uts", "user"] {
+        let f = std::fs::File::open(format!("/proc/{init}/ns/{kind}"))
+            .map_err(|e| format!("open the {kind} namespace of container {id}: {e}"))?;
+        names.push(kind.to_string());
+        fds.push(OwnedFd::from(f));
+    }
+    let init_msg = HelperInit {
+        ns: names,
+        protected_ids: mounts.iter().map(|m| m.id).collect(),
+        mask_roots,
+    };
+    let helper = Helper::spawn(&init_msg, &fds).map_err(|e| format!("container {id}: {e}"))?;
+    Ok(Container {
+        userns: ns_id(init, "user")?,
+        helper: Mutex::new(helper),
+    })
+}

@@ -1,0 +1,135 @@
+//! Helpers for the mount-vetting suite (tests/vetting.rs, issue 10, SPEC M, H2): an eci engine
+//! whose eci-runc talks to a supervisor of its own, and a static probe program for the calls
+//! busybox cannot make (socket(AF_VSOCK), fsopen).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::runc_engine::RuncEngine;
+use crate::workspace_root;
+
+/// The eci-supervisor binary next to eci-runc, built when missing (cargo builds only the
+/// binaries of the package under test).
+pub fn supervisor_binary() -> Result<PathBuf> {
+    let runc = crate::runc_engine::eci_runc_binary().context("eci-runc binary")?;
+    let p = runc.with_file_name("eci-supervisor");
+    if !p.is_file() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let ok = Command::new(cargo)
+            .args(["build", "-p", "eci-supervisor"])
+            .current_dir(workspace_root())
+            .status()?
+            .success();
+        if !ok || !p.is_file() {
+            bail!(
+                "cargo build -p eci-supervisor did not produce {}",
+                p.display()
+            );
+        }
+    }
+    Ok(p)
+}
+
+/// Point the engine's eci-runc at a supervisor socket inside the engine's folder, so this test
+/// starts (and may kill) a supervisor of its own instead of the machine's shared one.
+pub fn private_supervisor(e: &RuncEngine) -> Result<PathBuf> {
+    supervisor_binary()?;
+    let wrapper = e.path().join("eci-runc");
+    let text = std::fs::read_to_string(&wrapper)?;
+    let sock = e.path().join("supervisor/supervisor.sock");
+    let text = text.replacen(
+        "\nexec ",
+        &format!(
+            "\nexport ECI_SUPERVISOR_SOCKET={}\nexport ECI_SUPERVISOR_VERBOSE=1\nexec ",
+            sock.display()
+        ),
+        1,
+    );
+    std::fs::write(&wrapper, text)?;
+    Ok(sock)
+}
+
+/// The log of the test's supervisor (every vetted call with its answer), for failure messages.
+pub fn supervisor_log(sock: &Path) -> String {
+    std::fs::read_to_string(sock.with_file_name("supervisor.log")).unwrap_or_default()
+}
+
+/// The pid of the supervisor serving `sock` (from its command line).
+pub fn supervisor_pid(sock: &Path) -> Option<i32> {
+    let want = sock.display().to_string();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|d| {
+        let pid: i32 = d.file_name().to_str()?.parse().ok()?;
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+        (args.len() > 3
+            && args[1] == b"serve"
+            && args[3] == want.as_bytes()
+            && args[0].ends_with(b"eci-supervisor"))
+        .then_some(pid)
+    })
+}
+
+/// Stop the test's own supervisor (and its helpers, which die with it).
+pub fn stop_supervisor(sock: &Path) {
+    if let Some(pid) = supervisor_pid(sock) {
+        let _ = nix_kill(pid);
+        for _ in 0..100 {
+            if supervisor_pid(sock).is_none() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+fn nix_kill(pid: i32) -> std::io::Result<()> {
+    // SAFETY: kill with a pid this test found for its own supervisor and a valid signal.
+    if unsafe { libc::kill(pid, libc::SIGKILL) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+const PROBE_C: &str = r#"
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    const char *what = argc > 1 ? argv[1] : "";
+    long r = -1;
+    if (!strcmp(what, "vsock")) r = socket(40 /* AF_VSOCK */, SOCK_STREAM, 0);
+    else if (!strcmp(what, "fsopen")) r = syscall(SYS_fsopen, "tmpfs", 0);
+    else if (!strcmp(what, "open_tree")) r = syscall(SYS_open_tree, -100, "/", 1);
+    else { fprintf(stderr, "usage: probe vsock|fsopen|open_tree\n"); return 2; }
+    if (r < 0) printf("%s errno %d\n", what, errno); else printf("%s ok\n", what);
+    return 0;
+}
+"#;
+
+/// Compile the probe (static, so it runs in the busybox image) into the engine's share folder,
+/// which containers may bind; returns its path there.
+pub fn probe(e: &RuncEngine) -> Result<PathBuf> {
+    let dir = e.share.join("probe");
+    std::fs::create_dir_all(&dir)?;
+    let src = dir.join("probe.c");
+    std::fs::write(&src, PROBE_C)?;
+    let bin = dir.join("probe");
+    let out = Command::new("cc")
+        .args(["-static", "-O1", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .output()
+        .context("cc")?;
+    if !out.status.success() {
+        bail!(
+            "cc -static probe.c: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(bin)
+}

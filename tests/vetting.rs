@@ -1,0 +1,359 @@
+//! Mount vetting (issue 10, SPEC M1-M5) and the vsock refusal (issue 11, SPEC H2) through a
+//! real dockerd whose default runtime is eci-runc. Each attack is first shown to work under
+//! Debian's runc (`plain-runc`, no vetting), then refused under eci. Plain runc cannot run
+//! `--privileged` on this machine (CAP_SYS_RESOURCE is missing from the bounding set), so its
+//! baseline is `--cap-add SYS_ADMIN --security-opt seccomp=unconfined --security-opt
+//! apparmor=unconfined`, which gives the same mount powers and keeps docker's masks.
+
+use eci_e2e::runc_engine::{prerequisites, RuncEngine, IMAGE, PLAIN_RUNC};
+use eci_e2e::vetting::{
+    private_supervisor, probe, stop_supervisor, supervisor_log, supervisor_pid,
+};
+
+fn engine(name: &str) -> Option<(RuncEngine, std::path::PathBuf)> {
+    if !prerequisites() {
+        return None;
+    }
+    let e = RuncEngine::start(name).unwrap_or_else(|e| panic!("engine {name}: {e:#}"));
+    let sock = private_supervisor(&e).unwrap_or_else(|e| panic!("supervisor: {e:#}"));
+    Some((e, sock))
+}
+
+/// Stops the test's own supervisor when the test ends, even on panic.
+struct Supervisor(std::path::PathBuf);
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        stop_supervisor(&self.0);
+    }
+}
+
+/// What each attack prints: `NAME-ok` when the call worked, `NAME-refused: <error>` otherwise.
+const ATTACKS: &str = "\
+    mkdir -p /tmp/dbg; mount -t debugfs none /tmp/dbg 2>/tmp/e && echo debugfs-ok || echo \"debugfs-refused: $(cat /tmp/e)\"; \
+    m=$(for p in kcore keys timer_list sched_debug latency_stats; do grep -q \" /proc/$p \" /proc/mounts && { echo /proc/$p; break; }; done); echo \"mask=$m\"; \
+    mount --bind /etc/hostname $m 2>/tmp/e && echo mask-cover-ok || echo \"mask-cover-refused: $(cat /tmp/e)\"; \
+    umount $m 2>/tmp/e && echo mask-umount-ok || echo \"mask-umount-refused: $(cat /tmp/e)\"; \
+    mount -o remount,rw /proc/sys 2>/tmp/e && echo procsys-rw-ok || echo \"procsys-rw-refused: $(cat /tmp/e)\"; \
+    umount -l /proc 2>/tmp/e && echo proc-umount-ok || echo \"proc-umount-refused: $(cat /tmp/e)\"; ";
+
+/// The masks docker and eci lay over /proc differ by kernel (/proc/kcore is absent on some), so
+/// the attacks use the first masked file the container has (`mask=` in the output).
+/// What a container may do itself: a tmpfs (owned by its root, writable, remountable,
+/// unmountable), a bind inside its tree, propagation changes.
+const OWN_MOUNTS: &str = "\
+    mkdir -p /tmp/t && mount -t tmpfs -o size=1m,mode=755 t /tmp/t && echo tmpfs-ok; \
+    echo hi > /tmp/t/f && cat /tmp/t/f && stat -c tmpfs-owner=%u:%g /tmp/t; \
+    mount -o remount,bind,ro /tmp/t && { echo x > /tmp/t/g 2>/dev/null && echo ro-ignored || echo remount-ro-ok; }; \
+    mount -o remount,bind,rw /tmp/t && echo y > /tmp/t/g && echo remount-rw-ok; \
+    mkdir -p /tmp/src /tmp/b && echo s > /tmp/src/f && mount --bind /tmp/src /tmp/b && cat /tmp/b/f && echo bind-ok; \
+    umount /tmp/b && echo umount-bind-ok; \
+    mkdir -p /tmp/e2 && mount --rbind /etc /tmp/e2 && test -f /tmp/e2/hostname && echo rbind-ok; \
+    mount --make-rshared / && echo propagation-ok; \
+    cd /tmp && mkdir -p rel && mount -t tmpfs r rel && grep -q ' /tmp/rel tmpfs ' /proc/mounts && echo relative-ok; \
+    mkdir -p /tmp/ov && mount -t tmpfs ov /tmp/ov && mkdir -p /tmp/ov/l /tmp/ov/u /tmp/ov/w /tmp/ov/m && echo low > /tmp/ov/l/f && \
+    mount -t overlay o -o lowerdir=/tmp/ov/l,upperdir=/tmp/ov/u,workdir=/tmp/ov/w /tmp/ov/m && echo up >> /tmp/ov/m/f && \
+    cat /tmp/ov/u/f | tr '\\n' ' ' && stat -c overlay-upper-owner=%u:%g /tmp/ov/u/f; \
+    umount /tmp/t && echo umount-own-ok; ";
+
+fn has(out: &str, line: &str) -> bool {
+    out.lines().any(|l| l == line)
+}
+
+/// EPERM as busybox words it: `umount` prints strerror, `mount` its own "are you root?".
+fn refused_eperm(out: &str, name: &str) -> bool {
+    out.lines().any(|l| {
+        l.starts_with(&format!("{name}-refused:"))
+            && (l.contains("Operation not permitted")
+                || l.contains("permission denied (are you root?)"))
+    })
+}
+
+/// SPEC M1-M4, P1 (issue 10): in a `--privileged` eci container the container's own mounts
+/// work and the VM-global filesystem, the masks and the initial mounts are refused with EPERM;
+/// under plain runc (no vetting) the same attacks work.
+#[test]
+fn privileged_mounts_are_vetted() {
+    let Some((e, sock)) = engine("vet") else {
+        return;
+    };
+    let _s = Supervisor(sock.clone());
+
+    let plain = e.ok(&[
+        "run",
+        "--rm",
+        "--runtime",
+        PLAIN_RUNC,
+        "--network",
+        "none",
+        "--cap-add",
+        "SYS_ADMIN",
+        "--security-opt",
+        "seccomp=unconfined",
+        "--security-opt",
+        "apparmor=unconfined",
+        IMAGE,
+        "sh",
+        "-c",
+        ATTACKS,
+    ]);
+    for attack in [
+        "debugfs",
+        "mask-umount",
+        "mask-cover",
+        "procsys-rw",
+        "proc-umount",
+    ] {
+        assert!(
+            has(&plain, &format!("{attack}-ok")),
+            "plain runc baseline: {attack}:\n{plain}"
+        );
+    }
+
+    let eci = e.ok(&[
+        "run",
+        "--rm",
+        "--privileged",
+        "--network",
+        "none",
+        IMAGE,
+        "sh",
+        "-c",
+        &format!("{OWN_MOUNTS} {ATTACKS}"),
+    ]);
+    for own in [
+        "tmpfs-ok",
+        "hi",
+        "tmpfs-owner=0:0",
+        "remount-ro-ok",
+        "remount-rw-ok",
+        "s",
+        "bind-ok",
+        "umount-bind-ok",
+        "rbind-ok",
+        "low up overlay-upper-owner=0:0",
+        "propagation-ok",
+        "relative-ok",
+        "umount-own-ok",
+    ] {
+        assert!(
+            has(&eci, own),
+            "missing {own} under eci:\n{eci}\nsupervisor:\n{}",
+            supervisor_log(&sock)
+        );
+    }
+    for attack in [
+        "debugfs",
+        "mask-umount",
+        "mask-cover",
+        "procsys-rw",
+        "proc-umount",
+    ] {
+        assert!(
+            refused_eperm(&eci, attack),
+            "{attack} not refused with EPERM under eci:\n{eci}"
+        );
+    }
+    assert!(
+        supervisor_pid(&sock).is_some(),
+        "eci-runc started no supervisor at {}",
+        sock.display()
+    );
+}
+
+/// SPEC M1 (issue 10): `docker exec` processes are vetted too (their listener is handed over
+/// at every exec), also with `seccomp=unconfined`.
+#[test]
+fn exec_processes_are_vetted() {
+    let Some((e, sock)) = engine("vexec") else {
+        return;
+    };
+    let _s = Supervisor(sock);
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "vexec",
+        "--cap-add",
+        "SYS_ADMIN",
+        "--security-opt",
+        "seccomp=unconfined",
+        "--network",
+        "none",
+        IMAGE,
+        "sleep",
+        "300",
+    ]);
+    let out = e.ok(&[
+        "exec", "vexec", "sh", "-c",
+        "mkdir -p /tmp/x && mount -t tmpfs x /tmp/x && echo tmpfs-ok; \
+         mkdir -p /tmp/d; mount -t debugfs none /tmp/d 2>/tmp/e && echo debugfs-ok || echo \"debugfs-refused: $(cat /tmp/e)\"",
+    ]);
+    assert!(has(&out, "tmpfs-ok"), "{out}");
+    assert!(refused_eperm(&out, "debugfs"), "{out}");
+    e.ok(&["rm", "-f", "vexec"]);
+}
+
+/// SPEC M1 (issue 10): the new mount API is answered with ENOSYS (callers fall back to the
+/// vetted mount(2)); plain runc lets it through.
+#[test]
+fn the_new_mount_api_is_answered_with_enosys() {
+    let Some((e, sock)) = engine("vapi") else {
+        return;
+    };
+    let _s = Supervisor(sock);
+    let p = probe(&e).unwrap();
+    let bind = format!("{}:/probe:ro", p.display());
+    let plain = e.ok(&[
+        "run",
+        "--rm",
+        "--runtime",
+        PLAIN_RUNC,
+        "--cap-add",
+        "SYS_ADMIN",
+        "--security-opt",
+        "seccomp=unconfined",
+        "--security-opt",
+        "apparmor=unconfined",
+        "--network",
+        "none",
+        "-v",
+        &bind,
+        IMAGE,
+        "sh",
+        "-c",
+        "/probe fsopen; /probe open_tree",
+    ]);
+    assert!(has(&plain, "fsopen ok"), "plain runc baseline:\n{plain}");
+    let eci = e.ok(&[
+        "run",
+        "--rm",
+        "--privileged",
+        "--network",
+        "none",
+        "-v",
+        &bind,
+        IMAGE,
+        "sh",
+        "-c",
+        "/probe fsopen; /probe open_tree",
+    ]);
+    assert!(
+        has(&eci, &format!("fsopen errno {}", libc::ENOSYS)),
+        "{eci}"
+    );
+    assert!(
+        has(&eci, &format!("open_tree errno {}", libc::ENOSYS)),
+        "{eci}"
+    );
+}
+
+/// SPEC H2 (issue 11): socket(AF_VSOCK) fails with EAFNOSUPPORT in every eci container
+/// (default profile, --privileged, seccomp=unconfined); under plain runc it works on this
+/// machine (it has vsock).
+#[test]
+fn vsock_sockets_are_refused_in_every_container() {
+    let Some((e, sock)) = engine("vsock") else {
+        return;
+    };
+    let _s = Supervisor(sock);
+    let p = probe(&e).unwrap();
+    let bind = format!("{}:/probe:ro", p.display());
+    let plain = e.ok(&[
+        "run",
+        "--rm",
+        "--runtime",
+        PLAIN_RUNC,
+        "--security-opt",
+        "seccomp=unconfined",
+        "--network",
+        "none",
+        "-v",
+        &bind,
+        IMAGE,
+        "/probe",
+        "vsock",
+    ]);
+    let want = format!("vsock errno {}", libc::EAFNOSUPPORT);
+    if has(&plain, &want) {
+        eprintln!("this kernel has no vsock: the runc baseline shows nothing ({plain})");
+    } else {
+        assert!(has(&plain, "vsock ok"), "plain runc baseline:\n{plain}");
+    }
+    for extra in [
+        &[][..],
+        &["--privileged"][..],
+        &["--security-opt", "seccomp=unconfined"][..],
+    ] {
+        let mut args = vec!["run", "--rm", "--network", "none", "-v", &bind];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[IMAGE, "/probe", "vsock"]);
+        let out = e.ok(&args);
+        assert!(has(&out, &want), "{extra:?}: {out}");
+    }
+}
+
+/// SPEC M5 (issue 10): with the supervisor gone, the mount calls of a running container fail
+/// (the container keeps running), and new containers and execs start a new supervisor and are
+/// served by it.
+#[test]
+fn vetting_fails_closed_without_a_supervisor() {
+    let Some((e, sock)) = engine("vclosed") else {
+        return;
+    };
+    let _s = Supervisor(sock.clone());
+    // The init mounts a tmpfs whenever /tmp/go appears and writes how it went to /tmp/result.
+    let init = "n=0; while true; do if [ -f /tmp/go ]; then rm /tmp/go; n=$((n+1)); mkdir -p /tmp/m$n; \
+                mount -t tmpfs m /tmp/m$n 2>/tmp/e && echo tmpfs-ok > /tmp/result || echo \"tmpfs-refused: $(cat /tmp/e)\" > /tmp/result; fi; \
+                sleep 0.1; done";
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "old",
+        "--privileged",
+        "--network",
+        "none",
+        IMAGE,
+        "sh",
+        "-c",
+        init,
+    ]);
+    let ask_init = || -> String {
+        e.ok(&["exec", "old", "sh", "-c",
+               "rm -f /tmp/result; touch /tmp/go; while [ ! -s /tmp/result ]; do sleep 0.1; done; cat /tmp/result"])
+    };
+    let before = ask_init();
+    assert!(has(&before, "tmpfs-ok"), "{before}");
+    let first = supervisor_pid(&sock).expect("a supervisor serves the first container");
+    stop_supervisor(&sock);
+    let after = ask_init();
+    assert!(
+        after.starts_with("tmpfs-refused:"),
+        "the init's mount call must fail once its supervisor is gone: {after}"
+    );
+    // The exec above started a new supervisor, which serves execs and new containers.
+    let second = supervisor_pid(&sock).expect("eci-runc started a new supervisor");
+    assert_ne!(first, second);
+    let exec = e.ok(&[
+        "exec",
+        "old",
+        "sh",
+        "-c",
+        "mkdir -p /tmp/x && mount -t tmpfs x /tmp/x && echo tmpfs-ok",
+    ]);
+    assert!(has(&exec, "tmpfs-ok"), "{exec}");
+    let new = e.ok(&[
+        "run",
+        "--rm",
+        "--privileged",
+        "--network",
+        "none",
+        IMAGE,
+        "sh",
+        "-c",
+        "mkdir -p /tmp/y && mount -t tmpfs y /tmp/y && echo tmpfs-ok",
+    ]);
+    assert!(has(&new, "tmpfs-ok"), "{new}");
+    e.ok(&["rm", "-f", "old"]);
+}
