@@ -8,6 +8,10 @@
 //! between them is that pre-kernel time plus the console's own delay.
 //!
 //! The milestones, in boot order:
+//! - `loader-start`, `initrd-loaded` (UEFI only): OVMF starts the boot disk's loader
+//!   (`BdsDxe: starting`), and the kernel's EFI stub has the initramfs the loader read
+//!   (`EFI stub: Loaded initrd`). They come before the guest clock starts: their `uptime` is 0
+//!   and only `wall` counts.
 //! - `kernel`: the kernel's first message (`Linux version`); its wall figure is the
 //!   firmware and decompression time.
 //! - `initramfs-unpack`, `initramfs-unpacked`: the kernel starts and finishes unpacking the
@@ -56,6 +60,11 @@ pub fn milestones(lines: &[StampedLine]) -> Vec<Milestone> {
     };
     for line in lines {
         let text = line.text.as_str();
+        for (needle, name) in FIRMWARE_MARKS {
+            if text.contains(needle) {
+                push(name.to_string(), 0.0, line.wall);
+            }
+        }
         if let Some((stamp, message)) = kernel_stamp(text) {
             for (needle, name) in KERNEL_MARKS {
                 if message.starts_with(needle) {
@@ -143,22 +152,43 @@ fn phase_after(milestone: &str) -> Option<String> {
 /// whose `from` and `to` say so, rather than inventing a boundary.
 pub fn phases(milestones: &[Milestone]) -> Vec<Phase> {
     let mut out = Vec::new();
+    let find = |n: &str| milestones.iter().find(|m| m.name == n);
     // The guest clock starts with the kernel: a line's arrival minus its uptime is when the
     // kernel started as seen from the host, plus the console's delay; the smallest is the
-    // closest. This is QEMU's start, the firmware (UEFI) or loader (direct) and decompression.
+    // closest. Before it: QEMU's start, the firmware and loader (UEFI) or QEMU's own loader
+    // (direct), and the kernel's decompression.
     if let Some(start) = milestones
         .iter()
+        .filter(|m| !before_kernel(&m.name))
         .map(|m| m.wall - m.uptime)
         .min_by(f64::total_cmp)
     {
+        let start = start.max(0.0);
+        // UEFI: split at the loader's start and at the EFI stub's initrd.
+        let mut from = ("qemu", 0.0);
+        for (name, phase) in [("loader-start", "firmware"), ("initrd-loaded", "loader")] {
+            if let Some(m) = find(name).filter(|m| m.wall <= start) {
+                out.push(Phase {
+                    name: phase.into(),
+                    from: from.0.into(),
+                    to: name.into(),
+                    seconds: round(m.wall - from.1),
+                });
+                from = (name, m.wall);
+            }
+        }
         out.push(Phase {
-            name: "firmware".into(),
-            from: "qemu".into(),
+            name: if from.0 == "qemu" {
+                "firmware"
+            } else {
+                "kernel-start"
+            }
+            .into(),
+            from: from.0.into(),
             to: "kernel".into(),
-            seconds: round(start.max(0.0)),
+            seconds: round(start - from.1),
         });
     }
-    let find = |n: &str| milestones.iter().find(|m| m.name == n);
     if let (Some(a), Some(b)) = (find("initramfs-unpack"), find("initramfs-unpacked")) {
         out.push(Phase {
             name: "initramfs-unpack".into(),
@@ -190,6 +220,16 @@ pub fn phases(milestones: &[Milestone]) -> Vec<Phase> {
 /// Milliseconds are the console's resolution for eci-init's stamps.
 fn round(seconds: f64) -> f64 {
     (seconds * 1000.0).round() / 1000.0
+}
+
+/// UEFI firmware and loader messages, before the kernel's clock starts.
+const FIRMWARE_MARKS: &[(&str, &str)] = &[
+    ("BdsDxe: starting ", "loader-start"),
+    ("EFI stub: Loaded initrd", "initrd-loaded"),
+];
+
+fn before_kernel(name: &str) -> bool {
+    FIRMWARE_MARKS.iter().any(|(_, n)| *n == name)
 }
 
 const INIT_PREFIX: &str = "eci-init: ";
@@ -399,6 +439,42 @@ mod tests {
         );
         let kernel = phases.iter().find(|p| p.name == "kernel").unwrap();
         assert_eq!((kernel.to.as_str(), kernel.seconds), ("init-services", 8.0));
+    }
+
+    #[test]
+    fn a_uefi_boot_splits_the_time_before_the_kernel_at_the_loader() {
+        let console = stamped(&[
+            (
+                9.0,
+                "BdsDxe: loading Boot0001 \"UEFI Misc Device\" from PciRoot(0x0)",
+            ),
+            (
+                9.5,
+                "BdsDxe: starting Boot0001 \"UEFI Misc Device\" from PciRoot(0x0)",
+            ),
+            (
+                15.0,
+                "EFI stub: Loaded initrd from LINUX_EFI_INITRD_MEDIA_GUID device path",
+            ),
+            (17.0, "[    0.000000] Linux version 6.12.107"),
+            (20.0, "[    2.500000] Run /init as init process"),
+        ]);
+        let report = BootPhases::from_console(&console);
+        let got: Vec<(&str, f64)> = report
+            .phases
+            .iter()
+            .map(|p| (p.name.as_str(), p.seconds))
+            .collect();
+        // The kernel's clock started at 20.0 - 2.5, not at 17.0 when its first line arrived.
+        assert_eq!(
+            got,
+            [
+                ("firmware", 9.5),
+                ("loader", 5.5),
+                ("kernel-start", 2.0),
+                ("kernel", 2.5)
+            ]
+        );
     }
 
     #[test]
