@@ -138,6 +138,19 @@ fn read_only_paths_stay_read_only() {
     ];
     assert_all_worked(&run_attacks(&e, Setup::PlainRuncSysAdmin, &[], &sys));
     assert_all_refused(&run_attacks(&e, Setup::EciSysAdmin, &[], &sys));
+
+    // A read-only root (`docker run --read-only`) stays read-only.
+    let root = [Attack::new(
+        "remount_read_only_root_rw",
+        "mount -o remount,rw / && touch /escape",
+    )];
+    assert_all_worked(&run_attacks(&e, Setup::PlainRunc, &["--read-only"], &root));
+    assert_all_refused(&run_attacks(
+        &e,
+        Setup::EciPrivileged,
+        &["--read-only"],
+        &root,
+    ));
 }
 
 /// SPEC M2 without the mount-vetting supervisor: from the VM, enter a privileged container's
