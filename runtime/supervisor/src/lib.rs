@@ -30,17 +30,17 @@
 //!
 //! # TOCTOU analysis (SPEC M4)
 //!
-//! - *Arguments.* The caller's strings are read exactly once, from `/proc/PID/mem` (the VM's
-//!   /proc, opened by the helper before it entered the container), into the helper's memory
-//!   (`notify::gather`). Another thread of the caller rewriting them after
+//! - *Arguments.* The caller's strings are read exactly once, with `process_vm_readv`, into the
+//!   helper's memory (`notify::gather`). Another thread of the caller rewriting them after
 //!   that changes nothing: the decision and the act only ever see the copy. The kernel never
 //!   reads them either, because the call is not continued (`SECCOMP_USER_NOTIF_FLAG_CONTINUE`
-//!   is never used): the supervisor's helper makes the mount itself.
-//! - *Which process.* The notification names a pid. The supervisor opens everything it needs
-//!   of that pid (`mem`, `root`, `cwd`, `ns/mnt`, `ns/user`, `status`) and *then* checks
-//!   `SECCOMP_IOCTL_NOTIF_ID_VALID`: while the notification is valid the caller is blocked in
-//!   the call and alive, so its pid was not reused and every descriptor opened before the check
-//!   belongs to it. An invalid id ends the handling without acting. The id is checked again
+//!   is never used): the container's helper makes the mount itself.
+//! - *Which process.* The notification names a pid. The helper reads and opens everything it
+//!   needs of that pid (its memory; `root`, `cwd`, `ns/mnt`, `ns/user` through the VM's /proc,
+//!   opened before the helper entered the container; its capabilities with `capget`) and
+//!   *then* checks `SECCOMP_IOCTL_NOTIF_ID_VALID`: while the notification is valid the caller
+//!   is blocked in the call and alive, so its pid was not reused and everything read or opened
+//!   before the check belongs to it. An invalid id ends the handling without acting. The id is checked again
 //!   before answering (an answer to a dead caller is dropped).
 //! - *Paths.* Resolved once in the helper with `openat2(root, path, RESOLVE_IN_ROOT |
 //!   RESOLVE_NO_MAGICLINKS)` against the caller's root descriptor (relative ones against its
@@ -64,9 +64,10 @@
 //! eci-runc fails a create or exec whose listener no supervisor takes. If the supervisor dies,
 //! its helpers die with it (`PR_SET_PDEATHSIG`), the kernel answers the trapped calls with
 //! ENOSYS (no listener left) and everything else of the containers keeps running; a killed
-//! helper fails its container's calls the same way; a new supervisor (eci-init restarts it; eci-runc starts one)
-//! serves new containers. Not done: an fd store in eci-init that keeps copies of the listeners
-//! so a restarted supervisor could take the running containers back.
+//! helper fails its container's calls the same way. A new supervisor (eci-init restarts it;
+//! eci-runc starts one) serves new containers and execs. Not done: an fd store in eci-init
+//! that keeps copies of the listeners so a restarted supervisor could take the running
+//! containers back.
 
 pub mod helper;
 pub mod notify;

@@ -2,10 +2,8 @@
 //! caller's memory, open the caller's root, cwd and mount namespace, re-validate the
 //! notification, vet and perform it, re-validate, answer.
 
-use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::FileExt;
 
 use eci_policy::mount_vetting::{self as mv, Call, Caller, Target, Verdict};
 use libseccomp::{notify_id_valid, ScmpNotifReq, ScmpNotifResp, ScmpNotifRespFlags};
@@ -16,20 +14,25 @@ use crate::proto::CallArgs;
 /// The longest string read from a caller (PATH_MAX; mount data is at most a page as well).
 const MAX_STRING: usize = 4096;
 
-/// A NUL-terminated string at `addr` in the caller's memory; `None` for a null pointer.
-/// Read in small steps so a string near the end of a mapping is still read.
-fn read_string(mem: &File, addr: u64) -> io::Result<Option<String>> {
+/// A NUL-terminated string at `addr` in the memory of thread `pid`; `None` for a null pointer.
+/// Read with `process_vm_readv` (no file to open per call) in steps that end at 256-byte
+/// boundaries, so a read never crosses into an unmapped page before the NUL is seen.
+fn read_string(pid: u32, addr: u64) -> io::Result<Option<String>> {
+    use nix::sys::uio::{process_vm_readv, RemoteIoVec};
     if addr == 0 {
         return Ok(None);
     }
+    let pid = nix::unistd::Pid::from_raw(pid as i32);
     let mut out = Vec::new();
     let mut buf = [0u8; 256];
     while out.len() < MAX_STRING {
         let at = addr + out.len() as u64;
-        // Up to the next 256-byte boundary, so a read never crosses into an unmapped page
-        // before the terminating NUL is seen.
         let step = 256 - (at % 256) as usize;
-        let n = mem.read_at(&mut buf[..step], at)?;
+        let remote = [RemoteIoVec {
+            base: at as usize,
+            len: step,
+        }];
+        let n = process_vm_readv(pid, &mut [io::IoSliceMut::new(&mut buf[..step])], &remote)?;
         if n == 0 {
             return Err(io::Error::from_raw_os_error(libc::EFAULT));
         }
@@ -142,25 +145,23 @@ fn gather(
     let args = req.data.args;
     // SPEC M4: every argument is read exactly once, here, from the caller's memory; what the
     // caller changes in its memory afterwards is never looked at.
-    let mem = File::from(open_at(proc, &format!("{pid}/mem"), OFlag::O_RDONLY)?);
     let call = if name == "mount" {
         CallArgs::Mount {
-            source: read_string(&mem, args[0])?,
-            target: read_string(&mem, args[1])?
+            source: read_string(pid, args[0])?,
+            target: read_string(pid, args[1])?
                 .ok_or_else(|| io::Error::from_raw_os_error(libc::EFAULT))?,
-            fstype: read_string(&mem, args[2])?,
+            fstype: read_string(pid, args[2])?,
             flags: args[3],
             // Mount data is a string for every filesystem a container may mount.
-            data: read_string(&mem, args[4]).unwrap_or(None),
+            data: read_string(pid, args[4]).unwrap_or(None),
         }
     } else {
         CallArgs::Umount {
-            target: read_string(&mem, args[0])?
+            target: read_string(pid, args[0])?
                 .ok_or_else(|| io::Error::from_raw_os_error(libc::EFAULT))?,
             flags: args[1],
         }
     };
-    drop(mem);
     let dir = OFlag::O_PATH | OFlag::O_DIRECTORY;
     let root = open_at(proc, &format!("{pid}/root"), dir)?;
     let cwd = open_at(proc, &format!("{pid}/cwd"), dir)?;
@@ -195,11 +196,11 @@ mod tests {
     #[test]
     fn strings_are_read_from_a_process_memory() {
         let s = std::ffi::CString::new("/some/where").unwrap();
-        let mem = File::open("/proc/self/mem").unwrap();
+        let me = std::process::id();
         assert_eq!(
-            read_string(&mem, s.as_ptr() as u64).unwrap().as_deref(),
+            read_string(me, s.as_ptr() as u64).unwrap().as_deref(),
             Some("/some/where")
         );
-        assert_eq!(read_string(&mem, 0).unwrap(), None);
+        assert_eq!(read_string(me, 0).unwrap(), None);
     }
 }
