@@ -22,6 +22,7 @@
 //! - `<service>-ready`: eci-init's `ready:` summary (`containerd:ready@10.80 ...`) gives the
 //!   uptime; the wall time is that of the service's own `<service>: ready after` line, which
 //!   eci-init prints when the probe passes (the summary only comes once every service is up).
+//! - `imported`: the self-test's `imported uptime=` fact: its test image is in dockerd.
 //! - `first-run`, `guard-answered`: the self-test's `first-run uptime=` fact (its first
 //!   `docker run --rm` ended) and `guard-answered uptime=` fact (`docker version` answered
 //!   through the guard's user socket, as the docker CLI reaches the engine).
@@ -133,18 +134,33 @@ impl BootPhases {
     }
 }
 
-/// The name of the phase that starts at a chain milestone: what runs until the next one.
-fn phase_after(milestone: &str) -> Option<String> {
-    Some(match milestone {
-        "kernel" => "kernel".into(),
-        "init" => "init-start".into(),
-        "init-services" => "containerd".into(),
-        "containerd-ready" => "dockerd".into(),
-        "dockerd-ready" => "guard".into(),
-        "eci-guard-ready" => "to-first-run".into(),
-        step if step.starts_with("init-") => step.into(),
-        _ => return None,
-    })
+/// Whether a milestone is a link of the phase chain.
+fn in_chain(milestone: &str) -> bool {
+    matches!(milestone, "kernel" | "init" | "imported" | "first-run")
+        || milestone.starts_with("init-")
+        || milestone.ends_with("-ready")
+}
+
+/// The name of the phase between two chain milestones: a service's start-up up to its
+/// readiness (services start one after the other, each once the previous one is ready), the
+/// self-test up to its first run, otherwise the step that begins at `from`.
+fn phase_name(from: &str, to: &str) -> String {
+    if let Some(service) = to.strip_suffix("-ready") {
+        service.into()
+    } else if to == "imported" {
+        "import".into()
+    } else if to == "first-run" {
+        if from == "imported" {
+            "first-run"
+        } else {
+            "to-first-run"
+        }
+        .into()
+    } else if from == "init" {
+        "init-start".into()
+    } else {
+        from.into()
+    }
 }
 
 /// Phases from milestones. The chain runs kernel -> init -> eci-init's steps -> services ->
@@ -198,17 +214,15 @@ pub fn phases(milestones: &[Milestone]) -> Vec<Phase> {
         });
     }
     // `first-run` ends the chain; nothing after it is a boot phase.
-    let chain: Vec<(&Milestone, String)> = milestones
+    let end = find("first-run").map_or(f64::INFINITY, |m| m.uptime);
+    let chain: Vec<&Milestone> = milestones
         .iter()
-        .filter_map(|m| match m.name.as_str() {
-            "first-run" => Some((m, String::new())),
-            n => phase_after(n).map(|p| (m, p)),
-        })
+        .filter(|m| in_chain(&m.name) && !before_kernel(&m.name) && m.uptime <= end)
         .collect();
     for pair in chain.windows(2) {
-        let ((a, name), (b, _)) = (&pair[0], &pair[1]);
+        let (a, b) = (pair[0], pair[1]);
         out.push(Phase {
-            name: name.clone(),
+            name: phase_name(&a.name, &b.name),
             from: a.name.clone(),
             to: b.name.clone(),
             seconds: round(b.uptime - a.uptime),
@@ -249,6 +263,7 @@ const KERNEL_MARKS: &[(&str, &str)] = &[
 
 /// Self-test facts that carry a guest uptime.
 const SELFTEST_MARKS: &[(&str, &str)] = &[
+    ("imported uptime=", "imported"),
     ("first-run uptime=", "first-run"),
     ("guard-answered uptime=", "guard-answered"),
 ];
@@ -386,6 +401,7 @@ mod tests {
                 19.7,
                 "eci-init: ready: containerd:ready@10.80 dockerd:ready@17.20 eci-guard:ready@17.35",
             ),
+            (20.5, "ECI-SELFTEST imported uptime=18.20"),
             (21.0, "ECI-SELFTEST first-run uptime=18.70"),
             (22.0, "ECI-SELFTEST guard-answered uptime=19.40"),
         ]);
@@ -412,8 +428,9 @@ mod tests {
                 ("init-modules", "init-modules", "init-services", 0.6),
                 ("containerd", "init-services", "containerd-ready", 2.3),
                 ("dockerd", "containerd-ready", "dockerd-ready", 6.4),
-                ("guard", "dockerd-ready", "eci-guard-ready", 0.15),
-                ("to-first-run", "eci-guard-ready", "first-run", 1.35),
+                ("eci-guard", "dockerd-ready", "eci-guard-ready", 0.15),
+                ("import", "eci-guard-ready", "imported", 0.85),
+                ("first-run", "imported", "first-run", 0.5),
             ]
         );
         let chained: f64 = report.phases[2..].iter().map(|p| p.seconds).sum();
@@ -475,6 +492,27 @@ mod tests {
                 ("kernel", 2.5)
             ]
         );
+    }
+
+    #[test]
+    fn each_service_is_a_phase_up_to_its_readiness() {
+        let console = stamped(&[
+            (9.0, "eci-init: phase services at 8.50"),
+            (16.0, "eci-init: ready: eci-supervisor:ready@9.00 containerd:ready@10.00 dockerd:ready@15.00 eci-guard:ready@15.20 uplink:ready@15.25"),
+        ]);
+        let names: Vec<(String, f64)> = phases(&milestones(&console))
+            .into_iter()
+            .filter(|p| p.name != "firmware")
+            .map(|p| (p.name, p.seconds))
+            .collect();
+        let want = [
+            ("eci-supervisor", 0.5),
+            ("containerd", 1.0),
+            ("dockerd", 5.0),
+            ("eci-guard", 0.2),
+            ("uplink", 0.05),
+        ];
+        assert_eq!(names, want.map(|(n, s)| (n.to_string(), s)));
     }
 
     #[test]
