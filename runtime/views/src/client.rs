@@ -76,3 +76,45 @@ pub fn unregister(layout: &Layout, key: &str) -> Result<(), Error> {
     let _ = request(layout, &format!("forget {key}"));
     Ok(())
 }
+
+/// What the runtime knows of a container at create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    /// The runtime's state root (`--root`) and the container's id: together its key.
+    pub state_root: std::path::PathBuf,
+    pub id: String,
+    /// The container's state folder (gone: the container is gone).
+    pub state_dir: std::path::PathBuf,
+    pub root_uid: u32,
+    pub root_gid: u32,
+    pub id_range: u32,
+    pub cgroup: crate::cgroup::CgroupDirs,
+}
+
+/// Registers a container with a fresh identity, starting `server_bin serve` if no server
+/// answers. Returns the container's folder in the mount.
+pub fn register_container(
+    layout: &Layout,
+    server_bin: &Path,
+    c: &Container,
+) -> Result<std::path::PathBuf, Error> {
+    use crate::registry;
+    ensure_server(layout, server_bin)?;
+    let key = registry::key(&c.state_root, &c.id);
+    let urandom =
+        |r: std::io::Result<String>| r.map_err(|e| Error::io(Path::new("/dev/urandom"), e));
+    let rec = Record {
+        key: key.clone(),
+        cgroup: c.cgroup.clone(),
+        root_uid: c.root_uid,
+        root_gid: c.root_gid,
+        id_range: c.id_range,
+        started_boottime_ns: registry::boottime_ns(),
+        boot_id: urandom(registry::new_uuid())?,
+        machine_id: urandom(registry::new_machine_id())?,
+        product_uuid: urandom(registry::new_uuid())?,
+        state_dir: c.state_dir.clone(),
+    };
+    register(layout, &rec)?;
+    Ok(layout.container(&key))
+}

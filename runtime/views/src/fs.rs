@@ -200,6 +200,7 @@ pub struct Shared {
     host: HostFiles,
     handles: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
     next_fh: AtomicU64,
+    notifier: OnceLock<fuser::Notifier>,
 }
 
 impl Shared {
@@ -211,7 +212,13 @@ impl Shared {
             host: HostFiles::default(),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            notifier: OnceLock::new(),
         })
+    }
+
+    /// The session's notifier (set once the session exists; see [`Views::open`]).
+    pub fn set_notifier(&self, n: fuser::Notifier) {
+        let _ = self.notifier.set(n);
     }
 
     pub fn registry(&self) -> &Registry {
@@ -545,6 +552,14 @@ impl Filesystem for Views {
         // pieces sees one consistent text.
         match self.0.render(&c, kind) {
             Ok(text) => {
+                // sendfile and splice (busybox `cat`) read through the page cache up to the
+                // inode's size, which direct I/O and a size of 0 do not change. Storing the last
+                // byte makes the size at least the text's length; the page cache is dropped
+                // when the open is answered (no FOPEN_KEEP_CACHE), and the short read that
+                // refills it sets the size to exactly the text's length.
+                if let (Some(n), Some(last)) = (self.0.notifier.get(), text.len().checked_sub(1)) {
+                    let _ = n.store(ino, last as u64, &text[last..]);
+                }
                 let fh = self.0.next_fh.fetch_add(1, Ordering::Relaxed);
                 self.0
                     .handles

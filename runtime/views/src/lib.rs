@@ -116,6 +116,27 @@ impl Layout {
 pub struct Bind {
     pub source: String,
     pub target: String,
+    pub kind: BindKind,
+}
+
+/// What the target must be for the view to be attached (a missing target is left alone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindKind {
+    File,
+    Dir,
+    /// Only over an empty regular file: /etc/machine-id as images ship it for systemd to fill
+    /// in at boot; an image's own id is the image's business.
+    EmptyFile,
+}
+
+impl BindKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BindKind::File => "file",
+            BindKind::Dir => "dir",
+            BindKind::EmptyFile => "empty-file",
+        }
+    }
 }
 
 /// The /proc files computed from the container's cgroup (SPEC F1, F3).
@@ -130,32 +151,37 @@ pub const PROC_FILES: &[&str] = &[
 ];
 
 /// Every view and where it goes. /sys/class/dmi and /sys/devices/virtual/dmi get a folder
-/// holding only `id/product_uuid` (SPEC F4); /etc/machine-id is the runtime's choice (only an
-/// empty one in the image is covered, see eci-runc's views.rs).
+/// holding only `id/product_uuid` (SPEC F4).
 pub fn binds() -> Vec<Bind> {
+    let bind = |source: String, target: String, kind| Bind {
+        source,
+        target,
+        kind,
+    };
     let mut v: Vec<Bind> = PROC_FILES
         .iter()
-        .map(|f| Bind {
-            source: format!("proc/{f}"),
-            target: format!("/proc/{f}"),
-        })
+        .map(|f| bind(format!("proc/{f}"), format!("/proc/{f}"), BindKind::File))
         .collect();
     for k in knobs::KNOBS {
-        v.push(Bind {
-            source: format!("sysctl/{}", knobs::file_name(k)),
-            target: format!("/proc/sys/{}", k.path),
-        });
+        v.push(bind(
+            format!("sysctl/{}", knobs::file_name(k)),
+            format!("/proc/sys/{}", k.path),
+            BindKind::File,
+        ));
     }
-    v.push(Bind {
-        source: "boot_id".into(),
-        target: "/proc/sys/kernel/random/boot_id".into(),
-    });
+    v.push(bind(
+        "boot_id".into(),
+        "/proc/sys/kernel/random/boot_id".into(),
+        BindKind::File,
+    ));
     for t in ["/sys/class/dmi", "/sys/devices/virtual/dmi"] {
-        v.push(Bind {
-            source: "dmi".into(),
-            target: t.into(),
-        });
+        v.push(bind("dmi".into(), t.into(), BindKind::Dir));
     }
+    v.push(bind(
+        "machine-id".into(),
+        "/etc/machine-id".into(),
+        BindKind::EmptyFile,
+    ));
     v
 }
 
@@ -180,7 +206,9 @@ mod tests {
                 "{} is not served",
                 b.source
             );
-            assert!(b.target.starts_with("/proc/") || b.target.starts_with("/sys/"));
+            assert!(["/proc/", "/sys/", "/etc/"]
+                .iter()
+                .any(|p| b.target.starts_with(p)));
         }
     }
 }

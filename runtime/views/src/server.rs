@@ -80,6 +80,7 @@ pub fn serve(layout: &Layout, threads: usize) -> Result<(), Error> {
         config,
     )
     .map_err(|e| Error::Mount(mnt.clone(), e.to_string()))?;
+    shared.set_notifier(session.notifier());
 
     let sock = layout.socket();
     let _ = std::fs::remove_file(&sock);
@@ -99,12 +100,27 @@ pub fn serve(layout: &Layout, threads: usize) -> Result<(), Error> {
             .spawn(move || sampler(&shared))
             .map_err(|e| Error::io(&sock, e))?;
     }
+    let now = || {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        eci_facts::rfc3339(t, eci_facts::Precision::Millis)
+    };
     eprintln!(
-        "eci-views: serving {} ({} worker threads)",
+        "{} eci-views[{}]: serving {} ({} worker threads)",
+        now(),
+        std::process::id(),
         mnt.display(),
         threads
     );
-    session.run().map_err(|e| Error::io(&mnt, e))
+    let end = session.run();
+    // The loop ends when the mount goes away (unmounted, or the connection aborted).
+    eprintln!(
+        "{} eci-views[{}]: the FUSE session ended ({end:?})",
+        now(),
+        std::process::id()
+    );
+    end.map_err(|e| Error::io(&mnt, e))
 }
 
 fn control(listener: UnixListener, shared: &Arc<Shared>) {

@@ -1,0 +1,202 @@
+//! The eci-views binary as the runtime uses it: `register` starts a server in a private
+//! ECI_VIEWS_ROOT and prints the bind list; the container's folder serves its views from a
+//! cgroup with a 256 MiB limit (v2 or v1, whichever this machine runs); a knob write stays in
+//! the folder; with the server killed, reads fail (ENOTCONN) instead of showing anything.
+//! Root only (a FUSE mount and a cgroup); skips without root, fails in CI.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_eci-views");
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+struct Fixture {
+    root: tempfile::TempDir,
+    cgroups: Vec<PathBuf>,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if let Some(pid) = server_pid(self.root.path()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = nix::mount::umount2(
+            &self.root.path().join("views/fs"),
+            nix::mount::MntFlags::MNT_DETACH,
+        );
+        for d in &self.cgroups {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+fn server_pid(root: &Path) -> Option<i32> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(root.join("views/serve.sock")).ok()?;
+    s.write_all(b"ping\n").ok()?;
+    let mut l = String::new();
+    BufReader::new(&s).read_line(&mut l).ok()?;
+    l.trim().rsplit(' ').next()?.parse().ok()
+}
+
+/// A cgroup limited to 256 MiB, as `--cgroup` arguments.
+fn cgroup(name: &str, fx: &mut Fixture) -> Vec<String> {
+    let v2 = nix::sys::statfs::statfs("/sys/fs/cgroup")
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC);
+    let mut args = Vec::new();
+    if v2 {
+        let d = PathBuf::from("/sys/fs/cgroup").join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        fx.cgroups.push(d.clone());
+        std::fs::write(d.join("memory.max"), "268435456").unwrap();
+        args.push(format!("v2={}", d.display()));
+    } else {
+        for c in ["memory", "cpu", "cpuacct", "cpuset", "blkio", "pids"] {
+            let base = PathBuf::from("/sys/fs/cgroup").join(c);
+            if !base.is_dir() {
+                continue;
+            }
+            let d = base.join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            fx.cgroups.insert(0, d.clone());
+            args.push(format!("{c}={}", d.display()));
+        }
+        std::fs::write(
+            PathBuf::from("/sys/fs/cgroup/memory")
+                .join(name)
+                .join("memory.limit_in_bytes"),
+            "268435456",
+        )
+        .unwrap();
+    }
+    args.into_iter()
+        .flat_map(|a| ["--cgroup".into(), a])
+        .collect()
+}
+
+fn views(fx: &Fixture, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env("ECI_VIEWS_ROOT", fx.root.path().join("views"))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn register_serve_read_and_fail_closed() {
+    if !eci_test_support::prerequisite(is_root(), "the views server mounts FUSE: root only") {
+        return;
+    }
+    let mut fx = Fixture {
+        root: tempfile::tempdir().unwrap(),
+        cgroups: Vec::new(),
+    };
+    let state_dir = fx.root.path().join("state/c1");
+    std::fs::create_dir_all(&state_dir).unwrap();
+    let name = format!("eci-views-test-{}", std::process::id());
+    let cg = cgroup(&name, &mut fx);
+    let state_root = fx.root.path().join("state");
+    let mut args: Vec<String> = [
+        "register",
+        "--state-root",
+        state_root.to_str().unwrap(),
+        "--id",
+        "c1",
+        "--state-dir",
+        state_dir.to_str().unwrap(),
+        "--uid",
+        "100000",
+        "--gid",
+        "100000",
+        "--range",
+        "65536",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(cg);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = views(&fx, &a);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let folder = PathBuf::from(text.lines().next().unwrap());
+    assert!(
+        text.contains("\nproc/meminfo /proc/meminfo file\n"),
+        "{text}"
+    );
+    assert!(text.contains("\n- /sys/firmware empty-dir\n"), "{text}");
+
+    let meminfo = std::fs::read_to_string(folder.join("proc/meminfo")).unwrap();
+    assert!(
+        meminfo.starts_with("MemTotal:         262144 kB\n"),
+        "{meminfo}"
+    );
+    let boot_id = std::fs::read_to_string(folder.join("boot_id")).unwrap();
+    let vm = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    assert_eq!(boot_id.len(), 37);
+    assert_ne!(boot_id, vm);
+    let uuid = std::fs::read_to_string(folder.join("dmi/id/product_uuid")).unwrap();
+    assert_eq!(uuid.len(), 37);
+    // A knob: the folder's copy changes, the VM's does not.
+    let knob = folder.join("sysctl/kernel.panic");
+    let vm_panic = std::fs::read_to_string("/proc/sys/kernel/panic").unwrap();
+    let new = if vm_panic.trim() == "7" { "8" } else { "7" };
+    std::fs::write(&knob, new).unwrap();
+    assert_eq!(std::fs::read_to_string(&knob).unwrap().trim(), new);
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/panic").unwrap(),
+        vm_panic
+    );
+    assert!(std::fs::write(&knob, "x").is_err());
+
+    // The server gone: reads fail, they never show anything else.
+    let pid = server_pid(fx.root.path()).expect("server answers");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    for _ in 0..200 {
+        if std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "))
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let err = std::fs::read_to_string(folder.join("proc/meminfo")).unwrap_err();
+    // ENOTCONN once the connection is gone; ECONNABORTED while the kernel is aborting it.
+    assert!(
+        matches!(err.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED)),
+        "{err}"
+    );
+
+    let state_root = state_root.to_str().unwrap();
+    let out = views(
+        &fx,
+        &["unregister", "--state-root", state_root, "--id", "c1"],
+    );
+    assert!(out.status.success());
+    assert!(std::fs::read_dir(fx.root.path().join("views/containers"))
+        .unwrap()
+        .next()
+        .is_none());
+}
+
+#[test]
+fn bad_arguments_say_what_is_wrong() {
+    let out = Command::new(BIN).arg("register").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--state-root is missing"));
+    let out = Command::new(BIN).arg("nonsense").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("usage:"));
+}
