@@ -17,9 +17,9 @@ rounds=${2:-5}
 # ECI_BENCH_PROFILE=debug measures the debug build instead (quicker to build, slower to run).
 profile=${ECI_BENCH_PROFILE:-release}
 if [ "$profile" = release ]; then
-  cargo build --release -p eci-runc -p eci-supervisor >&2
+  cargo build --release -p eci-runc -p eci-supervisor -p eci-views >&2
 else
-  cargo build -p eci-runc -p eci-supervisor >&2
+  cargo build -p eci-runc -p eci-supervisor -p eci-views >&2
 fi
 eci=$PWD/target/$profile/eci-runc
 runc=$(command -v runc)

@@ -16,7 +16,7 @@ n=${1:-30}
 # eci-runc hands every container's mount-vetting listener to eci-supervisor (issue 10), which
 # it finds beside itself; this run gets a private one (socket in the work folder), stopped at
 # the end, so the figures include the hand-off.
-cargo build --release -p eci-runc -p eci-supervisor >&2
+cargo build --release -p eci-runc -p eci-supervisor -p eci-views >&2
 eci=$PWD/target/release/eci-runc
 runc=$(command -v runc)
 crun=$(command -v crun || true)

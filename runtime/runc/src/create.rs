@@ -312,6 +312,7 @@ impl Drop for Cleanup<'_> {
             }
             let _ = cg.destroy();
         }
+        crate::views::release(&self.g.root, &self.id);
         let _ = self.g.allocator().release(&self.id, &self.g.root);
         let _ = fs::remove_dir_all(&self.dir);
     }
@@ -455,6 +456,8 @@ pub fn create(g: &Global, o: &CreateOpts) -> Result<i32> {
     }
     cg.delegate(range.start, range.start);
     stall("cgroup");
+    // The /proc and /sys views (SPEC F1-F4): detached mounts the init inherits and attaches.
+    crate::views::prepare(&g.root, &o.id, &cg, range, &dir)?;
 
     let fifo = dir.join(FIFO);
     nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o622))
@@ -976,6 +979,8 @@ fn mount_helper(c: &ChildCtx<'_>, socks: &HelperSocks, ns: &[OwnedFd], hooks: bo
     }
     rootfs::pivot(c.no_pivot)?;
     rootfs::harden(c.spec)?;
+    // The /proc and /sys views over the container's paths, before the mounts are locked.
+    crate::views::attach()?;
     if c.spec.root.as_ref().is_some_and(|r| r.readonly) {
         rootfs::readonly_root()?;
     }

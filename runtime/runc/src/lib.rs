@@ -21,6 +21,7 @@ pub mod seccomp;
 mod share;
 pub mod state;
 mod sys;
+mod views;
 
 use std::path::PathBuf;
 

@@ -15,6 +15,7 @@ pub fn delete(g: &Global, id: &str, force: bool) -> Result<()> {
         Err(_) if dir.is_dir() && !dir.join("state.json").exists() => {
             // A create that died before writing any state: nothing runs, only the range and
             // the folder are left.
+            crate::views::release(&g.root, id);
             g.allocator().release(id, &g.root)?;
             return fs::remove_dir_all(&dir).map_err(|e| Error::io("remove", &dir, e));
         }
@@ -53,6 +54,7 @@ pub fn delete(g: &Global, id: &str, force: bool) -> Result<()> {
             log::warn(&e);
         }
     }
+    crate::views::release(&g.root, id);
     g.allocator().release(id, &g.root)?;
     fs::remove_dir_all(&dir).map_err(|e| Error::io("remove", &dir, e))
 }
