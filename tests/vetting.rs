@@ -161,6 +161,77 @@ fn privileged_mounts_are_vetted() {
     );
 }
 
+/// SPEC M3, M2, F4 (issue 10): a container may mount a new proc; it is made for the caller's
+/// pid namespace and carries the masks of the first /proc, which cannot be unmounted or bound
+/// away; the new proc itself can be unmounted. Under plain runc a new proc shows what the
+/// masks hide.
+#[test]
+fn a_new_proc_gets_the_masks_of_the_first() {
+    let Some((e, sock)) = engine("vproc") else {
+        return;
+    };
+    let _s = Supervisor(sock.clone());
+    // The first masked file of this kernel's /proc that has content when unmasked.
+    let script = "m=$(for p in timer_list sched_debug kcore keys; do grep -q \" /proc/$p \" /proc/mounts && { echo $p; break; }; done); echo \"mask=$m\"; \
+        mkdir -p /tmp/p && mount -t proc proc /tmp/p 2>/tmp/e && echo proc-ok || echo \"proc-refused: $(cat /tmp/e)\"; \
+        [ \"$(cat /tmp/p/1/comm)\" = \"$(cat /proc/1/comm)\" ] && echo same-pid-namespace; \
+        [ -n \"$(head -c 64 /tmp/p/$m)\" ] && echo mask-revealed || echo mask-kept; \
+        umount /tmp/p/$m 2>/tmp/e && echo mask-umount-ok || echo \"mask-umount-refused: $(cat /tmp/e)\"; \
+        mkdir -p /tmp/pp; mount --bind /tmp/p /tmp/pp 2>/tmp/e && echo bind-ok || echo \"bind-refused: $(cat /tmp/e)\"; \
+        umount -l /tmp/p && echo umount-new-proc-ok";
+    let plain = e.ok(&[
+        "run",
+        "--rm",
+        "--runtime",
+        PLAIN_RUNC,
+        "--network",
+        "none",
+        "--cap-add",
+        "SYS_ADMIN",
+        "--security-opt",
+        "seccomp=unconfined",
+        "--security-opt",
+        "apparmor=unconfined",
+        IMAGE,
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert!(
+        has(&plain, "proc-ok") && has(&plain, "mask-revealed"),
+        "plain runc baseline:\n{plain}"
+    );
+    let eci = e.ok(&[
+        "run",
+        "--rm",
+        "--privileged",
+        "--network",
+        "none",
+        IMAGE,
+        "sh",
+        "-c",
+        script,
+    ]);
+    for want in [
+        "proc-ok",
+        "same-pid-namespace",
+        "mask-kept",
+        "umount-new-proc-ok",
+    ] {
+        assert!(
+            has(&eci, want),
+            "missing {want} under eci:\n{eci}\nsupervisor:\n{}",
+            supervisor_log(&sock)
+        );
+    }
+    for attack in ["mask-umount", "bind"] {
+        assert!(
+            refused_eperm(&eci, attack),
+            "{attack} not refused with EPERM:\n{eci}"
+        );
+    }
+}
+
 /// SPEC M1 (issue 10): `docker exec` processes are vetted too (their listener is handed over
 /// at every exec), also with `seccomp=unconfined`.
 #[test]

@@ -16,8 +16,9 @@
 //!   cgroup2, made with the caller's user namespace and credentials inside its namespaces.
 //!   Filesystems that show or change the whole VM (debugfs, tracefs, securityfs, bpf, configfs,
 //!   pstore, efivarfs, fusectl, binfmt_misc) and every block-device filesystem are refused (EPERM).
-//!   proc and sysfs are refused until the supervisor can give a new one the masks of the first
-//!   (F-series views); a non-protected copy would show what the masks hide.
+//!   A new proc is made by the supervisor (VM root) for the caller's pid namespace and gets the
+//!   masks of the container's first /proc before the container sees it ([`Powers::Supervisor`]);
+//!   sysfs is refused until the same is done for it.
 //! - Binds copy a tree the caller can already reach inside its root; a bind of a protected proc
 //!   or sysfs mount is refused, since the copy would not carry (or would not protect) the masks.
 //! - The new mount API (`fsopen`, `fsconfig`, `fsmount`, `fspick`, `move_mount`, `open_tree`,
@@ -153,6 +154,10 @@ pub struct Caller {
 pub enum Powers {
     /// The caller's user namespace and credentials, inside its namespaces.
     Caller,
+    /// The supervisor's (VM root): a new proc for the caller's pid namespace, made outside the
+    /// container and given the masks of the container's first /proc before the container gets
+    /// it (inside, the kernel refuses a new proc while the first one has locked masks).
+    Supervisor,
 }
 
 /// What the supervisor does on the caller's behalf.
@@ -455,12 +460,29 @@ pub fn decide(call: &Call, caller: Caller, target: Target, source: Option<Source
                     format!("{fstype} shows or changes the whole VM (SPEC M3, P2)"),
                 );
             }
-            if base == "proc" || base == "sysfs" {
+            if base == "sysfs" {
                 return refuse(
                     Errno::Perm,
                     format!("a new {fstype} would lack the masks of the container's first one (SPEC M3, F)"),
                 );
             }
+            if base == "proc" {
+                if covers {
+                    return refuse(
+                        Errno::Perm,
+                        "mount over a mount the container started with, or over a mask (SPEC M2)",
+                    );
+                }
+                let mut opts = sb_flag_options(flags);
+                opts.extend(options());
+                return Verdict::Allow(Action::NewFs {
+                    fstype: "proc".to_string(),
+                    options: opts,
+                    attrs: attrs_of(flags),
+                    powers: Powers::Supervisor,
+                });
+            }
+
             if !CONTAINER_FS_TYPES.contains(&base) {
                 return refuse(
                     Errno::Perm,
@@ -577,14 +599,29 @@ mod tests {
     }
 
     #[test]
-    fn proc_and_sysfs_wait_for_their_masks() {
-        for t in ["proc", "sysfs"] {
-            assert_eq!(
-                errno(decide(&mount(t, 0, None), ROOT, DIR, None)),
-                Errno::Perm,
-                "{t}"
-            );
-        }
+    fn a_new_proc_is_made_with_the_supervisors_powers_and_sysfs_waits() {
+        assert_eq!(
+            decide(
+                &mount("proc", ms::NOSUID, Some("hidepid=2")),
+                ROOT,
+                DIR,
+                None
+            ),
+            Verdict::Allow(Action::NewFs {
+                fstype: "proc".into(),
+                options: vec![("hidepid".into(), Some("2".into()))],
+                attrs: attr::NOSUID,
+                powers: Powers::Supervisor,
+            })
+        );
+        assert_eq!(
+            errno(decide(&mount("proc", 0, None), ROOT, INITIAL_ROOT, None)),
+            Errno::Perm
+        );
+        assert_eq!(
+            errno(decide(&mount("sysfs", 0, None), ROOT, DIR, None)),
+            Errno::Perm
+        );
     }
 
     #[test]

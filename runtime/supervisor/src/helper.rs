@@ -134,6 +134,11 @@ struct Worker {
     mnt: (u64, u64),
     /// The container's user namespace (nsfs device and inode).
     userns: (u64, u64),
+    /// Mount ids of the new procs the helper attached: a bind of one is refused like a bind
+    /// of the first /proc (the copy would not carry the masks).
+    kernel_views: HashSet<u64>,
+    /// The channel to the supervisor for a masked new proc (`powers.rs`).
+    powers: OwnedFd,
 }
 
 fn reply(errno: i32, note: impl Into<String>) -> HelperReply {
@@ -175,14 +180,13 @@ pub fn main() -> i32 {
             return 1;
         }
     };
-    let mut w = match enter(&init, &ns) {
+    let mut w = match enter(&init, ns) {
         Ok(w) => w,
         Err(e) => {
             let _ = send_reply(sock, &reply(libc::EPERM, e));
             return 1;
         }
     };
-    drop(ns);
     if send_reply(sock, &reply(0, "ready")).is_err() {
         return 1;
     }
@@ -251,13 +255,18 @@ fn send_reply(sock: RawFd, r: &HelperReply) -> io::Result<()> {
 
 /// Enter the container's namespaces (the user namespace last: the others may belong to the VM,
 /// which the helper can enter only while it is still VM root) and become container root.
-fn enter(init: &HelperInit, ns: &[OwnedFd]) -> Result<Worker, String> {
+fn enter(init: &HelperInit, ns: Vec<OwnedFd>) -> Result<Worker, String> {
     if ns.len() != init.ns.len() {
         return Err("namespace descriptors do not match their names".into());
     }
     let mut mnt = None;
     let mut user = None;
+    let mut powers = None;
     for (kind, fd) in init.ns.iter().zip(ns) {
+        if kind == "powers" {
+            powers = Some(fd);
+            continue;
+        }
         let flag = ns_flag(kind).ok_or(format!("unknown namespace {kind}"))?;
         if kind == "user" {
             user = Some(fd);
@@ -286,6 +295,8 @@ fn enter(init: &HelperInit, ns: &[OwnedFd]) -> Result<Worker, String> {
         own_fs: HashSet::new(),
         mnt: mnt.ok_or("no mount namespace")?,
         userns,
+        kernel_views: HashSet::new(),
+        powers: powers.ok_or("no channel to the supervisor")?,
     })
 }
 
@@ -340,9 +351,10 @@ impl Worker {
     fn source_facts(&self, fd: BorrowedFd<'_>) -> io::Result<Source> {
         let t = self.target_facts(fd, false)?;
         let magic = nix::sys::statfs::fstatfs(fd)?.filesystem_type();
+        let id = sys::statx(fd)?.mnt_id;
         Ok(Source {
             is_mount_root: t.is_mount_root,
-            protected: t.protected,
+            protected: t.protected || self.kernel_views.contains(&id),
             kernel_view: magic == nix::sys::statfs::PROC_SUPER_MAGIC
                 || magic == nix::sys::statfs::SYSFS_MAGIC,
         })
@@ -450,7 +462,7 @@ impl Worker {
                 match mv::decide(&call, caller, t, s) {
                     Verdict::Refuse(r) => Ok(reply(r.errno.raw(), r.why)),
                     Verdict::Allow(a) => {
-                        self.act(&a, tfd.as_fd(), sfd.as_ref().map(|f| f.as_fd()))?;
+                        self.act(&a, tfd.as_fd(), sfd.as_ref().map(|f| f.as_fd()), ctx)?;
                         Ok(reply(0, format!("{a:?} on {target}")))
                     }
                 }
@@ -493,11 +505,55 @@ impl Worker {
         Err(io::Error::from_raw_os_error(libc::ELOOP))
     }
 
+    /// A new proc from the supervisor (made for the caller's pid namespace, masked like the
+    /// first), attached onto the target; its masks join the protected mounts.
+    fn masked_proc(
+        &mut self,
+        options: &[(String, Option<String>)],
+        attrs: u64,
+        target: BorrowedFd<'_>,
+        ctx: &CallerCtx,
+    ) -> io::Result<()> {
+        let pidns = ctx
+            .pidns
+            .as_ref()
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let req = crate::proto::ProcRequest {
+            options: options.to_vec(),
+            attrs,
+        };
+        sys::send(
+            self.powers.as_raw_fd(),
+            &serde_json::to_vec(&req).expect("serializable"),
+            &[pidns.as_raw_fd()],
+        )?;
+        let Some((b, mut fds)) = sys::recv(self.powers.as_raw_fd())? else {
+            return Err(io::Error::other("the supervisor is gone"));
+        };
+        let r: crate::proto::ProcReply = serde_json::from_slice(&b).map_err(io::Error::other)?;
+        if r.errno != 0 {
+            return Err(io::Error::other(format!("new proc: {}", r.note)));
+        }
+        let tree = fds.pop().ok_or_else(|| io::Error::other("no proc tree"))?;
+        sys::move_mount(tree.as_fd(), target)?;
+        self.kernel_views.insert(sys::statx(tree.as_fd())?.mnt_id);
+        let how = OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        for rel in &r.masks {
+            if let Ok(m) = openat2(tree.as_fd(), rel.as_str(), how) {
+                self.protected.insert(sys::statx(m.as_fd())?.mnt_id);
+            }
+        }
+        Ok(())
+    }
+
     fn act(
         &mut self,
         a: &Action,
         target: BorrowedFd<'_>,
         source: Option<BorrowedFd<'_>>,
+        ctx: &CallerCtx,
     ) -> io::Result<()> {
         let per_mount = mv::attr::RDONLY
             | mv::attr::NOSUID
@@ -508,6 +564,12 @@ impl Worker {
             | mv::attr::ATIME_MASK;
         let missing = || io::Error::from_raw_os_error(libc::EINVAL);
         match a {
+            Action::NewFs {
+                options,
+                attrs,
+                powers: mv::Powers::Supervisor,
+                ..
+            } => self.masked_proc(options, *attrs, target, ctx)?,
             Action::NewFs {
                 fstype,
                 options,

@@ -12,7 +12,8 @@
 //!                          └─ one helper process per container (helper.rs), in its namespaces
 //!                             as container root, serving all the container's listeners:
 //!                             NOTIF_RECV → notify::handle → decide (eci_policy::mount_vetting)
-//!                             → act → NOTIF_SEND
+//!                             → act → NOTIF_SEND; a new proc comes from the supervisor
+//!                             (powers.rs: made as VM root, masked like the first, detached)
 //! ```
 //!
 //! eci-runc loads, after docker's profile and eci's deny filter, a third filter that turns
@@ -71,6 +72,7 @@
 
 pub mod helper;
 pub mod notify;
+mod powers;
 pub mod proto;
 pub mod server;
 mod sys;

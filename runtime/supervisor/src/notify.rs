@@ -69,6 +69,8 @@ pub struct CallerCtx {
     /// The caller's user namespace (nsfs device and inode).
     pub userns: (u64, u64),
     pub sys_admin: bool,
+    /// The caller's pid namespace, opened only for a proc mount (a new proc is for it).
+    pub pidns: Option<OwnedFd>,
 }
 
 /// Answer one notification. `proc` is the VM's /proc (the notification's pid is the VM's);
@@ -172,6 +174,12 @@ fn gather(
         nix::fcntl::AtFlags::empty(),
     )?;
     let sys_admin = has_sys_admin(pid);
+    let pidns = match &call {
+        CallArgs::Mount {
+            fstype: Some(t), ..
+        } if t == "proc" => Some(open_at(proc, &format!("{pid}/ns/pid"), OFlag::O_RDONLY)?),
+        _ => None,
+    };
     // The pid named a live caller while everything above was read and opened only if the
     // notification is still valid now (a pid is not reused while its task waits here).
     if notify_id_valid(listener.as_raw_fd(), req.id).is_err() {
@@ -185,6 +193,7 @@ fn gather(
             mnt,
             userns: (user.st_dev, user.st_ino),
             sys_admin,
+            pidns,
         },
     ))
 }

@@ -39,3 +39,39 @@ pub struct HelperReply {
     pub errno: i32,
     pub note: String,
 }
+
+/// One mask of the container's first /proc, replayed on every new proc it mounts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MaskStep {
+    /// Below the proc mount (`keys`, `sys`, `sys/net`).
+    pub rel: String,
+    pub kind: MaskKind,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum MaskKind {
+    /// A bind of the new proc's own folder or file (read-only paths; the writable namespaced
+    /// parts of /proc/sys), the path inside proc.
+    ProcSub(String),
+    /// An empty tmpfs over a folder.
+    Tmpfs,
+    /// The VM's /dev/null over a file.
+    DevNull,
+}
+
+/// The helper's request for a new proc (descriptor: the caller's pid namespace).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProcRequest {
+    pub options: Vec<(String, Option<String>)>,
+    pub attrs: u64,
+}
+
+/// The answer (descriptor: the detached, masked proc tree); `masks` are the places below it
+/// that carry a mask, for the helper to protect.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProcReply {
+    pub errno: i32,
+    pub note: String,
+    pub masks: Vec<String>,
+}

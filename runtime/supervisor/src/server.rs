@@ -213,6 +213,7 @@ fn make_container(id: &str, init: i32) -> Result<Container, String> {
             }
         }
     }
+    let plan = crate::powers::proc_plan(init, &mounts, root.as_fd());
     let mut names = Vec::new();
     let mut fds = Vec::new();
     for kind in ["mnt", "ipc", "net", "cgroup", "uts", "user"] {
@@ -221,6 +222,17 @@ fn make_container(id: &str, init: i32) -> Result<Container, String> {
         names.push(kind.to_string());
         fds.push(OwnedFd::from(f));
     }
+    // The helper's channel for what needs the supervisor's powers (a masked new proc).
+    let (powers, theirs) = nix::sys::socket::socketpair(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::SeqPacket,
+        None,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| format!("socketpair: {e}"))?;
+    names.push("powers".to_string());
+    fds.push(theirs);
+    std::thread::spawn(move || crate::powers::serve(powers, plan));
     let init_msg = HelperInit {
         ns: names,
         protected_ids: mounts.iter().map(|m| m.id).collect(),

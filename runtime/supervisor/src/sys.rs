@@ -311,3 +311,30 @@ pub fn effective_caps(tid: i32) -> io::Result<u64> {
     check(unsafe { libc::syscall(libc::SYS_capget, &hdr, data.as_mut_ptr()) })?;
     Ok(u64::from(data[0].effective) | (u64::from(data[1].effective) << 32))
 }
+
+/// `fsconfig(FSCONFIG_SET_FD)`: a descriptor as an option's value (proc's `pidns`).
+pub fn fsconfig_set_fd(fs: BorrowedFd<'_>, key: &str, fd: BorrowedFd<'_>) -> io::Result<()> {
+    const FSCONFIG_SET_FD: libc::c_uint = 5;
+    let key = c(key)?;
+    // SAFETY: the key lives for the call; the value pointer must be NULL and aux is the fd.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_SET_FD,
+            key.as_ptr(),
+            std::ptr::null::<libc::c_char>(),
+            fd.as_raw_fd(),
+        )
+    })
+    .map(drop)
+}
+
+/// A detached copy of the mount at `path` below `dir` (with what is mounted below it).
+pub fn open_tree_clone_at(dir: BorrowedFd<'_>, path: &str) -> io::Result<OwnedFd> {
+    let p = c(path)?;
+    let flags =
+        OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_RECURSIVE as libc::c_uint;
+    // SAFETY: the path lives for the call.
+    owned(unsafe { libc::syscall(libc::SYS_open_tree, dir.as_raw_fd(), p.as_ptr(), flags) })
+}

@@ -1,0 +1,160 @@
+//! What only the supervisor (VM root, in the VM's mount namespace) can do for a container: a new
+//! proc for the caller's pid namespace, given the masks of the container's first /proc before
+//! the container gets it (SPEC M3, F4). Inside the container the kernel refuses a new proc while
+//! the first one has locked masks (it would show what they hide); here it is made outside, as a
+//! detached tree, masked, and handed to the container's helper, which attaches it onto the
+//! judged target. The helper protects the masks like the first ones.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use eci_policy::mount_vetting::attr;
+use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+
+use crate::proto::{MaskKind, MaskStep, ProcReply, ProcRequest};
+use crate::sys;
+
+/// The masks of the container's first /proc, read from its init's mounts: every mount below
+/// the init's `/proc`, in mount order, with its kind and whether it is read-only.
+pub fn proc_plan(
+    init: i32,
+    mounts: &[eci_policy::MountEntry],
+    root: BorrowedFd<'_>,
+) -> Vec<MaskStep> {
+    let Some(proc) = mounts
+        .iter()
+        .find(|m| m.fstype == "proc" && m.mount_point == "/proc")
+    else {
+        return Vec::new();
+    };
+    let mut below = std::collections::HashSet::from([proc.id]);
+    let mut plan = Vec::new();
+    for m in mounts {
+        if !below.contains(&m.parent) {
+            continue;
+        }
+        below.insert(m.id);
+        let Some(rel) = m.mount_point.strip_prefix("/proc/") else {
+            continue;
+        };
+        let kind = match m.fstype.as_str() {
+            "proc" => MaskKind::ProcSub(m.root.trim_start_matches('/').to_string()),
+            "tmpfs" => MaskKind::Tmpfs,
+            _ => MaskKind::DevNull,
+        };
+        let how = OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        let read_only = openat2(root, m.mount_point.as_str(), how)
+            .ok()
+            .and_then(|fd| nix::sys::statvfs::fstatvfs(&fd).ok())
+            .is_none_or(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
+        plan.push(MaskStep {
+            rel: rel.to_string(),
+            kind,
+            read_only,
+        });
+    }
+    let _ = init;
+    plan
+}
+
+fn below(tree: BorrowedFd<'_>, rel: &str) -> io::Result<OwnedFd> {
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    Ok(openat2(tree, rel, how)?)
+}
+
+/// A detached proc for the pid namespace `pidns` with `plan`'s masks on it.
+pub fn masked_proc(
+    req: &ProcRequest,
+    pidns: BorrowedFd<'_>,
+    plan: &[MaskStep],
+) -> io::Result<(OwnedFd, Vec<String>)> {
+    let fs = sys::fsopen("proc")?;
+    sys::fsconfig_set_fd(fs.as_fd(), "pidns", pidns)?;
+    for (k, v) in &req.options {
+        sys::fsconfig_set(fs.as_fd(), k, v.as_deref())?;
+    }
+    sys::fsconfig_cmd(fs.as_fd(), sys::FSCONFIG_CMD_CREATE)?;
+    let tree = sys::fsmount(fs.as_fd(), req.attrs)?;
+    let mut masks = Vec::new();
+    for step in plan {
+        // A mask whose place this proc lacks (a pid namespace without it) is not needed.
+        let Ok(place) = below(tree.as_fd(), &step.rel) else {
+            continue;
+        };
+        let m = match &step.kind {
+            MaskKind::ProcSub(sub) => sys::open_tree_clone_at(tree.as_fd(), sub)?,
+            MaskKind::DevNull => {
+                let null = nix::fcntl::open(
+                    "/dev/null",
+                    OFlag::O_PATH | OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )?;
+                sys::open_tree_clone(null.as_fd(), false)?
+            }
+            MaskKind::Tmpfs => {
+                let t = sys::fsopen("tmpfs")?;
+                sys::fsconfig_set(t.as_fd(), "size", Some("0"))?;
+                sys::fsconfig_set(t.as_fd(), "mode", Some("555"))?;
+                sys::fsconfig_cmd(t.as_fd(), sys::FSCONFIG_CMD_CREATE)?;
+                sys::fsmount(t.as_fd(), attr::NOSUID | attr::NODEV | attr::NOEXEC)?
+            }
+        };
+        if step.read_only {
+            sys::mount_setattr(m.as_fd(), true, attr::RDONLY, 0, 0)?;
+        }
+        sys::move_mount(m.as_fd(), place.as_fd())?;
+        masks.push(step.rel.clone());
+    }
+    Ok((tree, masks))
+}
+
+/// Serve one helper's requests for new procs until it goes.
+pub fn serve(sock: OwnedFd, plan: Vec<MaskStep>) {
+    loop {
+        let Ok(Some((b, fds))) = sys::recv(sock.as_raw_fd()) else {
+            return;
+        };
+        let (reply, tree) = match (serde_json::from_slice::<ProcRequest>(&b), fds.first()) {
+            (Ok(req), Some(pidns)) => match masked_proc(&req, pidns.as_fd(), &plan) {
+                Ok((tree, masks)) => (
+                    ProcReply {
+                        errno: 0,
+                        note: String::new(),
+                        masks,
+                    },
+                    Some(tree),
+                ),
+                Err(e) => (
+                    ProcReply {
+                        errno: e.raw_os_error().unwrap_or(libc::EPERM),
+                        note: e.to_string(),
+                        masks: Vec::new(),
+                    },
+                    None,
+                ),
+            },
+            _ => (
+                ProcReply {
+                    errno: libc::EINVAL,
+                    note: "malformed proc request".into(),
+                    masks: Vec::new(),
+                },
+                None,
+            ),
+        };
+        let raw: Vec<i32> = tree.iter().map(|t| t.as_raw_fd()).collect();
+        if sys::send(
+            sock.as_raw_fd(),
+            &serde_json::to_vec(&reply).expect("serializable"),
+            &raw,
+        )
+        .is_err()
+        {
+            return;
+        }
+    }
+}
