@@ -297,11 +297,20 @@ pub fn hand_off(
     init: bool,
     listener: OwnedFd,
 ) -> Result<(), String> {
+    // A supervisor that retires (its program was replaced) answers RETIRED to the registration
+    // it accepted and closes its socket, which resets the ones still queued on it: both are
+    // tried once more, against the new program (started here if nobody else did).
     match hand_off_once(state_root, id, pid, init, &listener) {
-        Err(e) if e.ends_with(RETIRED) => hand_off_once(state_root, id, pid, init, &listener),
+        Err(e) if e.ends_with(RETIRED) || e.contains(GONE) || e.contains(RESET) => {
+            hand_off_once(state_root, id, pid, init, &listener)
+        }
         r => r,
     }
 }
+
+const GONE: &str = "the mount-vetting supervisor closed the connection without an answer";
+/// How the system-call layer words ECONNRESET.
+const RESET: &str = "(os error 104)";
 
 fn hand_off_once(
     state_root: &Path,
@@ -340,8 +349,9 @@ fn hand_off_once(
         &serde_json::to_vec(&msg).expect("serializable"),
         &[listener.as_raw_fd()],
     )?;
-    match crate::sys::recv(sock.as_raw_fd())? {
-        None => Err("the mount-vetting supervisor closed the connection without an answer".into()),
+    let answer = crate::sys::recv(sock.as_raw_fd())?;
+    match answer {
+        None => Err(GONE.into()),
         Some((b, _)) => match serde_json::from_slice::<Registered>(&b) {
             Ok(Registered::Ok) => Ok(()),
             Ok(Registered::Refused { msg }) => Err(format!("mount-vetting supervisor: {msg}")),

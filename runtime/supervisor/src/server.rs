@@ -90,8 +90,16 @@ pub fn serve(socket: &Path) -> Result<(), Error> {
             drop(_lock);
             drop(s);
             eprintln!("eci-supervisor: this program was replaced; no new registrations");
+            // Serve the containers this program has until their helpers are gone, then leave
+            // (the helpers would die with it: PR_SET_PDEATHSIG).
             loop {
-                std::thread::park();
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                let mut t = table().lock().unwrap_or_else(|p| p.into_inner());
+                t.retain(|_, c| !c.helper.lock().unwrap_or_else(|p| p.into_inner()).exited());
+                if t.is_empty() {
+                    eprintln!("eci-supervisor: retired, no container left");
+                    std::process::exit(0);
+                }
             }
         }
         std::thread::spawn(move || {
