@@ -36,6 +36,8 @@ pub const GUEST_CID: u32 = 3;
 pub const DOCKER_SOCKET: &str = "docker.sock";
 pub const QMP_SOCKET: &str = "qmp.sock";
 pub const PID_FILE: &str = "eci-build.pid";
+/// The id of the user-networking netdev `boot.rs` gives QEMU.
+const NETDEV: &str = "n0";
 
 #[derive(Debug, thiserror::Error)]
 pub enum EndpointError {
@@ -264,7 +266,19 @@ impl Drop for Relay {
 /// streaming in either direction; `docker load` closes its upload before reading the answer).
 fn relay_one(client: UnixStream, device: &VsockDevice, port: u32) {
     let _ = client.set_nonblocking(false);
-    let guest = match device.connect(port, Duration::from_secs(10)) {
+    // Through the backend, a tagged stream, so that the end of the client's input can be said
+    // on the side channel ([`half_close`]).
+    let tag = matches!(device, VsockDevice::User { .. }).then(stream_token);
+    let opened = match tag {
+        None => device.connect(port, Duration::from_secs(10)),
+        Some(token) => device
+            .connect(crate::vsock::TAGGED_PORT, Duration::from_secs(10))
+            .and_then(|mut s| {
+                s.write_all(format!("ECI-STREAM {token}\n").as_bytes())?;
+                Ok(s)
+            }),
+    };
+    let guest = match opened {
         Ok(g) => g,
         Err(e) => {
             // The CLI shows this as the daemon's answer instead of a bare hang-up.
@@ -283,14 +297,61 @@ fn relay_one(client: UnixStream, device: &VsockDevice, port: u32) {
         return;
     };
     let mut guest_w = guest;
+    let device = device.clone();
     let up = std::thread::spawn(move || {
-        let _ = io::copy(&mut client_r, &mut guest_w);
-        guest_w.shutdown_write();
+        let mut sent = 0u64;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match client_r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if guest_w.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                    sent += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        half_close(&device, tag, &guest_w, sent);
     });
     let mut client_w = client;
     let _ = io::copy(&mut guest_r, &mut client_w);
     let _ = client_w.shutdown(std::net::Shutdown::Write);
     let _ = up.join();
+}
+
+/// A token no other open stream of this relay has.
+fn stream_token() -> u64 {
+    use std::sync::atomic::AtomicU64;
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    // The counter keeps concurrent streams apart; the clock, relays that restarted.
+    (seed & !0xffff_ffff) | (NEXT.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff)
+}
+
+/// The client sent everything it will: tell the guest so that it can still answer. Through the
+/// backend this goes on the guard's side channel (`SHUT <token> <bytes>`), since closing the
+/// backend's stream would end both directions; where that fails, a real close is all that is
+/// left.
+fn half_close(device: &VsockDevice, tag: Option<u64>, guest: &crate::vsock::Stream, sent: u64) {
+    let Some(token) = tag else {
+        guest.shutdown_write();
+        return;
+    };
+    let told = (|| -> io::Result<bool> {
+        let mut s = device.connect(crate::vsock::HALF_CLOSE_PORT, Duration::from_secs(10))?;
+        s.write_all(format!("SHUT {token} {sent}\n").as_bytes())?;
+        let mut answer = [0u8; 3];
+        s.read_exact(&mut answer)?;
+        Ok(&answer == b"OK\n")
+    })();
+    if !matches!(told, Ok(true)) {
+        guest.shutdown_write();
+    }
 }
 
 /// What [`start`] needs besides the QEMU command.
@@ -423,6 +484,26 @@ impl RunningVm {
         &self.console_log
     }
 
+    /// Forwards `127.0.0.1:host_port` on this machine to `guest_port` on the VM's uplink
+    /// address (QEMU user networking's `hostfwd`, added at run time through QMP). The traffic
+    /// arrives on the uplink like any inbound connection, so the VM's filter judges it (H1).
+    pub fn forward_port(&self, host_port: u16, guest_port: u16) -> io::Result<()> {
+        let hmp = format!("hostfwd_add {NETDEV} tcp:127.0.0.1:{host_port}-:{guest_port}");
+        let said = qmp(
+            &self.qmp,
+            &[serde_json::json!({
+                "execute": "human-monitor-command",
+                "arguments": {"command-line": hmp},
+            })
+            .to_string()],
+        )?;
+        // The human monitor reports its errors as text in a successful answer.
+        match said.as_str() {
+            Some("") => Ok(()),
+            _ => Err(io::Error::other(format!("QEMU {hmp}: {said}"))),
+        }
+    }
+
     /// Presses the ACPI power button (eci-init stops the services and powers off) and waits up
     /// to `grace` for QEMU to exit; after that QEMU is killed. Returns whether the guest shut
     /// down by itself.
@@ -463,14 +544,22 @@ impl Drop for RunningVm {
 
 /// QMP: the greeting, `qmp_capabilities`, then `system_powerdown`.
 fn qmp_powerdown(path: &Path) -> io::Result<()> {
+    qmp(path, &[r#"{"execute": "system_powerdown"}"#.to_string()]).map(|_| ())
+}
+
+/// Sends each command after the capabilities handshake; fails on the first QMP error.
+/// Returns the last command's `return` value.
+fn qmp(path: &Path, commands: &[String]) -> io::Result<serde_json::Value> {
     let s = UnixStream::connect(path)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut reader = BufReader::new(s.try_clone()?);
     let mut w = s;
     let mut line = String::new();
     reader.read_line(&mut line)?; // greeting
-    for cmd in ["qmp_capabilities", "system_powerdown"] {
-        writeln!(w, "{{\"execute\": \"{cmd}\"}}")?;
+    let hello = r#"{"execute": "qmp_capabilities"}"#.to_string();
+    let mut last = serde_json::Value::Null;
+    for cmd in std::iter::once(&hello).chain(commands) {
+        writeln!(w, "{cmd}")?;
         loop {
             line.clear();
             if reader.read_line(&mut line)? == 0 {
@@ -479,16 +568,18 @@ fn qmp_powerdown(path: &Path) -> io::Result<()> {
                     "QMP closed the connection",
                 ));
             }
-            // Events may come before the command's answer.
-            if line.contains("\"return\"") {
+            let answer: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if let Some(r) = answer.get("return") {
+                last = r.clone();
                 break;
             }
-            if line.contains("\"error\"") {
+            if answer.get("error").is_some() {
                 return Err(io::Error::other(format!("QMP {cmd}: {}", line.trim())));
             }
+            // Anything else is an event, which may come before the command's answer.
         }
     }
-    Ok(())
+    Ok(last)
 }
 
 /// SIGINT and SIGTERM set a flag instead of ending the process, so `eci-build boot` can power
@@ -566,22 +657,43 @@ mod tests {
         }
     }
 
-    /// The relay end to end against a stand-in backend that plays the guest: the CONNECT
-    /// line, then an HTTP answer, and a half close from the client is seen by the guest.
+    /// The relay end to end against a stand-in backend that plays the guest: a tagged stream
+    /// (CONNECT to the tagged port, then its token), the request, the client's end of input on
+    /// the side channel with the byte count, and the answer still coming back.
     #[test]
     fn the_relay_carries_a_connection_to_the_guest_port() {
         let dir = tempfile::tempdir().unwrap();
         let uds = dir.path().join("vm.vsock");
         let backend = UnixListener::bind(&uds).unwrap();
         let guest = std::thread::spawn(move || {
-            let (mut c, _) = backend.accept().unwrap();
-            let mut hello = [0u8; 12];
-            c.read_exact(&mut hello).unwrap();
-            assert_eq!(&hello, b"CONNECT 375\n");
-            c.write_all(b"OK 5000\n").unwrap();
-            let mut request = Vec::new();
-            c.read_to_end(&mut request).unwrap();
-            assert_eq!(request, b"GET /_ping HTTP/1.0\r\n\r\n");
+            let (c, _) = backend.accept().unwrap();
+            let mut r = BufReader::new(c.try_clone().unwrap());
+            let mut c = c;
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            assert_eq!(line, "CONNECT 377\n");
+            c.write_all(b"OK 377\n").unwrap();
+            line.clear();
+            r.read_line(&mut line).unwrap();
+            let token = line
+                .strip_prefix("ECI-STREAM ")
+                .and_then(|t| t.trim_end().parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("{line:?}"));
+            let mut request = [0u8; 23];
+            r.read_exact(&mut request).unwrap();
+            assert_eq!(&request, b"GET /_ping HTTP/1.0\r\n\r\n");
+            // The client's end of input comes on the side channel, not as the stream's end.
+            let (side, _) = backend.accept().unwrap();
+            let mut sr = BufReader::new(side.try_clone().unwrap());
+            let mut side = side;
+            line.clear();
+            sr.read_line(&mut line).unwrap();
+            assert_eq!(line, "CONNECT 376\n");
+            side.write_all(b"OK 376\n").unwrap();
+            line.clear();
+            sr.read_line(&mut line).unwrap();
+            assert_eq!(line, format!("SHUT {token} 23\n"));
+            side.write_all(b"OK\n").unwrap();
             c.write_all(b"HTTP/1.0 200 OK\r\n\r\nOK").unwrap();
         });
         let device = VsockDevice::User {

@@ -24,6 +24,13 @@ pub const VHOST_VSOCK_DEV: &str = "/dev/vhost-vsock";
 /// root may bind it.
 pub const ENGINE_PORT: u32 = 375;
 
+/// The guard's side channel for half closes (runtime/guard/src/vsock.rs): the backend turns the
+/// end of a host stream into a full shutdown, so through it the relay opens tagged streams on
+/// [`TAGGED_PORT`] (`ECI-STREAM <token>\n` first) and says `SHUT <token> <bytes sent>` here
+/// instead of closing, and the guest still answers.
+pub const HALF_CLOSE_PORT: u32 = ENGINE_PORT + 1;
+pub const TAGGED_PORT: u32 = ENGINE_PORT + 2;
+
 /// How the VM's vsock device is provided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VsockDevice {
@@ -85,7 +92,8 @@ impl Stream {
         })
     }
 
-    /// Tells the guest nothing more comes from this side (a half close).
+    /// Tells the guest nothing more comes from this side (a half close; through the backend
+    /// it ends both directions, see [`HALF_CLOSE_PORT`]).
     pub fn shutdown_write(&self) {
         match self {
             Stream::Kernel(f) => {

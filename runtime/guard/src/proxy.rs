@@ -342,10 +342,39 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 config.upstream.display()
             ),
         ));
+        // Through QEMU's user-space vsock backend a half close needs a side channel and tagged
+        // streams (crate::vsock says why); both are served beside the plain port.
+        let halves = crate::vsock::HalfCloses::default();
+        let side = crate::vsock::half_close_port(port);
+        let tagged = crate::vsock::tagged_port(port);
+        match (
+            crate::vsock::VsockListener::bind(side),
+            crate::vsock::VsockListener::bind(tagged),
+        ) {
+            (Ok(side), Ok(tagged)) => {
+                tokio::spawn(crate::vsock::serve_half_closes(side, halves.clone()));
+                tasks.push(tokio::spawn(vsock_accept_loop(
+                    tagged,
+                    shared.clone(),
+                    limit.clone(),
+                    Some(halves),
+                )));
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                let message = format!(
+                    "cannot listen on vsock ports {side} and {tagged}: {e}; host clients that end their input early (docker run) may lose the answer"
+                );
+                eprintln!("eci-guard: {message}");
+                shared
+                    .audit
+                    .write(&Record::event("start", "error", message));
+            }
+        }
         tasks.push(tokio::spawn(vsock_accept_loop(
             listener,
             shared.clone(),
             limit.clone(),
+            None,
         )));
     }
     tokio::spawn(watch_settings(config.clone(), shared.clone()));
@@ -418,6 +447,7 @@ async fn vsock_accept_loop(
     listener: crate::vsock::VsockListener,
     shared: Arc<Shared>,
     limit: Arc<Semaphore>,
+    tagged: Option<crate::vsock::HalfCloses>,
 ) {
     let port = listener.port();
     loop {
@@ -449,7 +479,22 @@ async fn vsock_accept_loop(
             uid: None,
         };
         let shared = shared.clone();
+        let tagged = tagged.clone();
         tokio::spawn(async move {
+            let stream = match tagged {
+                None => stream,
+                Some(halves) => {
+                    let tag = tokio::time::timeout(
+                        Duration::from_secs(10),
+                        crate::vsock::read_tag(stream, &halves),
+                    )
+                    .await;
+                    match tag {
+                        Ok(Ok(s)) => s,
+                        _ => return,
+                    }
+                }
+            };
             serve_connection(stream, peer, shared).await;
             drop(permit);
         });

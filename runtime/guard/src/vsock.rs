@@ -5,14 +5,26 @@
 //! HTTP is read, and the refusal is audited. Requests that pass are served exactly like those
 //! on the user socket: the same policy, the same role.
 //!
+//! Half closes. Through the kernel's vhost-vsock a host client's `shutdown(SHUT_WR)` reaches the
+//! guest as such, but QEMU's user-space backend (vhost-device-vsock) turns the end of its Unix
+//! stream into a full shutdown, after which the guest can no longer answer: `docker run -i` with
+//! piped input would lose its output (the docker CLI half-closes every attach, even without
+//! `-i`). So through the backend the host's relay uses [`tagged_port`]: each stream starts with
+//! `ECI-STREAM <token>\n`, and the relay says the end of its input on the side channel,
+//! [`half_close_port`]: `SHUT <token> <bytes sent>`. The tagged stream reads as ended once it has
+//! delivered exactly that many bytes (never cutting data short). Both ports take the host only.
+//!
 //! tokio has no vsock type, so the socket is made with libc and driven by [`AsyncFd`]; the
 //! guard already links libc, and the crates that wrap vsock would add a second socket layer
 //! for four system calls.
 
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{ready, Context, Poll, Waker};
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -39,6 +51,16 @@ pub fn refusal(cid: u32, port: u32) -> String {
     )
 }
 
+/// The side channel of the engine port `port`: the next port.
+pub fn half_close_port(port: u32) -> u32 {
+    port + 1
+}
+
+/// The engine port for tagged streams: the one after the side channel.
+pub fn tagged_port(port: u32) -> u32 {
+    port + 2
+}
+
 /// A listening AF_VSOCK socket on every local CID.
 pub struct VsockListener {
     fd: AsyncFd<OwnedFd>,
@@ -48,6 +70,123 @@ pub struct VsockListener {
 /// One accepted connection.
 pub struct VsockStream {
     fd: AsyncFd<OwnedFd>,
+    read: u64,
+    end: Arc<End>,
+}
+
+/// Where a host stream ends, when the host said so on the side channel.
+#[derive(Default)]
+struct End {
+    /// Bytes after which the stream reads as ended; `u64::MAX` until told.
+    at: AtomicU64,
+    waker: Mutex<Option<Waker>>,
+}
+
+/// The open tagged streams by token, for the side channel to find.
+#[derive(Clone, Default)]
+pub struct HalfCloses(Arc<Mutex<HashMap<u64, Weak<End>>>>);
+
+impl HalfCloses {
+    fn register(&self, token: u64) -> Arc<End> {
+        let end = Arc::new(End {
+            at: AtomicU64::new(u64::MAX),
+            waker: Mutex::new(None),
+        });
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, e| e.strong_count() > 0);
+        map.insert(token, Arc::downgrade(&end));
+        end
+    }
+
+    /// `SHUT <token> <bytes>`: that stream ends after `bytes`. False when no open stream has
+    /// that token.
+    pub fn shut(&self, token: u64, bytes: u64) -> bool {
+        let end = {
+            let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            map.get(&token).and_then(Weak::upgrade)
+        };
+        let Some(end) = end else { return false };
+        end.at.store(bytes, Ordering::SeqCst);
+        if let Some(w) = end.waker.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            w.wake();
+        }
+        true
+    }
+}
+
+/// Parses one side-channel line, `SHUT <token> <bytes>`.
+pub fn parse_shut(line: &str) -> Option<(u64, u64)> {
+    let mut f = line.trim_end().split(' ');
+    match (f.next(), f.next(), f.next(), f.next()) {
+        (Some("SHUT"), Some(token), Some(bytes), None) => {
+            Some((token.parse().ok()?, bytes.parse().ok()?))
+        }
+        _ => None,
+    }
+}
+
+/// Reads a tagged stream's first line, `ECI-STREAM <token>`, byte by byte (what follows is
+/// HTTP), and lets the side channel end the stream by that token.
+pub async fn read_tag(
+    mut stream: VsockStream,
+    half_closes: &HalfCloses,
+) -> io::Result<VsockStream> {
+    use tokio::io::AsyncReadExt;
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while line.len() < 64 {
+        if stream.read(&mut byte).await? == 0 {
+            break;
+        }
+        if byte[0] == b'\n' {
+            let text = String::from_utf8_lossy(&line);
+            let token = text
+                .strip_prefix("ECI-STREAM ")
+                .and_then(|t| t.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("bad stream tag {text:?}"),
+                    )
+                })?;
+            stream.end = half_closes.register(token);
+            return Ok(stream);
+        }
+        line.push(byte[0]);
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        "a tagged stream must start with `ECI-STREAM <token>`",
+    ))
+}
+
+/// Serves the side channel on `listener` for the streams of `half_closes`, host peers only.
+pub async fn serve_half_closes(listener: VsockListener, half_closes: HalfCloses) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    loop {
+        let Ok((stream, cid)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            continue;
+        };
+        if !peer_allowed(cid) {
+            continue;
+        }
+        let half_closes = half_closes.clone();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stream);
+            let mut line = String::new();
+            let read = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                reader.read_line(&mut line),
+            )
+            .await;
+            let answer: &[u8] = match (read, parse_shut(&line)) {
+                (Ok(Ok(_)), Some((port, bytes))) if half_closes.shut(port, bytes) => b"OK\n",
+                _ => b"ERR\n",
+            };
+            let _ = reader.get_mut().write_all(answer).await;
+        });
+    }
 }
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
@@ -129,7 +268,17 @@ impl VsockListener {
                 Ok((unsafe { OwnedFd::from_raw_fd(c) }, addr.svm_cid))
             });
             match r {
-                Ok(Ok((fd, cid))) => return Ok((VsockStream { fd: register(fd)? }, cid)),
+                Ok(Ok((fd, cid))) => {
+                    let stream = VsockStream {
+                        fd: register(fd)?,
+                        read: 0,
+                        end: Arc::new(End {
+                            at: AtomicU64::new(u64::MAX),
+                            waker: Mutex::new(None),
+                        }),
+                    };
+                    return Ok((stream, cid));
+                }
                 Ok(Err(e)) => return Err(e),
                 Err(_would_block) => continue,
             }
@@ -143,9 +292,20 @@ impl AsyncRead for VsockStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
         loop {
-            let mut guard = ready!(self.fd.poll_read_ready(cx))?;
+            // The waker first, then the check: a SHUT between the two still wakes this read.
+            *this.end.waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
+            let left = this.end.at.load(Ordering::SeqCst).saturating_sub(this.read);
+            if left == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            let mut guard = ready!(this.fd.poll_read_ready(cx))?;
             let unfilled = buf.initialize_unfilled();
+            let cap = unfilled
+                .len()
+                .min(usize::try_from(left).unwrap_or(usize::MAX));
+            let unfilled = &mut unfilled[..cap];
             match guard.try_io(|fd| {
                 // SAFETY: unfilled is valid for writes of its length.
                 let n = unsafe {
@@ -163,6 +323,7 @@ impl AsyncRead for VsockStream {
             }) {
                 Ok(Ok(n)) => {
                     buf.advance(n);
+                    this.read += n as u64;
                     return Poll::Ready(Ok(()));
                 }
                 Ok(Err(e)) => return Poll::Ready(Err(e)),
@@ -224,6 +385,33 @@ mod tests {
         for cid in [LOCAL_CID, 0, 3, 4, 1000, u32::MAX] {
             assert!(!peer_allowed(cid), "CID {cid} must be refused");
         }
+    }
+
+    #[test]
+    fn side_channel_lines_end_the_named_stream_only() {
+        assert_eq!(parse_shut("SHUT 1024 23\n"), Some((1024, 23)));
+        for bad in [
+            "SHUT 1024\n",
+            "SHUT x 1\n",
+            "shut 1 2\n",
+            "SHUT 1 2 3\n",
+            "",
+        ] {
+            assert_eq!(parse_shut(bad), None, "{bad:?}");
+        }
+        let h = HalfCloses::default();
+        let a = h.register(1024);
+        let b = h.register(1025);
+        assert!(h.shut(1024, 23));
+        assert_eq!(a.at.load(Ordering::SeqCst), 23);
+        assert_eq!(
+            b.at.load(Ordering::SeqCst),
+            u64::MAX,
+            "another stream is untouched"
+        );
+        drop(b);
+        assert!(!h.shut(1025, 0), "a closed stream is gone");
+        assert!(!h.shut(7, 0), "an unknown port is refused");
     }
 
     #[test]
