@@ -34,8 +34,9 @@ pub struct ImageReport {
     pub manifest: BuildManifest,
     pub fetch: FetchSummary,
     pub warnings: Vec<String>,
-    /// The kernel's verdict against its pins (it passed, possibly through compensations).
-    pub kernel: eci_kernel_config::Report,
+    /// The kernel's verdict against its pins (it passed, possibly through compensations);
+    /// `None` for a definition without a kernel (a container root filesystem).
+    pub kernel: Option<eci_kernel_config::Report>,
     pub seconds_fetch: f64,
     pub seconds_total: f64,
 }
@@ -194,7 +195,7 @@ pub fn build_image(req: &ImageRequest) -> Result<ImageReport> {
     let platform = artifact::PlatformInputs::from_spec(&spec, &packages)?;
     let own = match spec.kernel.source {
         KernelSource::Own => Some(own_kernel(req, &spec)?),
-        KernelSource::Package { .. } => None,
+        KernelSource::Package { .. } | KernelSource::None => None,
     };
     let mut rootfs = rootfs::assemble(
         &spec,
@@ -203,25 +204,33 @@ pub fn build_image(req: &ImageRequest) -> Result<ImageReport> {
         own.as_ref().map(|o| o.kernel.clone()),
         epoch,
     )?;
-    let kernel_report = kernel::check_image(
-        &spec,
-        &rootfs.kernel.config,
-        &rootfs.kernel.release,
-        &rootfs.modules,
-        &rootfs.builtin_modules,
-        &rootfs.manifest,
-    )?;
-    // What the in-VM probe compares the running kernel with (SPEC V5).
-    let mut boot_modules = rootfs.modules.clone();
-    boot_modules.extend(rootfs.builtin_modules.iter().cloned());
-    let pins = kernel::pins_file(&spec, &rootfs.kernel.release, &boot_modules);
-    rootfs
-        .manifest
-        .insert(
-            kernel::PINS_FILE,
-            crate::manifest::Entry::file(pins, 0o644).with_mtime(epoch),
-        )
-        .with_context(|| format!("adding {}", kernel::PINS_FILE))?;
+    // A container root filesystem has no kernel to hold to pins: its engine's kernel is
+    // checked where that engine's image is built.
+    let kernel_report = match rootfs.kernel.clone() {
+        Some(k) => {
+            let report = kernel::check_image(
+                &spec,
+                &k.config,
+                &k.release,
+                &rootfs.modules,
+                &rootfs.builtin_modules,
+                &rootfs.manifest,
+            )?;
+            // What the in-VM probe compares the running kernel with (SPEC V5).
+            let mut boot_modules = rootfs.modules.clone();
+            boot_modules.extend(rootfs.builtin_modules.iter().cloned());
+            let pins = kernel::pins_file(&spec, &k.release, &boot_modules);
+            rootfs
+                .manifest
+                .insert(
+                    kernel::PINS_FILE,
+                    crate::manifest::Entry::file(pins, 0o644).with_mtime(epoch),
+                )
+                .with_context(|| format!("adding {}", kernel::PINS_FILE))?;
+            Some(report)
+        }
+        None => None,
+    };
 
     let info = BuildInfo {
         name: spec.name.clone(),
@@ -235,12 +244,12 @@ pub fn build_image(req: &ImageRequest) -> Result<ImageReport> {
                 o.source_package, o.config_path
             ),
             (None, Some((package, _, _))) => package.to_string(),
-            (None, None) => unreachable!("a definition has a package kernel or its own"),
+            (None, None) => "none (container root filesystem)".into(),
         },
         kernel_version: match (&own, spec.kernel.package()) {
             (Some(o), _) => o.source_version.clone(),
             (None, Some((_, version, _))) => version.to_string(),
-            (None, None) => unreachable!("a definition has a package kernel or its own"),
+            (None, None) => String::new(),
         },
         compression: compression(spec.initramfs.compression),
         platform,

@@ -51,13 +51,24 @@ pub struct KernelImage {
 
 pub struct Rootfs {
     pub manifest: Manifest,
-    pub kernel: KernelImage,
+    /// `None` only for a definition without a kernel (`outputs: [container-rootfs]`).
+    pub kernel: Option<KernelImage>,
     pub packages: Vec<PackageRecord>,
     /// Modules shipped, in load order.
     pub modules: Vec<String>,
     /// Requested modules the kernel has built in (nothing to load).
     pub builtin_modules: Vec<String>,
     pub warnings: Vec<String>,
+}
+
+impl Rootfs {
+    /// The kernel of a bootable image. The definition loader gives every definition with a
+    /// boot output a kernel, so the boot writers can rely on it.
+    pub fn booted_kernel(&self) -> &KernelImage {
+        self.kernel
+            .as_ref()
+            .expect("a definition with a boot output has a kernel (spec::load)")
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -184,8 +195,14 @@ pub fn assemble(
             epoch,
         )?;
     }
-    let kernel = take_kernel(&mut manifest, &spec.kernel.describe())?;
-    let selection = select_modules(&mut manifest, &kernel.release, &spec.kernel.modules)?;
+    let kernel = match spec.kernel.source {
+        crate::spec::KernelSource::None => None,
+        _ => Some(take_kernel(&mut manifest, &spec.kernel.describe())?),
+    };
+    let selection = match &kernel {
+        Some(k) => select_modules(&mut manifest, &k.release, &spec.kernel.modules)?,
+        None => modules::Selection::default(),
+    };
 
     let patterns = remove_patterns(&spec.remove)?;
     manifest.remove_matching(|p| patterns.is_match(p));
@@ -240,15 +257,21 @@ pub fn assemble(
     for m in selection.modules {
         insert(&mut manifest, &m.path, Entry::file(m.bytes, 0o644), epoch)?;
     }
-    insert(
-        &mut manifest,
-        eci_facts::vm_paths::MODULES_FILE,
-        Entry::file(load_order, 0o644),
-        epoch,
-    )?;
+    if kernel.is_some() {
+        insert(
+            &mut manifest,
+            eci_facts::vm_paths::MODULES_FILE,
+            Entry::file(load_order, 0o644),
+            epoch,
+        )?;
+    }
 
-    warnings.extend(bake_settings(spec, &mut manifest, epoch)?);
-    render_files(spec, &kernel, &module_names, &mut manifest, epoch)?;
+    // The VM's engine files (daemon.json, containerd's config, eci's policy) configure the VM's
+    // engine; a container root filesystem's engine keeps its packages' defaults.
+    if kernel.is_some() {
+        warnings.extend(bake_settings(spec, &mut manifest, epoch)?);
+    }
+    render_files(spec, kernel.as_ref(), &module_names, &mut manifest, epoch)?;
     let status = dpkg_status(&records);
     insert(
         &mut manifest,
@@ -257,11 +280,12 @@ pub fn assemble(
         epoch,
     )?;
 
+    // A container root filesystem is started by its engine, not booted.
     for (path, why) in [
         ("/init", "the kernel runs it as PID 1"),
         ("/bin/busybox", "the init script runs with it"),
     ] {
-        if manifest.resolve(path).is_err() {
+        if kernel.is_some() && manifest.resolve(path).is_err() {
             return Err(RootfsError::Required { path, why });
         }
     }
@@ -452,7 +476,7 @@ fn write_accounts(
 
 fn render_files(
     spec: &ImageSpec,
-    kernel: &KernelImage,
+    kernel: Option<&KernelImage>,
     modules: &[String],
     manifest: &mut Manifest,
     epoch: u64,
@@ -471,7 +495,7 @@ fn render_files(
         );
         context.insert(
             "kernel",
-            &serde_json::json!({ "release": kernel.release, "modules": modules }),
+            &serde_json::json!({ "release": kernel.map(|k| &k.release), "modules": modules }),
         );
         for (k, v) in &file.vars {
             context.insert(k, v);

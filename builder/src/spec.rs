@@ -98,6 +98,9 @@ pub enum OutputKind {
     HypervDisks,
     /// WSL2: `rootfs.tar.gz`, the same bytes as `NAME.wsl`, and a `.wslconfig` snippet.
     WslRootfs,
+    /// A container image's root filesystem, `rootfs.tar` for `docker import`: no kernel, no
+    /// boot files (a definition whose only output this is has no `kernel:`).
+    ContainerRootfs,
 }
 
 /// A binary built from this workspace (`cargo build --release --bin NAME`) and installed in
@@ -153,6 +156,9 @@ pub enum KernelSource {
     /// --target T` from the pinned source (kernel-config/source.lock) and the committed config
     /// (kernel-config/generated/T.config), taken from its cache or built on demand.
     Own,
+    /// No kernel: a container root filesystem (`outputs: [container-rootfs]`), run on the
+    /// kernel of whatever engine imports it.
+    None,
 }
 
 impl KernelPin {
@@ -164,7 +170,7 @@ impl KernelPin {
                 version,
                 sha256,
             } => Some((package, version, sha256)),
-            KernelSource::Own => None,
+            KernelSource::Own | KernelSource::None => None,
         }
     }
 
@@ -173,6 +179,7 @@ impl KernelPin {
         match &self.source {
             KernelSource::Package { package, .. } => package.clone(),
             KernelSource::Own => "eci's own kernel (eci-build kernel build)".into(),
+            KernelSource::None => "no kernel (a container root filesystem)".into(),
         }
     }
 }
@@ -633,6 +640,19 @@ fn merge(chain: Vec<Parsed>) -> Result<ImageSpec, SpecError> {
         }
     }
 
+    // A container root filesystem runs on its engine's kernel: its definition names none, and
+    // a kernel key there would be a pin nothing checks.
+    let container_only =
+        !outputs.is_empty() && outputs.iter().all(|k| *k == OutputKind::ContainerRootfs);
+    if container_only {
+        if let Some(parsed) = chain.iter().find(|p| p.layer.kernel.is_some()) {
+            return Err(SpecError::Invalid {
+                location: parsed.locate("kernel"),
+                field: "kernel".into(),
+                message: "a definition whose only output is container-rootfs has no kernel (the engine that imports it brings its own); remove `kernel:` from this file or do not extend it".into(),
+            });
+        }
+    }
     let templates_dir = templates_dir.ok_or_else(|| missing("templates"))?;
     let mut files = Vec::new();
     // A later (more specific) file replaces an earlier entry for the same VM path.
@@ -696,6 +716,7 @@ fn merge(chain: Vec<Parsed>) -> Result<ImageSpec, SpecError> {
         packages: Packages { include, exclude },
         kernel: KernelPin {
             source: match kbuild {
+                _ if container_only => KernelSource::None,
                 Some((true, idx)) => {
                     if kpackage.is_some() || kversion.is_some() || ksha.is_some() {
                         return Err(SpecError::Invalid {
@@ -803,6 +824,30 @@ users:
 groups:
   - {name: root, gid: 0}
 "#;
+
+    /// A container root filesystem has no kernel; a VM definition without one is still an
+    /// error, and a kernel key in a container definition's chain is refused, not ignored.
+    #[test]
+    fn container_rootfs_definitions_have_no_kernel() {
+        let fx = Fixture::new();
+        let container = "name: c\ntarget: c\ntemplates: templates\ndistribution:\n  suites: [bookworm]\n  architecture: amd64\noutputs: [container-rootfs]\n";
+        let spec = load(&fx.write("c.yaml", container)).unwrap();
+        assert_eq!(spec.kernel.source, KernelSource::None);
+        assert_eq!(spec.outputs, [OutputKind::ContainerRootfs]);
+
+        let vm = container.replace("[container-rootfs]", "[initramfs]");
+        let err = load(&fx.write("vm.yaml", &vm)).unwrap_err().to_string();
+        assert!(err.contains("kernel.package"), "{err}");
+
+        fx.write("base.yaml", BASE);
+        let err = load(&fx.write(
+            "c2.yaml",
+            "extends: base.yaml\ntarget: c2\noutputs: [container-rootfs]\n",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("has no kernel"), "{err}");
+    }
 
     #[test]
     fn extends_merges_lists_and_overrides_scalars() {

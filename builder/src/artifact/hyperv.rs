@@ -294,10 +294,10 @@ pub fn write(
     let initrd_path = dir.join(super::INITRAMFS_FILE);
     let initramfs = fs::read(&initrd_path).map_err(io(&initrd_path))?;
     let disk = BootDisk {
-        kernel: &rootfs.kernel.vmlinuz,
+        kernel: &rootfs.booted_kernel().vmlinuz,
         initramfs: &initramfs,
         loader,
-        kernel_release: &rootfs.kernel.release,
+        kernel_release: &rootfs.booted_kernel().release,
         cmdline: info.platform.cmdline.clone(),
         lock_sha256: &info.lock_sha256,
         epoch: info.source_date_epoch,
@@ -329,7 +329,7 @@ pub fn write(
     context.insert(
         "kernel",
         &serde_json::json!({
-            "release": rootfs.kernel.release,
+            "release": rootfs.booted_kernel().release,
             "cmdline": info.platform.cmdline.join(" "),
         }),
     );

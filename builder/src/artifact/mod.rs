@@ -6,6 +6,7 @@
 //! | `initramfs` | `initramfs.img`: the kernel and initramfs boot directly (QEMU `-kernel`/`-initrd`) | [`crate::initramfs`] |
 //! | `hyperv-disks` | `boot.vhdx` (GPT + FAT32 ESP, systemd-boot), `data.vhdx`, `create-vm.ps1` | [`hyperv`] |
 //! | `wsl-rootfs` | `rootfs.tar.gz`, `NAME.wsl` (the same bytes), `wslconfig` (WSL has no initramfs) | [`wsl2`] |
+//! | `container-rootfs` | `rootfs.tar` for `docker import` (no kernel is written) | [`outputs`] |
 //!
 //! Everything is written into a staging directory beside the output directory and swapped in
 //! with renames at the end, so a reader never sees the kernel of one build next to the
@@ -237,14 +238,16 @@ fn write_into(
 ) -> Result<BuildManifest, ArtifactError> {
     let mut artifacts = Vec::new();
 
-    let kernel_path = dir.join(KERNEL_FILE);
-    write_synced(&kernel_path, &rootfs.kernel.vmlinuz)?;
-    artifacts.push(ArtifactRecord::plain(
-        KERNEL_FILE,
-        "kernel",
-        hex::encode(Sha256::digest(&rootfs.kernel.vmlinuz)),
-        rootfs.kernel.vmlinuz.len() as u64,
-    ));
+    if let Some(kernel) = &rootfs.kernel {
+        let kernel_path = dir.join(KERNEL_FILE);
+        write_synced(&kernel_path, &kernel.vmlinuz)?;
+        artifacts.push(ArtifactRecord::plain(
+            KERNEL_FILE,
+            "kernel",
+            hex::encode(Sha256::digest(&kernel.vmlinuz)),
+            kernel.vmlinuz.len() as u64,
+        ));
+    }
 
     // The definition's outputs, in the kinds' order (the table: outputs.rs).
     for kind in &info.outputs {
@@ -270,7 +273,12 @@ fn write_into(
         kernel: KernelRecord {
             package: info.kernel_package.clone(),
             version: info.kernel_version.clone(),
-            release: rootfs.kernel.release.clone(),
+            // Empty for a container root filesystem, which has no kernel.
+            release: rootfs
+                .kernel
+                .as_ref()
+                .map(|k| k.release.clone())
+                .unwrap_or_default(),
             modules: rootfs.modules.clone(),
             builtin_modules: rootfs.builtin_modules.clone(),
         },

@@ -6,7 +6,12 @@ use super::{hyperv, wsl2, ArtifactError, ArtifactRecord, BuildInfo, INITRAMFS_FI
 use crate::initramfs;
 use crate::rootfs::Rootfs;
 use crate::spec::OutputKind;
+use sha2::{Digest, Sha256};
+use std::io::Write;
 use std::path::Path;
+
+/// The container-rootfs output's file name.
+pub const CONTAINER_ROOTFS_FILE: &str = "rootfs.tar";
 
 /// Writes one output's files into the staging folder and returns their manifest records.
 pub type Writer = fn(&Path, &Rootfs, &BuildInfo) -> Result<Vec<ArtifactRecord>, ArtifactError>;
@@ -35,6 +40,69 @@ pub fn output(kind: OutputKind) -> Output {
             needs_uefi_loader: false,
             write: wsl2::write,
         },
+        OutputKind::ContainerRootfs => Output {
+            needs_uefi_loader: false,
+            write: write_container_rootfs,
+        },
+    }
+}
+
+/// `rootfs.tar`: the root filesystem as one uncompressed tar that `docker import` takes. Not
+/// the WSL writer: that one enforces WSL's distribution rules (wsl.conf and its boot files).
+/// Uncompressed because the tarball is imported once, next to where it was built, and gzip
+/// would be most of the build's time.
+fn write_container_rootfs(
+    dir: &Path,
+    rootfs: &Rootfs,
+    info: &BuildInfo,
+) -> Result<Vec<ArtifactRecord>, ArtifactError> {
+    let path = dir.join(CONTAINER_ROOTFS_FILE);
+    let io = |source| ArtifactError::Io {
+        path: path.clone(),
+        source,
+    };
+    let file = std::fs::File::create(&path).map_err(io)?;
+    let mut out = HashingWriter {
+        inner: std::io::BufWriter::with_capacity(1 << 20, file),
+        hasher: Sha256::new(),
+    };
+    let stats =
+        super::tar::write_tar(&rootfs.manifest, info.source_date_epoch, &mut out).map_err(|e| {
+            match e {
+                super::tar::TarError::Io(source) => io(source),
+                other => ArtifactError::Tar(other.to_string()),
+            }
+        })?;
+    out.flush().map_err(io)?;
+    let HashingWriter { inner, hasher } = out;
+    let file = inner.into_inner().map_err(|e| io(e.into_error()))?;
+    file.sync_all().map_err(io)?;
+    let size = file.metadata().map_err(io)?.len();
+    Ok(vec![ArtifactRecord {
+        uncompressed_size: Some(stats.bytes),
+        ..ArtifactRecord::plain(
+            CONTAINER_ROOTFS_FILE,
+            "container-rootfs",
+            hex::encode(hasher.finalize()),
+            size,
+        )
+    }])
+}
+
+struct HashingWriter<W: Write> {
+    inner: W,
+    hasher: Sha256,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -86,7 +154,16 @@ mod tests {
         assert_eq!(outputs("hyperv"), [Initramfs, HypervDisks]);
         assert_eq!(outputs("qemu"), [Initramfs]);
         assert_eq!(outputs("wsl2"), [WslRootfs]);
+        assert_eq!(outputs("dind"), [ContainerRootfs]);
         assert!(output(HypervDisks).needs_uefi_loader);
         assert!(!output(Initramfs).needs_uefi_loader && !output(WslRootfs).needs_uefi_loader);
+        assert!(!output(ContainerRootfs).needs_uefi_loader);
+        assert_eq!(
+            crate::spec::load(&checkout().definition("dind"))
+                .unwrap()
+                .kernel
+                .source,
+            crate::spec::KernelSource::None
+        );
     }
 }

@@ -184,7 +184,7 @@ pub fn write(
     context.insert(
         "kernel",
         &serde_json::json!({
-            "release": rootfs.kernel.release,
+            "release": rootfs.booted_kernel().release,
             // .wslconfig values are Windows paths with doubled backslashes.
             "path": KERNEL_INSTALL_PATH.replace('\\', "\\\\"),
             "cmdline": wsl_cmdline(&info.platform.cmdline),
@@ -313,11 +313,11 @@ mod tests {
         );
         Rootfs {
             manifest: m,
-            kernel: KernelImage {
+            kernel: Some(KernelImage {
                 release: "6.12.0-test".into(),
                 vmlinuz: b"MZ kernel".to_vec(),
                 config: String::new(),
-            },
+            }),
             packages: vec![],
             modules: vec![],
             builtin_modules: vec![],
