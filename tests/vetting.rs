@@ -232,6 +232,68 @@ fn a_new_proc_gets_the_masks_of_the_first() {
     }
 }
 
+/// SPEC M3, F4 (issue 10): a new sysfs is the container's network namespace's and keeps the
+/// masks of the first /sys (/sys/firmware); under plain runc a new sysfs shows the firmware
+/// entries the mask hides.
+#[test]
+fn a_new_sysfs_gets_the_masks_of_the_first() {
+    let Some((e, sock)) = engine("vsys") else {
+        return;
+    };
+    let _s = Supervisor(sock.clone());
+    let script = "mkdir -p /tmp/s && mount -t sysfs sysfs /tmp/s 2>/tmp/e && echo sysfs-ok || echo \"sysfs-refused: $(cat /tmp/e)\"; \
+        [ \"$(ls /tmp/s/class/net)\" = lo ] && echo own-network; \
+        [ -n \"$(ls /tmp/s/firmware)\" ] && echo firmware-revealed || echo firmware-kept; \
+        umount /tmp/s/firmware 2>/tmp/e && echo mask-umount-ok || echo \"mask-umount-refused: $(cat /tmp/e)\"; \
+        umount -l /tmp/s && echo umount-new-sysfs-ok";
+    let plain = e.ok(&[
+        "run",
+        "--rm",
+        "--runtime",
+        PLAIN_RUNC,
+        "--network",
+        "none",
+        "--cap-add",
+        "SYS_ADMIN",
+        "--security-opt",
+        "seccomp=unconfined",
+        "--security-opt",
+        "apparmor=unconfined",
+        IMAGE,
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert!(
+        has(&plain, "sysfs-ok") && has(&plain, "firmware-revealed"),
+        "plain runc baseline:\n{plain}"
+    );
+    let eci = e.ok(&[
+        "run",
+        "--rm",
+        "--privileged",
+        "--network",
+        "none",
+        IMAGE,
+        "sh",
+        "-c",
+        script,
+    ]);
+    for want in [
+        "sysfs-ok",
+        "own-network",
+        "firmware-kept",
+        "umount-new-sysfs-ok",
+    ] {
+        assert!(
+            has(&eci, want),
+            "missing {want} under eci:\n{eci}\nsupervisor:\n{}",
+            supervisor_log(&sock)
+        );
+    }
+    assert!(refused_eperm(&eci, "mask-umount"), "{eci}");
+}
+
 /// SPEC M1 (issue 10): `docker exec` processes are vetted too (their listener is handed over
 /// at every exec), also with `seccomp=unconfined`.
 #[test]

@@ -16,9 +16,9 @@
 //!   cgroup2, made with the caller's user namespace and credentials inside its namespaces.
 //!   Filesystems that show or change the whole VM (debugfs, tracefs, securityfs, bpf, configfs,
 //!   pstore, efivarfs, fusectl, binfmt_misc) and every block-device filesystem are refused (EPERM).
-//!   A new proc is made by the supervisor (VM root) for the caller's pid namespace and gets the
-//!   masks of the container's first /proc before the container sees it ([`Powers::Supervisor`]);
-//!   sysfs is refused until the same is done for it.
+//!   A new proc or sysfs is made by the supervisor (VM root) for the caller's pid or network
+//!   namespace and gets the masks of the container's first one before the container sees it
+//!   ([`Powers::Supervisor`]).
 //! - Binds copy a tree the caller can already reach inside its root; a bind of a protected proc
 //!   or sysfs mount is refused, since the copy would not carry (or would not protect) the masks.
 //! - The new mount API (`fsopen`, `fsconfig`, `fsmount`, `fspick`, `move_mount`, `open_tree`,
@@ -154,9 +154,10 @@ pub struct Caller {
 pub enum Powers {
     /// The caller's user namespace and credentials, inside its namespaces.
     Caller,
-    /// The supervisor's (VM root): a new proc for the caller's pid namespace, made outside the
-    /// container and given the masks of the container's first /proc before the container gets
-    /// it (inside, the kernel refuses a new proc while the first one has locked masks).
+    /// The supervisor's (VM root): a new proc for the caller's pid namespace or sysfs for its
+    /// network namespace, made outside the container and given the masks of the container's
+    /// first one before the container gets it (inside, the kernel refuses a new one while the
+    /// first has locked masks).
     Supervisor,
 }
 
@@ -460,13 +461,7 @@ pub fn decide(call: &Call, caller: Caller, target: Target, source: Option<Source
                     format!("{fstype} shows or changes the whole VM (SPEC M3, P2)"),
                 );
             }
-            if base == "sysfs" {
-                return refuse(
-                    Errno::Perm,
-                    format!("a new {fstype} would lack the masks of the container's first one (SPEC M3, F)"),
-                );
-            }
-            if base == "proc" {
+            if base == "proc" || base == "sysfs" {
                 if covers {
                     return refuse(
                         Errno::Perm,
@@ -476,7 +471,7 @@ pub fn decide(call: &Call, caller: Caller, target: Target, source: Option<Source
                 let mut opts = sb_flag_options(flags);
                 opts.extend(options());
                 return Verdict::Allow(Action::NewFs {
-                    fstype: "proc".to_string(),
+                    fstype: base.to_string(),
                     options: opts,
                     attrs: attrs_of(flags),
                     powers: Powers::Supervisor,
@@ -599,7 +594,7 @@ mod tests {
     }
 
     #[test]
-    fn a_new_proc_is_made_with_the_supervisors_powers_and_sysfs_waits() {
+    fn a_new_proc_or_sysfs_is_made_with_the_supervisors_powers() {
         assert_eq!(
             decide(
                 &mount("proc", ms::NOSUID, Some("hidepid=2")),
@@ -614,12 +609,19 @@ mod tests {
                 powers: Powers::Supervisor,
             })
         );
+        assert!(matches!(
+            decide(&mount("sysfs", ms::RDONLY, None), ROOT, DIR, None),
+            Verdict::Allow(Action::NewFs {
+                powers: Powers::Supervisor,
+                ..
+            })
+        ));
         assert_eq!(
             errno(decide(&mount("proc", 0, None), ROOT, INITIAL_ROOT, None)),
             Errno::Perm
         );
         assert_eq!(
-            errno(decide(&mount("sysfs", 0, None), ROOT, DIR, None)),
+            errno(decide(&mount("sysfs", 0, None), ROOT, INITIAL_ROOT, None)),
             Errno::Perm
         );
     }

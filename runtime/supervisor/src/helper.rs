@@ -509,16 +509,18 @@ impl Worker {
     /// first), attached onto the target; its masks join the protected mounts.
     fn masked_proc(
         &mut self,
+        fstype: &str,
         options: &[(String, Option<String>)],
         attrs: u64,
         target: BorrowedFd<'_>,
         ctx: &CallerCtx,
     ) -> io::Result<()> {
         let pidns = ctx
-            .pidns
+            .view_ns
             .as_ref()
             .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
         let req = crate::proto::ProcRequest {
+            fstype: fstype.to_string(),
             options: options.to_vec(),
             attrs,
         };
@@ -565,11 +567,11 @@ impl Worker {
         let missing = || io::Error::from_raw_os_error(libc::EINVAL);
         match a {
             Action::NewFs {
+                fstype,
                 options,
                 attrs,
                 powers: mv::Powers::Supervisor,
-                ..
-            } => self.masked_proc(options, *attrs, target, ctx)?,
+            } => self.masked_proc(fstype, options, *attrs, target, ctx)?,
             Action::NewFs {
                 fstype,
                 options,

@@ -69,8 +69,9 @@ pub struct CallerCtx {
     /// The caller's user namespace (nsfs device and inode).
     pub userns: (u64, u64),
     pub sys_admin: bool,
-    /// The caller's pid namespace, opened only for a proc mount (a new proc is for it).
-    pub pidns: Option<OwnedFd>,
+    /// The namespace a new kernel view is for, opened only for such a mount: the caller's pid
+    /// namespace for proc, its network namespace for sysfs.
+    pub view_ns: Option<OwnedFd>,
 }
 
 /// Answer one notification. `proc` is the VM's /proc (the notification's pid is the VM's);
@@ -174,10 +175,13 @@ fn gather(
         nix::fcntl::AtFlags::empty(),
     )?;
     let sys_admin = has_sys_admin(pid);
-    let pidns = match &call {
+    let view_ns = match &call {
         CallArgs::Mount {
             fstype: Some(t), ..
-        } if t == "proc" => Some(open_at(proc, &format!("{pid}/ns/pid"), OFlag::O_RDONLY)?),
+        } if t == "proc" || t == "sysfs" => {
+            let kind = if t == "proc" { "pid" } else { "net" };
+            Some(open_at(proc, &format!("{pid}/ns/{kind}"), OFlag::O_RDONLY)?)
+        }
         _ => None,
     };
     // The pid named a live caller while everything above was read and opened only if the
@@ -193,7 +197,7 @@ fn gather(
             mnt,
             userns: (user.st_dev, user.st_ino),
             sys_admin,
-            pidns,
+            view_ns,
         },
     ))
 }

@@ -17,13 +17,14 @@ use crate::sys;
 /// The masks of the container's first /proc, read from its init's mounts: every mount below
 /// the init's `/proc`, in mount order, with its kind and whether it is read-only.
 pub fn proc_plan(
-    init: i32,
+    fstype: &str,
+    at: &str,
     mounts: &[eci_policy::MountEntry],
     root: BorrowedFd<'_>,
 ) -> Vec<MaskStep> {
     let Some(proc) = mounts
         .iter()
-        .find(|m| m.fstype == "proc" && m.mount_point == "/proc")
+        .find(|m| m.fstype == fstype && m.mount_point == at)
     else {
         return Vec::new();
     };
@@ -34,13 +35,16 @@ pub fn proc_plan(
             continue;
         }
         below.insert(m.id);
-        let Some(rel) = m.mount_point.strip_prefix("/proc/") else {
+        let Some(rel) = m.mount_point.strip_prefix(&format!("{at}/")) else {
             continue;
         };
         let kind = match m.fstype.as_str() {
-            "proc" => MaskKind::ProcSub(m.root.trim_start_matches('/').to_string()),
+            "proc" | "sysfs" => MaskKind::ProcSub(m.root.trim_start_matches('/').to_string()),
             "tmpfs" => MaskKind::Tmpfs,
-            _ => MaskKind::DevNull,
+            "devtmpfs" => MaskKind::DevNull,
+            // Not a mask (the cgroup hierarchies below /sys/fs/cgroup): a new sysfs shows an
+            // empty folder there, as it shows nothing of the cgroups either.
+            _ => continue,
         };
         let how = OpenHow::new()
             .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
@@ -55,7 +59,6 @@ pub fn proc_plan(
             read_only,
         });
     }
-    let _ = init;
     plan
 }
 
@@ -69,11 +72,26 @@ fn below(tree: BorrowedFd<'_>, rel: &str) -> io::Result<OwnedFd> {
 /// A detached proc for the pid namespace `pidns` with `plan`'s masks on it.
 pub fn masked_proc(
     req: &ProcRequest,
-    pidns: BorrowedFd<'_>,
+    ns: BorrowedFd<'_>,
     plan: &[MaskStep],
 ) -> io::Result<(OwnedFd, Vec<String>)> {
-    let fs = sys::fsopen("proc")?;
-    sys::fsconfig_set_fd(fs.as_fd(), "pidns", pidns)?;
+    let fs = if req.fstype == "sysfs" {
+        // sysfs takes the network namespace of whoever opens the context: this thread enters
+        // the caller's for the fsopen and goes back to the VM's.
+        let own = nix::fcntl::open(
+            "/proc/thread-self/ns/net",
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?;
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+        let fs = sys::fsopen("sysfs");
+        nix::sched::setns(own.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)?;
+        fs?
+    } else {
+        let fs = sys::fsopen("proc")?;
+        sys::fsconfig_set_fd(fs.as_fd(), "pidns", ns)?;
+        fs
+    };
     for (k, v) in &req.options {
         sys::fsconfig_set(fs.as_fd(), k, v.as_deref())?;
     }
@@ -113,13 +131,21 @@ pub fn masked_proc(
 }
 
 /// Serve one helper's requests for new procs until it goes.
-pub fn serve(sock: OwnedFd, plan: Vec<MaskStep>) {
+pub fn serve(sock: OwnedFd, proc_plan: Vec<MaskStep>, sys_plan: Vec<MaskStep>) {
     loop {
         let Ok(Some((b, fds))) = sys::recv(sock.as_raw_fd()) else {
             return;
         };
         let (reply, tree) = match (serde_json::from_slice::<ProcRequest>(&b), fds.first()) {
-            (Ok(req), Some(pidns)) => match masked_proc(&req, pidns.as_fd(), &plan) {
+            (Ok(req), Some(ns)) => match masked_proc(
+                &req,
+                ns.as_fd(),
+                if req.fstype == "sysfs" {
+                    &sys_plan
+                } else {
+                    &proc_plan
+                },
+            ) {
                 Ok((tree, masks)) => (
                     ProcReply {
                         errno: 0,

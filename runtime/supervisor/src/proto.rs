@@ -60,9 +60,12 @@ pub enum MaskKind {
     DevNull,
 }
 
-/// The helper's request for a new proc (descriptor: the caller's pid namespace).
+/// The helper's request for a new proc or sysfs (descriptor: the caller's pid or network
+/// namespace).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProcRequest {
+    /// `proc` or `sysfs`.
+    pub fstype: String,
     pub options: Vec<(String, Option<String>)>,
     pub attrs: u64,
 }

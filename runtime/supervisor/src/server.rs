@@ -221,7 +221,8 @@ fn make_container(id: &str, init: i32) -> Result<Container, String> {
             }
         }
     }
-    let plan = crate::powers::proc_plan(init, &mounts, root.as_fd());
+    let proc_plan = crate::powers::proc_plan("proc", "/proc", &mounts, root.as_fd());
+    let sys_plan = crate::powers::proc_plan("sysfs", "/sys", &mounts, root.as_fd());
     let mut names = Vec::new();
     let mut fds = Vec::new();
     for kind in ["mnt", "ipc", "net", "cgroup", "uts", "user"] {
@@ -240,7 +241,7 @@ fn make_container(id: &str, init: i32) -> Result<Container, String> {
     .map_err(|e| format!("socketpair: {e}"))?;
     names.push("powers".to_string());
     fds.push(theirs);
-    std::thread::spawn(move || crate::powers::serve(powers, plan));
+    std::thread::spawn(move || crate::powers::serve(powers, proc_plan, sys_plan));
     let init_msg = HelperInit {
         ns: names,
         protected_ids: mounts.iter().map(|m| m.id).collect(),
