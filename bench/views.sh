@@ -9,6 +9,7 @@
 #      SECONDS: every read must show the reader's own MemTotal; latency p50/p99 under that load.
 #   bench/views.sh [N [SECONDS]]        N reads per timing round (default 20000), default 5 s
 #   ECI_BENCH_CHECK=1 bench/views.sh    exit 1 when a meminfo read costs 50 µs or more
+#   THREADS=N bench/views.sh           the server's worker threads (default 2, as eci-views serve)
 # Needs root and /dev/fuse.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +33,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$bin" serve --threads 2 >"$work/serve.log" 2>&1 &
+"$bin" serve --threads "${THREADS:-2}" >"$work/serve.log" 2>&1 &
 server=$!
 [ -n "${RENICE:-}" ] && renice -n "$RENICE" -p "$server" >/dev/null
 for _ in $(seq 100); do [ -S "$ECI_VIEWS_ROOT/serve.sock" ] && break; sleep 0.05; done

@@ -341,7 +341,9 @@ pub fn io_v1(bytes: &str, ios: &str) -> Vec<IoStat> {
 #[derive(Debug)]
 pub struct CgroupFiles {
     dirs: CgroupDirs,
-    open: Mutex<HashMap<PathBuf, std::sync::Arc<File>>>,
+    /// Open files, and None for files the kernel does not have (swap accounting off): a
+    /// controller's files do not come and go while the cgroup exists.
+    open: Mutex<HashMap<PathBuf, Option<std::sync::Arc<File>>>>,
 }
 
 impl CgroupFiles {
@@ -366,15 +368,17 @@ impl CgroupFiles {
         let f = {
             let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
             match open.get(&path) {
-                Some(f) => f.clone(),
+                Some(Some(f)) => f.clone(),
+                Some(None) => return Ok(String::new()),
                 None => match File::open(&path) {
                     Ok(f) => {
                         let f = std::sync::Arc::new(f);
-                        open.insert(path.clone(), f.clone());
+                        open.insert(path.clone(), Some(f.clone()));
                         f
                     }
                     Err(e) if e.kind() == io::ErrorKind::NotFound && dir.is_dir() => {
-                        return Ok(String::new())
+                        open.insert(path.clone(), None);
+                        return Ok(String::new());
                     }
                     Err(e) => return Err(e),
                 },

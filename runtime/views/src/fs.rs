@@ -161,12 +161,29 @@ impl Container {
 /// The VM's files the views start from, cached briefly: their lines that pass through (the
 /// VM's interrupt counts, hugepage sizes, CPU models) need not be exact to the millisecond,
 /// and reading them is most of a view's cost. The container's own numbers are never cached.
+/// A /proc/cpuinfo text and the CPUs it lists.
+type OnlineCpus = (Arc<String>, Arc<Vec<u32>>);
+
 #[derive(Debug, Default)]
 struct HostFiles {
     cache: Mutex<HashMap<&'static str, (Instant, Arc<String>)>>,
+    /// The online CPUs of the cached /proc/cpuinfo (same text, same list).
+    online: Mutex<Option<OnlineCpus>>,
 }
 
 impl HostFiles {
+    fn online(&self, info: &Arc<String>) -> Arc<Vec<u32>> {
+        let mut o = self.online.lock().unwrap_or_else(|e| e.into_inner());
+        match &*o {
+            Some((text, list)) if Arc::ptr_eq(text, info) => list.clone(),
+            _ => {
+                let list = Arc::new(render::online_cpus(info));
+                *o = Some((info.clone(), list.clone()));
+                list
+            }
+        }
+    }
+
     fn get(&self, path: &'static str, ttl: Duration) -> std::io::Result<Arc<String>> {
         {
             let c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
@@ -274,7 +291,7 @@ impl Shared {
     fn cpus(&self, c: &Container) -> std::io::Result<(CpuStats, usize, Arc<String>)> {
         let info = self.host.get("/proc/cpuinfo", Duration::from_secs(10))?;
         let cpu = c.cg.cpu()?;
-        let n = render::visible_cpus(&render::online_cpus(&info), &cpu).len();
+        let n = render::visible_cpus(&self.host.online(&info), &cpu).len();
         Ok((cpu, n.max(1), info))
     }
 
@@ -293,7 +310,7 @@ impl Shared {
             Kind::Proc("cpuinfo") => {
                 let info = self.host.get("/proc/cpuinfo", Duration::from_secs(10))?;
                 let cpu = c.cg.cpu()?;
-                let v = render::visible_cpus(&render::online_cpus(&info), &cpu);
+                let v = render::visible_cpus(&self.host.online(&info), &cpu);
                 render::cpuinfo(&info, &v)
             }
             Kind::Proc("stat") => {

@@ -176,7 +176,10 @@ fn register_serve_read_and_fail_closed() {
     let err = std::fs::read_to_string(folder.join("proc/meminfo")).unwrap_err();
     // ENOTCONN once the connection is gone; ECONNABORTED while the kernel is aborting it.
     assert!(
-        matches!(err.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED)),
+        matches!(
+            err.raw_os_error(),
+            Some(libc::ENOTCONN | libc::ECONNABORTED)
+        ),
         "{err}"
     );
 

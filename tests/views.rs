@@ -1,0 +1,328 @@
+//! SPEC F1-F4 end to end: a private dockerd with eci-runc as its default runtime, containers
+//! reading /proc and /sys, and the same reads under Debian's runc (`plain-runc`) as the
+//! baseline that shows the VM's values. Root only; skips on a laptop without root, fails in CI.
+
+use eci_e2e::runc_engine::{prerequisites, IMAGE, PLAIN_RUNC};
+use eci_e2e::views::{meminfo_kb, views_binary_built, ViewsEngine};
+use eci_e2e::{is_root, prerequisite};
+
+fn ready() -> bool {
+    prerequisites()
+        && prerequisite(
+            views_binary_built(),
+            "eci-views is not built beside eci-runc (cargo build -p eci-views)",
+        )
+}
+
+fn host(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn count(text: &str, prefix: &str) -> usize {
+    text.lines().filter(|l| l.starts_with(prefix)).count()
+}
+
+fn cpu_lines(stat: &str) -> usize {
+    stat.lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .count()
+}
+
+fn first_f64(text: &str) -> f64 {
+    text.split_whitespace()
+        .next()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no number in {text:?}"))
+}
+
+#[test]
+fn meminfo_cpuinfo_stat_and_uptime_follow_the_container() {
+    if !ready() {
+        return;
+    }
+    let v = ViewsEngine::start("views-limits").expect("engine");
+    let e = &v.engine;
+    let host_mem = meminfo_kb(&host("/proc/meminfo"), "MemTotal").unwrap();
+    let host_cpus = count(&host("/proc/cpuinfo"), "processor");
+
+    // SPEC F3: -m 256m is 262144 kB of MemTotal; MemFree and MemAvailable stay below it.
+    let m = e.ok(&["run", "--rm", "-m", "256m", IMAGE, "cat", "/proc/meminfo"]);
+    assert_eq!(meminfo_kb(&m, "MemTotal"), Some(262144), "{m}");
+    assert!(meminfo_kb(&m, "MemFree").unwrap() < 262144);
+    assert!(meminfo_kb(&m, "MemAvailable").unwrap() <= 262144);
+    // Baseline: runc shows the VM's memory.
+    let b = e.ok(&[
+        "run",
+        "--rm",
+        "--runtime",
+        PLAIN_RUNC,
+        "-m",
+        "256m",
+        IMAGE,
+        "cat",
+        "/proc/meminfo",
+    ]);
+    assert_eq!(meminfo_kb(&b, "MemTotal"), Some(host_mem), "{b}");
+    // Without a limit the VM's total is the container's.
+    let m = e.ok(&["run", "--rm", IMAGE, "cat", "/proc/meminfo"]);
+    assert_eq!(meminfo_kb(&m, "MemTotal"), Some(host_mem));
+
+    // --cpus and --cpuset-cpus: one CPU in cpuinfo and one cpuN line in stat.
+    for limit in [["--cpus", "1"], ["--cpuset-cpus", "0"]] {
+        let ci = e.ok(&[
+            "run",
+            "--rm",
+            limit[0],
+            limit[1],
+            IMAGE,
+            "cat",
+            "/proc/cpuinfo",
+        ]);
+        assert_eq!(count(&ci, "processor"), 1, "{limit:?}: {ci}");
+        let st = e.ok(&[
+            "run",
+            "--rm",
+            limit[0],
+            limit[1],
+            IMAGE,
+            "cat",
+            "/proc/stat",
+        ]);
+        assert_eq!(cpu_lines(&st), 1, "{limit:?}: {st}");
+        let b = e.ok(&[
+            "run",
+            "--rm",
+            "--runtime",
+            PLAIN_RUNC,
+            limit[0],
+            limit[1],
+            IMAGE,
+            "cat",
+            "/proc/cpuinfo",
+        ]);
+        assert_eq!(count(&b, "processor"), host_cpus, "baseline {limit:?}");
+    }
+    let ci = e.ok(&["run", "--rm", IMAGE, "cat", "/proc/cpuinfo"]);
+    assert_eq!(count(&ci, "processor"), host_cpus);
+
+    // SPEC F1: uptime counts from the container's start, the VM's is larger.
+    let up = first_f64(&e.ok(&["run", "--rm", IMAGE, "cat", "/proc/uptime"]));
+    let host_up = first_f64(&host("/proc/uptime"));
+    assert!(up < 10.0, "container uptime {up}");
+    assert!(host_up > up + 5.0, "VM uptime {host_up}, container {up}");
+    let b = first_f64(&e.ok(&[
+        "run",
+        "--rm",
+        "--runtime",
+        PLAIN_RUNC,
+        IMAGE,
+        "cat",
+        "/proc/uptime",
+    ]));
+    assert!(b >= host_up, "baseline uptime {b} is the VM's ({host_up})");
+    // It grows with the container: a running one, read twice, 1.5 s apart.
+    e.ok(&["run", "-d", "--name", "up", IMAGE, "sleep", "60"]);
+    let a = first_f64(&e.ok(&["exec", "up", "cat", "/proc/uptime"]));
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let b = first_f64(&e.ok(&["exec", "up", "cat", "/proc/uptime"]));
+    assert!(b - a >= 1.0 && b - a < 10.0, "{a} then {b}");
+
+    // loadavg, swaps and diskstats are the container's own files, well-formed.
+    let l = e.ok(&["exec", "up", "cat", "/proc/loadavg"]);
+    assert_eq!(l.split_whitespace().count(), 5, "{l}");
+    let s = e.ok(&["exec", "up", "cat", "/proc/swaps"]);
+    assert!(s.starts_with("Filename"), "{s}");
+    e.ok(&["exec", "up", "cat", "/proc/diskstats"]);
+}
+
+#[test]
+fn identity_and_knobs_are_per_container() {
+    if !ready() {
+        return;
+    }
+    let v = ViewsEngine::start("views-identity").expect("engine");
+    let e = &v.engine;
+    let vm_boot_id = host("/proc/sys/kernel/random/boot_id").trim().to_string();
+    e.ok(&["run", "-d", "--name", "ca", IMAGE, "sleep", "120"]);
+    e.ok(&["run", "-d", "--name", "cb", IMAGE, "sleep", "120"]);
+    let boot = |c: &str| e.ok(&["exec", c, "cat", "/proc/sys/kernel/random/boot_id"]);
+    let (ba, bb) = (boot("ca"), boot("cb"));
+    assert_eq!(ba.len(), 36, "{ba}");
+    assert_ne!(ba, bb);
+    assert_ne!(ba, vm_boot_id);
+    assert_ne!(bb, vm_boot_id);
+    assert_eq!(boot("ca"), ba, "boot_id is stable for the container's life");
+    // Baseline: runc's containers read the VM's boot_id.
+    let b = e.ok(&[
+        "run",
+        "--rm",
+        "--runtime",
+        PLAIN_RUNC,
+        IMAGE,
+        "cat",
+        "/proc/sys/kernel/random/boot_id",
+    ]);
+    assert_eq!(b, vm_boot_id);
+
+    // SPEC F2: a knob written in a is a's alone; b and the VM keep the VM's value.
+    for knob in ["vm/overcommit_memory", "kernel/panic"] {
+        let path = format!("/proc/sys/{knob}");
+        let vm = host(&path).trim().to_string();
+        let new = if vm == "2" { "1" } else { "2" };
+        e.ok(&["exec", "ca", "sh", "-c", &format!("echo {new} > {path}")]);
+        assert_eq!(e.ok(&["exec", "ca", "cat", &path]), new, "{knob} in a");
+        assert_eq!(e.ok(&["exec", "cb", "cat", &path]), vm, "{knob} in b");
+        assert_eq!(host(&path).trim(), vm, "{knob} in the VM");
+        // Not a number: refused as the kernel refuses it.
+        let err = e.fails(&["exec", "ca", "sh", "-c", &format!("echo x > {path}")]);
+        assert!(err.contains("nvalid argument"), "{err}");
+        assert_eq!(e.ok(&["exec", "ca", "cat", &path]), new);
+        // Only the container's root writes it.
+        let err = e.fails(&[
+            "exec",
+            "-u",
+            "1000",
+            "ca",
+            "sh",
+            "-c",
+            &format!("echo 0 > {path}"),
+        ]);
+        assert!(err.contains("ermission denied"), "{err}");
+        assert_eq!(e.ok(&["exec", "ca", "cat", &path]), new);
+        // Baseline: under runc the knob is read-only (and would be the VM's).
+        let err = e.fails(&[
+            "run",
+            "--rm",
+            "--runtime",
+            PLAIN_RUNC,
+            IMAGE,
+            "sh",
+            "-c",
+            &format!("echo {new} > {path}"),
+        ]);
+        assert!(
+            err.contains("Read-only") || err.contains("ermission"),
+            "{err}"
+        );
+    }
+    // A knob is not kept across containers: a new container starts from the VM's value.
+    let fresh = e.ok(&[
+        "run",
+        "--rm",
+        IMAGE,
+        "cat",
+        "/proc/sys/vm/overcommit_memory",
+    ]);
+    assert_eq!(fresh, host("/proc/sys/vm/overcommit_memory").trim());
+}
+
+#[test]
+fn firmware_and_kernel_internals_are_empty() {
+    if !ready() {
+        return;
+    }
+    let v = ViewsEngine::start("views-sys").expect("engine");
+    let e = &v.engine;
+    // `systempaths=unconfined` drops docker's own masks (/sys/firmware among them), so what
+    // remains is the runtime's doing; --privileged adds a writable /sys.
+    let ls = |runtime: &str, extra: &[&str], dir: &str| {
+        let mut args = vec!["run", "--rm", "--runtime", runtime];
+        args.extend(extra);
+        args.extend([IMAGE, "sh", "-c"]);
+        let cmd = format!("ls -A {dir} 2>/dev/null | wc -l");
+        args.push(&cmd);
+        e.ok(&args).parse::<usize>().unwrap()
+    };
+    let unmasked = ["--security-opt", "systempaths=unconfined"];
+    let vm_firmware = std::fs::read_dir("/sys/firmware").map_or(0, |r| r.count());
+    for extra in [&[][..], &unmasked[..], &["--privileged"][..]] {
+        for d in [
+            "/sys/firmware",
+            "/sys/kernel/security",
+            "/sys/kernel/debug",
+            "/sys/bus/vmbus",
+        ] {
+            assert_eq!(ls("eci", extra, d), 0, "{d} ({extra:?})");
+        }
+    }
+    // Baseline: without docker's masks, runc's container lists the VM's firmware.
+    if vm_firmware > 0 {
+        assert_eq!(ls(PLAIN_RUNC, &unmasked, "/sys/firmware"), vm_firmware);
+    }
+}
+
+#[test]
+fn fifty_containers_read_their_own_meminfo() {
+    if !ready() {
+        return;
+    }
+    let v = ViewsEngine::start("views-fifty").expect("engine");
+    let e = &v.engine;
+    // Each container has its own limit and checks it in every one of 300 reads.
+    let n = 50;
+    let names: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
+    std::thread::scope(|s| {
+        for chunk in names.chunks(10) {
+            s.spawn(move || {
+                for name in chunk {
+                    let i: usize = name[1..].parse().unwrap();
+                    let mb = 64 + i;
+                    let want = mb * 1024;
+                    let script = format!(
+                        "i=0; bad=0; while [ $i -lt 300 ]; do \
+                         grep -q '^MemTotal: *{want} kB$' /proc/meminfo || bad=$((bad+1)); \
+                         i=$((i+1)); done; echo \"done $bad\""
+                    );
+                    e.ok(&[
+                        "run",
+                        "-d",
+                        "--name",
+                        name,
+                        "-m",
+                        &format!("{mb}m"),
+                        IMAGE,
+                        "sh",
+                        "-c",
+                        &script,
+                    ]);
+                }
+            });
+        }
+    });
+    for name in &names {
+        let code = e.ok(&["wait", name]);
+        assert_eq!(code, "0", "{name}");
+        let out = e.ok(&["logs", name]);
+        assert_eq!(out, "done 0", "{name}: wrong MemTotal reads");
+    }
+}
+
+#[test]
+fn reads_fail_closed_when_the_server_is_gone() {
+    if !ready() {
+        return;
+    }
+    let v = ViewsEngine::start("views-crash").expect("engine");
+    let e = &v.engine;
+    e.ok(&[
+        "run", "-d", "--name", "cc", "-m", "128m", IMAGE, "sleep", "120",
+    ]);
+    assert_eq!(
+        meminfo_kb(&e.ok(&["exec", "cc", "cat", "/proc/meminfo"]), "MemTotal"),
+        Some(131072)
+    );
+    let old = v.kill_server().expect("a views server was running");
+    // Never the VM's file: the read fails.
+    let err = e.fails(&["exec", "cc", "cat", "/proc/meminfo"]);
+    assert!(
+        err.contains("not connected") || err.contains("connection abort"),
+        "{err}"
+    );
+    e.fails(&["exec", "cc", "cat", "/proc/sys/kernel/random/boot_id"]);
+    // The next container starts a new server and has its views again.
+    let m = e.ok(&["run", "--rm", "-m", "96m", IMAGE, "cat", "/proc/meminfo"]);
+    assert_eq!(meminfo_kb(&m, "MemTotal"), Some(98304));
+    let new = v.server_pid().expect("a new server");
+    assert_ne!(new, old);
+    assert!(is_root());
+}
