@@ -71,14 +71,18 @@ def cell(xs):
         return "-"
     return f"{med(xs):.2f} ({min(xs):.2f}-{max(xs):.2f})" if len(xs) > 1 else f"{xs[0]:.2f}"
 
-# Phase and milestone names in the order the first run that has them gives.
+# Phase and milestone names in boot order: a name only one path has (UEFI's loader) goes
+# right after the name that precedes it in that path's runs.
 def names(key):
     seen = []
     for rs in results.values():
         for r in rs:
+            prev = None
             for x in r.get(key, []):
-                if x["name"] not in seen:
-                    seen.append(x["name"])
+                n = x["name"]
+                if n not in seen:
+                    seen.insert(seen.index(prev) + 1 if prev in seen else len(seen), n)
+                prev = n
     return seen
 
 head = "| " + " | ".join(["phase (s, median (min-max))"] + [f"{p} ({len(results[p])} runs)" for p in paths]) + " |"
