@@ -11,6 +11,7 @@ pub mod escapes;
 pub mod guard_engine;
 pub mod runc_engine;
 pub mod vetting;
+pub mod views;
 
 /// The checkout's root folder.
 pub fn workspace_root() -> PathBuf {
