@@ -9,6 +9,7 @@ use std::path::PathBuf;
 pub mod containerd_pod;
 pub mod escapes;
 pub mod guard_engine;
+pub mod host_vm;
 pub mod runc_engine;
 pub mod vetting;
 pub mod views;
