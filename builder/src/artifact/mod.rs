@@ -417,7 +417,7 @@ pub fn spdx(info: &BuildInfo, packages: &[SbomPackage]) -> serde_json::Value {
             "downloadLocation": "NOASSERTION",
             "filesAnalyzed": false,
             "checksums": [{"algorithm": "SHA256", "checksumValue": c.cargo_lock_sha256}],
-            "comment": format!("eci-runc, eci-guard, eci-init, eci-probe built from the eci workspace (Cargo.lock sha256 {}) with {}{}", c.cargo_lock_sha256, c.rustc, if c.pinned_matches { String::new() } else { format!("; NOT the pinned toolchain {}", c.pinned) }),
+            "comment": format!("eci-runc, eci-supervisor, eci-views, eci-guard, eci-init, eci-probe built from the eci workspace (Cargo.lock sha256 {}) with {}{}", c.cargo_lock_sha256, c.rustc, if c.pinned_matches { String::new() } else { format!("; NOT the pinned toolchain {}", c.pinned) }),
             "licenseConcluded": "NOASSERTION",
             "licenseDeclared": "NOASSERTION",
             "copyrightText": "NOASSERTION",
