@@ -490,3 +490,60 @@ fn vetting_fails_closed_without_a_supervisor() {
     assert!(has(&new, "tmpfs-ok"), "{new}");
     e.ok(&["rm", "-f", "old"]);
 }
+
+/// SPEC P7, M3, M4 (issue 10): runc >= 1.0 mounts every rootfs entry onto `/proc/self/fd/N`, an
+/// `O_PATH` descriptor it opened on the mount point (Docker-in-Docker's inner runc). The
+/// supervisor takes the caller's descriptor N instead of resolving the magic link: a mount
+/// onto it and a bind from it work, also under a chroot; a descriptor on a folder outside the
+/// caller's root (here: outside its chroot) is refused with EPERM.
+#[test]
+fn mounts_through_the_callers_descriptors() {
+    let Some((e, sock)) = engine("vfd") else {
+        return;
+    };
+    let _s = Supervisor(sock.clone());
+    let script = "\
+        mkdir -p /tmp/m /tmp/src /tmp/b && echo s > /tmp/src/f; \
+        exec 7</tmp/m; mount -t tmpfs t /proc/self/fd/7 2>/tmp/e && grep -q ' /tmp/m tmpfs ' /proc/mounts && echo fd-target-ok || echo \"fd-target-refused: $(cat /tmp/e)\"; \
+        exec 8</tmp/src; mount --bind /proc/self/fd/8 /tmp/b 2>/tmp/e && cat /tmp/b/f && echo fd-source-ok || echo \"fd-source-refused: $(cat /tmp/e)\"; \
+        mkdir -p /tmp/nr/bin /tmp/nr/proc /tmp/nr/in /tmp/out && cp /bin/busybox /tmp/nr/bin/ && mount -t proc proc /tmp/nr/proc && echo chroot-proc-ok; \
+        exec 6</tmp/nr/in; chroot /tmp/nr /bin/busybox mount -t tmpfs t /proc/self/fd/6 2>/tmp/e && grep -q ' /tmp/nr/in tmpfs ' /proc/mounts && echo chroot-inside-ok || echo \"chroot-inside-refused: $(cat /tmp/e)\"; \
+        exec 9</tmp/out; chroot /tmp/nr /bin/busybox mount -t tmpfs t /proc/self/fd/9 2>/tmp/e && echo outside-ok || echo \"outside-refused: $(cat /tmp/e)\"; \
+        grep -q ' /tmp/out tmpfs ' /proc/mounts && echo outside-mounted || echo outside-untouched";
+    let eci = e.ok(&[
+        "run",
+        "--rm",
+        "--privileged",
+        "--network",
+        "none",
+        IMAGE,
+        "sh",
+        "-c",
+        script,
+    ]);
+    let log = supervisor_log(&sock);
+    for want in [
+        "fd-target-ok",
+        "s",
+        "fd-source-ok",
+        "chroot-proc-ok",
+        "chroot-inside-ok",
+        "outside-untouched",
+    ] {
+        assert!(
+            has(&eci, want),
+            "missing {want} under eci:\n{eci}\nsupervisor:\n{log}"
+        );
+    }
+    assert!(
+        refused_eperm(&eci, "outside"),
+        "a descriptor outside the root not refused with EPERM:\n{eci}\nsupervisor:\n{log}"
+    );
+    // The calls reached the supervisor in the descriptor form (busybox did not resolve it).
+    for path in ["/proc/self/fd/7", "/proc/self/fd/8", "/proc/self/fd/6"] {
+        assert!(
+            log.contains(&format!("\"{path}\"")),
+            "{path} never reached the supervisor:\n{log}"
+        );
+    }
+}

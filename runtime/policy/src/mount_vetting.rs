@@ -506,9 +506,125 @@ pub fn decide(call: &Call, caller: Caller, target: Target, source: Option<Source
     }
 }
 
+/// Whose descriptor table a `/proc/.../fd/N` path names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FdTable {
+    /// `/proc/self/fd/N`: the caller's thread group (its leader's table).
+    Process,
+    /// `/proc/thread-self/fd/N`: the calling thread's table.
+    Thread,
+}
+
+/// The caller's own descriptor a mount path names, if it is exactly `/proc/self/fd/N` or
+/// `/proc/thread-self/fd/N` (runc >= 1.0 mounts every rootfs entry onto such a path: an
+/// `O_PATH` descriptor it opened on the mount point). The supervisor takes that descriptor
+/// from the caller instead of resolving the magic link, then checks the object lies inside
+/// the caller's root (issue 10, SPEC P7). Any other spelling (`/proc/<pid>/fd/N`, trailing
+/// components, a relative path) is resolved like every path, where magic links are refused.
+pub fn caller_fd(path: &str) -> Option<(FdTable, i32)> {
+    let rest = path.strip_prefix("/proc/")?;
+    let (table, n) = if let Some(n) = rest.strip_prefix("self/fd/") {
+        (FdTable::Process, n)
+    } else {
+        (FdTable::Thread, rest.strip_prefix("thread-self/fd/")?)
+    };
+    if n.is_empty() || n.len() > 10 || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let fd: i32 = n.parse().ok()?;
+    Some((table, fd))
+}
+
+/// Whose namespace a `/proc/.../ns/KIND` bind source names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NsOwner {
+    /// `/proc/self/ns/KIND`: the caller's thread group.
+    Process,
+    /// `/proc/thread-self/ns/KIND`: the calling thread.
+    Thread,
+    /// `/proc/PID/ns/KIND`: a process as the caller's /proc shows it.
+    Pid(u32),
+}
+
+/// The namespace a bind's source names, if it is exactly `/proc/{self,thread-self,PID}/ns/KIND`
+/// with a plain kind name: dockerd keeps a container's network namespace alive with a bind of
+/// `/proc/PID/ns/net`, `ip netns add` with one of `/proc/self/ns/net`. The supervisor follows
+/// only that last magic link and binds the namespace file only if it is one (nsfs): a
+/// namespace of a process the caller can already see, which the kernel lets it bind too.
+pub fn ns_link(path: &str) -> Option<(NsOwner, &str)> {
+    let rest = path.strip_prefix("/proc/")?;
+    let (who, rest) = rest.split_once('/')?;
+    let kind = rest.strip_prefix("ns/")?;
+    if kind.is_empty()
+        || kind.len() > 32
+        || !kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+    {
+        return None;
+    }
+    let owner = match who {
+        "self" => NsOwner::Process,
+        "thread-self" => NsOwner::Thread,
+        n if !n.is_empty() && n.len() <= 10 && n.bytes().all(|b| b.is_ascii_digit()) => {
+            NsOwner::Pid(n.parse().ok()?)
+        }
+        _ => return None,
+    };
+    Some((owner, kind))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_plain_namespace_links_name_a_namespace() {
+        assert_eq!(
+            ns_link("/proc/185/ns/net"),
+            Some((NsOwner::Pid(185), "net"))
+        );
+        assert_eq!(
+            ns_link("/proc/self/ns/net"),
+            Some((NsOwner::Process, "net"))
+        );
+        assert_eq!(
+            ns_link("/proc/thread-self/ns/pid_for_children"),
+            Some((NsOwner::Thread, "pid_for_children"))
+        );
+        for p in [
+            "/proc/185/ns/",
+            "/proc/185/ns/net/x",
+            "/proc/185/ns/../root",
+            "/proc/185/root/ns/net",
+            "/proc//ns/net",
+            "/proc/x1/ns/net",
+            "proc/self/ns/net",
+            "/proc/self/fd/3",
+        ] {
+            assert_eq!(ns_link(p), None, "{p}");
+        }
+    }
+
+    #[test]
+    fn only_the_exact_fd_link_forms_name_a_caller_descriptor() {
+        assert_eq!(caller_fd("/proc/self/fd/6"), Some((FdTable::Process, 6)));
+        assert_eq!(
+            caller_fd("/proc/thread-self/fd/12"),
+            Some((FdTable::Thread, 12))
+        );
+        for p in [
+            "/proc/self/fd/",
+            "/proc/self/fd/6/x",
+            "/proc/self/fd/-1",
+            "/proc/self/fd/+6",
+            "/proc/self/fd/99999999999",
+            "proc/self/fd/6",
+            "/proc/1/fd/6",
+            "/proc/self/fdinfo/6",
+            "/proc//self/fd/6",
+        ] {
+            assert_eq!(caller_fd(p), None, "{p}");
+        }
+    }
 
     const ROOT: Caller = Caller {
         sys_admin: true,

@@ -139,6 +139,8 @@ struct Worker {
     kernel_views: HashSet<u64>,
     /// The channel to the supervisor for a masked new proc (`powers.rs`).
     powers: OwnedFd,
+    /// The VM's /proc, to read the path of a descriptor the helper holds (`pinned_place`).
+    proc: OwnedFd,
 }
 
 fn reply(errno: i32, note: impl Into<String>) -> HelperReply {
@@ -180,7 +182,11 @@ pub fn main() -> i32 {
             return 1;
         }
     };
-    let mut w = match enter(&init, ns) {
+    let vm_proc = match proc.try_clone() {
+        Ok(p) => p,
+        Err(_) => return 1,
+    };
+    let mut w = match enter(&init, ns, vm_proc) {
         Ok(w) => w,
         Err(e) => {
             let _ = send_reply(sock, &reply(libc::EPERM, e));
@@ -255,7 +261,7 @@ fn send_reply(sock: RawFd, r: &HelperReply) -> io::Result<()> {
 
 /// Enter the container's namespaces (the user namespace last: the others may belong to the VM,
 /// which the helper can enter only while it is still VM root) and become container root.
-fn enter(init: &HelperInit, ns: Vec<OwnedFd>) -> Result<Worker, String> {
+fn enter(init: &HelperInit, ns: Vec<OwnedFd>, proc: OwnedFd) -> Result<Worker, String> {
     if ns.len() != init.ns.len() {
         return Err("namespace descriptors do not match their names".into());
     }
@@ -297,6 +303,7 @@ fn enter(init: &HelperInit, ns: Vec<OwnedFd>) -> Result<Worker, String> {
         userns,
         kernel_views: HashSet::new(),
         powers: powers.ok_or("no channel to the supervisor")?,
+        proc,
     })
 }
 
@@ -401,6 +408,25 @@ impl Worker {
             container_userns: ctx.userns == self.userns,
         };
         match call {
+            CallArgs::Umount { target, flags } if target == "." || target == "./" => {
+                // The mount the caller's cwd is the root of (runc, after `pivot_root(".", ".")`,
+                // detaches the old root stacked on the new one this way). No name is looked
+                // up: the cwd descriptor taken while the notification was valid is judged, and
+                // `umount2(".")` from it reaches that very mount. The helper's own reference
+                // makes it busy exactly when the caller's cwd already does (no MNT_DETACH).
+                let t = self.target_facts(cwd.as_fd(), false)?;
+                match mv::decide(&Call::Umount { flags: *flags }, caller, t, None) {
+                    Verdict::Refuse(r) => Ok(reply(r.errno.raw(), r.why)),
+                    Verdict::Allow(Action::Umount { flags }) => {
+                        nix::unistd::fchdir(cwd)?;
+                        let f = nix::mount::MntFlags::from_bits_truncate(flags as i32)
+                            | nix::mount::MntFlags::UMOUNT_NOFOLLOW;
+                        nix::mount::umount2(Path::new("."), f)?;
+                        Ok(reply(0, "umount of the caller's cwd"))
+                    }
+                    Verdict::Allow(a) => Ok(reply(libc::EINVAL, format!("unexpected {a:?}"))),
+                }
+            }
             CallArgs::Umount { target, flags } => {
                 let follow = flags & mv::umount::NOFOLLOW == 0;
                 let (dir, name) = self.umount_place(root.as_fd(), &abs(target), follow)?;
@@ -441,12 +467,17 @@ impl Worker {
                 flags,
                 data,
             } => {
-                let tfd = resolve(root.as_fd(), &abs(target))?;
+                let tfd = self.place(root.as_fd(), &abs(target), ctx.target_fd.as_ref())?;
                 let t = self.target_facts(tfd.as_fd(), flags & mv::ms::REMOUNT != 0)?;
                 let needs_source =
                     flags & (mv::ms::BIND | mv::ms::MOVE) != 0 && flags & mv::ms::REMOUNT == 0;
                 let sfd = match (needs_source, source) {
-                    (true, Some(s)) => Some(resolve(root.as_fd(), &abs(s))?),
+                    (true, Some(s)) => Some(match mv::ns_link(s) {
+                        Some((owner, kind)) => {
+                            self.namespace(root.as_fd(), owner, kind, ctx.source_fd.as_ref())?
+                        }
+                        None => self.place(root.as_fd(), &abs(s), ctx.source_fd.as_ref())?,
+                    }),
                     _ => None,
                 };
                 let s = sfd
@@ -468,6 +499,110 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// The object a mount path reaches: the caller's own descriptor's object when the path was
+    /// `/proc/self/fd/N` (taken in `notify::gather`) and the caller's /proc is a proc, else the
+    /// path resolved inside the root.
+    fn place(
+        &self,
+        root: BorrowedFd<'_>,
+        path: &str,
+        pinned: Option<&OwnedFd>,
+    ) -> io::Result<OwnedFd> {
+        match pinned {
+            Some(obj) if self.proc_at(root) => self.pinned_place(root, obj),
+            // The kernel would not have followed the link either: /proc is something else in
+            // this root, so the name is an ordinary path.
+            _ => resolve(root, path),
+        }
+    }
+
+    /// The namespace file a bind source `/proc/{self,thread-self,PID}/ns/KIND` names, only if
+    /// the caller's /proc is a proc and the object is a namespace (nsfs). `self` and
+    /// `thread-self` were taken from the caller (`notify::gather`); a PID is looked up in the
+    /// caller's own /proc, inside its root: `/proc/PID/ns` is resolved like every path (no
+    /// magic link on the way) and only the one last name, a plain word, follows its magic
+    /// link, as the kernel would for the caller (the same ptrace-read check applies to the
+    /// helper, container root in the container's user namespace).
+    fn namespace(
+        &self,
+        root: BorrowedFd<'_>,
+        owner: mv::NsOwner,
+        kind: &str,
+        taken: Option<&OwnedFd>,
+    ) -> io::Result<OwnedFd> {
+        let not_ns = || {
+            io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "the bind source is not a namespace file",
+            )
+        };
+        if !self.proc_at(root) {
+            return Err(io::Error::from_raw_os_error(libc::ENOENT));
+        }
+        let obj = match (owner, taken) {
+            (mv::NsOwner::Pid(pid), _) => {
+                let dir = resolve(root, &format!("/proc/{pid}/ns"))?;
+                if nix::sys::statfs::fstatfs(&dir)?.filesystem_type()
+                    != nix::sys::statfs::PROC_SUPER_MAGIC
+                {
+                    return Err(not_ns());
+                }
+                nix::fcntl::openat(
+                    dir.as_fd(),
+                    kind,
+                    OFlag::O_PATH | OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )?
+            }
+            (_, Some(t)) => t.try_clone()?,
+            (_, None) => return Err(io::Error::from_raw_os_error(libc::ENOENT)),
+        };
+        const NSFS_MAGIC: i64 = 0x6e73_6673;
+        if nix::sys::statfs::fstatfs(&obj)?.filesystem_type().0 as i64 != NSFS_MAGIC {
+            return Err(not_ns());
+        }
+        Ok(obj)
+    }
+
+    /// The caller's `/proc` (inside its root) is a proc filesystem, so `/proc/self/fd/N` in its
+    /// call named its descriptor N.
+    fn proc_at(&self, root: BorrowedFd<'_>) -> bool {
+        resolve(root, "/proc")
+            .and_then(|p| Ok(nix::sys::statfs::fstatfs(&p)?))
+            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC)
+    }
+
+    /// The caller's descriptor's object, if it lies inside the caller's root (the helper is
+    /// chrooted there now): its path as the kernel names it from that root (readlink of the
+    /// helper's own copy, never the caller's table again) is resolved inside the root and must
+    /// reach the same mount and inode. An object outside the root has no name there that
+    /// reaches it (the kernel's name for it is then one from the namespace's root, and whatever
+    /// that reaches inside the root is another mount or inode); a deleted or anonymous object
+    /// has none at all. Either is refused (EPERM), although the kernel would follow the link:
+    /// a container mounts only inside its own tree.
+    fn pinned_place(&self, root: BorrowedFd<'_>, obj: &OwnedFd) -> io::Result<OwnedFd> {
+        let outside = || {
+            io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "the descriptor's file is not inside the caller's root",
+            )
+        };
+        let me = format!("{}/fd/{}", std::process::id(), obj.as_raw_fd());
+        let name = nix::fcntl::readlinkat(self.proc.as_fd(), me.as_str())?;
+        let name = name
+            .to_str()
+            .filter(|n| n.starts_with('/'))
+            .ok_or_else(outside)?;
+        let again = resolve(root, name).map_err(|_| outside())?;
+        let (a, b) = (sys::statx(obj.as_fd())?, sys::statx(again.as_fd())?);
+        if (a.mnt_id, a.dev, a.ino) != (b.mnt_id, b.dev, b.ino) {
+            return Err(outside());
+        }
+        // The judged and acted-on descriptor stays the caller's object, not the re-resolved
+        // name: it is the one its descriptor pinned when the call was made.
+        obj.try_clone()
     }
 
     /// The folder holding the mount point and its name, following a symlink in the last name

@@ -51,6 +51,32 @@
 //!   (`move_mount` with `MOVE_MOUNT_T_EMPTY_PATH`), binds cloned from the judged source
 //!   descriptor (`open_tree`), attributes set on it (`mount_setattr`), superblocks picked from
 //!   it (`fspick`). Renaming path components after the decision reaches nothing.
+//! - *The caller's descriptors.* runc >= 1.0 (Docker-in-Docker's inner runtime) mounts every
+//!   rootfs entry onto `/proc/self/fd/N`, an `O_PATH` descriptor it opened on the mount point;
+//!   the resolution above refuses that magic link (and the helper's own pid is not in the
+//!   caller's /proc anyway). A target, or a bind's or move's source, spelled exactly
+//!   `/proc/self/fd/N` or `/proc/thread-self/fd/N` (`mount_vetting::caller_fd`) is instead
+//!   taken from the caller: `notify::gather` opens `/proc/<caller>/fd/N` through the VM's /proc
+//!   with `O_PATH` (the group leader's table for `self`, the calling thread's for
+//!   `thread-self`), *before* the notification is re-validated, so the descriptor table read
+//!   was the live caller's; the helper then holds its own reference to the object, and
+//!   whatever the caller does with descriptor N afterwards (close, `dup2` of another file)
+//!   reaches nothing. The helper uses it only when the caller's `/proc` (inside its root) is a
+//!   proc filesystem, as the kernel would, and only when the object lies inside the caller's
+//!   root: with the helper chrooted there, readlink of the helper's *own* copy gives the
+//!   kernel's name of the object from that root, which is resolved again inside the root and
+//!   must reach the same mount id, device and inode. An object outside the root (or deleted,
+//!   or anonymous) has no such name and is refused with EPERM. The copy, not the re-resolved
+//!   name, is judged and mounted onto, exactly like a resolved path. Not recognised:
+//!   `/proc/<pid>/fd/N` with the caller's pid as its /proc shows it (that /proc's pid
+//!   namespace need not be the caller's), which stays a refused magic link.
+//! - *Namespace files.* A bind's source spelled `/proc/{self,thread-self,PID}/ns/KIND`
+//!   (`mount_vetting::ns_link`; dockerd keeps a container's network namespace with a bind of
+//!   `/proc/PID/ns/net`) is bound only if it reaches a namespace file (nsfs). `self` and
+//!   `thread-self` are taken from the caller like a descriptor, before re-validation; a PID
+//!   is looked up in the caller's own /proc inside its root (`/proc/PID/ns` resolved like any
+//!   path, then that one plain last name followed), so it reaches only a process the caller
+//!   sees, once, and the bind is cloned from that descriptor.
 //! - *umount.* A mount with an open descriptor on it is busy, so umount must go by name: the
 //!   folder holding the mount point is pinned by a descriptor, the decision is made on the
 //!   mount found below it, and `umount2(name, UMOUNT_NOFOLLOW)` runs from that folder. The name

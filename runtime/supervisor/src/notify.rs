@@ -72,6 +72,53 @@ pub struct CallerCtx {
     /// The namespace a new kernel view is for, opened only for such a mount: the caller's pid
     /// namespace for proc, its network namespace for sysfs.
     pub view_ns: Option<OwnedFd>,
+    /// The object the caller's own descriptor N pins, when the mount's target (or source) is
+    /// `/proc/self/fd/N` or `/proc/thread-self/fd/N` ([`mv::caller_fd`]); taken once, here,
+    /// while the notification was valid. The helper still checks it lies inside `root`.
+    pub target_fd: Option<OwnedFd>,
+    pub source_fd: Option<OwnedFd>,
+}
+
+/// The caller's thread group id (`Tgid:` of /proc/TID/status): `/proc/self` names the group.
+fn tgid(proc: BorrowedFd<'_>, tid: u32) -> io::Result<u32> {
+    let f = open_at(proc, &format!("{tid}/status"), OFlag::O_RDONLY)?;
+    let mut text = String::new();
+    io::Read::read_to_string(&mut std::fs::File::from(f), &mut text)?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))
+}
+
+/// The object behind the caller's descriptor that `path` names, if it names one: opened with
+/// `O_PATH` through the VM's /proc (the same ptrace-read check as its `root` and `cwd`), which
+/// follows that one magic link to the file itself. The caller's table is read once; what it
+/// does with descriptor N afterwards does not change the object the helper holds.
+fn caller_object(
+    proc: BorrowedFd<'_>,
+    tid: u32,
+    path: Option<&str>,
+    source: bool,
+) -> io::Result<Option<OwnedFd>> {
+    if let Some((owner, kind)) = path.and_then(mv::ns_link).filter(|_| source) {
+        // `/proc/PID/ns/KIND` names a process of the caller's /proc: resolved in the helper,
+        // inside the caller's root. `self` and `thread-self` name the caller, taken here.
+        let owner = match owner {
+            mv::NsOwner::Pid(_) => return Ok(None),
+            mv::NsOwner::Thread => tid,
+            mv::NsOwner::Process => tgid(proc, tid)?,
+        };
+        return open_at(proc, &format!("{owner}/ns/{kind}"), OFlag::O_PATH).map(Some);
+    }
+    let Some((table, n)) = path.and_then(mv::caller_fd) else {
+        return Ok(None);
+    };
+    let owner = match table {
+        mv::FdTable::Thread => tid,
+        mv::FdTable::Process => tgid(proc, tid)?,
+    };
+    // ENOENT as the kernel says for a descriptor the caller does not have.
+    open_at(proc, &format!("{owner}/fd/{n}"), OFlag::O_PATH).map(Some)
 }
 
 /// Answer one notification. `proc` is the VM's /proc (the notification's pid is the VM's);
@@ -184,6 +231,24 @@ fn gather(
         }
         _ => None,
     };
+    let (target_fd, source_fd) = match &call {
+        CallArgs::Mount {
+            source,
+            target,
+            flags,
+            ..
+        } => {
+            let t = caller_object(proc, pid, Some(target), false)?;
+            let binds = flags & (mv::ms::BIND | mv::ms::MOVE) != 0;
+            let s = if binds {
+                caller_object(proc, pid, source.as_deref(), true)?
+            } else {
+                None
+            };
+            (t, s)
+        }
+        CallArgs::Umount { .. } => (None, None),
+    };
     // The pid named a live caller while everything above was read and opened only if the
     // notification is still valid now (a pid is not reused while its task waits here).
     if notify_id_valid(listener.as_raw_fd(), req.id).is_err() {
@@ -198,6 +263,8 @@ fn gather(
             userns: (user.st_dev, user.st_ino),
             sys_admin,
             view_ns,
+            target_fd,
+            source_fd,
         },
     ))
 }

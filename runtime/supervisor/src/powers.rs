@@ -38,6 +38,13 @@ pub fn proc_plan(
         let Some(rel) = m.mount_point.strip_prefix(&format!("{at}/")) else {
             continue;
         };
+        // On a cgroup v1 machine runc mounts a tmpfs on /sys/fs/cgroup to hold the hierarchies
+        // (skipped below); it hides nothing of sysfs (whose fs/cgroup is an empty folder), so a
+        // new sysfs does not get it as a mask, and a runc inside the container (Docker in
+        // Docker) may lay its own tmpfs there.
+        if fstype == "sysfs" && rel == "fs/cgroup" && m.fstype == "tmpfs" {
+            continue;
+        }
         let kind = match m.fstype.as_str() {
             "proc" | "sysfs" => MaskKind::ProcSub(m.root.trim_start_matches('/').to_string()),
             "tmpfs" => MaskKind::Tmpfs,
@@ -123,6 +130,11 @@ pub fn masked_proc(
         };
         if step.read_only {
             sys::mount_setattr(m.as_fd(), true, attr::RDONLY, 0, 0)?;
+        } else if matches!(step.kind, MaskKind::ProcSub(_)) {
+            // A clone keeps the read-only flag of what it copied: the writable /proc/sys/net
+            // laid again below the read-only /proc/sys is cloned from that read-only copy, and
+            // is writable in the first proc, so here too (runc writes net sysctls there).
+            sys::mount_setattr(m.as_fd(), false, 0, attr::RDONLY, 0)?;
         }
         sys::move_mount(m.as_fd(), place.as_fd())?;
         masks.push(step.rel.clone());
