@@ -509,7 +509,8 @@ fn mounts_through_the_callers_descriptors() {
         mkdir -p /tmp/nr/bin /tmp/nr/proc /tmp/nr/in /tmp/out && cp /bin/busybox /tmp/nr/bin/ && mount -t proc proc /tmp/nr/proc && echo chroot-proc-ok; \
         exec 6</tmp/nr/in; chroot /tmp/nr /bin/busybox mount -t tmpfs t /proc/self/fd/6 2>/tmp/e && grep -q ' /tmp/nr/in tmpfs ' /proc/mounts && echo chroot-inside-ok || echo \"chroot-inside-refused: $(cat /tmp/e)\"; \
         exec 9</tmp/out; chroot /tmp/nr /bin/busybox mount -t tmpfs t /proc/self/fd/9 2>/tmp/e && echo outside-ok || echo \"outside-refused: $(cat /tmp/e)\"; \
-        grep -q ' /tmp/out tmpfs ' /proc/mounts && echo outside-mounted || echo outside-untouched";
+        grep -q ' /tmp/out tmpfs ' /proc/mounts && echo outside-mounted || echo outside-untouched; \
+        mount -t tmpfs t /proc/self/fd/55 2>/tmp/e && echo missing-ok || echo \"missing-refused: $(cat /tmp/e)\"";
     let eci = e.ok(&[
         "run",
         "--rm",
@@ -538,6 +539,12 @@ fn mounts_through_the_callers_descriptors() {
     assert!(
         refused_eperm(&eci, "outside"),
         "a descriptor outside the root not refused with EPERM:\n{eci}\nsupervisor:\n{log}"
+    );
+    // A descriptor the caller does not have: ENOENT, as the kernel says.
+    assert!(
+        eci.lines()
+            .any(|l| l.starts_with("missing-refused:") && l.contains("No such file or directory")),
+        "a missing descriptor not refused with ENOENT:\n{eci}\nsupervisor:\n{log}"
     );
     // The calls reached the supervisor in the descriptor form (busybox did not resolve it).
     for path in ["/proc/self/fd/7", "/proc/self/fd/8", "/proc/self/fd/6"] {

@@ -117,8 +117,13 @@ fn caller_object(
         mv::FdTable::Thread => tid,
         mv::FdTable::Process => tgid(proc, tid)?,
     };
-    // ENOENT as the kernel says for a descriptor the caller does not have.
-    open_at(proc, &format!("{owner}/fd/{n}"), OFlag::O_PATH).map(Some)
+    match open_at(proc, &format!("{owner}/fd/{n}"), OFlag::O_PATH) {
+        // No such descriptor: the helper resolves the name like any path, which gives the
+        // caller ENOENT when its /proc is a proc (as the kernel would) and reaches a real
+        // folder of that name when it is not.
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        r => r.map(Some),
+    }
 }
 
 /// Answer one notification. `proc` is the VM's /proc (the notification's pid is the VM's);
