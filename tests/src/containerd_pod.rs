@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::runc_engine::{stop_daemon, tail, unmount_below, write_eci_runc};
+use crate::runc_engine::{stop_daemon, stop_engine_daemons, tail, unmount_below, write_eci_runc};
 
 /// The name the test image gets in the private containerd.
 pub const IMAGE: &str = "eci.test/busybox:pod";
@@ -290,6 +290,7 @@ impl Drop for Containerd {
         if let Some(c) = self.child.take() {
             stop_daemon(c);
         }
+        stop_engine_daemons(self.path());
         unmount_below(self.path());
         // The shim points runc's `--root` at /run/containerd/runc/<namespace>.
         let _ = std::fs::remove_dir_all(Path::new("/run/containerd/runc").join(&self.ns));

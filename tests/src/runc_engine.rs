@@ -332,7 +332,10 @@ pub fn parse_map(text: &str) -> Option<(u64, u64, u64)> {
 /// Writes `<dir>/policy.json` (only `share` may be bound, `data_root` is the engine's) and an
 /// executable `<dir>/eci-runc` wrapper that runs eci-runc with that policy and the allocator
 /// folder `ids`: an engine passes no environment of its own to a runtime it runs by path.
-/// Returns the wrapper's path.
+/// The mount-vetting supervisor and the /proc views server eci-runc starts when none answers
+/// live in `dir` too (`supervisor/`, `views/`), so each engine has its own, built from this
+/// checkout, instead of sharing the machine's `/run/eci` ones with other engines and other
+/// checkouts; [`stop_engine_daemons`] ends them. Returns the wrapper's path.
 pub fn write_eci_runc(dir: &Path, share: &Path, data_root: &Path, ids: &Path) -> Result<PathBuf> {
     let policy = serde_json::json!({
         "version": 1,
@@ -348,9 +351,12 @@ pub fn write_eci_runc(dir: &Path, share: &Path, data_root: &Path, ids: &Path) ->
     std::fs::write(
         &wrapper,
         format!(
-            "#!/bin/sh\nexport ECI_RUNC_POLICY={}\nexport ECI_RUNC_STATE_DIR={}\nexec {} \"$@\"\n",
+            "#!/bin/sh\nexport ECI_RUNC_POLICY={}\nexport ECI_RUNC_STATE_DIR={}\n\
+             export ECI_SUPERVISOR_SOCKET={}\nexport ECI_VIEWS_ROOT={}\nexec {} \"$@\"\n",
             dir.join("policy.json").display(),
             ids.display(),
+            dir.join("supervisor/supervisor.sock").display(),
+            dir.join("views").display(),
             bin.display()
         ),
     )?;
@@ -372,6 +378,36 @@ pub fn stop_daemon(mut c: Child) {
     }
     let _ = c.kill();
     let _ = c.wait();
+}
+
+/// Kills (SIGKILL) the daemons eci-runc started for the engine in `dir`: the processes whose
+/// command line or environment names `dir` (its supervisor is started with `--socket
+/// DIR/supervisor/...`, its views server inherits `ECI_VIEWS_ROOT=DIR/views`), so no engine
+/// leaves daemons behind for the next test or the next checkout.
+pub fn stop_engine_daemons(dir: &Path) {
+    // With the slash, another engine folder whose name merely starts with this one is not hit.
+    let needle = format!("{}/", dir.display());
+    let me = std::process::id().to_string();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for p in procs.flatten() {
+        let pid = p.file_name().to_string_lossy().to_string();
+        if pid == me || !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let names_dir = ["cmdline", "environ"].iter().any(|f| {
+            std::fs::read(p.path().join(f))
+                .map(|b| String::from_utf8_lossy(&b).contains(&needle))
+                .unwrap_or(false)
+        });
+        if names_dir {
+            if let Ok(n) = pid.parse::<i32>() {
+                // SAFETY: kill(2) on a pid read from /proc; at worst it has exited (ESRCH).
+                unsafe { libc_kill(n, 9) };
+            }
+        }
+    }
 }
 
 /// Detaches whatever is still mounted below `dir`, deepest first, so its removal succeeds.
@@ -398,6 +434,7 @@ impl Drop for RuncEngine {
         if let Some(c) = self.dockerd.take() {
             stop_daemon(c);
         }
+        stop_engine_daemons(self.path());
         unmount_below(self.path());
     }
 }
