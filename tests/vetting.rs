@@ -510,7 +510,8 @@ fn mounts_through_the_callers_descriptors() {
         exec 6</tmp/nr/in; chroot /tmp/nr /bin/busybox mount -t tmpfs t /proc/self/fd/6 2>/tmp/e && grep -q ' /tmp/nr/in tmpfs ' /proc/mounts && echo chroot-inside-ok || echo \"chroot-inside-refused: $(cat /tmp/e)\"; \
         exec 9</tmp/out; chroot /tmp/nr /bin/busybox mount -t tmpfs t /proc/self/fd/9 2>/tmp/e && echo outside-ok || echo \"outside-refused: $(cat /tmp/e)\"; \
         grep -q ' /tmp/out tmpfs ' /proc/mounts && echo outside-mounted || echo outside-untouched; \
-        mount -t tmpfs t /proc/self/fd/55 2>/tmp/e && echo missing-ok || echo \"missing-refused: $(cat /tmp/e)\"";
+        mount -t tmpfs t /proc/self/fd/55 2>/tmp/e && echo missing-ok || echo \"missing-refused: $(cat /tmp/e)\"; \
+        mkdir -p /tmp/d && mount --bind /dev/null /tmp/d 2>/tmp/e && echo file-on-dir-ok || echo \"file-on-dir-refused: $(cat /tmp/e)\"";
     let eci = e.ok(&[
         "run",
         "--rm",
@@ -545,6 +546,12 @@ fn mounts_through_the_callers_descriptors() {
         eci.lines()
             .any(|l| l.starts_with("missing-refused:") && l.contains("No such file or directory")),
         "a missing descriptor not refused with ENOENT:\n{eci}\nsupervisor:\n{log}"
+    );
+    // A file bound onto a folder: ENOTDIR, as mount(2) says (runc then masks with a tmpfs).
+    assert!(
+        eci.lines()
+            .any(|l| l.starts_with("file-on-dir-refused:") && l.contains("Not a directory")),
+        "a file bound onto a folder not refused with ENOTDIR:\n{eci}\nsupervisor:\n{log}"
     );
     // The calls reached the supervisor in the descriptor form (busybox did not resolve it).
     for path in ["/proc/self/fd/7", "/proc/self/fd/8", "/proc/self/fd/6"] {

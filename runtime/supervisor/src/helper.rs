@@ -732,7 +732,17 @@ impl Worker {
                 }
             }
             Action::Bind { recursive, .. } => {
-                let m = sys::open_tree_clone(source.ok_or_else(missing)?, *recursive)?;
+                let source = source.ok_or_else(missing)?;
+                // mount(2) says ENOTDIR for a folder bound onto a file or the reverse, and
+                // callers rely on it (runc masks a folder with a tmpfs when binding /dev/null
+                // onto it fails so); move_mount says EINVAL for the same case.
+                let is_dir = |fd: BorrowedFd<'_>| {
+                    nix::sys::stat::fstat(fd).map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+                };
+                if is_dir(source)? != is_dir(target)? {
+                    return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
+                }
+                let m = sys::open_tree_clone(source, *recursive)?;
                 sys::move_mount(m.as_fd(), target)?;
             }
             Action::SetAttrs { attrs } => {
