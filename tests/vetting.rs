@@ -32,7 +32,6 @@ impl Drop for Supervisor {
 const ATTACKS: &str = "\
     mkdir -p /tmp/dbg; mount -t debugfs none /tmp/dbg 2>/tmp/e && echo debugfs-ok || echo \"debugfs-refused: $(cat /tmp/e)\"; \
     m=$(for p in kcore keys timer_list sched_debug latency_stats; do grep -q \" /proc/$p \" /proc/mounts && { echo /proc/$p; break; }; done); echo \"mask=$m\"; \
-    mount --bind /etc/hostname $m 2>/tmp/e && echo mask-cover-ok || echo \"mask-cover-refused: $(cat /tmp/e)\"; \
     umount $m 2>/tmp/e && echo mask-umount-ok || echo \"mask-umount-refused: $(cat /tmp/e)\"; \
     mount -o remount,rw /proc/sys 2>/tmp/e && echo procsys-rw-ok || echo \"procsys-rw-refused: $(cat /tmp/e)\"; \
     umount -l /proc 2>/tmp/e && echo proc-umount-ok || echo \"proc-umount-refused: $(cat /tmp/e)\"; ";
@@ -97,13 +96,7 @@ fn privileged_mounts_are_vetted() {
         "-c",
         ATTACKS,
     ]);
-    for attack in [
-        "debugfs",
-        "mask-umount",
-        "mask-cover",
-        "procsys-rw",
-        "proc-umount",
-    ] {
+    for attack in ["debugfs", "mask-umount", "procsys-rw", "proc-umount"] {
         assert!(
             has(&plain, &format!("{attack}-ok")),
             "plain runc baseline: {attack}:\n{plain}"
@@ -142,13 +135,7 @@ fn privileged_mounts_are_vetted() {
             supervisor_log(&sock)
         );
     }
-    for attack in [
-        "debugfs",
-        "mask-umount",
-        "mask-cover",
-        "procsys-rw",
-        "proc-umount",
-    ] {
+    for attack in ["debugfs", "mask-umount", "procsys-rw", "proc-umount"] {
         assert!(
             refused_eperm(&eci, attack),
             "{attack} not refused with EPERM under eci:\n{eci}"
@@ -159,6 +146,97 @@ fn privileged_mounts_are_vetted() {
         "eci-runc started no supervisor at {}",
         sock.display()
     );
+}
+
+/// What Docker-in-Docker's inner runc does to the /proc it is given (issue 10, SPEC M2, P7):
+/// covers, recursive copies, bind remounts that add restrictions; and what stays refused.
+/// `m` is the first masked /proc file, `/sys/firmware` the masked folder.
+const COVERS: &str = "\
+    m=$(for p in kcore keys timer_list sched_debug latency_stats; do grep -q \" /proc/$p \" /proc/mounts && { echo $p; break; }; done); echo \"mask=$m\"; \
+    n=$(grep -c ' /sys/firmware ' /proc/mounts); \
+    mount -t tmpfs -o ro c /sys/firmware 2>/tmp/e && echo cover-tmpfs-ok || echo \"cover-tmpfs-refused: $(cat /tmp/e)\"; \
+    umount /sys/firmware 2>/tmp/e && echo cover-umount-ok || echo \"cover-umount-refused: $(cat /tmp/e)\"; \
+    [ \"$(grep -c ' /sys/firmware ' /proc/mounts)\" = \"$n\" ] && [ -z \"$(ls /sys/firmware)\" ] && echo firmware-mask-kept; \
+    mount --bind /etc/hostname /proc/$m 2>/tmp/e && echo cover-bind-ok || echo \"cover-bind-refused: $(cat /tmp/e)\"; \
+    grep -q \"$(cat /etc/hostname)\" /proc/$m && echo cover-bind-shows-hostname; \
+    mkdir -p /tmp/pc && mount --rbind /proc /tmp/pc 2>/tmp/e && echo rbind-proc-ok || echo \"rbind-proc-refused: $(cat /tmp/e)\"; \
+    umount /tmp/pc/sys 2>/tmp/e && echo copy-umount-ok || echo \"copy-umount-refused: $(cat /tmp/e)\"; \
+    umount -l /tmp/pc/sys 2>/tmp/e && echo copy-lazy-umount-ok || echo \"copy-lazy-umount-refused: $(cat /tmp/e)\"; \
+    mkdir -p /tmp/ps && mount --bind /proc/sys /tmp/ps 2>/tmp/e && echo bind-procsys-ok || echo \"bind-procsys-refused: $(cat /tmp/e)\"; \
+    mount --rbind /proc/bus /proc/bus 2>/tmp/e && echo rbind-self-ok || echo \"rbind-self-refused: $(cat /tmp/e)\"; \
+    mount -o remount,bind,rw,nosuid,nodev,noexec /proc/sys 2>/tmp/e && echo bind-rw-ok || echo \"bind-rw-refused: $(cat /tmp/e)\"; \
+    mount -o remount,bind,ro,nosuid,nodev,noexec /proc 2>/tmp/e && echo bind-ro-ok || echo \"bind-ro-refused: $(cat /tmp/e)\"; \
+    grep -q ' /proc proc ro,' /proc/mounts && echo proc-now-ro; ";
+
+/// SPEC M2, P7 (issue 10): covering a protected mount or a mask (a tmpfs, a bind) reveals
+/// nothing and works; unmounting the cover leaves the mask. A recursive copy of /proc carries
+/// the masks and the read-only paths, which stay protected in the copy; a bind remount that
+/// only adds restrictions works, one that drops read-only and a non-recursive bind of
+/// /proc/sys stay EPERM. Under plain runc the refused ones work.
+#[test]
+fn covers_and_recursive_copies_keep_the_masks() {
+    let Some((e, sock)) = engine("vcover") else {
+        return;
+    };
+    let _s = Supervisor(sock.clone());
+    let plain = e.ok(&[
+        "run",
+        "--rm",
+        "--runtime",
+        PLAIN_RUNC,
+        "--network",
+        "none",
+        "--cap-add",
+        "SYS_ADMIN",
+        "--security-opt",
+        "seccomp=unconfined",
+        "--security-opt",
+        "apparmor=unconfined",
+        IMAGE,
+        "sh",
+        "-c",
+        COVERS,
+    ]);
+    for attack in ["copy-umount", "bind-procsys", "bind-rw"] {
+        assert!(
+            has(&plain, &format!("{attack}-ok")),
+            "plain runc baseline: {attack}:\n{plain}"
+        );
+    }
+    let eci = e.ok(&[
+        "run",
+        "--rm",
+        "--privileged",
+        "--network",
+        "none",
+        IMAGE,
+        "sh",
+        "-c",
+        COVERS,
+    ]);
+    for want in [
+        "cover-tmpfs-ok",
+        "cover-umount-ok",
+        "firmware-mask-kept",
+        "cover-bind-ok",
+        "cover-bind-shows-hostname",
+        "rbind-proc-ok",
+        "rbind-self-ok",
+        "bind-ro-ok",
+        "proc-now-ro",
+    ] {
+        assert!(
+            has(&eci, want),
+            "missing {want} under eci:\n{eci}\nsupervisor:\n{}",
+            supervisor_log(&sock)
+        );
+    }
+    for attack in ["copy-umount", "copy-lazy-umount", "bind-procsys", "bind-rw"] {
+        assert!(
+            refused_eperm(&eci, attack),
+            "{attack} not refused with EPERM under eci:\n{eci}"
+        );
+    }
 }
 
 /// SPEC M3, M2, F4 (issue 10): a container may mount a new proc; it is made for the caller's

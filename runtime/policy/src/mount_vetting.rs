@@ -8,10 +8,32 @@
 //!
 //! The rules:
 //! - A mount the container starts with (its rootfs, /proc, /sys, /dev, binds, and every mask
-//!   and read-only path eci laid over them) is *protected*: it cannot be unmounted, moved,
-//!   remounted, or covered by a new mount on its root (EPERM, SPEC M2). Propagation changes stay
-//!   allowed on every mount: the container's mount namespace is its own, so making `/` shared
-//!   (systemd does) changes what travels between the container's own mounts only.
+//!   and read-only path eci laid over them) is *protected*. SPEC M2 forbids what would *reveal*
+//!   what a protected mount hides or undo a restriction it carries, so these are refused with
+//!   EPERM: unmounting, detaching or moving it; a non-recursive bind of a protected proc or
+//!   sysfs (the copy would not carry the masks laid on submounts); a remount that drops one of
+//!   its restrictions; a superblock remount with options (the superblock may be shared with
+//!   the VM); a new proc or sysfs, or a move, on top of it.
+//! - Covering reveals nothing, so it is allowed on a protected mount (issue 10: Docker-in-Docker's
+//!   inner runc lays its own masks on the /proc the supervisor made):
+//!   - a new tmpfs (or other filesystem the container may make) on top of a protected mount
+//!     or mask adds a layer; the kernel shows the new layer and what is under it stays hidden.
+//!     Unmounting that layer again only re-exposes the protected mount under it, which was the
+//!     container's view before, so covers are not protected themselves.
+//!   - a bind on top of a protected mount, of anything inside the caller's root except a
+//!     protected kernel view without its masks: the source is already visible to the caller,
+//!     so the cover shows nothing new, and hides the protected mount below it.
+//!   - a recursive bind (`MS_BIND|MS_REC`) of a protected path, onto itself or elsewhere: the
+//!     recursive copy carries every mask that lies on the source's submounts. The copies (the
+//!     top and every submount the copy brought) join the protected mounts, since unmounting a
+//!     mask inside the copy would reveal what it hides.
+//!   - a remount (bind remount, or a plain remount without filesystem options, done as a
+//!     per-mount change) of a protected mount whose requested read-only, nosuid, nodev,
+//!     noexec, nodiratime, nosymfollow and atime settings include every restriction the mount
+//!     has now (read from the helper's view with statvfs): it can only restrict further.
+//! - Propagation changes stay allowed on every mount: the container's mount namespace is its
+//!   own, so making `/` shared (systemd does) changes what travels between the container's own
+//!   mounts only.
 //! - New filesystems the container may make itself (SPEC M3): tmpfs, overlay, devpts, mqueue and
 //!   cgroup2, made with the caller's user namespace and credentials inside its namespaces.
 //!   Filesystems that show or change the whole VM (debugfs, tracefs, securityfs, bpf, configfs,
@@ -19,8 +41,8 @@
 //!   A new proc or sysfs is made by the supervisor (VM root) for the caller's pid or network
 //!   namespace and gets the masks of the container's first one before the container sees it
 //!   ([`Powers::Supervisor`]).
-//! - Binds copy a tree the caller can already reach inside its root; a bind of a protected proc
-//!   or sysfs mount is refused, since the copy would not carry (or would not protect) the masks.
+//! - Binds copy a tree the caller can already reach inside its root; a non-recursive bind of a
+//!   protected proc or sysfs mount is refused, since the copy would not carry the masks.
 //! - The new mount API (`fsopen`, `fsconfig`, `fsmount`, `fspick`, `move_mount`, `open_tree`,
 //!   `mount_setattr`) is answered with ENOSYS, the kernel's answer where the API is missing, so
 //!   util-linux and runc fall back to mount(2), which is vetted.
@@ -129,6 +151,8 @@ pub struct Target {
     /// That mount is a filesystem the container made itself (through the supervisor), so its
     /// read-only state is the container's own choice.
     pub own_fs: bool,
+    /// That mount's current per-mount settings as `MOUNT_ATTR_*` (looked up for a remount).
+    pub attrs: u64,
 }
 
 /// What a bind's or move's source is.
@@ -306,6 +330,23 @@ fn sb_flag_options(flags: u64) -> Vec<(String, Option<String>)> {
     .collect()
 }
 
+/// The per-mount restrictions (`MOUNT_ATTR_*`) `requested` keeps of `current`: every flag, and
+/// an atime setting at least as strict (strictatime < relatime < noatime).
+pub fn adds_restrictions(current: u64, requested: u64) -> bool {
+    let flags = attr::RDONLY
+        | attr::NOSUID
+        | attr::NODEV
+        | attr::NOEXEC
+        | attr::NODIRATIME
+        | attr::NOSYMFOLLOW;
+    let rank = |a: u64| match a & attr::ATIME_MASK {
+        attr::STRICTATIME => 0,
+        attr::NOATIME => 2,
+        _ => 1,
+    };
+    requested & current & flags == current & flags && rank(requested) >= rank(current)
+}
+
 /// Decide a trapped call. `target` is what the target path reached (for umount, the mount to
 /// unmount); `source` what a bind's or move's source reached (`None` for other calls).
 pub fn decide(call: &Call, caller: Caller, target: Target, source: Option<Source>) -> Verdict {
@@ -362,10 +403,22 @@ pub fn decide(call: &Call, caller: Caller, target: Target, source: Option<Source
                     return refuse(Errno::Inval, "remount: not a mount point");
                 }
                 if target.protected {
-                    return refuse(
-                        Errno::Perm,
-                        "remount of a mount the container started with, or of a mask (SPEC M2)",
-                    );
+                    if flags & ms::BIND == 0 && !options().is_empty() {
+                        return refuse(
+                            Errno::Perm,
+                            "remount with filesystem options of a mount the container started with, or of a mask (SPEC M2)",
+                        );
+                    }
+                    if !adds_restrictions(target.attrs, attrs_of(flags)) {
+                        return refuse(
+                            Errno::Perm,
+                            "remount that drops a restriction of a mount the container started with, or of a mask (SPEC M2)",
+                        );
+                    }
+                    // Per mount only: the superblock may be shared with the VM.
+                    return Verdict::Allow(Action::SetAttrs {
+                        attrs: attrs_of(flags),
+                    });
                 }
                 // A read-only mount stays read-only unless the container made that filesystem
                 // itself: a copy of a read-only volume or of a read-only part of the rootfs
@@ -396,18 +449,14 @@ pub fn decide(call: &Call, caller: Caller, target: Target, source: Option<Source
                 let Some(s) = source else {
                     return refuse(Errno::Inval, "bind: no source");
                 };
-                if s.kernel_view && s.protected {
+                if s.kernel_view && s.protected && flags & ms::REC == 0 {
                     return refuse(
                         Errno::Perm,
-                        "bind of the container's /proc or /sys: the copy would lose its masks (SPEC M2, F)",
+                        "non-recursive bind of the container's /proc or /sys: the copy would lose its masks (SPEC M2, F)",
                     );
                 }
-                if covers {
-                    return refuse(
-                        Errno::Perm,
-                        "bind over a mount the container started with, or over a mask (SPEC M2)",
-                    );
-                }
+                // A bind on top of a protected mount covers it and reveals nothing: the source
+                // is already visible to the caller (module docs).
                 // mount(2) ignores the per-mount flags of a plain bind (only a bind remount
                 // applies them), so the copy keeps the source's attributes.
                 return Verdict::Allow(Action::Bind {
@@ -484,12 +533,7 @@ pub fn decide(call: &Call, caller: Caller, target: Target, source: Option<Source
                     format!("{fstype} is not a filesystem containers may mount (block devices and VM filesystems are refused, SPEC M3)"),
                 );
             }
-            if covers {
-                return refuse(
-                    Errno::Perm,
-                    "mount over a mount the container started with, or over a mask (SPEC M2)",
-                );
-            }
+            // A new filesystem on top of a protected mount covers it and reveals nothing.
             let mut opts = vec![(
                 "source".to_string(),
                 Some(src.clone().unwrap_or_else(|| fstype.to_string())),
@@ -635,18 +679,21 @@ mod tests {
         protected: true,
         read_only: false,
         own_fs: false,
+        attrs: 0,
     };
     const INITIAL_ROOT: Target = Target {
         is_mount_root: true,
         protected: true,
         read_only: false,
         own_fs: false,
+        attrs: 0,
     };
     const OWN_ROOT: Target = Target {
         is_mount_root: true,
         protected: false,
         read_only: false,
         own_fs: true,
+        attrs: 0,
     };
 
     fn mount(fstype: &str, flags: u64, data: Option<&str>) -> Call {
@@ -743,27 +790,43 @@ mod tests {
     }
 
     #[test]
-    fn initial_mounts_and_masks_cannot_be_unmounted_covered_or_remounted() {
+    fn initial_mounts_and_masks_cannot_be_unmounted_moved_or_loosened() {
         let um = Call::Umount {
             flags: umount::MNT_DETACH,
         };
         assert_eq!(errno(decide(&um, ROOT, INITIAL_ROOT, None)), Errno::Perm);
-        assert_eq!(
-            errno(decide(&mount("tmpfs", 0, None), ROOT, INITIAL_ROOT, None)),
-            Errno::Perm
-        );
+        let ro = Target {
+            attrs: attr::RDONLY | attr::NOSUID,
+            read_only: true,
+            ..INITIAL_ROOT
+        };
+        for flags in [
+            ms::REMOUNT | ms::BIND,
+            ms::REMOUNT,
+            ms::REMOUNT | ms::BIND | ms::RDONLY,
+        ] {
+            assert_eq!(
+                errno(decide(&mount("", flags, None), ROOT, ro, None)),
+                Errno::Perm,
+                "{flags:#x}"
+            );
+        }
+        let noatime = Target {
+            attrs: attr::NOATIME,
+            ..INITIAL_ROOT
+        };
         assert_eq!(
             errno(decide(
-                &mount("", ms::REMOUNT | ms::BIND, None),
+                &mount("", ms::REMOUNT | ms::BIND | ms::RDONLY, None),
                 ROOT,
-                INITIAL_ROOT,
+                noatime,
                 None
             )),
             Errno::Perm
         );
         assert_eq!(
             errno(decide(
-                &mount("", ms::REMOUNT, Some("rw")),
+                &mount("", ms::REMOUNT | ms::RDONLY, Some("hidepid=0")),
                 ROOT,
                 INITIAL_ROOT,
                 None
@@ -779,6 +842,104 @@ mod tests {
             errno(decide(&mount("", ms::MOVE, None), ROOT, DIR, Some(src))),
             Errno::Perm
         );
+        let own = Source {
+            protected: false,
+            ..src
+        };
+        assert_eq!(
+            errno(decide(
+                &mount("", ms::MOVE, None),
+                ROOT,
+                INITIAL_ROOT,
+                Some(own)
+            )),
+            Errno::Perm
+        );
+        assert_eq!(
+            errno(decide(&mount("proc", 0, None), ROOT, INITIAL_ROOT, None)),
+            Errno::Perm
+        );
+    }
+
+    #[test]
+    fn remounts_of_protected_mounts_that_only_add_restrictions_are_per_mount() {
+        let t = Target {
+            attrs: attr::NOSUID | attr::NODEV | attr::NOEXEC,
+            ..INITIAL_ROOT
+        };
+        let all = ms::NOSUID | ms::NODEV | ms::NOEXEC | ms::RDONLY;
+        for flags in [ms::REMOUNT | ms::BIND | all, ms::REMOUNT | all] {
+            assert_eq!(
+                decide(&mount("", flags, None), ROOT, t, None),
+                Verdict::Allow(Action::SetAttrs {
+                    attrs: attr::RDONLY | attr::NOSUID | attr::NODEV | attr::NOEXEC
+                }),
+                "{flags:#x}"
+            );
+        }
+        assert!(adds_restrictions(attr::RELATIME, attr::NOATIME));
+        assert!(!adds_restrictions(attr::RELATIME, attr::STRICTATIME));
+        assert!(!adds_restrictions(attr::RDONLY | attr::NODEV, attr::RDONLY));
+    }
+
+    #[test]
+    fn covers_on_protected_mounts_are_allowed() {
+        assert!(matches!(
+            decide(&mount("tmpfs", ms::RDONLY, None), ROOT, INITIAL_ROOT, None),
+            Verdict::Allow(Action::NewFs {
+                powers: Powers::Caller,
+                ..
+            })
+        ));
+        let dev_null = Source {
+            is_mount_root: false,
+            protected: true,
+            kernel_view: false,
+        };
+        assert_eq!(
+            decide(
+                &mount("/dev/null", ms::BIND, None),
+                ROOT,
+                INITIAL_ROOT,
+                Some(dev_null)
+            ),
+            Verdict::Allow(Action::Bind {
+                recursive: false,
+                attrs: 0
+            })
+        );
+    }
+
+    #[test]
+    fn protected_kernel_views_are_bound_only_recursively() {
+        let bus = Source {
+            is_mount_root: false,
+            protected: true,
+            kernel_view: true,
+        };
+        for target in [INITIAL_ROOT, DIR] {
+            assert_eq!(
+                decide(
+                    &mount("/proc/bus", ms::BIND | ms::REC, None),
+                    ROOT,
+                    target,
+                    Some(bus)
+                ),
+                Verdict::Allow(Action::Bind {
+                    recursive: true,
+                    attrs: 0
+                })
+            );
+            assert_eq!(
+                errno(decide(
+                    &mount("/proc/bus", ms::BIND, None),
+                    ROOT,
+                    target,
+                    Some(bus)
+                )),
+                Errno::Perm
+            );
+        }
     }
 
     #[test]
@@ -825,6 +986,7 @@ mod tests {
             protected: false,
             read_only: true,
             own_fs: false,
+            attrs: attr::RDONLY,
         };
         for flags in [ms::REMOUNT | ms::BIND, ms::REMOUNT] {
             assert_eq!(
@@ -869,15 +1031,6 @@ mod tests {
         };
         assert_eq!(
             errno(decide(&mount("", ms::BIND, None), ROOT, DIR, Some(proc))),
-            Errno::Perm
-        );
-        assert_eq!(
-            errno(decide(
-                &mount("", ms::BIND, None),
-                ROOT,
-                INITIAL_ROOT,
-                Some(file)
-            )),
             Errno::Perm
         );
     }

@@ -338,20 +338,25 @@ fn split(path: &str) -> (String, String) {
 }
 
 impl Worker {
-    /// Facts about the mount a descriptor reached; `read_only` is looked up only when asked
-    /// (a remount), which keeps the common calls to one statx.
+    /// Facts about the mount a descriptor reached; its settings (`attrs`, `read_only`) are
+    /// looked up only when asked (a remount), which keeps the common calls to one statx.
     fn target_facts(&self, fd: BorrowedFd<'_>, want_read_only: bool) -> io::Result<Target> {
         let f = sys::statx(fd)?;
-        let read_only = want_read_only
-            && nix::sys::statvfs::fstatvfs(fd)
-                .map(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
-                .unwrap_or(true);
+        // Unknown settings count as every restriction, so a remount must keep them all.
+        let attrs = if want_read_only {
+            nix::sys::statvfs::fstatvfs(fd)
+                .map(|s| mount_attrs(s.flags().bits()))
+                .unwrap_or(!mv::attr::ATIME_MASK | mv::attr::NOATIME)
+        } else {
+            0
+        };
         Ok(Target {
             is_mount_root: f.mount_root,
             protected: self.protected.contains(&f.mnt_id)
                 || (f.mount_root && self.mask_roots.contains(&(f.dev.0, f.dev.1, f.ino))),
-            read_only,
+            read_only: attrs & mv::attr::RDONLY != 0,
             own_fs: self.own_fs.contains(&f.mnt_id),
+            attrs,
         })
     }
 
@@ -640,6 +645,19 @@ impl Worker {
         Err(io::Error::from_raw_os_error(libc::ELOOP))
     }
 
+    /// The mounts below `top` in the helper's mount namespace (the caller's) that show the
+    /// same tree of the same filesystem as a protected mount: the copies a recursive bind made
+    /// of protected mounts.
+    fn protected_copies(&self, top: u64) -> io::Result<Vec<u64>> {
+        let how = OpenHow::new()
+            .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_NO_XDEV);
+        let f = openat2(self.proc.as_fd(), "thread-self/mountinfo", how)?;
+        let mut text = String::new();
+        io::Read::read_to_string(&mut std::fs::File::from(f), &mut text)?;
+        Ok(copies_of(&text, top, &self.protected))
+    }
+
     /// A new proc from the supervisor (made for the caller's pid namespace, masked like the
     /// first), attached onto the target; its masks join the protected mounts.
     fn masked_proc(
@@ -742,8 +760,22 @@ impl Worker {
                 if is_dir(source)? != is_dir(target)? {
                     return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
                 }
+                let s = self.source_facts(source)?;
                 let m = sys::open_tree_clone(source, *recursive)?;
                 sys::move_mount(m.as_fd(), target)?;
+                if *recursive && (s.protected || s.kernel_view) {
+                    // A recursive copy of a protected tree carries its masks and read-only
+                    // paths; unmounting one inside the copy would reveal what it hides, so
+                    // each copy of a protected mount is protected like it. The copy of a
+                    // protected kernel view is protected itself too: a plain bind of it would
+                    // peel the masks off (module docs of eci_policy::mount_vetting).
+                    let top = sys::statx(m.as_fd())?.mnt_id;
+                    let copies = self.protected_copies(top)?;
+                    self.protected.extend(copies);
+                    if s.kernel_view && s.protected {
+                        self.protected.insert(top);
+                    }
+                }
             }
             Action::SetAttrs { attrs } => {
                 sys::mount_setattr(target, false, *attrs, per_mount, 0)?;
@@ -767,6 +799,68 @@ impl Worker {
     }
 }
 
+/// `statvfs` `f_flag` bits as `MOUNT_ATTR_*` (the `ST_*` flag bits equal the `MS_*` ones;
+/// `ST_RELATIME` is 4096, and neither atime flag means strictatime).
+fn mount_attrs(st: u64) -> u64 {
+    const ST_NOATIME: u64 = 1024;
+    const ST_RELATIME: u64 = 4096;
+    let flags = mv::ms::RDONLY
+        | mv::ms::NOSUID
+        | mv::ms::NODEV
+        | mv::ms::NOEXEC
+        | mv::ms::NODIRATIME
+        | mv::ms::NOSYMFOLLOW;
+    let atime = if st & ST_NOATIME != 0 {
+        mv::ms::NOATIME
+    } else if st & ST_RELATIME != 0 {
+        0
+    } else {
+        mv::ms::STRICTATIME
+    };
+    mv::attrs_of(st & flags | atime)
+}
+
+/// Mount ids below `top` (its parent chain reaches it) whose filesystem and root in it (the
+/// third and fourth mountinfo fields) are those of a mount in `protected`.
+fn copies_of(mountinfo: &str, top: u64, protected: &HashSet<u64>) -> Vec<u64> {
+    let rows: Vec<(u64, u64, &str, &str)> = mountinfo
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            Some((
+                w.next()?.parse().ok()?,
+                w.next()?.parse().ok()?,
+                w.next()?,
+                w.next()?,
+            ))
+        })
+        .collect();
+    let keys: HashSet<(&str, &str)> = rows
+        .iter()
+        .filter(|r| protected.contains(&r.0))
+        .map(|r| (r.2, r.3))
+        .collect();
+    let mut below = vec![top];
+    let mut i = 0;
+    while i < below.len() {
+        let p = below[i];
+        for r in &rows {
+            if r.1 == p && r.0 != p && !below.contains(&r.0) {
+                below.push(r.0);
+            }
+        }
+        i += 1;
+    }
+    below
+        .into_iter()
+        .skip(1)
+        .filter(|id| {
+            rows.iter()
+                .any(|r| r.0 == *id && keys.contains(&(r.2, r.3)))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -777,5 +871,34 @@ mod tests {
         assert_eq!(split("/a/b/"), ("/a".into(), "b".into()));
         assert_eq!(split("/a"), ("/".into(), "a".into()));
         assert_eq!(split("/"), ("/".into(), "".into()));
+    }
+
+    #[test]
+    fn copies_of_protected_mounts_below_a_copy_are_found() {
+        let info = "\
+20 1 0:1 / / rw - overlay o rw
+30 20 0:5 / /proc rw - proc proc rw
+40 30 0:5 /bus /proc/bus ro - proc proc rw
+50 30 0:8 / /proc/kcore ro - tmpfs t rw
+60 20 0:9 / /tmp/own rw - tmpfs t rw
+70 20 0:5 / /tmp/pc rw - proc proc rw
+71 70 0:5 /bus /tmp/pc/bus ro - proc proc rw
+72 70 0:8 / /tmp/pc/kcore ro - tmpfs t rw
+73 70 0:9 / /tmp/pc/own rw - tmpfs t rw
+74 72 0:8 / /tmp/pc/kcore/x ro - tmpfs t rw
+";
+        let protected: HashSet<u64> = [20, 30, 40, 50].into_iter().collect();
+        assert_eq!(copies_of(info, 70, &protected), vec![71, 72, 74]);
+        assert_eq!(copies_of(info, 73, &protected), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn statvfs_flags_become_mount_attributes() {
+        assert_eq!(
+            mount_attrs(1 | 2 | 4096),
+            mv::attr::RDONLY | mv::attr::NOSUID | mv::attr::RELATIME
+        );
+        assert_eq!(mount_attrs(8 | 1024), mv::attr::NOEXEC | mv::attr::NOATIME);
+        assert_eq!(mount_attrs(0), mv::attr::STRICTATIME);
     }
 }
