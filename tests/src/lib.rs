@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 
 pub mod containerd_pod;
+pub mod dind;
 pub mod escapes;
 pub mod guard_engine;
 pub mod host_vm;
