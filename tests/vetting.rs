@@ -141,11 +141,43 @@ fn privileged_mounts_are_vetted() {
             "{attack} not refused with EPERM under eci:\n{eci}"
         );
     }
+    let sup = supervisor_pid(&sock);
     assert!(
-        supervisor_pid(&sock).is_some(),
+        sup.is_some(),
         "eci-runc started no supervisor at {}",
         sock.display()
     );
+    // The container has ended: its helper is reaped as it exits, not when the next container
+    // registers (the VM's self-test counts a zombie left by an idle supervisor as a leak).
+    let sup = sup.expect("checked");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !zombie_children(sup).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(
+        zombie_children(sup),
+        Vec::<String>::new(),
+        "the supervisor left its ended container's helper unreaped"
+    );
+}
+
+/// The zombie children of `parent`, by pid.
+fn zombie_children(parent: i32) -> Vec<String> {
+    let mut found = Vec::new();
+    for p in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(p.path().join("stat")) else {
+            continue;
+        };
+        // Fields after the command name, which may hold spaces: state, then the parent.
+        let rest: Vec<&str> = stat
+            .rsplit_once(") ")
+            .map(|(_, r)| r.split_whitespace().take(2).collect())
+            .unwrap_or_default();
+        if rest.first() == Some(&"Z") && rest.get(1) == Some(&parent.to_string().as_str()) {
+            found.push(p.file_name().to_string_lossy().to_string());
+        }
+    }
+    found
 }
 
 /// What Docker-in-Docker's inner runc does to the /proc it is given (issue 10, SPEC M2, P7):

@@ -94,6 +94,11 @@ impl Helper {
         Ok(())
     }
 
+    /// The helper's process id, in the supervisor's pid namespace.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The helper has exited (its container is gone, or it was killed).
     pub fn exited(&mut self) -> bool {
         !matches!(self.child.try_wait(), Ok(None))

@@ -159,7 +159,8 @@ fn container(reg: &Register) -> Result<Arc<Container>, String> {
     let key = (reg.state_root.clone(), reg.id.clone());
     let mut t = table().lock().unwrap_or_else(|p| p.into_inner());
     // A helper ends with its container's last process (or was killed): forget it. An exec
-    // into a container whose helper was killed gets a new helper.
+    // into a container whose helper was killed gets a new helper. (Exited helpers are also
+    // pruned as they exit, see `reap_when_gone`; this covers one that exited just now.)
     t.retain(|_, c| !c.helper.lock().unwrap_or_else(|p| p.into_inner()).exited());
     if let Some(c) = t.get(&key) {
         if reg.init {
@@ -189,8 +190,36 @@ fn container(reg: &Register) -> Result<Arc<Container>, String> {
             reg.pid, reg.id
         ));
     }
+    let pid = c.helper.lock().unwrap_or_else(|p| p.into_inner()).pid();
     t.insert(key, c.clone());
+    reap_when_gone(pid);
     Ok(c)
+}
+
+/// Forget every container whose helper has exited; that reaps the helper.
+fn prune() {
+    let mut t = table().lock().unwrap_or_else(|p| p.into_inner());
+    t.retain(|_, c| !c.helper.lock().unwrap_or_else(|p| p.into_inner()).exited());
+}
+
+/// Reap a helper as soon as it exits. Without this a helper whose container ended stayed a
+/// zombie of the supervisor until the next container registered (a VM left idle after its
+/// last container keeps one). `WNOWAIT` only watches: [`prune`] reaps through the `Child`, so
+/// the pid is never freed behind its owner's back; should it belong to a newer helper by then
+/// (the entry was replaced and its helper reaped on drop), the prune is merely early.
+fn reap_when_gone(pid: u32) {
+    use nix::sys::wait::{waitid, Id, WaitPidFlag};
+    let pid = nix::unistd::Pid::from_raw(pid as i32);
+    std::thread::spawn(move || loop {
+        match waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            // Exited, or already reaped by a drop (ECHILD): either way prune.
+            _ => {
+                prune();
+                return;
+            }
+        }
+    });
 }
 
 /// Read the container's initial mounts from its init and start its helper.
