@@ -4,6 +4,7 @@
 //! depending on it costs nothing.
 //!
 //! - [`vm_paths`]: paths inside the VM and the runtime name both sides use.
+//! - [`host_share`]: how `eci-build boot --share` announces a host folder to eci-init (H3).
 //! - [`legacy`]: which containers predate isolation, and the message that refuses them (A5).
 //! - [`path`]: the lexical path cleaner and the "is below" comparison.
 //! - [`sysctl`]: the sysctl.conf format.
@@ -11,6 +12,7 @@
 //! - [`write_atomic`], [`rfc3339`]: crash-safe file replacement, RFC 3339 time.
 
 mod atomic;
+pub mod host_share;
 pub mod legacy;
 pub mod path;
 pub mod suggest;
