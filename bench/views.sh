@@ -10,6 +10,9 @@
 #   bench/views.sh [N [SECONDS]]        N reads per timing round (default 20000), default 5 s
 #   ECI_BENCH_CHECK=1 bench/views.sh    exit 1 when a meminfo read costs 50 µs or more
 #   THREADS=N bench/views.sh           the server's worker threads (default 2, as eci-views serve)
+#   BASE=/path/eci-views bench/views.sh also start a server from that binary (an older build)
+#                                       and time views of this build against the same views
+#                                       of BASE, interleaved in one run: the ratio of a change
 # Needs root and /dev/fuse.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,10 +27,13 @@ work=$(mktemp -d /tmp/eci-views-bench.XXXXXX)
 export ECI_VIEWS_ROOT=$work/views
 tag=eci-views-bench-$$
 server=""
+base_server=""
 cgroups=()
 cleanup() {
   [ -n "$server" ] && kill "$server" 2>/dev/null || true
+  [ -n "$base_server" ] && kill "$base_server" 2>/dev/null || true
   umount -l "$ECI_VIEWS_ROOT/fs" 2>/dev/null || true
+  umount -l "$work/base/fs" 2>/dev/null || true
   for d in "${cgroups[@]}"; do rmdir "$d" 2>/dev/null || true; done
   rm -rf "$work"
 }
@@ -38,6 +44,12 @@ server=$!
 [ -n "${RENICE:-}" ] && renice -n "$RENICE" -p "$server" >/dev/null
 for _ in $(seq 100); do [ -S "$ECI_VIEWS_ROOT/serve.sock" ] && break; sleep 0.05; done
 [ -S "$ECI_VIEWS_ROOT/serve.sock" ] || { cat "$work/serve.log" >&2; exit 1; }
+if [ -n "${BASE:-}" ]; then
+  ECI_VIEWS_ROOT=$work/base "$BASE" serve --threads "${THREADS:-2}" >"$work/base.log" 2>&1 &
+  base_server=$!
+  for _ in $(seq 100); do [ -S "$work/base/serve.sock" ] && break; sleep 0.05; done
+  [ -S "$work/base/serve.sock" ] || { cat "$work/base.log" >&2; exit 1; }
+fi
 
 v2=false
 [ "$(stat -f -c %T /sys/fs/cgroup)" = cgroup2fs ] && v2=true
@@ -66,6 +78,10 @@ register() {
  "machine_id":"00000000000040008000000000000000","product_uuid":"00000000-0000-4000-8000-000000000000",
  "state_dir":"$work"}
 EOF
+  if [ -n "$base_server" ]; then
+    mkdir -p "$work/base/containers"
+    cp "$ECI_VIEWS_ROOT/containers/$key.json" "$work/base/containers/"
+  fi
 }
 
 echo "cgroup $($v2 && echo v2 || echo v1), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -76,6 +92,13 @@ for f in meminfo uptime stat cpuinfo loadavg swaps diskstats; do
 done
 # A view with a fixed text: the FUSE round trips alone, without rendering.
 "$bench" single "$ECI_VIEWS_ROOT/fs/c0/boot_id" /proc/sys/kernel/random/boot_id "$n"
+if [ -n "$base_server" ]; then
+  echo "1b. this build against BASE ($BASE), same view, interleaved (ratio = this build / BASE):"
+  for f in proc/meminfo proc/uptime boot_id; do
+    "$bench" single "$ECI_VIEWS_ROOT/fs/c0/$f" "$work/base/fs/c0/$f" "$n" |
+      sed "s|^$work/base/fs/c0/\([^ ]*\) *view|  \1: this build|; s|native|BASE|"
+  done
+fi
 
 echo "2. 50 containers, each reading its own /proc/meminfo for $secs s:"
 readers=()

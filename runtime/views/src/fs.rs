@@ -20,9 +20,14 @@ use crate::knobs::{self, Knob};
 use crate::registry::{self, Record, Registry};
 use crate::render;
 
-/// How long the kernel may cache names and attributes. The files have no size (as in procfs)
-/// and are read with direct I/O, so only the folder structure is cached.
+/// How long the kernel may cache names and attributes. A view's size is the length of the text
+/// last put in the kernel's page cache (see [`Views::open`]); the knobs have no size (as in
+/// procfs) and are read with direct I/O.
 const TTL: Duration = Duration::from_secs(1);
+
+/// The size of a view's text in the kernel is not known (a store failed): the next open takes
+/// the path that makes the kernel ask for the size again.
+const UNKNOWN: u64 = u64::MAX;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -119,6 +124,10 @@ pub struct Container {
     pub cg: CgroupFiles,
     knobs: Mutex<HashMap<&'static str, String>>,
     pub load: Mutex<Load>,
+    /// Per node, the length of the text last stored in the kernel's page cache (the size the
+    /// kernel holds for the inode), or [`UNKNOWN`]. The lock also orders the stores of two
+    /// opens of one file.
+    stored: Mutex<Vec<u64>>,
 }
 
 impl Container {
@@ -128,7 +137,18 @@ impl Container {
             rec,
             knobs: Mutex::new(HashMap::new()),
             load: Mutex::new(Load::default()),
+            stored: Mutex::new(vec![0; Tree::get().nodes.len()]),
         }
+    }
+
+    /// The size to report for `node`: its stored text's length for the cached views, 0 for
+    /// folders and knobs.
+    fn size(&self, node: usize) -> u64 {
+        if !cached(Tree::get().nodes[node].kind) {
+            return 0;
+        }
+        let s = self.stored.lock().unwrap_or_else(|e| e.into_inner());
+        s.get(node).copied().filter(|&n| n != UNKNOWN).unwrap_or(0)
     }
 
     /// The container's users: its id range in VM ids, and VM root.
@@ -389,6 +409,12 @@ pub fn sample(c: &Container, l: &mut Load, weight_of: f64) {
     l.total = total;
 }
 
+/// The views served through the kernel's page cache: read-only texts rendered at open. The
+/// knobs are written, so they keep direct I/O.
+fn cached(kind: Kind) -> bool {
+    !matches!(kind, Kind::Dir | Kind::Knob(_))
+}
+
 /// The FUSE side of [`Shared`].
 pub struct Views(pub Arc<Shared>);
 
@@ -400,7 +426,7 @@ fn ino_of(slot: u64, node: usize) -> INodeNo {
     INodeNo(slot << 8 | node as u64)
 }
 
-fn attr(ino: INodeNo, kind: Kind, uid: u32, gid: u32) -> FileAttr {
+fn attr(ino: INodeNo, kind: Kind, size: u64, uid: u32, gid: u32) -> FileAttr {
     let (ft, perm, nlink) = match kind {
         Kind::Dir => (FileType::Directory, 0o555, 2),
         Kind::Knob(_) => (FileType::RegularFile, 0o644, 1),
@@ -409,7 +435,7 @@ fn attr(ino: INodeNo, kind: Kind, uid: u32, gid: u32) -> FileAttr {
     let now = SystemTime::now();
     FileAttr {
         ino,
-        size: 0,
+        size,
         blocks: 0,
         atime: now,
         mtime: now,
@@ -427,12 +453,54 @@ fn attr(ino: INodeNo, kind: Kind, uid: u32, gid: u32) -> FileAttr {
 }
 
 fn root_attr() -> FileAttr {
-    let mut a = attr(INodeNo::ROOT, Kind::Dir, 0, 0);
+    let mut a = attr(INodeNo::ROOT, Kind::Dir, 0, 0, 0);
     a.perm = 0o711;
     a
 }
 
 impl Views {
+    /// Puts `text` in the kernel's page cache for the inode before the open is answered, so
+    /// the reads of this open (and sendfile, splice) are served by the kernel without another
+    /// round trip: one request (open) per read of a view instead of three (open, read, the
+    /// read that finds the end). False when the kernel did not take it; the open then uses
+    /// direct I/O.
+    ///
+    /// A store only grows the inode's size. When the text is shorter than the one before, the
+    /// kernel is told to drop the inode's pages and attributes instead: the reader's first
+    /// read then asks for the size (getattr answers the new length) and the page (read
+    /// answers from this open's text). The cache is the inode's, and an inode is one file of
+    /// one container, so another container never sees it; two opens of one file at once may
+    /// see each other's text, both current.
+    fn store(&self, c: &Container, ino: INodeNo, node: usize, text: &[u8]) -> bool {
+        let Some(n) = self.0.notifier.get() else {
+            return false;
+        };
+        let len = text.len() as u64;
+        let mut stored = c.stored.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(prev) = stored.get_mut(node) else {
+            return false;
+        };
+        if len < *prev {
+            // Set first: a getattr the invalidation causes must find the new length.
+            *prev = len;
+            return match n.inval_inode(ino, 0, 0) {
+                Ok(()) => true,
+                Err(_) => {
+                    *prev = UNKNOWN;
+                    false
+                }
+            };
+        }
+        *prev = len;
+        match n.store(ino, 0, text) {
+            Ok(()) => true,
+            Err(_) => {
+                *prev = UNKNOWN;
+                false
+            }
+        }
+    }
+
     /// The container and node of an inode the caller may read.
     fn resolve(&self, req: &Request, ino: INodeNo) -> Result<(Arc<Container>, usize), Errno> {
         let (slot, node) = split(ino);
@@ -459,7 +527,13 @@ impl Filesystem for Views {
             return match self.0.by_key(name) {
                 Some((slot, c)) => reply.entry(
                     &TTL,
-                    &attr(ino_of(slot, 0), Kind::Dir, c.rec.root_uid, c.rec.root_gid),
+                    &attr(
+                        ino_of(slot, 0),
+                        Kind::Dir,
+                        0,
+                        c.rec.root_uid,
+                        c.rec.root_gid,
+                    ),
                     Generation(0),
                 ),
                 None => reply.error(Errno::ENOENT),
@@ -474,6 +548,7 @@ impl Filesystem for Views {
                         &attr(
                             ino_of(slot, i),
                             Tree::get().nodes[i].kind,
+                            c.size(i),
                             c.rec.root_uid,
                             c.rec.root_gid,
                         ),
@@ -496,6 +571,7 @@ impl Filesystem for Views {
                 &attr(
                     ino,
                     Tree::get().nodes[node].kind,
+                    c.size(node),
                     c.rec.root_uid,
                     c.rec.root_gid,
                 ),
@@ -532,7 +608,7 @@ impl Filesystem for Views {
                     && size.is_none_or(|s| s == 0)
                     && c.may_write(req.uid())
                 {
-                    reply.attr(&TTL, &attr(ino, kind, c.rec.root_uid, c.rec.root_gid))
+                    reply.attr(&TTL, &attr(ino, kind, 0, c.rec.root_uid, c.rec.root_gid))
                 } else {
                     reply.error(Errno::EPERM)
                 }
@@ -566,30 +642,31 @@ impl Filesystem for Views {
             return reply.error(Errno::EACCES);
         }
         // Rendered once per open, as procfs does on the first read: a reader that reads in
-        // pieces sees one consistent text.
-        match self.0.render(&c, kind) {
-            Ok(text) => {
-                // sendfile and splice (busybox `cat`) read through the page cache up to the
-                // inode's size, which direct I/O and a size of 0 do not change. Storing the last
-                // byte makes the size at least the text's length; the page cache is dropped
-                // when the open is answered (no FOPEN_KEEP_CACHE), and the short read that
-                // refills it sets the size to exactly the text's length.
-                if let (Some(n), Some(last)) = (self.0.notifier.get(), text.len().checked_sub(1)) {
-                    let _ = n.store(ino, last as u64, &text[last..]);
-                }
-                let fh = self.0.next_fh.fetch_add(1, Ordering::Relaxed);
-                self.0
-                    .handles
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(fh, Arc::new(text));
-                reply.opened(
-                    FileHandle(fh),
-                    FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH,
-                );
+        // pieces sees one consistent text (but see `store` for two opens at once).
+        let text = match self.0.render(&c, kind) {
+            Ok(t) => t,
+            Err(e) => return reply.error(Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))),
+        };
+        let flags = if cached(kind) && self.store(&c, ino, node, &text) {
+            FopenFlags::FOPEN_KEEP_CACHE
+        } else {
+            // sendfile and splice (busybox `cat`) read through the page cache up to the
+            // inode's size, which direct I/O and a size of 0 do not change. Storing the last
+            // byte makes the size at least the text's length; the page cache is dropped when
+            // the open is answered (no FOPEN_KEEP_CACHE), and the short read that refills it
+            // sets the size to exactly the text's length.
+            if let (Some(n), Some(last)) = (self.0.notifier.get(), text.len().checked_sub(1)) {
+                let _ = n.store(ino, last as u64, &text[last..]);
             }
-            Err(e) => reply.error(Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))),
-        }
+            FopenFlags::FOPEN_DIRECT_IO
+        };
+        let fh = self.0.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.0
+            .handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(fh, Arc::new(text));
+        reply.opened(FileHandle(fh), flags | FopenFlags::FOPEN_NOFLUSH);
     }
 
     fn read(
