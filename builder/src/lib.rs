@@ -13,6 +13,7 @@ pub mod manifest;
 pub mod modules;
 pub mod pipeline;
 pub mod rootfs;
+pub mod share;
 pub mod spec;
 #[cfg(test)]
 mod testing;

@@ -93,6 +93,11 @@ enum Command {
         /// Show the VM's console on this terminal (it is always kept in console.log).
         #[arg(long)]
         console: bool,
+        /// Share a folder of this machine with the VM (repeatable; SPEC H3): it appears under
+        /// /mnt/host at its own path (/home/me/src at /mnt/host/home/me/src), where
+        /// `docker run -v` binds it, owners as the host has them (virtiofs, needs virtiofsd).
+        #[arg(long, value_name = "HOSTDIR")]
+        share: Vec<PathBuf>,
     },
     /// Power off the VM a running `eci-build boot` serves, cleanly (the ACPI power button).
     Stop {
@@ -494,8 +499,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Boot {
             boot: args,
             console,
+            share,
         } => {
-            if let Some(code) = serve_engine(&ws, &args, console)? {
+            if let Some(code) = serve_engine(&ws, &args, console, &share)? {
                 return Ok(code);
             }
             let result = run_boot(&ws, &args, false, true)?;
@@ -551,7 +557,12 @@ const RUN_DIR: &str = "run";
 
 /// `eci-build boot` with the host endpoint (builder/src/host_endpoint.rs): `None` when the
 /// image cannot reach its host under QEMU, so the caller boots it with its console instead.
-fn serve_engine(ws: &Workspace, args: &BootArgs, console: bool) -> Result<Option<ExitCode>> {
+fn serve_engine(
+    ws: &Workspace,
+    args: &BootArgs,
+    console: bool,
+    share: &[PathBuf],
+) -> Result<Option<ExitCode>> {
     use eci_build::host_endpoint::{self, signals, Relay, StartOptions};
     use eci_build::vsock::ENGINE_PORT;
     let spec = pipeline::load_spec(ws, &args.target)?;
@@ -566,6 +577,9 @@ fn serve_engine(ws: &Workspace, args: &BootArgs, console: bool) -> Result<Option
             "{} loads no virtio vsock transport, so under QEMU it has no host endpoint (use --target qemu for one); booting with the console until it powers off",
             args.target
         );
+        if !share.is_empty() {
+            anyhow::bail!("--share needs the host endpoint's boot; use --target qemu");
+        }
         return Ok(None);
     }
     let direct = boot_options(ws, args, false, console)?;
@@ -587,6 +601,7 @@ fn serve_engine(ws: &Workspace, args: &BootArgs, console: bool) -> Result<Option
             "the host endpoint boots the qemu image directly; drop --firmware uefi (the UEFI path boots the Hyper-V disk, whose vsock transport is hv_sock)"
         ),
     };
+    let (command, _shares) = share_folders(command, share, &run_dir, args.memory)?;
     signals::install();
     let started = std::time::Instant::now();
     let mut vm = host_endpoint::start(
@@ -668,6 +683,38 @@ fn serve_engine(ws: &Workspace, args: &BootArgs, console: bool) -> Result<Option
         Err(e) => Err(e),
     }
 }
+
+/// `--share`: a virtiofsd per folder and QEMU's devices for them (builder/src/share.rs). The
+/// daemons must outlive the VM.
+fn share_folders(
+    (mut command, accel): (std::process::Command, Accel),
+    dirs: &[PathBuf],
+    run_dir: &std::path::Path,
+    memory_mib: u32,
+) -> Result<(
+    (std::process::Command, Accel),
+    Vec<eci_build::share::Daemon>,
+)> {
+    use eci_build::share;
+    if dirs.is_empty() {
+        return Ok(((command, accel), Vec::new()));
+    }
+    let shares = share::plan(dirs)?;
+    let program = share::find_daemon(&Cache::default_location())?;
+    let daemons = share::start_all(&program, &shares, run_dir)?;
+    // host_endpoint::device puts guest RAM in shared memory for the vsock backend whenever the
+    // kernel's vhost-vsock is missing; then it must not be declared twice.
+    let vsock_backend = !std::path::Path::new(eci_build::vsock::VHOST_VSOCK_DEV).exists();
+    command.args(share::qemu_args(&daemons, memory_mib, vsock_backend));
+    for s in &shares {
+        eprintln!(
+            "sharing {} at {} in the VM (virtiofs tag {})",
+            s.host_dir.display(),
+            s.vm_path,
+            s.tag
+        );
+    }
+    Ok(((command, accel), daemons))
 
 /// The pid in `pid_file` when that process still runs.
 fn running_pid(pid_file: &std::path::Path) -> Option<i32> {
