@@ -3,7 +3,9 @@
 //! mount-vetting supervisor; inside it Debian's dockerd (overlay2, bridge network) imports an
 //! image from a tarball handed in and runs an inner container with Debian's runc. The inner
 //! container lives in the outer container's user namespace: its uid map is the outer one, the
-//! exclusive range eci allocated, never the machine's ids.
+//! exclusive range eci allocated, never the machine's ids. `docker build` of a Dockerfile with
+//! a RUN step works inside, with the classic builder (the default of Debian's docker 20.10
+//! CLI) and with BuildKit (`DOCKER_BUILDKIT=1`), and its RUN step runs in that range too.
 //!
 //! Needs root, dockerd (docker.io) and the Debian mirror of the machine's apt sources (or a
 //! package cache holding images/dind.lock); skips without them, fails in CI.
@@ -106,4 +108,24 @@ fn inner_containers_run_in_the_outer_containers_range() {
         .and_then(parse_map)
         .unwrap_or_else(|| panic!("no inner uid map\n{report}"));
     assert_eq!(inner_map, outer, "{report}");
+
+    // `docker build` inside (SPEC P7): the RUN step ran as root of the outer container's
+    // range, and the image it made runs. The 20.10 CLI's default is the classic builder;
+    // BuildKit is asked for with DOCKER_BUILDKIT=1.
+    for (build, builder) in [("default", "classic"), ("buildkit", "buildkit")] {
+        let ran = field(&stdout, &format!("build-{build}"))
+            .unwrap_or_else(|| panic!("no build-{build} line\n{report}"));
+        assert!(
+            ran.starts_with(&format!("{builder} ")),
+            "docker build ({build}): {ran}\n{report}"
+        );
+        eprintln!("docker build inside DinD ({build}): {ran}");
+        let result = field(&stdout, &format!("build-{build}-result"))
+            .unwrap_or_else(|| panic!("no build-{build}-result line\n{report}"));
+        let (uid, map) = result
+            .split_once(' ')
+            .unwrap_or_else(|| panic!("build-{build}-result: {result}\n{report}"));
+        assert_eq!(uid, "0", "{report}");
+        assert_eq!(parse_map(map), Some(outer), "{report}");
+    }
 }

@@ -83,18 +83,11 @@ pub fn import(e: &RuncEngine, tarball: &Path) -> Result<()> {
 /// them); a failed step prints the inner engine's log and stops with its own exit code, so
 /// the test names the step that failed.
 pub fn script(inner_tarball: &str) -> String {
+    let start_dockerd = start_dockerd();
     format!(
         r#"
 echo "outer-uid-map: $(cat /proc/self/uid_map)"
-dockerd --storage-driver={INNER_DRIVER} --log-level=warn >/tmp/dockerd.log 2>&1 &
-i=0
-until docker version >/dev/null 2>&1; do
-  i=$((i+1))
-  if [ $i -gt 240 ] || ! kill -0 $! 2>/dev/null; then
-    echo "step-failed: dockerd"; sed 's/^/dockerd-log: /' /tmp/dockerd.log; exit 3
-  fi
-  sleep 0.25
-done
+{start_dockerd}
 echo "inner-driver: $(docker info --format '{{{{.Driver}}}}')"
 echo "inner-bridge: $(docker network inspect bridge --format '{{{{.Driver}}}} {{{{(index .IPAM.Config 0).Subnet}}}}')"
 if ! docker import {inner_tarball} inner:test >/tmp/import.out 2>&1; then
@@ -106,9 +99,55 @@ if ! docker run --rm inner:test cat /proc/self/uid_map >/tmp/run.out 2>/tmp/run.
   sed 's/^/dockerd-log: /' /tmp/dockerd.log; exit 5
 fi
 sed 's/^/inner-uid-map: /' /tmp/run.out
+{BUILD_STEPS}"#
+    )
+}
+
+/// Starts the inner dockerd and waits until it answers (a minute at most); exit 3 with its
+/// log when it does not.
+fn start_dockerd() -> String {
+    format!(
+        r#"
+dockerd --storage-driver={INNER_DRIVER} --log-level=warn >/tmp/dockerd.log 2>&1 &
+i=0
+until docker version >/dev/null 2>&1; do
+  i=$((i+1))
+  if [ $i -gt 240 ] || ! kill -0 $! 2>/dev/null; then
+    echo "step-failed: dockerd"; sed 's/^/dockerd-log: /' /tmp/dockerd.log; exit 3
+  fi
+  sleep 0.25
+done
 "#
     )
 }
+
+/// `docker build` inside the outer container (issue 10, SPEC P7): a Dockerfile with one RUN
+/// step on top of the imported inner image, built once by the builder the inner CLI picks by
+/// default (Debian's docker 20.10 CLI: the classic builder; no buildx) and once with
+/// `DOCKER_BUILDKIT=1` (the engine's BuildKit, which runs its RUN steps with its own runc
+/// executor, not through containerd). Each result is run, and prints what the RUN step wrote.
+/// The builder that ran is named by its output: the classic builder prints `Step 1/2`,
+/// BuildKit `#N [..]` lines (the image has sed, no grep).
+const BUILD_STEPS: &str = r#"
+has() { [ -n "$(sed -n "/$1/p" "$2")" ]; }
+mkdir -p /tmp/ctx
+printf 'FROM inner:test\nRUN echo "$(id -u) $(cat /proc/self/uid_map)" > /built\n' > /tmp/ctx/Dockerfile
+for b in default buildkit; do
+  if [ $b = buildkit ]; then export DOCKER_BUILDKIT=1; fi
+  s=$(date +%s%N)
+  if ! docker build -t built-$b:test /tmp/ctx >/tmp/build-$b.out 2>&1; then
+    echo "build-$b: failed"; sed "s/^/build-$b-error: /" /tmp/build-$b.out
+    sed 's/^/dockerd-log: /' /tmp/dockerd.log; unset DOCKER_BUILDKIT; continue
+  fi
+  e=$(date +%s%N)
+  unset DOCKER_BUILDKIT
+  if has '^Step 1\/2' /tmp/build-$b.out; then k=classic
+  elif has '^#[0-9]' /tmp/build-$b.out; then k=buildkit
+  else k=unknown; sed "s/^/build-$b-output: /" /tmp/build-$b.out; fi
+  echo "build-$b: $k $(( (e - s) / 1000000 )) ms"
+  echo "build-$b-result: $(docker run --rm built-$b:test cat /built 2>&1)"
+done
+"#;
 
 /// The value of the first `key: value` line of `out`.
 pub fn field<'a>(out: &'a str, key: &str) -> Option<&'a str> {

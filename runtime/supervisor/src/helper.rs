@@ -130,7 +130,14 @@ fn nsid(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
     Ok((st.st_dev, st.st_ino))
 }
 
-/// The helper process's state.
+/// The helper process's state. Mounts are named by their unique id (`STATX_MNT_ID_UNIQUE`,
+/// Linux >= 6.8; [`mount_key`]), never reused while the system runs: the old ids mountinfo
+/// shows are reused as soon as a mount is freed, and Docker-in-Docker frees many (every inner
+/// container's namespace, with the protected copies and own filesystems recorded in it, goes
+/// when the container ends). With an old id a later, unrelated mount (the next inner
+/// container's root) inherited a protection or an own-filesystem mark it never had; found by
+/// `docker build` in Docker-in-Docker, whose RUN container's root could not be unmounted.
+/// Kernels without unique ids (older than 6.8) fall back to the old ids.
 struct Worker {
     protected: HashSet<u64>,
     mask_roots: HashSet<(u32, u32, u64)>,
@@ -300,8 +307,15 @@ fn enter(init: &HelperInit, ns: Vec<OwnedFd>, proc: OwnedFd) -> Result<Worker, S
     nix::unistd::setresuid(uroot, uroot, uroot).map_err(|e| format!("setuid 0: {e}"))?;
     // setresuid reset it; container root must not ptrace the helper.
     let _ = nix::sys::prctl::set_dumpable(false);
+    // The initial ids come from mountinfo (old ids) of the container's mount namespace, which
+    // the helper is in now.
+    let keys = keys_by_old_id();
     Ok(Worker {
-        protected: init.protected_ids.iter().copied().collect(),
+        protected: init
+            .protected_ids
+            .iter()
+            .filter_map(|id| key_of_old(&keys, *id))
+            .collect(),
         mask_roots: init.mask_roots.iter().copied().collect(),
         own_fs: HashSet::new(),
         mnt: mnt.ok_or("no mount namespace")?,
@@ -347,6 +361,7 @@ impl Worker {
     /// looked up only when asked (a remount), which keeps the common calls to one statx.
     fn target_facts(&self, fd: BorrowedFd<'_>, want_read_only: bool) -> io::Result<Target> {
         let f = sys::statx(fd)?;
+        let key = mount_key(fd)?;
         // Unknown settings count as every restriction, so a remount must keep them all.
         let attrs = if want_read_only {
             nix::sys::statvfs::fstatvfs(fd)
@@ -357,10 +372,10 @@ impl Worker {
         };
         Ok(Target {
             is_mount_root: f.mount_root,
-            protected: self.protected.contains(&f.mnt_id)
+            protected: self.protected.contains(&key)
                 || (f.mount_root && self.mask_roots.contains(&(f.dev.0, f.dev.1, f.ino))),
             read_only: attrs & mv::attr::RDONLY != 0,
-            own_fs: self.own_fs.contains(&f.mnt_id),
+            own_fs: self.own_fs.contains(&key),
             attrs,
         })
     }
@@ -368,7 +383,7 @@ impl Worker {
     fn source_facts(&self, fd: BorrowedFd<'_>) -> io::Result<Source> {
         let t = self.target_facts(fd, false)?;
         let magic = nix::sys::statfs::fstatfs(fd)?.filesystem_type();
-        let id = sys::statx(fd)?.mnt_id;
+        let id = mount_key(fd)?;
         Ok(Source {
             is_mount_root: t.is_mount_root,
             protected: t.protected || self.kernel_views.contains(&id),
@@ -650,9 +665,9 @@ impl Worker {
         Err(io::Error::from_raw_os_error(libc::ELOOP))
     }
 
-    /// The mounts below `top` in the helper's mount namespace (the caller's) that show the
-    /// same tree of the same filesystem as a protected mount: the copies a recursive bind made
-    /// of protected mounts.
+    /// The mounts below `top` (an old id) in the helper's mount namespace (the caller's) that
+    /// show the same tree of the same filesystem as a protected mount: the copies a recursive
+    /// bind made of protected mounts, as unique ids.
     fn protected_copies(&self, top: u64) -> io::Result<Vec<u64>> {
         let how = OpenHow::new()
             .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC)
@@ -660,7 +675,15 @@ impl Worker {
         let f = openat2(self.proc.as_fd(), "thread-self/mountinfo", how)?;
         let mut text = String::new();
         io::Read::read_to_string(&mut std::fs::File::from(f), &mut text)?;
-        Ok(copies_of(&text, top, &self.protected))
+        // mountinfo names mounts by their old ids; the protected set by unique ones.
+        let keys = keys_by_old_id();
+        let copies = copies_of(&text, top, |old| {
+            key_of_old(&keys, old).is_some_and(|k| self.protected.contains(&k))
+        });
+        Ok(copies
+            .into_iter()
+            .filter_map(|old| key_of_old(&keys, old))
+            .collect())
     }
 
     /// A new proc from the supervisor (made for the caller's pid namespace, masked like the
@@ -696,13 +719,13 @@ impl Worker {
         }
         let tree = fds.pop().ok_or_else(|| io::Error::other("no proc tree"))?;
         sys::move_mount(tree.as_fd(), target)?;
-        self.kernel_views.insert(sys::statx(tree.as_fd())?.mnt_id);
+        self.kernel_views.insert(mount_key(tree.as_fd())?);
         let how = OpenHow::new()
             .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
             .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
         for rel in &r.masks {
             if let Ok(m) = openat2(tree.as_fd(), rel.as_str(), how) {
-                self.protected.insert(sys::statx(m.as_fd())?.mnt_id);
+                self.protected.insert(mount_key(m.as_fd())?);
             }
         }
         Ok(())
@@ -750,8 +773,8 @@ impl Worker {
                 }
                 let m = sys::fsmount(fs.as_fd(), *attrs)?;
                 sys::move_mount(m.as_fd(), target)?;
-                if let Ok(f) = sys::statx(m.as_fd()) {
-                    self.own_fs.insert(f.mnt_id);
+                if let Ok(k) = mount_key(m.as_fd()) {
+                    self.own_fs.insert(k);
                 }
             }
             Action::Bind { recursive, .. } => {
@@ -778,7 +801,7 @@ impl Worker {
                     let copies = self.protected_copies(top)?;
                     self.protected.extend(copies);
                     if s.kernel_view && s.protected {
-                        self.protected.insert(top);
+                        self.protected.insert(mount_key(m.as_fd())?);
                     }
                 }
             }
@@ -825,9 +848,125 @@ fn mount_attrs(st: u64) -> u64 {
     mv::attrs_of(st & flags | atime)
 }
 
+/// `statmount` and `listmount` (Linux >= 6.8); the numbers of the generic syscall table,
+/// which x86_64 and arm64 share. libc names them only for some architectures.
+const SYS_STATMOUNT: libc::c_long = 457;
+const SYS_LISTMOUNT: libc::c_long = 458;
+/// `listmount` from the root of the caller's mount namespace.
+const LSMT_ROOT: u64 = u64::MAX;
+const STATMOUNT_MNT_BASIC: u64 = 0x2;
+/// `struct mnt_id_req` (`MNT_ID_REQ_SIZE_VER0`).
+#[repr(C)]
+struct MntIdReq {
+    size: u32,
+    spare: u32,
+    mnt_id: u64,
+    param: u64,
+}
+
+/// The id the helper names a mount by: its unique id where the kernel has one (never reused),
+/// else the old id mountinfo shows ([`Worker`]).
+fn mount_key(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let mut buf = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: statx writes at most one struct statx into buf, which is that size; the path is
+    // a NUL-terminated empty string.
+    let rc = unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW | libc::AT_NO_AUTOMOUNT,
+            libc::STATX_MNT_ID_UNIQUE,
+            buf.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statx succeeded and the buffer was zeroed before.
+    let s = unsafe { buf.assume_init() };
+    if s.stx_mask & (libc::STATX_MNT_ID_UNIQUE | libc::STATX_MNT_ID) == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "statx gives no mount id (Linux >= 5.8 is needed)",
+        ));
+    }
+    Ok(s.stx_mnt_id)
+}
+
+/// Old id -> unique id of every mount the helper's mount namespace shows from its root, from
+/// `listmount` and `statmount`; `None` where the kernel has no unique ids (the old ids are the
+/// keys then).
+fn keys_by_old_id() -> Option<std::collections::HashMap<u64, u64>> {
+    let mut ids = vec![0u64; 4096];
+    let mut all = Vec::new();
+    let mut last = 0u64;
+    loop {
+        let req = MntIdReq {
+            size: std::mem::size_of::<MntIdReq>() as u32,
+            spare: 0,
+            mnt_id: LSMT_ROOT,
+            param: last,
+        };
+        // SAFETY: the kernel reads one mnt_id_req and writes at most `ids.len()` u64s.
+        let n = unsafe {
+            libc::syscall(
+                SYS_LISTMOUNT,
+                &req as *const MntIdReq,
+                ids.as_mut_ptr(),
+                ids.len(),
+                0u32,
+            )
+        };
+        if n < 0 {
+            return None;
+        }
+        let n = n as usize;
+        all.extend_from_slice(&ids[..n]);
+        if n < ids.len() {
+            break;
+        }
+        last = ids[n - 1];
+    }
+    // struct statmount is 512 bytes; nothing but the basic fields is asked for.
+    let mut buf = vec![0u64; 128];
+    let mut map = std::collections::HashMap::with_capacity(all.len());
+    for id in all {
+        let req = MntIdReq {
+            size: std::mem::size_of::<MntIdReq>() as u32,
+            spare: 0,
+            mnt_id: id,
+            param: STATMOUNT_MNT_BASIC,
+        };
+        // SAFETY: the kernel reads one mnt_id_req and writes at most the buffer's size.
+        let rc = unsafe {
+            libc::syscall(
+                SYS_STATMOUNT,
+                &req as *const MntIdReq,
+                buf.as_mut_ptr(),
+                buf.len() * 8,
+                0u32,
+            )
+        };
+        // A mount gone since the listing is not one to name.
+        if rc == 0 {
+            // mnt_id at byte 40, mnt_id_old (u32) at byte 56.
+            map.insert(buf[7] & 0xffff_ffff, buf[5]);
+        }
+    }
+    Some(map)
+}
+
+/// The key of the mount with old id `old` in the helper's mount namespace ([`keys_by_old_id`]).
+fn key_of_old(keys: &Option<std::collections::HashMap<u64, u64>>, old: u64) -> Option<u64> {
+    match keys {
+        Some(m) => m.get(&old).copied(),
+        None => Some(old),
+    }
+}
+
 /// Mount ids below `top` (its parent chain reaches it) whose filesystem and root in it (the
-/// third and fourth mountinfo fields) are those of a mount in `protected`.
-fn copies_of(mountinfo: &str, top: u64, protected: &HashSet<u64>) -> Vec<u64> {
+/// third and fourth mountinfo fields) are those of a mount `protected` says is one.
+fn copies_of(mountinfo: &str, top: u64, protected: impl Fn(u64) -> bool) -> Vec<u64> {
     let rows: Vec<(u64, u64, &str, &str)> = mountinfo
         .lines()
         .filter_map(|l| {
@@ -842,7 +981,7 @@ fn copies_of(mountinfo: &str, top: u64, protected: &HashSet<u64>) -> Vec<u64> {
         .collect();
     let keys: HashSet<(&str, &str)> = rows
         .iter()
-        .filter(|r| protected.contains(&r.0))
+        .filter(|r| protected(r.0))
         .map(|r| (r.2, r.3))
         .collect();
     let mut below = vec![top];
@@ -893,8 +1032,9 @@ mod tests {
 74 72 0:8 / /tmp/pc/kcore/x ro - tmpfs t rw
 ";
         let protected: HashSet<u64> = [20, 30, 40, 50].into_iter().collect();
-        assert_eq!(copies_of(info, 70, &protected), vec![71, 72, 74]);
-        assert_eq!(copies_of(info, 73, &protected), Vec::<u64>::new());
+        let p = |id: u64| protected.contains(&id);
+        assert_eq!(copies_of(info, 70, p), vec![71, 72, 74]);
+        assert_eq!(copies_of(info, 73, p), Vec::<u64>::new());
     }
 
     #[test]
