@@ -30,6 +30,7 @@ pub mod mounts;
 pub mod ready;
 pub mod run;
 pub mod services;
+pub mod shares;
 pub mod supervise;
 pub mod sys;
 pub mod sysctl;

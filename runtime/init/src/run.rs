@@ -361,6 +361,16 @@ impl Init {
         facts.push(("ECI_DATA_DISK_UUID".into(), data.uuid.clone()));
         facts.push(("ECI_DATA_DISK_DETAIL".into(), data.detail.clone()));
         facts.push(("ECI_LEGACY_CONTAINERS".into(), record_legacy().to_string()));
+        if mode.vm() {
+            // SPEC H3: host folders announced by `eci-build boot --share`, while mount points
+            // can still be made on the root ([`crate::shares`]).
+            let shares = crate::shares::mount_announced();
+            let mounted = shares
+                .iter()
+                .filter(|(_, o)| *o == crate::shares::Outcome::Mounted)
+                .count();
+            facts.push(("ECI_SHARES".into(), format!("{mounted}/{}", shares.len())));
+        }
 
         // SPEC V2: from here on the image is read-only; /run, /tmp, /var and the data disk are
         // the only writable places. Under another init the root is the distribution's disk,

@@ -174,6 +174,58 @@ pub fn uptime() -> f64 {
         .map_or(0.0, |ts| ts.tv_sec() as f64 + ts.tv_nsec() as f64 / 1e9)
 }
 
+/// A detached copy of the mount at `path` (`open_tree(OPEN_TREE_CLONE)`), for the share check
+/// (shares.rs); nix has no open_tree. Gone when the descriptor closes.
+pub fn open_tree_clone(path: &std::path::Path) -> nix::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let c =
+        std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL)?;
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    // SAFETY: `c` is a NUL-terminated string that outlives the call; the kernel only reads it.
+    let fd = Errno::result(unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        )
+    })?;
+    // SAFETY: `fd` is the descriptor the kernel just returned; nothing else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Idmaps the detached mount `tree` with the user namespace `userns`
+/// (`mount_setattr(MOUNT_ATTR_IDMAP)`), as eci-runc does for a bind (SPEC U4).
+pub fn idmap_mount(tree: &impl AsFd, userns: &impl AsFd) -> nix::Result<()> {
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_fd().as_raw_fd() as u64,
+    };
+    // SAFETY: `attr` is a live `struct mount_attr` of the size passed; the empty path with
+    // AT_EMPTY_PATH names the descriptor itself; nothing is written back.
+    Errno::result(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_fd().as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    })
+    .map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
