@@ -36,7 +36,9 @@ pub fn encode(tag: &str, vm_path: &str) -> String {
 pub fn decode(s: &str) -> Option<Result<Announced, String>> {
     let rest = s.strip_prefix(OEM_PREFIX)?;
     let Some((tag, vm_path)) = rest.split_once(':') else {
-        return Some(Err(format!("`{s}` has no `:` between the tag and the VM path")));
+        return Some(Err(format!(
+            "`{s}` has no `:` between the tag and the VM path"
+        )));
     };
     Some(check_tag(tag).and_then(|_| {
         check_vm_path(vm_path)?;
