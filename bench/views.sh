@@ -86,7 +86,7 @@ EOF
 
 echo "cgroup $($v2 && echo v2 || echo v1), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
 register c0 256
-echo "1. one read (open + read + close), median of rounds of $n, view and VM file interleaved:"
+echo "1. one read (open + read + close), $n reads each in alternating batches (median batch; ratio: median of neighbouring batches):"
 for f in meminfo uptime stat cpuinfo loadavg swaps diskstats; do
   "$bench" single "$ECI_VIEWS_ROOT/fs/c0/proc/$f" "/proc/$f" "$n" | tee -a "$work/single.txt"
 done

@@ -1,7 +1,8 @@
 //! Read-cost measurement for bench/views.sh: the time of one open + read-to-end + close of a
 //! view file against the same for the VM's own file, measured in one run.
 //!
-//! `readbench single VIEW NATIVE N`: prints both costs in µs and their ratio.
+//! `readbench single VIEW NATIVE N`: N reads of each in alternating batches; prints the median
+//! batch cost of each in µs and the median ratio of neighbouring batches.
 //! `readbench load SECONDS VIEW:KB...`: one thread per VIEW reads it in a loop for SECONDS and
 //! checks that MemTotal is KB every time; prints reads, wrong reads and the latency quantiles.
 
@@ -14,23 +15,44 @@ fn read_once(path: &str, buf: &mut Vec<u8>) -> usize {
     f.read_to_end(buf).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-/// Median of `rounds` timings of `n` reads each, per read, in µs.
-fn cost(path: &str, n: usize) -> f64 {
-    let mut buf = Vec::with_capacity(1 << 16);
-    for _ in 0..n / 10 {
-        read_once(path, &mut buf);
+/// One batch of `n` reads, per read, in µs.
+fn batch(path: &str, n: usize, buf: &mut Vec<u8>) -> f64 {
+    let t = Instant::now();
+    for _ in 0..n {
+        read_once(path, buf);
     }
-    let mut rounds: Vec<f64> = (0..7)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..n {
-                read_once(path, &mut buf);
-            }
-            t.elapsed().as_secs_f64() * 1e6 / n as f64
-        })
-        .collect();
-    rounds.sort_by(f64::total_cmp);
-    rounds[rounds.len() / 2]
+    t.elapsed().as_secs_f64() * 1e6 / n as f64
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// `a` and `b` timed in alternating batches (`n` reads each in all): the machine's load, which
+/// moves within a second on a shared machine, hits both alike. The medians of the batches and
+/// the median of the ratios of neighbouring batches.
+fn paired(a: &str, b: &str, n: usize) -> (f64, f64, f64) {
+    const BATCHES: usize = 41;
+    let per = (n / BATCHES).max(1);
+    let mut buf = Vec::with_capacity(1 << 16);
+    batch(a, per, &mut buf);
+    batch(b, per, &mut buf);
+    let (mut ta, mut tb, mut r) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..BATCHES {
+        // Which goes first alternates too.
+        let (x, y) = if i % 2 == 0 {
+            let x = batch(a, per, &mut buf);
+            (x, batch(b, per, &mut buf))
+        } else {
+            let y = batch(b, per, &mut buf);
+            (batch(a, per, &mut buf), y)
+        };
+        ta.push(x);
+        tb.push(y);
+        r.push(x / y);
+    }
+    (median(ta), median(tb), median(r))
 }
 
 fn mem_total(text: &[u8]) -> Option<u64> {
@@ -48,19 +70,10 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("single") if args.len() == 4 => {
             let n: usize = args[3].parse().expect("N");
-            // Interleaved, so both see the same machine load.
-            let (mut v, mut h) = (Vec::new(), Vec::new());
-            for _ in 0..3 {
-                v.push(cost(&args[1], n));
-                h.push(cost(&args[2], n));
-            }
-            v.sort_by(f64::total_cmp);
-            h.sort_by(f64::total_cmp);
-            let (v, h) = (v[1], h[1]);
+            let (v, h, r) = paired(&args[1], &args[2], n);
             println!(
-                "{:<28} view {v:7.1} µs  native {h:7.1} µs  ratio {:.2}",
-                args[2],
-                v / h
+                "{:<28} view {v:7.1} µs  native {h:7.1} µs  ratio {r:.2}",
+                args[2]
             );
         }
         Some("load") if args.len() >= 3 => {

@@ -25,9 +25,44 @@ use crate::render;
 /// procfs) and are read with direct I/O.
 const TTL: Duration = Duration::from_secs(1);
 
-/// The size of a view's text in the kernel is not known (a store failed): the next open takes
-/// the path that makes the kernel ask for the size again.
-const UNKNOWN: u64 = u64::MAX;
+/// How long a rendered view is reused for the next opens of the same file of the same
+/// container. The cgroup's memory.stat is most of a render and the kernel itself folds its
+/// per-CPU counters into it only every few seconds (v2 flushes every 2 s, the VM's vmstat every
+/// second), so a text a few ms old shows nothing the reader could have seen otherwise; a
+/// container reading in a loop (top, free -s, a benchmark) renders once per period.
+/// `ECI_VIEWS_RENDER_MS` (read at start) changes it, 0 renders every open.
+const RENDER_TTL: Duration = Duration::from_millis(5);
+
+fn render_ttl() -> Duration {
+    static T: OnceLock<Duration> = OnceLock::new();
+    *T.get_or_init(|| {
+        std::env::var("ECI_VIEWS_RENDER_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(RENDER_TTL, Duration::from_millis)
+    })
+}
+
+/// What the kernel holds for one cached view file of one container.
+#[derive(Debug, Default, Clone)]
+enum Stored {
+    /// Nothing: the size is 0 as lookup said.
+    #[default]
+    Nothing,
+    /// This text: in the page cache, or to be read into it from an open's own copy (after an
+    /// invalidation, or when the kernel dropped the pages); its length is the inode's size.
+    Text(Arc<Vec<u8>>),
+    /// Not known (a notification failed): the next open invalidates.
+    Unknown,
+}
+
+/// The server's side of one view file of one container.
+#[derive(Debug, Default)]
+struct ViewState {
+    stored: Stored,
+    /// The last rendered text and when, reused for [`RENDER_TTL`].
+    rendered: Option<(Instant, Arc<Vec<u8>>)>,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -124,10 +159,8 @@ pub struct Container {
     pub cg: CgroupFiles,
     knobs: Mutex<HashMap<&'static str, String>>,
     pub load: Mutex<Load>,
-    /// Per node, the length of the text last stored in the kernel's page cache (the size the
-    /// kernel holds for the inode), or [`UNKNOWN`]. The lock also orders the stores of two
-    /// opens of one file.
-    stored: Mutex<Vec<u64>>,
+    /// Per node. The lock also orders the stores of two opens of one file.
+    views: Mutex<Vec<ViewState>>,
 }
 
 impl Container {
@@ -137,7 +170,11 @@ impl Container {
             rec,
             knobs: Mutex::new(HashMap::new()),
             load: Mutex::new(Load::default()),
-            stored: Mutex::new(vec![0; Tree::get().nodes.len()]),
+            views: Mutex::new(
+                (0..Tree::get().nodes.len())
+                    .map(|_| ViewState::default())
+                    .collect(),
+            ),
         }
     }
 
@@ -147,8 +184,35 @@ impl Container {
         if !cached(Tree::get().nodes[node].kind) {
             return 0;
         }
-        let s = self.stored.lock().unwrap_or_else(|e| e.into_inner());
-        s.get(node).copied().filter(|&n| n != UNKNOWN).unwrap_or(0)
+        let v = self.views.lock().unwrap_or_else(|e| e.into_inner());
+        match v.get(node).map(|v| &v.stored) {
+            Some(Stored::Text(t)) => t.len() as u64,
+            _ => 0,
+        }
+    }
+
+    /// The text of a view for an open: the one rendered less than [`RENDER_TTL`] ago, else a
+    /// new one.
+    fn text(&self, shared: &Shared, node: usize, kind: Kind) -> std::io::Result<Arc<Vec<u8>>> {
+        let ttl = render_ttl();
+        if !cached(kind) || ttl.is_zero() {
+            return shared.render(self, kind).map(Arc::new);
+        }
+        {
+            let v = self.views.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((at, t)) = v.get(node).and_then(|v| v.rendered.as_ref()) {
+                if at.elapsed() < ttl {
+                    return Ok(t.clone());
+                }
+            }
+        }
+        // Rendered without the lock: the cgroup files are read in that time.
+        let t = Arc::new(shared.render(self, kind)?);
+        let mut v = self.views.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = v.get_mut(node) {
+            v.rendered = Some((Instant::now(), t.clone()));
+        }
+        Ok(t)
     }
 
     /// The container's users: its id range in VM ids, and VM root.
@@ -468,37 +532,35 @@ impl Views {
     /// A store only grows the inode's size. When the text is shorter than the one before, the
     /// kernel is told to drop the inode's pages and attributes instead: the reader's first
     /// read then asks for the size (getattr answers the new length) and the page (read
-    /// answers from this open's text). The cache is the inode's, and an inode is one file of
-    /// one container, so another container never sees it; two opens of one file at once may
-    /// see each other's text, both current.
-    fn store(&self, c: &Container, ino: INodeNo, node: usize, text: &[u8]) -> bool {
+    /// answers from this open's text). When it is the text the kernel already holds, nothing
+    /// is sent. The cache is the inode's, and an inode is one file of one container, so
+    /// another container never sees it; two opens of one file at once may see each other's
+    /// text, both current.
+    fn store(&self, c: &Container, ino: INodeNo, node: usize, text: &Arc<Vec<u8>>) -> bool {
         let Some(n) = self.0.notifier.get() else {
             return false;
         };
-        let len = text.len() as u64;
-        let mut stored = c.stored.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(prev) = stored.get_mut(node) else {
+        let mut views = c.views.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(v) = views.get_mut(node) else {
             return false;
         };
-        if len < *prev {
-            // Set first: a getattr the invalidation causes must find the new length.
-            *prev = len;
-            return match n.inval_inode(ino, 0, 0) {
-                Ok(()) => true,
-                Err(_) => {
-                    *prev = UNKNOWN;
-                    false
-                }
-            };
+        let grows = match &v.stored {
+            Stored::Text(t) if Arc::ptr_eq(t, text) || **t == **text => return true,
+            Stored::Text(t) => text.len() >= t.len(),
+            Stored::Nothing => true,
+            Stored::Unknown => false,
+        };
+        // Set first: a getattr the invalidation causes must find the new length.
+        v.stored = Stored::Text(text.clone());
+        let sent = if grows {
+            n.store(ino, 0, text)
+        } else {
+            n.inval_inode(ino, 0, 0)
+        };
+        if sent.is_err() {
+            v.stored = Stored::Unknown;
         }
-        *prev = len;
-        match n.store(ino, 0, text) {
-            Ok(()) => true,
-            Err(_) => {
-                *prev = UNKNOWN;
-                false
-            }
-        }
+        sent.is_ok()
     }
 
     /// The container and node of an inode the caller may read.
@@ -641,9 +703,9 @@ impl Filesystem for Views {
         if writes && !(matches!(kind, Kind::Knob(_)) && c.may_write(req.uid())) {
             return reply.error(Errno::EACCES);
         }
-        // Rendered once per open, as procfs does on the first read: a reader that reads in
+        // One text per open, as procfs renders once on the first read: a reader that reads in
         // pieces sees one consistent text (but see `store` for two opens at once).
-        let text = match self.0.render(&c, kind) {
+        let text = match c.text(&self.0, node, kind) {
             Ok(t) => t,
             Err(e) => return reply.error(Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))),
         };
@@ -665,7 +727,7 @@ impl Filesystem for Views {
             .handles
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(fh, Arc::new(text));
+            .insert(fh, text);
         reply.opened(FileHandle(fh), flags | FopenFlags::FOPEN_NOFLUSH);
     }
 
@@ -881,6 +943,26 @@ mod tests {
         assert!(!c.may_read(165_536) && !c.may_read(99_999) && !c.may_read(1000));
         assert!(c.may_write(100_000) && c.may_write(0));
         assert!(!c.may_write(101_000));
+    }
+
+    #[test]
+    fn a_rendered_view_is_reused_only_briefly_and_only_for_its_file() {
+        let s = Shared::new(Registry::new("/nonexistent"));
+        let c = Container::new(rec(1));
+        let t = Tree::get();
+        let up = t.find("proc/uptime").unwrap();
+        let boot = t.find("boot_id").unwrap();
+        let a = c.text(&s, up, Kind::Proc("uptime")).unwrap();
+        let b = c.text(&s, up, Kind::Proc("uptime")).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(*c.text(&s, boot, Kind::BootId).unwrap(), b"b\n");
+        std::thread::sleep(render_ttl() + Duration::from_millis(2));
+        let later = c.text(&s, up, Kind::Proc("uptime")).unwrap();
+        assert!(!Arc::ptr_eq(&a, &later));
+        // Another container's file of the same name is its own.
+        let other = Container::new(rec(2));
+        let o = other.text(&s, up, Kind::Proc("uptime")).unwrap();
+        assert!(!Arc::ptr_eq(&later, &o));
     }
 
     #[test]
