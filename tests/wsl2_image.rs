@@ -3,7 +3,9 @@
 //! (SPEC V5, V6, V1). `images/wsl2.yaml` boots our own kernel (`kernel.build: true`), because
 //! no Debian kernel meets the wsl2 pins; this proves the image build takes that kernel from the
 //! kernel build, checks it against the pins, and writes a tarball WSL can import with the
-//! kernel beside it and nothing of a Debian kernel inside.
+//! kernel beside it and nothing of a Debian kernel inside; and (SPEC H5, H3) that `wsl -d eci`
+//! opens a session as a user that is not root, in the docker group, whose only engine endpoint
+//! is eci-guard's socket, with the Windows drives automounted under the share root.
 
 use eci_build::pipeline;
 use eci_e2e::{image_request, workspace_root};
@@ -113,6 +115,7 @@ fn wsl2_image_ships_the_own_kernel_and_passes_its_pins() {
         sbom.contains("linux-source-"),
         "the SBOM names the kernel's source"
     );
+    session_user_reaches_only_the_guard(&tarball);
     let snippet =
         std::fs::read_to_string(out.join(eci_build::artifact::wsl2::WSLCONFIG_FILE)).unwrap();
     assert!(snippet.contains("kernel="), "{snippet}");
@@ -131,4 +134,98 @@ fn wsl2_image_ships_the_own_kernel_and_passes_its_pins() {
     assert!(workspace_root()
         .join("kernel-config/generated/wsl2.config")
         .is_file());
+}
+
+/// SPEC H5, H3, read from the tarball as WSL would: wsl.conf's session user, its account and
+/// groups, its home, the engine sockets' owners and modes, and where the drives are mounted.
+fn session_user_reaches_only_the_guard(tarball: &Path) {
+    let conf = tar_file(tarball, "/etc/wsl.conf");
+    let value = |section: &str, key: &str| {
+        let mut current = String::new();
+        let mut found = None;
+        for line in conf.lines().map(str::trim).filter(|l| !l.starts_with('#')) {
+            if let Some(s) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                current = s.to_string();
+            } else if let Some((k, v)) = line.split_once('=') {
+                if current == section && k.trim() == key {
+                    found = Some(v.trim().to_string());
+                }
+            }
+        }
+        found.unwrap_or_else(|| panic!("wsl.conf has no [{section}] {key}:\n{conf}"))
+    };
+    let user = value("user", "default");
+    let passwd = tar_file(tarball, "/etc/passwd");
+    let account: Vec<&str> = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f[0] == user)
+        .unwrap_or_else(|| panic!("{user} is not in /etc/passwd:\n{passwd}"));
+    let (uid, gid) = (account[2], account[3]);
+    assert_ne!(uid, "0", "the session user is root");
+    let group = tar_file(tarball, "/etc/group");
+    let docker: Vec<&str> = group
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f[0] == "docker")
+        .expect("a docker group");
+    assert!(
+        docker[2] == gid || docker[3].split(',').any(|m| m == user),
+        "{user} (gid {gid}) is not in the docker group: {docker:?}"
+    );
+    let dist = tar_file(tarball, "/etc/wsl-distribution.conf");
+    assert!(dist.contains(&format!("defaultUid = {uid}")), "{dist}");
+    // The home is the user's own.
+    let listing = Command::new("tar")
+        .args(["-tvzf"])
+        .arg(tarball)
+        .arg("--numeric-owner")
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    let home = account[5].trim_start_matches('/');
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.contains(&format!(" {uid}/{gid} "))
+                && (l.ends_with(&format!(" {home}/")) || l.ends_with(&format!(" ./{home}/")))),
+        "{home} is not owned by {uid}/{gid}"
+    );
+    // The engine the user reaches: eci-guard's socket, root:docker 0660; dockerd's own socket
+    // lives in /run/eci, which eci-init makes root-only (runtime/init).
+    let services = tar_file(tarball, "/etc/eci/services.json");
+    let services: serde_json::Value = serde_json::from_str(&services).unwrap();
+    let guard = services["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "eci-guard")
+        .expect("eci-guard is a service");
+    let args: Vec<&str> = guard["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let after = |flag: &str| {
+        args.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1])
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        after("--listen").contains(&"user=/run/docker.sock"),
+        "{args:?}"
+    );
+    assert_eq!(after("--socket-mode"), ["660"], "{args:?}");
+    assert_eq!(after("--socket-group"), ["docker"], "{args:?}");
+    assert!(
+        after("--upstream")
+            .iter()
+            .all(|u| u.starts_with("/run/eci/")),
+        "dockerd's socket must be in root-only /run/eci: {args:?}"
+    );
+    // H3: the Windows drives appear under the share root, where B1 allows binds.
+    assert_eq!(value("automount", "enabled"), "true");
+    assert_eq!(value("automount", "root"), "/mnt/host/");
 }

@@ -16,6 +16,10 @@
 //! | no kernel or initramfs in the archive | checked here: no `/boot/vmlinu*`, `/boot/initrd*`; the initramfs is not written for this target |
 //! | `shortcut.icon` set | not met: the image has no icon, WSL uses its default |
 //!
+//! And eci's own (SPEC H5, H3): the default user (`wsl.conf` `[user] default`, the same uid as
+//! `[oobe] defaultUid`) is not root and is in the `docker` group, which owns eci-guard's socket;
+//! drives, when automounted, appear under the share root `/mnt/host` that B1's binds allow.
+//!
 //! `/init` (the initramfs init script of the VM targets) stays in the tree: WSL mounts its own
 //! init over `/init` in every distribution, so it never runs.
 
@@ -76,21 +80,7 @@ pub fn check_rules(manifest: &Manifest) -> Result<(), ArtifactError> {
             .unwrap_or_default()
     };
     let dist = text("/etc/wsl-distribution.conf");
-    let mut section = String::new();
-    let mut default_name = false;
-    for line in dist.lines().map(str::trim) {
-        if let Some(s) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            section = s.trim().to_ascii_lowercase();
-        } else if let Some((k, v)) = line.split_once('=') {
-            if section == "oobe"
-                && k.trim().eq_ignore_ascii_case("defaultName")
-                && !v.trim().is_empty()
-            {
-                default_name = true;
-            }
-        }
-    }
-    if !default_name {
+    if ini_value(&dist, "oobe", "defaultName").is_none_or(|v| v.is_empty()) {
         return fail(
             "/etc/wsl-distribution.conf sets no [oobe] defaultName",
             "set it in vm-config/templates/wsl-distribution.conf.tera",
@@ -118,6 +108,14 @@ pub fn check_rules(manifest: &Manifest) -> Result<(), ArtifactError> {
             );
         }
     }
+    check_default_user(
+        &text("/etc/wsl.conf"),
+        &dist,
+        &text("/etc/passwd"),
+        &text("/etc/group"),
+    )
+    .or_else(|(rule, fix)| fail(&rule, &fix))?;
+    check_automount(&text("/etc/wsl.conf")).or_else(|(rule, fix)| fail(&rule, &fix))?;
     if manifest.get("/etc/resolv.conf").is_some() {
         return fail(
             "/etc/resolv.conf is in the image (WSL generates it)",
@@ -134,6 +132,100 @@ pub fn check_rules(manifest: &Manifest) -> Result<(), ArtifactError> {
             &format!("{p} is a kernel or initramfs (WSL boots its own)"),
             "add it to remove: in images/wsl2.yaml",
         );
+    }
+    Ok(())
+}
+
+/// The value of `key` in `[section]` of a WSL ini file (names compare case-insensitively, as
+/// WSL's do; quotes around the value are dropped).
+fn ini_value(text: &str, section: &str, key: &str) -> Option<String> {
+    let mut current = String::new();
+    let mut found = None;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(s) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            current = s.trim().to_ascii_lowercase();
+        } else if let Some((k, v)) = line.split_once('=') {
+            if current.eq_ignore_ascii_case(section) && k.trim().eq_ignore_ascii_case(key) {
+                found = Some(v.trim().trim_matches('"').to_string());
+            }
+        }
+    }
+    found
+}
+
+type RuleBroken = (String, String);
+
+/// SPEC H5: the session user is not root and reaches the engine through the docker group.
+fn check_default_user(
+    wsl_conf: &str,
+    dist: &str,
+    passwd: &str,
+    group: &str,
+) -> Result<(), RuleBroken> {
+    let broken = |rule: String, fix: &str| Err((rule, fix.to_string()));
+    let Some(name) = ini_value(wsl_conf, "user", "default") else {
+        return broken(
+            "/etc/wsl.conf names no [user] default, so sessions start as root (SPEC H5)".into(),
+            "set `default = eci` under [user] in vm-config/templates/wsl.conf.tera",
+        );
+    };
+    let Some(fields) = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 4 && f[0] == name)
+    else {
+        return broken(
+            format!("/etc/wsl.conf's default user `{name}` is not in /etc/passwd"),
+            "declare it under users: in images/wsl2.yaml",
+        );
+    };
+    let (uid, gid) = (fields[2], fields[3]);
+    if uid == "0" {
+        return broken(
+            format!("the default user `{name}` has uid 0: sessions would be root (SPEC H5)"),
+            "give it a uid other than 0 under users: in images/wsl2.yaml",
+        );
+    }
+    let docker = group
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 3 && f[0] == "docker");
+    let in_docker = docker
+        .is_some_and(|f| f[2] == gid || f.get(3).is_some_and(|m| m.split(',').any(|m| m == name)));
+    if !in_docker {
+        return broken(
+            format!("the default user `{name}` is not in the docker group, so it cannot reach the engine's socket (SPEC H5)"),
+            "give it gid 999 (docker, images/base.yaml) under users: in images/wsl2.yaml",
+        );
+    }
+    match ini_value(dist, "oobe", "defaultUid") {
+        Some(v) if v == uid => Ok(()),
+        other => broken(
+            format!(
+                "/etc/wsl-distribution.conf's [oobe] defaultUid is {other:?}, not {uid}, the uid of wsl.conf's default user `{name}`"
+            ),
+            "make them agree in vm-config/templates/wsl-distribution.conf.tera",
+        ),
+    }
+}
+
+/// SPEC H3, B1: automounted drives land under the share root, where binds are allowed.
+fn check_automount(wsl_conf: &str) -> Result<(), RuleBroken> {
+    let enabled =
+        ini_value(wsl_conf, "automount", "enabled").is_none_or(|v| v.eq_ignore_ascii_case("true"));
+    if !enabled {
+        return Ok(());
+    }
+    let root = ini_value(wsl_conf, "automount", "root").unwrap_or_else(|| "/mnt/".into());
+    let share_root = eci_facts::vm_paths::HOST_SHARE_ROOT;
+    if root.trim_end_matches('/') != share_root {
+        return Err((
+            format!("/etc/wsl.conf automounts the Windows drives at {root}, not under the share root {share_root}/ that bind mounts may use (SPEC H3, B1)"),
+            format!("set `root = {share_root}/` under [automount] in vm-config/templates/wsl.conf.tera"),
+        ));
     }
     Ok(())
 }
@@ -302,7 +394,14 @@ mod tests {
         );
         put(
             "/etc/passwd",
-            Entry::file("root:x:0:0:root:/root:/usr/sbin/nologin\n", 0o644),
+            Entry::file(
+                "root:x:0:0:root:/root:/usr/sbin/nologin\neci:x:1000:999:eci:/home/eci:/bin/sh\n",
+                0o644,
+            ),
+        );
+        put(
+            "/etc/group",
+            Entry::file("root:x:0:\ndocker:x:999:\n", 0o644),
         );
         put("/etc/shadow", Entry::file("root:!*:0::::::\n", 0o600));
         put("/usr/libexec", Entry::dir(0o755));
@@ -435,10 +534,11 @@ mod tests {
             conf.contains("command = /usr/libexec/eci/wsl-boot"),
             "{conf}"
         );
-        assert!(conf.contains("default = root"), "{conf}");
+        assert!(conf.contains("default = eci"), "{conf}");
+        assert!(conf.contains("root = /mnt/host/"), "{conf}");
         let (_, _, dist) = &found["etc/wsl-distribution.conf"];
         assert!(dist.contains("defaultName = eci"), "{dist}");
-        assert!(dist.contains("defaultUid = 0"), "{dist}");
+        assert!(dist.contains("defaultUid = 1000"), "{dist}");
         assert_eq!(found["usr/libexec/eci/wsl-boot"].0, 0o755);
         assert!(!found.keys().any(|k| k.is_empty() || k == "/" || k == "./"));
     }
@@ -497,6 +597,72 @@ mod tests {
     }
 
     #[test]
+    fn the_session_user_is_not_root_and_reaches_the_engine_through_docker() {
+        let broken = |f: &dyn Fn(&mut Manifest)| {
+            let mut r = synthetic();
+            f(&mut r.manifest);
+            check_rules(&r.manifest).unwrap_err().to_string()
+        };
+        let conf = render("wsl.conf.tera");
+        let swap = |from: &'static str, to: &'static str| {
+            let text = conf.replace(from, to);
+            move |m: &mut Manifest| {
+                m.insert("/etc/wsl.conf", Entry::file(text.clone(), 0o644))
+                    .unwrap();
+            }
+        };
+        let e = broken(&swap("default = eci", "default = root"));
+        assert!(e.contains("uid 0"), "{e}");
+        let e = broken(&swap("default = eci", "# no user"));
+        assert!(e.contains("no [user] default"), "{e}");
+        let e = broken(&swap("default = eci", "default = alice"));
+        assert!(e.contains("`alice` is not in /etc/passwd"), "{e}");
+        let e = broken(&|m| {
+            m.insert(
+                "/etc/passwd",
+                Entry::file(
+                    "root:x:0:0::/root:/bin/sh\neci:x:1000:1000::/home/eci:/bin/sh\n",
+                    0o644,
+                ),
+            )
+            .unwrap();
+        });
+        assert!(e.contains("not in the docker group"), "{e}");
+        // A supplementary membership counts as well as the primary group.
+        let mut r = synthetic();
+        r.manifest
+            .insert(
+                "/etc/passwd",
+                Entry::file(
+                    "root:x:0:0::/root:/bin/sh\neci:x:1000:1000::/home/eci:/bin/sh\n",
+                    0o644,
+                ),
+            )
+            .unwrap();
+        r.manifest
+            .insert(
+                "/etc/group",
+                Entry::file("eci:x:1000:\ndocker:x:999:eci\n", 0o644),
+            )
+            .unwrap();
+        check_rules(&r.manifest).unwrap();
+        let e = broken(&|m| {
+            m.insert(
+                "/etc/wsl-distribution.conf",
+                Entry::file("[oobe]\ndefaultName = eci\ndefaultUid = 0\n", 0o644),
+            )
+            .unwrap();
+        });
+        assert!(e.contains("defaultUid"), "{e}");
+        let e = broken(&swap("root = /mnt/host/", "root = /mnt/"));
+        assert!(e.contains("not under the share root /mnt/host/"), "{e}");
+        // Drives not mounted at all break no rule.
+        let mut r = synthetic();
+        swap("enabled = true\nroot", "enabled = false\nroot")(&mut r.manifest);
+        check_rules(&r.manifest).unwrap();
+    }
+
+    #[test]
     fn wsl_command_line_leaves_the_console_to_wsl() {
         let c = ["console=ttyS0", "panic=-1", "slab_nomerge"].map(String::from);
         assert_eq!(wsl_cmdline(&c), "panic=-1 slab_nomerge");
@@ -519,5 +685,20 @@ mod tests {
         }
         // The boot command wsl.conf names is the file the definition installs.
         assert!(render("wsl.conf.tera").contains("command = /usr/libexec/eci/wsl-boot"));
+        // SPEC H5: the user wsl.conf names is declared, not root, in the docker group, and
+        // has a home it owns.
+        let user = spec
+            .users
+            .iter()
+            .find(|u| u.name == "eci")
+            .expect("images/wsl2.yaml declares the eci user");
+        let docker = spec.groups.iter().find(|g| g.name == "docker").unwrap();
+        assert!(user.uid != 0 && user.gid == docker.gid, "{user:?}");
+        let home = spec
+            .directories
+            .iter()
+            .find(|d| d.path == user.home)
+            .expect("the user's home is declared");
+        assert_eq!((home.uid, home.gid), (user.uid, user.gid));
     }
 }
