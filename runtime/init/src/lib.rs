@@ -21,6 +21,7 @@
 pub mod cmdline;
 pub mod disk;
 pub mod engine;
+pub mod fd_store;
 pub mod input;
 pub mod kernel_check;
 pub mod legacy;

@@ -305,6 +305,14 @@ impl Init {
                 "cannot open {LOG_DIR}/init.log: {e}; logging to the console only"
             ));
         }
+        // SPEC M5: copies of the containers' listeners outlive the supervisor (fd_store.rs).
+        let store = Path::new(RUN_DIR).join(crate::fd_store::SOCKET_NAME);
+        if let Err(e) = crate::fd_store::start(&store, say) {
+            say(&format!(
+                "cannot serve the fd store at {}: {e}",
+                store.display()
+            ));
+        }
 
         // SPEC V5: hardening done, module loading off; nothing started yet.
         phase("kernel-check");

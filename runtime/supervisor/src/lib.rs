@@ -88,19 +88,24 @@
 //!
 //! # Fail closed (SPEC M5)
 //!
-//! eci-runc fails a create or exec whose listener no supervisor takes. If the supervisor dies,
-//! its helpers die with it (`PR_SET_PDEATHSIG`), the kernel answers the trapped calls with
-//! ENOSYS (no listener left) and everything else of the containers keeps running; a killed
-//! helper fails its container's calls the same way. A new supervisor (eci-init restarts it;
-//! eci-runc starts one) serves new containers and execs. Not done: an fd store in eci-init
-//! that keeps copies of the listeners so a restarted supervisor could take the running
-//! containers back.
+//! eci-runc fails a create or exec whose listener no supervisor takes. Every listener the
+//! supervisor serves is also deposited in an fd store that outlives it ([`store`]; in the VM
+//! eci-init holds it, elsewhere `eci-supervisor fd-store`, started beside the socket). If the
+//! supervisor dies, its helpers die with it (`PR_SET_PDEATHSIG`) and the store answers the
+//! running containers' trapped calls with EPERM; everything else of the containers keeps
+//! running. A new supervisor (eci-init restarts it; eci-runc starts one) takes the listeners
+//! back before it answers on its socket, makes each container a new helper from its state and
+//! serves it again; a container it cannot re-attach (state gone, init replaced) is named in
+//! its log and stays failing closed. A killed helper fails its container's calls the same way:
+//! the supervisor sees it exit and hands the container's copies to the store, which answers
+//! them with EPERM.
 
 pub mod helper;
 pub mod notify;
 mod powers;
 pub mod proto;
 pub mod server;
+pub mod store;
 mod sys;
 
 /// Errors of the supervisor's own set-up (its socket); per-call failures become errnos.

@@ -13,7 +13,7 @@ use eci_runc::seccomp::{Register, Registered};
 
 use crate::helper::Helper;
 use crate::proto::HelperInit;
-use crate::{sys, Error};
+use crate::{store, sys, Error};
 
 /// One container the supervisor serves.
 pub struct Container {
@@ -21,6 +21,9 @@ pub struct Container {
     pub userns: (u64, u64),
     /// Its one helper, which serves all its listeners.
     pub helper: Mutex<Helper>,
+    /// What the fd store keeps beside its listeners, and the same as JSON.
+    pub meta: store::Meta,
+    pub meta_json: String,
 }
 
 type Table = Mutex<HashMap<(PathBuf, String), Arc<Container>>>;
@@ -47,6 +50,10 @@ pub fn serve(socket: &Path) -> Result<(), Error> {
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Ok(()),
         Err((_, e)) => return Err(Error::Io(format!("lock {}", lock_path.display()), e.into())),
     };
+    // Before the socket answers: an exec into a container the killed predecessor served finds
+    // the container re-attached, not half-way.
+    store::connect(&store::socket_for(socket));
+    reattach();
     let _ = std::fs::remove_file(socket);
     use nix::sys::socket::{
         bind, listen, socket as mk, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
@@ -95,7 +102,7 @@ pub fn serve(socket: &Path) -> Result<(), Error> {
             loop {
                 std::thread::sleep(std::time::Duration::from_secs(1));
                 let mut t = table().lock().unwrap_or_else(|p| p.into_inner());
-                t.retain(|_, c| !c.helper.lock().unwrap_or_else(|p| p.into_inner()).exited());
+                forget_exited(&mut t);
                 if t.is_empty() {
                     eprintln!("eci-supervisor: retired, no container left");
                     std::process::exit(0);
@@ -139,7 +146,9 @@ fn client(conn: OwnedFd) -> io::Result<()> {
         let c = container(&reg)?;
         let mut h = c.helper.lock().unwrap_or_else(|p| p.into_inner());
         h.add_listener(&listener)
-            .map_err(|e| format!("container {}: {e}", reg.id))
+            .map_err(|e| format!("container {}: {e}", reg.id))?;
+        store::deposit(&c.meta, &c.meta_json, &listener);
+        Ok(())
     })();
     match result {
         Err(msg) => answer(&conn, &Registered::Refused { msg }),
@@ -161,11 +170,13 @@ fn container(reg: &Register) -> Result<Arc<Container>, String> {
     // A helper ends with its container's last process (or was killed): forget it. An exec
     // into a container whose helper was killed gets a new helper. (Exited helpers are also
     // pruned as they exit, see `reap_when_gone`; this covers one that exited just now.)
-    t.retain(|_, c| !c.helper.lock().unwrap_or_else(|p| p.into_inner()).exited());
+    forget_exited(&mut t);
     if let Some(c) = t.get(&key) {
         if reg.init {
             // A new container that reuses the id of one whose listeners are not all gone yet.
-            t.remove(&key);
+            if let Some(old) = t.remove(&key) {
+                store::release(&old.meta.key());
+            }
         } else {
             if ns_id(reg.pid, "user")? != c.userns {
                 return Err(format!(
@@ -183,7 +194,7 @@ fn container(reg: &Register) -> Result<Arc<Container>, String> {
             reg.pid, reg.id, st.pid
         ));
     }
-    let c = Arc::new(make_container(&reg.id, st.pid)?);
+    let c = Arc::new(make_container(&reg.state_root, &reg.id, st.pid, None)?);
     if !reg.init && ns_id(reg.pid, "user")? != c.userns {
         return Err(format!(
             "pid {} is not in container {}'s user namespace",
@@ -198,8 +209,19 @@ fn container(reg: &Register) -> Result<Arc<Container>, String> {
 
 /// Forget every container whose helper has exited; that reaps the helper.
 fn prune() {
-    let mut t = table().lock().unwrap_or_else(|p| p.into_inner());
-    t.retain(|_, c| !c.helper.lock().unwrap_or_else(|p| p.into_inner()).exited());
+    forget_exited(&mut table().lock().unwrap_or_else(|p| p.into_inner()));
+}
+
+/// Drop the containers whose helpers exited (reaping them). The fd store answers whatever
+/// calls their listeners still bring (a killed helper's container): EPERM, not a wait.
+fn forget_exited(t: &mut HashMap<(PathBuf, String), Arc<Container>>) {
+    t.retain(|_, c| {
+        let gone = c.helper.lock().unwrap_or_else(|p| p.into_inner()).exited();
+        if gone {
+            store::release(&c.meta.key());
+        }
+        !gone
+    });
 }
 
 /// Reap a helper as soon as it exits. Without this a helper whose container ended stayed a
@@ -222,11 +244,82 @@ fn reap_when_gone(pid: u32) {
     });
 }
 
-/// Read the container's initial mounts from its init and start its helper.
+/// Take back what the fd store holds of containers a killed predecessor served: each gets a
+/// new helper serving its listeners, or is named here and left to the store, which fails its
+/// mount calls (EPERM) until its processes end.
+fn reattach() {
+    for o in store::take() {
+        match reattach_one(&o) {
+            Ok((id, n)) => eprintln!(
+                "eci-supervisor: re-attached container {id} ({n} listeners) from the fd store"
+            ),
+            Err(why) => {
+                eprintln!(
+                    "eci-supervisor: could not re-attach {why}; its mount calls fail (EPERM)"
+                );
+                store::release(&o.key);
+            }
+        }
+    }
+}
+
+/// Re-attach one container; the error names it.
+fn reattach_one(o: &store::Orphan) -> Result<(String, usize), String> {
+    let meta: store::Meta = serde_json::from_str(&o.meta)
+        .map_err(|e| format!("{}: unreadable record in the fd store: {e}", o.key))?;
+    let name = format!(
+        "container {} (state root {})",
+        meta.id,
+        meta.state_root.display()
+    );
+    let fail = |why: String| format!("{name}: {why}");
+    let st = eci_runc::State::load(&meta.state_root, &meta.id).map_err(|e| fail(e.to_string()))?;
+    if !st.alive() {
+        return Err(fail(format!("its init (pid {}) is gone", st.pid)));
+    }
+    // The pid is the container's init (start time checked above); its user namespace must be
+    // the one these listeners were registered with, or the state was made anew.
+    if ns_id(st.pid, "user").map_err(fail)? != meta.userns {
+        return Err(fail(format!(
+            "its init (pid {}) is not in the user namespace its listeners came from",
+            st.pid
+        )));
+    }
+    let c = make_container(&meta.state_root, &meta.id, st.pid, Some(&meta)).map_err(fail)?;
+    let mut n = 0;
+    {
+        let mut h = c.helper.lock().unwrap_or_else(|p| p.into_inner());
+        for l in &o.listeners {
+            match h.add_listener(l) {
+                Ok(()) => n += 1,
+                Err(e) => eprintln!("eci-supervisor: {name}: a listener was not taken: {e}"),
+            }
+        }
+    }
+    if n == 0 && !o.listeners.is_empty() {
+        return Err(fail("its new helper took none of its listeners".into()));
+    }
+    let pid = c.helper.lock().unwrap_or_else(|p| p.into_inner()).pid();
+    table()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert((meta.state_root.clone(), meta.id.clone()), Arc::new(c));
+    reap_when_gone(pid);
+    Ok((meta.id, n))
+}
+
+/// Read the container's initial mounts from its init and start its helper. A container
+/// re-attached after a restart (`restart`: its record from the fd store) protects what
+/// [`store::protected_after_restart`] says instead of the mounts its init has now.
 ///
 /// This is also the seam for the per-container /proc and /sys views (runtime/views): a view
 /// server for this container starts here, beside the helper, from the same init pid.
-fn make_container(id: &str, init: i32) -> Result<Container, String> {
+fn make_container(
+    state_root: &Path,
+    id: &str,
+    init: i32,
+    restart: Option<&store::Meta>,
+) -> Result<Container, String> {
     let mountinfo = std::fs::read_to_string(format!("/proc/{init}/mountinfo"))
         .map_err(|e| format!("read the mounts of container {id}: {e}"))?;
     let mounts = eci_policy::parse_mountinfo(&mountinfo);
@@ -271,14 +364,33 @@ fn make_container(id: &str, init: i32) -> Result<Container, String> {
     names.push("powers".to_string());
     fds.push(theirs);
     std::thread::spawn(move || crate::powers::serve(powers, proc_plan, sys_plan));
+    let userns = ns_id(init, "user")?;
+    let meta = match restart {
+        Some(m) => m.clone(),
+        None => store::Meta {
+            state_root: state_root.to_path_buf(),
+            id: id.to_string(),
+            userns,
+            initial: mounts
+                .iter()
+                .map(|m| (m.id, m.major, m.minor, m.root.clone()))
+                .collect(),
+        },
+    };
+    let protected_ids = match restart {
+        Some(m) => store::protected_after_restart(m),
+        None => mounts.iter().map(|m| m.id).collect(),
+    };
     let init_msg = HelperInit {
         ns: names,
-        protected_ids: mounts.iter().map(|m| m.id).collect(),
+        protected_ids,
         mask_roots,
     };
     let helper = Helper::spawn(&init_msg, &fds).map_err(|e| format!("container {id}: {e}"))?;
     Ok(Container {
-        userns: ns_id(init, "user")?,
+        userns,
         helper: Mutex::new(helper),
+        meta_json: serde_json::to_string(&meta).expect("serializable"),
+        meta,
     })
 }

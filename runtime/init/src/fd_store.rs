@@ -1,0 +1,543 @@
+//! The fd store (issue 10, SPEC M5): copies of each container's seccomp listeners, held by a
+//! process that outlives the mount-vetting supervisor, so a restarted supervisor takes its
+//! running containers back instead of leaving their mount calls failing until they end.
+//!
+//! In the VM eci-init holds the store (a thread of PID 1, started before the services, on
+//! `/run/eci/fd-store.sock` in root-only `/run/eci`; the peer must be uid 0 too). Where no
+//! eci-init runs (a development machine, a test engine) `eci-supervisor fd-store` serves the
+//! same code: the supervisor starts it, in a session of its own, when nothing answers beside
+//! its socket.
+//!
+//! # Protocol
+//!
+//! `SOCK_SEQPACKET`, one JSON [`Request`] per message, descriptors as `SCM_RIGHTS`:
+//! - `deposit` (one descriptor): the supervisor serves this listener; the store keeps a copy,
+//!   owned by that connection. No answer, so a registration waits for nothing.
+//! - `take`: a supervisor that just started takes every copy no live supervisor owns; the
+//!   store answers one [`Reply::Held`] per descriptor, then [`Reply::End`].
+//! - `release`: the supervisor could not re-attach that container; the store answers its
+//!   calls again (below) until its processes end or a later supervisor takes it.
+//!
+//! # Fail closed
+//!
+//! While its owner's connection is open the store only watches a listener for hang-up (every
+//! process of its filter has exited: the copy is closed). When the owner goes (killed,
+//! crashed) its copies are orphans: the store receives their notifications and answers each
+//! with EPERM, so the container's mount calls fail at once rather than waiting for a
+//! supervisor. A call the dying helper had already received but not answered stays blocked
+//! until a signal interrupts it (the kernel then restarts it as a new notification).
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{
+    accept4, bind, connect, getsockopt, listen, recvmsg, sendmsg, socket, sockopt, AddressFamily,
+    Backlog, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr,
+};
+use serde::{Deserialize, Serialize};
+
+/// The store's socket, in eci-init's run folder (/run/eci) and beside a supervisor's socket.
+pub const SOCKET_NAME: &str = "fd-store.sock";
+
+/// What a stored descriptor is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A seccomp user-notification listener: answered with EPERM while orphaned.
+    Listener,
+    /// Any other descriptor (kept, never read).
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Request {
+    /// `key` groups a container's descriptors; `meta` is the depositor's, returned as is.
+    Deposit {
+        key: String,
+        meta: String,
+        kind: Kind,
+    },
+    Take,
+    Release {
+        key: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply {
+    Held {
+        key: String,
+        meta: String,
+        kind: Kind,
+    },
+    End {
+        count: usize,
+    },
+}
+
+/// One descriptor handed back by [`Client::take`].
+#[derive(Debug)]
+pub struct Held {
+    pub key: String,
+    pub meta: String,
+    pub kind: Kind,
+    pub fd: OwnedFd,
+}
+
+fn send(sock: BorrowedFd<'_>, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    let iov = [io::IoSlice::new(data)];
+    let rights = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
+    loop {
+        match sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
+            Ok(_) => return Ok(()),
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// One message and its descriptors; `None` at end of file.
+fn recv(sock: BorrowedFd<'_>) -> io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
+    let mut buf = vec![0u8; 256 << 10];
+    let mut cbuf = nix::cmsg_space!([RawFd; 8]);
+    let (n, raw) = loop {
+        let mut iov = [io::IoSliceMut::new(&mut buf)];
+        match recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cbuf),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(msg) => {
+                let mut raw = Vec::new();
+                for c in msg.cmsgs()? {
+                    if let ControlMessageOwned::ScmRights(fds) = c {
+                        raw.extend(fds);
+                    }
+                }
+                break (msg.bytes, raw);
+            }
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    };
+    // SAFETY: SCM_RIGHTS installed these descriptors in this process for this message; nothing
+    // else knows their numbers, so each gets exactly one owner.
+    let fds: Vec<OwnedFd> = raw
+        .into_iter()
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+        .collect();
+    if n == 0 && fds.is_empty() {
+        return Ok(None);
+    }
+    buf.truncate(n);
+    Ok(Some((buf, fds)))
+}
+
+/// A supervisor's connection to the store.
+pub struct Client {
+    sock: OwnedFd,
+}
+
+impl Client {
+    pub fn connect(path: &Path) -> io::Result<Client> {
+        let sock = socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        let addr = UnixAddr::new(path)?;
+        connect(sock.as_raw_fd(), &addr)?;
+        Ok(Client { sock })
+    }
+
+    /// The store keeps a copy of `fd` for this connection.
+    pub fn deposit(&self, key: &str, meta: &str, kind: Kind, fd: BorrowedFd<'_>) -> io::Result<()> {
+        let r = Request::Deposit {
+            key: key.into(),
+            meta: meta.into(),
+            kind,
+        };
+        send(
+            self.sock.as_fd(),
+            &serde_json::to_vec(&r).expect("serializable"),
+            &[fd.as_raw_fd()],
+        )
+    }
+
+    /// Every descriptor no live supervisor owns; this connection owns them from now on.
+    pub fn take(&self) -> io::Result<Vec<Held>> {
+        send(
+            self.sock.as_fd(),
+            &serde_json::to_vec(&Request::Take).expect("serializable"),
+            &[],
+        )?;
+        let mut held = Vec::new();
+        loop {
+            let (b, mut fds) = recv(self.sock.as_fd())?
+                .ok_or_else(|| io::Error::other("the fd store hung up during a take"))?;
+            match serde_json::from_slice::<Reply>(&b).map_err(io::Error::other)? {
+                Reply::Held { key, meta, kind } => {
+                    let fd = fds.pop().ok_or_else(|| {
+                        io::Error::other("the fd store sent an entry without its descriptor")
+                    })?;
+                    held.push(Held {
+                        key,
+                        meta,
+                        kind,
+                        fd,
+                    });
+                }
+                Reply::End { count } if count == held.len() => return Ok(held),
+                Reply::End { count } => {
+                    return Err(io::Error::other(format!(
+                        "the fd store announced {count} descriptors and sent {}",
+                        held.len()
+                    )))
+                }
+            }
+        }
+    }
+
+    /// This connection gives up `key`'s descriptors: the store answers their calls (EPERM).
+    pub fn release(&self, key: &str) -> io::Result<()> {
+        let r = Request::Release { key: key.into() };
+        send(
+            self.sock.as_fd(),
+            &serde_json::to_vec(&r).expect("serializable"),
+            &[],
+        )
+    }
+}
+
+/// Bind the store's socket (a stale one is replaced): root's alone.
+pub fn bind_socket(path: &Path) -> io::Result<OwnedFd> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let _ = std::fs::remove_file(path);
+    let s = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    bind(s.as_raw_fd(), &UnixAddr::new(path)?)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    listen(&s, Backlog::new(16).expect("valid backlog"))?;
+    Ok(s)
+}
+
+/// eci-init's wiring: bind `path` now (before any service starts) and serve in a thread of
+/// its own; lines go through `log`.
+pub fn start(path: &Path, log: fn(&str)) -> io::Result<()> {
+    let s = bind_socket(path)?;
+    std::thread::Builder::new()
+        .name("fd-store".into())
+        .spawn(move || serve(s, log))?;
+    Ok(())
+}
+
+struct Record {
+    key: String,
+    meta: String,
+    kind: Kind,
+    fd: OwnedFd,
+    /// The connection that serves it; `None`: an orphan, answered by the store.
+    owner: Option<u64>,
+}
+
+/// The user-notification ioctls of linux/seccomp.h.
+const NOTIF_RECV: libc::Ioctl = libc::SECCOMP_IOCTL_NOTIF_RECV;
+const NOTIF_SEND: libc::Ioctl = libc::SECCOMP_IOCTL_NOTIF_SEND;
+
+/// Receive one notification of an orphaned listener and fail its call with EPERM. Errors are
+/// expected and harmless (the caller was interrupted, or another reader took it).
+fn refuse_one(listener: BorrowedFd<'_>) {
+    // SAFETY: an all-zero seccomp_notif is valid (plain integers), and the kernel requires
+    // the buffer zeroed before NOTIF_RECV.
+    let mut req: libc::seccomp_notif = unsafe { std::mem::zeroed() };
+    // SAFETY: NOTIF_RECV writes one struct seccomp_notif into req, which is that size.
+    if unsafe { libc::ioctl(listener.as_raw_fd(), NOTIF_RECV, &mut req) } != 0 {
+        return;
+    }
+    let resp = libc::seccomp_notif_resp {
+        id: req.id,
+        val: 0,
+        error: -libc::EPERM,
+        flags: 0,
+    };
+    // SAFETY: NOTIF_SEND reads one struct seccomp_notif_resp from resp, which lives for the call.
+    unsafe { libc::ioctl(listener.as_raw_fd(), NOTIF_SEND, &resp) };
+}
+
+/// Only the store's own user (root, in the VM) may connect: the socket's folder is root's
+/// already; this also stops a process that was handed a path to it some other way.
+fn peer_is_owner(conn: BorrowedFd<'_>) -> bool {
+    getsockopt(&conn, sockopt::PeerCredentials)
+        .is_ok_and(|c| c.uid() == nix::unistd::geteuid().as_raw())
+}
+
+/// Serve until the process ends.
+pub fn serve(listener: OwnedFd, log: fn(&str)) {
+    let mut conns: HashMap<u64, OwnedFd> = HashMap::new();
+    let mut next_conn = 0u64;
+    let mut records: Vec<Record> = Vec::new();
+    loop {
+        let conn_ids: Vec<u64> = conns.keys().copied().collect();
+        let mut fds = vec![PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+        fds.extend(
+            conn_ids
+                .iter()
+                .map(|c| PollFd::new(conns[c].as_fd(), PollFlags::POLLIN)),
+        );
+        fds.extend(records.iter().map(|r| {
+            // Owned listeners: hang-up only (their supervisor reads them); orphans: calls too.
+            let ev = if r.owner.is_none() && r.kind == Kind::Listener {
+                PollFlags::POLLIN
+            } else {
+                PollFlags::empty()
+            };
+            PollFd::new(r.fd.as_fd(), ev)
+        }));
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(Errno::EINTR) => continue,
+            Err(e) => {
+                log(&format!("fd store: poll: {e}; stopped"));
+                return;
+            }
+        }
+        let ev: Vec<PollFlags> = fds
+            .iter()
+            .map(|f| f.revents().unwrap_or(PollFlags::empty()))
+            .collect();
+        drop(fds);
+        let (ev_listen, rest) = ev.split_first().expect("the socket is polled");
+        let (ev_conns, ev_records) = rest.split_at(conn_ids.len());
+        let gone = PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL;
+
+        // Orphaned calls first: they are callers waiting.
+        let mut closed = Vec::new();
+        for (i, e) in ev_records.iter().enumerate() {
+            if e.contains(PollFlags::POLLIN) {
+                refuse_one(records[i].fd.as_fd());
+            } else if e.intersects(gone) {
+                closed.push(i);
+            }
+        }
+        for i in closed.into_iter().rev() {
+            records.swap_remove(i);
+        }
+
+        for (c, e) in conn_ids.iter().zip(ev_conns) {
+            if e.is_empty() {
+                continue;
+            }
+            let ended = match recv(conns[c].as_fd()) {
+                Ok(Some((b, fds))) => {
+                    handle(*c, &conns[c], &b, fds, &mut records, log);
+                    false
+                }
+                _ => true,
+            };
+            if ended {
+                conns.remove(c);
+                let mut n = 0;
+                let mut keys = std::collections::BTreeSet::new();
+                for r in records.iter_mut().filter(|r| r.owner == Some(*c)) {
+                    r.owner = None;
+                    n += 1;
+                    keys.insert(r.key.clone());
+                }
+                if n > 0 {
+                    log(&format!(
+                        "fd store: the supervisor went; {n} descriptors of {} containers are kept, their mount calls fail (EPERM) until a supervisor takes them back",
+                        keys.len()
+                    ));
+                }
+            }
+        }
+
+        if !ev_listen.is_empty() {
+            match accept4(&listener, SockFlag::SOCK_CLOEXEC) {
+                Ok(conn) => {
+                    if peer_is_owner(conn.as_fd()) {
+                        conns.insert(next_conn, conn);
+                        next_conn += 1;
+                    } else {
+                        log("fd store: refused a connection from another user");
+                    }
+                }
+                Err(Errno::EINTR) | Err(Errno::ECONNABORTED) => {}
+                Err(e) => log(&format!("fd store: accept: {e}")),
+            }
+        }
+    }
+}
+
+fn handle(
+    conn: u64,
+    sock: &OwnedFd,
+    msg: &[u8],
+    mut fds: Vec<OwnedFd>,
+    records: &mut Vec<Record>,
+    log: fn(&str),
+) {
+    match serde_json::from_slice::<Request>(msg) {
+        Ok(Request::Deposit { key, meta, kind }) => match fds.pop() {
+            Some(fd) => records.push(Record {
+                key,
+                meta,
+                kind,
+                fd,
+                owner: Some(conn),
+            }),
+            None => log(&format!(
+                "fd store: a deposit for {key} without its descriptor"
+            )),
+        },
+        Ok(Request::Take) => {
+            let mut count = 0;
+            for r in records.iter_mut().filter(|r| r.owner.is_none()) {
+                let reply = Reply::Held {
+                    key: r.key.clone(),
+                    meta: r.meta.clone(),
+                    kind: r.kind,
+                };
+                let b = serde_json::to_vec(&reply).expect("serializable");
+                if send(sock.as_fd(), &b, &[r.fd.as_raw_fd()]).is_err() {
+                    // The taker went; what was not sent stays an orphan.
+                    return;
+                }
+                r.owner = Some(conn);
+                count += 1;
+            }
+            let b = serde_json::to_vec(&Reply::End { count }).expect("serializable");
+            let _ = send(sock.as_fd(), &b, &[]);
+        }
+        Ok(Request::Release { key }) => {
+            for r in records
+                .iter_mut()
+                .filter(|r| r.owner == Some(conn) && r.key == key)
+            {
+                r.owner = None;
+            }
+        }
+        Err(e) => log(&format!("fd store: bad request: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_log(_: &str) {}
+
+    fn store() -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fd-store.sock");
+        let s = bind_socket(&path).unwrap();
+        std::thread::spawn(move || serve(s, no_log));
+        (dir, path)
+    }
+
+    fn same_file(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> bool {
+        let (x, y) = (
+            nix::sys::stat::fstat(a).unwrap(),
+            nix::sys::stat::fstat(b).unwrap(),
+        );
+        (x.st_dev, x.st_ino) == (y.st_dev, y.st_ino)
+    }
+
+    #[test]
+    fn a_new_client_takes_what_a_gone_one_deposited_and_nothing_a_live_one_owns() {
+        let (_dir, path) = store();
+        let (r1, _w1) = nix::unistd::pipe().unwrap();
+        let (r2, _w2) = nix::unistd::pipe().unwrap();
+        let gone = Client::connect(&path).unwrap();
+        gone.deposit("c1", "{\"a\":1}", Kind::Other, r1.as_fd())
+            .unwrap();
+        let live = Client::connect(&path).unwrap();
+        live.deposit("c2", "m2", Kind::Other, r2.as_fd()).unwrap();
+        drop(gone);
+        // The store sees the hang-up before the take (poll order is not guaranteed: retry).
+        let mut held = Vec::new();
+        for _ in 0..100 {
+            let c = Client::connect(&path).unwrap();
+            held = c.take().unwrap();
+            if !held.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(held.len(), 1, "{held:?}");
+        assert_eq!(
+            (held[0].key.as_str(), held[0].meta.as_str()),
+            ("c1", "{\"a\":1}")
+        );
+        assert!(same_file(held[0].fd.as_fd(), r1.as_fd()));
+        // The taker above went too: its entries are orphans again; a release hands them back.
+        let again = Client::connect(&path).unwrap();
+        let mut got = Vec::new();
+        for _ in 0..100 {
+            got = again.take().unwrap();
+            if !got.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(got.len(), 1);
+        again.release("c1").unwrap();
+        let third = Client::connect(&path).unwrap();
+        let mut got = Vec::new();
+        for _ in 0..100 {
+            got = third.take().unwrap();
+            if !got.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(
+            got.iter().map(|h| h.key.as_str()).collect::<Vec<_>>(),
+            ["c1"]
+        );
+        drop(live);
+    }
+
+    #[test]
+    fn a_descriptor_whose_other_end_hung_up_is_dropped() {
+        let (_dir, path) = store();
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let c = Client::connect(&path).unwrap();
+        c.deposit("c", "", Kind::Other, r.as_fd()).unwrap();
+        drop(c);
+        drop(r);
+        // The writer's end closes: the store sees POLLHUP on its copy and closes it.
+        drop(w);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let t = Client::connect(&path).unwrap();
+        assert!(t.take().unwrap().is_empty());
+    }
+
+    #[test]
+    fn requests_round_trip_as_json() {
+        let r = Request::Deposit {
+            key: "k".into(),
+            meta: "m".into(),
+            kind: Kind::Listener,
+        };
+        let s = serde_json::to_string(&r).unwrap();
+        assert_eq!(s, r#"{"deposit":{"key":"k","meta":"m","kind":"listener"}}"#);
+        assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
+    }
+}
