@@ -251,27 +251,47 @@ fn firmware_and_kernel_internals_are_empty() {
     }
 }
 
+/// A count from the environment, else `default`.
+fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(default)
+}
+
+/// SPEC F3 under load (issue 10: "50 containers reading /proc/meminfo in a loop stay
+/// correct"): N containers, each with its own memory limit, all started first and then
+/// released at once through a shared folder, each checking its own MemTotal in every one of
+/// R reads. N is `ECI_VIEWS_CONTAINERS` (default 16: the suite shares two cores; the issue's
+/// figure is `ECI_VIEWS_CONTAINERS=50`), R is `ECI_VIEWS_READS` (default 300).
 #[test]
-fn fifty_containers_read_their_own_meminfo() {
+fn many_containers_read_their_own_meminfo_at_once() {
     if !ready() {
         return;
     }
-    let v = ViewsEngine::start("views-fifty").expect("engine");
+    let v = ViewsEngine::start("views-many").expect("engine");
     let e = &v.engine;
-    // Each container has its own limit and checks it in every one of 300 reads.
-    let n = 50;
+    let n = env_count("ECI_VIEWS_CONTAINERS", 16);
+    let reads = env_count("ECI_VIEWS_READS", 300);
+    let gate = e.share.join("gate");
+    std::fs::create_dir_all(&gate).unwrap();
+    let bind = format!("{}:/gate:ro", gate.display());
     let names: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
+    let started = std::time::Instant::now();
     std::thread::scope(|s| {
-        for chunk in names.chunks(10) {
+        for chunk in names.chunks(names.len().div_ceil(4)) {
+            let bind = &bind;
             s.spawn(move || {
                 for name in chunk {
                     let i: usize = name[1..].parse().unwrap();
                     let mb = 64 + i;
                     let want = mb * 1024;
                     let script = format!(
-                        "i=0; bad=0; while [ $i -lt 300 ]; do \
+                        "while [ ! -f /gate/go ]; do sleep 0.05; done; i=0; bad=0; \
+                         while [ $i -lt {reads} ]; do \
                          grep -q '^MemTotal: *{want} kB$' /proc/meminfo || bad=$((bad+1)); \
-                         i=$((i+1)); done; echo \"done $bad\""
+                         i=$((i+1)); done; echo \"done $i $bad\""
                     );
                     e.ok(&[
                         "run",
@@ -280,6 +300,8 @@ fn fifty_containers_read_their_own_meminfo() {
                         name,
                         "-m",
                         &format!("{mb}m"),
+                        "-v",
+                        bind,
                         IMAGE,
                         "sh",
                         "-c",
@@ -289,12 +311,25 @@ fn fifty_containers_read_their_own_meminfo() {
             });
         }
     });
+    let all_up = started.elapsed();
+    let go = std::time::Instant::now();
+    std::fs::write(gate.join("go"), "").unwrap();
     for name in &names {
         let code = e.ok(&["wait", name]);
         assert_eq!(code, "0", "{name}");
         let out = e.ok(&["logs", name]);
-        assert_eq!(out, "done 0", "{name}: wrong MemTotal reads");
+        assert_eq!(
+            out,
+            format!("done {reads} 0"),
+            "{name}: wrong MemTotal reads"
+        );
     }
+    eprintln!(
+        "{n} containers up in {:.1} s; {} reads of /proc/meminfo, all correct, in {:.1} s",
+        all_up.as_secs_f64(),
+        n * reads,
+        go.elapsed().as_secs_f64()
+    );
 }
 
 #[test]
