@@ -4,11 +4,13 @@
 //! inner image imported from a tarball handed in through the engine's share folder, and one
 //! inner container that prints its uid map.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
+use crate::escapes::Attack;
 use crate::runc_engine::RuncEngine;
 
 /// The outer image's name in the test engine.
@@ -50,6 +52,8 @@ pub fn build_image(out: &Path) -> Option<DindImage> {
 /// allows one: the tarball is a quarter of a GiB) and returns its path inside the container.
 pub fn share_file(e: &RuncEngine, tarball: &Path, name: &str) -> Result<String> {
     let dest = e.share.join(name);
+    // A copy onto an earlier hard link of the same file would truncate the source itself.
+    let _ = std::fs::remove_file(&dest);
     if std::fs::hard_link(tarball, &dest).is_err() {
         std::fs::copy(tarball, &dest)
             .with_context(|| format!("copying {} to {}", tarball.display(), dest.display()))?;
@@ -119,6 +123,74 @@ until docker version >/dev/null 2>&1; do
 done
 "#
     )
+}
+
+/// Where the attack scripts of [`write_attacks`] live in the share folder.
+const ATTACKS: &str = "attacks";
+
+/// Writes one script per attack into the engine's share folder, each reporting
+/// `@@NAME=worked|refused` like `escapes::run_attacks` does.
+pub fn write_attacks(e: &RuncEngine, attacks: &[Attack]) -> Result<()> {
+    let dir = e.share.join(ATTACKS);
+    std::fs::create_dir_all(&dir)?;
+    for a in attacks {
+        std::fs::write(
+            dir.join(format!("{}.sh", a.name)),
+            format!(
+                "exec 2>&1; if ( {} ); then echo '@@{}=worked'; else echo '@@{}=refused'; fi\n",
+                a.script, a.name, a.name
+            ),
+        )?;
+    }
+    Ok(())
+}
+
+/// The outer container's script for attacks from an inner container (issue 10, SPEC M7): the
+/// inner dockerd imports `inner_tarball` (the busybox image) and runs each attack of
+/// [`write_attacks`] in a container of its own, with `inner_flags` (the strongest set-up its
+/// runc can start), the attack scripts and the share folder's `probe` bound in. Every line an
+/// attack prints comes out as `NAME: line`.
+pub fn attack_script(inner_tarball: &str, inner_flags: &str) -> String {
+    let start_dockerd = start_dockerd();
+    format!(
+        r#"
+{start_dockerd}
+if ! docker import {inner_tarball} bb:test >/tmp/import.out 2>&1; then
+  echo "step-failed: import"; sed 's/^/import-error: /' /tmp/import.out; exit 4
+fi
+for f in {SHARE_IN_CONTAINER}/{ATTACKS}/*.sh; do
+  n=$(basename "$f" .sh)
+  docker run --rm --network none {inner_flags} \
+    -v {SHARE_IN_CONTAINER}/{ATTACKS}:/{ATTACKS}:ro -v {SHARE_IN_CONTAINER}/probe:/probe:ro \
+    bb:test sh /{ATTACKS}/$n.sh >/tmp/a.out 2>&1
+  sed "s/^/$n: /" /tmp/a.out
+done
+echo "attacks-done: yes"
+"#
+    )
+}
+
+/// `name -> (worked, output)` for every attack, from the outer container's output of
+/// [`attack_script`]; an attack whose container did not run it panics with its output.
+pub fn attack_results(stdout: &str, attacks: &[Attack]) -> BTreeMap<&'static str, (bool, String)> {
+    let mut out = BTreeMap::new();
+    for a in attacks {
+        let prefix = format!("{}: ", a.name);
+        let text: String = stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let worked = text.lines().any(|l| l == format!("@@{}=worked", a.name));
+        let refused = text.lines().any(|l| l == format!("@@{}=refused", a.name));
+        assert!(
+            worked || refused,
+            "inner container {}: the attack did not run:\n{text}\n--- outer output:\n{stdout}",
+            a.name
+        );
+        out.insert(a.name, (worked, text));
+    }
+    out
 }
 
 /// `docker build` inside the outer container (issue 10, SPEC P7): a Dockerfile with one RUN

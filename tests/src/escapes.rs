@@ -143,9 +143,9 @@ fn last_line(text: &str) -> &str {
     text.lines().rfind(|l| !l.starts_with("@@")).unwrap_or("")
 }
 
-/// The C source of the probe: `probe init_module|finit_module|open_by_handle_at`. Exits 0 when
-/// the call got past every permission check, printing what it reached; 1 with the errno
-/// otherwise.
+/// The C source of the probe: `probe init_module|finit_module|open_by_handle_at|kexec_load|
+/// kexec_file_load|bpf`. Exits 0 when the call got past every permission check, printing what
+/// it reached; 3 when the kernel has no such call (ENOSYS); 1 with the errno otherwise.
 const PROBE_C: &str = r#"
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -161,6 +161,12 @@ static int report(const char *what, long rc) {
     if (rc < 0) { printf("%s: past the permission checks (%s)\n", what, strerror(errno)); return 0; }
     printf("%s: succeeded\n", what);
     return 0;
+}
+
+/* A kernel without kexec (no CONFIG_KEXEC) answers ENOSYS whoever asks: nothing to show. */
+static int kexec(const char *what, long rc) {
+    if (rc < 0 && errno == ENOSYS) { printf("%s: ENOSYS, not in this kernel\n", what); return 3; }
+    return report(what, rc);
 }
 
 int main(int argc, char **argv) {
@@ -194,6 +200,24 @@ int main(int argc, char **argv) {
         while (d && (e = readdir(d))) if (!strcmp(e->d_name, "etc")) etc = 1;
         printf("open_by_handle_at: opened the filesystem's root folder (etc %s)\n", etc ? "found" : "not found");
         return etc ? 0 : 1;
+    }
+    if (!strcmp(argv[1], "kexec_load")) {
+        /* Flags no kernel defines: a kernel that lets the caller past its CAP_SYS_BOOT check
+           answers EINVAL and loads nothing. */
+        return kexec("kexec_load", syscall(SYS_kexec_load, 0UL, 0UL, NULL, 0x40000000UL));
+    }
+    if (!strcmp(argv[1], "kexec_file_load")) {
+        return kexec("kexec_file_load",
+                     syscall(SYS_kexec_file_load, -1, -1, 0UL, NULL, 0x40000000UL));
+    }
+    if (!strcmp(argv[1], "bpf")) {
+        /* BPF_MAP_GET_NEXT_ID from 0: the first id of the VM's BPF maps, the step before
+           BPF_MAP_GET_FD_BY_ID opens one (both need CAP_SYS_ADMIN in the VM's namespace). */
+        union { struct { unsigned int start_id, next_id, open_flags; } s; char pad[128]; } attr;
+        memset(&attr, 0, sizeof attr);
+        long rc = syscall(SYS_bpf, 12, &attr, sizeof attr);
+        if (rc == 0) printf("bpf: the VM's first map id is %u\n", attr.s.next_id);
+        return report("bpf", rc);
     }
     return 2;
 }
