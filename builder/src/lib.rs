@@ -15,6 +15,7 @@ pub mod pipeline;
 pub mod rootfs;
 pub mod share;
 pub mod spec;
+pub mod suites;
 #[cfg(test)]
 mod testing;
 pub mod vsock;

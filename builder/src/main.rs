@@ -106,7 +106,9 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
-    /// Boot the built image, run the in-VM self-test, print the result; exit code = verdict.
+    /// Boot the built image, run the end-to-end suites against its engine through the host
+    /// endpoint (SPEC V7; where the image has one under QEMU), then the in-VM self-test; print
+    /// the verdict, write junit.xml beside the build; exit code = verdict.
     Test {
         #[command(flatten)]
         boot: BootArgs,
@@ -520,30 +522,37 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Test { boot: args, format } => {
-            let result = run_boot(&ws, &args, true, false)?;
-            let passed = result.selftest.passed();
+            use eci_build::suites::{self, TestRun};
+            // The suites' boot has its own console log: the self-test boot writes console.log.
+            let spec = pipeline::load_spec(&ws, &args.target)?;
+            let suites_boot =
+                suites::host_endpoint_under_qemu(&spec, args.firmware).and_then(|()| {
+                    let mut o =
+                        boot_options(&ws, &args, false, false).map_err(|e| format!("{e:#}"))?;
+                    o.console_log = o.console_log.with_file_name("console-suites.log");
+                    Ok(o)
+                });
+            let out = out_dir(&ws, &args.target, args.out.clone());
+            let progress = suites::progress_bar(matches!(format, Format::Text));
+            let verdict = suites::run_test(
+                TestRun {
+                    target: &args.target,
+                    firmware: args.firmware,
+                    out: &out,
+                    checkout: ws.root(),
+                    suites_boot,
+                    cache_root: &Cache::default_location(),
+                    test_timeout: suites::TEST_TIMEOUT,
+                },
+                &|m| progress.set_message(m.to_string()),
+                &mut || run_boot(&ws, &args, true, false),
+            );
+            progress.finish_and_clear();
             match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&result)?),
-                Format::Text => {
-                    for f in &result.selftest.facts {
-                        println!("  {f}");
-                    }
-                    for p in &result.timeline.phases {
-                        println!(
-                            "  phase {:<18} {:>7.3} s ({} -> {})",
-                            p.name, p.seconds, p.from, p.to
-                        );
-                    }
-                    println!(
-                        "{}: {} in {:.1} s under {}",
-                        args.target,
-                        if passed { "pass" } else { "FAIL" },
-                        result.seconds,
-                        result.accel
-                    );
-                }
+                Format::Json => println!("{}", serde_json::to_string_pretty(&verdict)?),
+                Format::Text => print!("{}", verdict.render_text()),
             }
-            Ok(if passed {
+            Ok(if verdict.passed {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
@@ -715,6 +724,7 @@ fn share_folders(
         );
     }
     Ok(((command, accel), daemons))
+}
 
 /// The pid in `pid_file` when that process still runs.
 fn running_pid(pid_file: &std::path::Path) -> Option<i32> {
