@@ -560,6 +560,53 @@ fn state_file(e: &RuncEngine, id: &str) -> std::path::PathBuf {
         .unwrap_or_else(|| panic!("no state.json of container {id}"))
 }
 
+/// The init of a container made by [`asking_container`]: it mounts a tmpfs whenever /x/go
+/// appears and writes how it went to /x/result. The test asks through the shared folder: an
+/// exec would register with a supervisor (and start one) itself.
+const ASKED_INIT: &str = "n=0; while true; do if [ -f /x/go ]; then rm /x/go; n=$((n+1)); mkdir -p /tmp/m$n; \
+    mount -t tmpfs m /tmp/m$n 2>/tmp/e && echo tmpfs-ok > /x/r || echo \"tmpfs-refused: $(cat /tmp/e)\" > /x/r; \
+    mv /x/r /x/result; fi; sleep 0.1; done";
+
+/// Start `--privileged` container `name` running [`ASKED_INIT`] with its folder in the share;
+/// returns its full id.
+fn asking_container(e: &RuncEngine, name: &str) -> String {
+    let dir = e.share.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let bind = format!("{}:/x", dir.display());
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--privileged",
+        "--network",
+        "none",
+        "-v",
+        &bind,
+        IMAGE,
+        "sh",
+        "-c",
+        ASKED_INIT,
+    ]);
+    e.container_id(name)
+}
+
+/// Ask container `name`'s init to mount a tmpfs; its answer (`tmpfs-ok` or `tmpfs-refused:
+/// <error>`). A call nobody answers fails the test after 60 s.
+fn ask_init(e: &RuncEngine, name: &str) -> String {
+    let dir = e.share.join(name);
+    let _ = std::fs::remove_file(dir.join("result"));
+    std::fs::write(dir.join("go"), "").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        if let Ok(r) = std::fs::read_to_string(dir.join("result")) {
+            return r;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("container {name}'s init did not answer within 60 s (a mount call left waiting)");
+}
+
 /// SPEC M5 (issue 10): with the supervisor gone the mount calls of a running container fail
 /// (EPERM from the fd store; the container keeps running); the next supervisor (eci-runc
 /// starts one for a new container) takes the listeners back from the store and the same
@@ -571,47 +618,9 @@ fn a_restarted_supervisor_takes_the_running_containers_back() {
         return;
     };
     let _s = Supervisor(sock.clone());
-    // Each init mounts a tmpfs whenever /x/go appears and writes how it went to /x/result.
-    // The test asks through the shared folder: an exec would start a supervisor itself.
-    let init = "n=0; while true; do if [ -f /x/go ]; then rm /x/go; n=$((n+1)); mkdir -p /tmp/m$n; \
-                mount -t tmpfs m /tmp/m$n 2>/tmp/e && echo tmpfs-ok > /x/r || echo \"tmpfs-refused: $(cat /tmp/e)\" > /x/r; \
-                mv /x/r /x/result; fi; sleep 0.1; done";
-    let mut ids = Vec::new();
-    for name in ["old", "lost"] {
-        let dir = e.share.join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        let bind = format!("{}:/x", dir.display());
-        e.ok(&[
-            "run",
-            "-d",
-            "--name",
-            name,
-            "--privileged",
-            "--network",
-            "none",
-            "-v",
-            &bind,
-            IMAGE,
-            "sh",
-            "-c",
-            init,
-        ]);
-        ids.push(e.container_id(name));
-    }
-    let (old_id, lost_id) = (ids[0].clone(), ids[1].clone());
-    let ask = |name: &str| -> String {
-        let dir = e.share.join(name);
-        let _ = std::fs::remove_file(dir.join("result"));
-        std::fs::write(dir.join("go"), "").unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while std::time::Instant::now() < deadline {
-            if let Ok(r) = std::fs::read_to_string(dir.join("result")) {
-                return r;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        panic!("container {name} did not answer within 60 s");
-    };
+    let old_id = asking_container(&e, "old");
+    let lost_id = asking_container(&e, "lost");
+    let ask = |name: &str| ask_init(&e, name);
     for name in ["old", "lost"] {
         let before = ask(name);
         assert!(has(&before, "tmpfs-ok"), "{name}: {before}");
@@ -676,6 +685,71 @@ fn a_restarted_supervisor_takes_the_running_containers_back() {
     ]);
     assert!(has(&exec, "tmpfs-ok"), "{exec}");
     e.ok(&["rm", "-f", "old", "lost"]);
+}
+
+/// The supervisor's helper processes (`eci-supervisor helper`, its children).
+fn helpers_of(supervisor: i32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|p| {
+            let pid: i32 = p.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(p.path().join("stat")).ok()?;
+            let ppid: i32 = stat
+                .rsplit_once(") ")?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            let cmd = std::fs::read(p.path().join("cmdline")).ok()?;
+            (ppid == supervisor && cmd.split(|b| *b == 0).nth(1) == Some(b"helper")).then_some(pid)
+        })
+        .collect()
+}
+
+/// SPEC M5 (issue 10): a killed helper fails its container's mount calls with EPERM at once
+/// (the fd store answers them; it does not leave them waiting for a helper), the supervisor
+/// keeps serving, and an exec into the container gets a new helper.
+#[test]
+fn a_killed_helper_fails_its_containers_calls() {
+    let Some((e, sock)) = engine("vhelper") else {
+        return;
+    };
+    let _s = Supervisor(sock.clone());
+    asking_container(&e, "hk");
+    let before = ask_init(&e, "hk");
+    assert!(has(&before, "tmpfs-ok"), "{before}");
+    let sup = supervisor_pid(&sock).expect("a supervisor serves the container");
+    let helpers = helpers_of(sup);
+    assert_eq!(
+        helpers.len(),
+        1,
+        "one helper for one container: {helpers:?}"
+    );
+    // SAFETY: kill(2) on the helper this test's own supervisor started.
+    unsafe { libc::kill(helpers[0], libc::SIGKILL) };
+    let after = ask_init(&e, "hk");
+    assert!(
+        refused_eperm(&after, "tmpfs"),
+        "the init's call must fail (EPERM) once its helper is gone: {after}\n{}",
+        supervisor_log(&sock)
+    );
+    assert_eq!(
+        supervisor_pid(&sock),
+        Some(sup),
+        "the supervisor keeps serving"
+    );
+    let exec = e.ok(&[
+        "exec",
+        "hk",
+        "sh",
+        "-c",
+        "mkdir -p /tmp/x && mount -t tmpfs x /tmp/x && echo tmpfs-ok",
+    ]);
+    assert!(has(&exec, "tmpfs-ok"), "{exec}");
+    e.ok(&["rm", "-f", "hk"]);
 }
 
 /// SPEC P7, M3, M4 (issue 10): runc >= 1.0 mounts every rootfs entry onto `/proc/self/fd/N`, an
