@@ -325,6 +325,33 @@ fn hyperv_image_rebuilds_identically_and_boots_to_a_passing_selftest() {
     };
     assert!(ready_at("containerd") <= ready_at("dockerd"), "{services}");
     assert!(ready_at("dockerd") <= ready_at("eci-guard"), "{services}");
+    // SPEC F1, F3 (issue 10): a container reads its own /proc: MemTotal is its `-m 64m`, and
+    // its uptime began with it (below the VM's uptime read before the container was created).
+    assert_eq!(t.fact("views-memtotal-kb"), Some("65536"), "{t:?}");
+    let (up, vm) = t
+        .fact("views-uptime")
+        .and_then(|f| f.split_once(" vm="))
+        .and_then(|(c, v)| Some((c.parse::<f64>().ok()?, v.parse::<f64>().ok()?)))
+        .unwrap_or_else(|| panic!("views-uptime is not `SECONDS vm=SECONDS`: {t:?}"));
+    assert!(
+        up < vm,
+        "container uptime {up} s is not below the VM's {vm} s: {t:?}"
+    );
+    // SPEC M5 (issue 10): eci-init holds the fd store; with the supervisor killed and restarted
+    // by eci-init, a running container's own init mounts again, and the supervisor's log says
+    // it re-attached that container.
+    assert_eq!(t.fact("fd-store"), Some("socket"), "{t:?}");
+    let reattach = t.fact("fd-store-reattach").unwrap_or("");
+    assert!(
+        reattach.starts_with("before:tmpfs-ok after:tmpfs-ok supervisor:"),
+        "{t:?}"
+    );
+    assert!(
+        t.fact("fd-store-log")
+            .unwrap_or("")
+            .contains("from the fd store"),
+        "{t:?}"
+    );
     // Issue 13: the boot's phase report exists and is well-formed; its figures belong to
     // bench/boot.sh, never to a test. Every milestone of the chain, in boot order, and the
     // consecutive phases add up to the first run's uptime.
