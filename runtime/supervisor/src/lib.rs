@@ -1,7 +1,14 @@
 //! eci-supervisor: the long-lived side of eci's container isolation (issue 10). It vets the
 //! mount calls of every eci container (SPEC M1-M6) and performs the allowed ones on the
-//! caller's behalf; later it will also serve the per-container /proc and /sys views
-//! (runtime/views; the seam is `server::make_container`).
+//! caller's behalf.
+//!
+//! The per-container /proc and /sys views (SPEC F1-F4) are not served here but by eci-views
+//! (runtime/views), its own service in the VM (eci-init has it ready before dockerd; eci-runc
+//! starts one where none answers): a fault in the FUSE server never takes mount vetting down
+//! with it, nor the reverse, and the two restart on their own. Keeping the FUSE descriptor in
+//! the fd store as well would not let a new server resume the connection (FUSE's INIT
+//! exchange happens once per connection, and fuser 0.18 answers requests before INIT with an
+//! error); a killed views server's containers read ENOTCONN, never the VM's files.
 //!
 //! # Shape
 //!

@@ -311,9 +311,6 @@ fn reattach_one(o: &store::Orphan) -> Result<(String, usize), String> {
 /// Read the container's initial mounts from its init and start its helper. A container
 /// re-attached after a restart (`restart`: its record from the fd store) protects what
 /// [`store::protected_after_restart`] says instead of the mounts its init has now.
-///
-/// This is also the seam for the per-container /proc and /sys views (runtime/views): a view
-/// server for this container starts here, beside the helper, from the same init pid.
 fn make_container(
     state_root: &Path,
     id: &str,
