@@ -8,6 +8,12 @@
 //! Test fixture, not the product: the test dockerd registers a runtime named `eci` that is
 //! plain runc, because eci-runc may not be installed on this machine. The guard's job is the
 //! rewrite to the runtime named `eci`; which binary that name runs is the VM's daemon.json.
+//!
+//! Against the VM (SPEC V7, `ECI_E2E_DOCKER_HOST` set, see `runc_engine::vm_engine`): the
+//! guard is the VM's own with the image's policy, `guard_sock` is the relayed endpoint, and
+//! nothing is started here. dockerd's own socket, the container listener, the audit log and the
+//! policy file are inside the VM: [`GuardEngine::on_this_machine`] tells, and the methods that
+//! need them refuse rather than pass vacuously. Test images are imported through the guard.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -30,6 +36,9 @@ pub fn which(name: &str) -> Option<PathBuf> {
 
 /// True when this machine can run the suite; otherwise skips (or fails in CI) with the reason.
 pub fn engine_prerequisites() -> bool {
+    if crate::runc_engine::in_vm() {
+        return crate::runc_engine::vm_prerequisites();
+    }
     prerequisite(
         is_root(),
         "the guard engine suite starts dockerd and needs root",
@@ -79,6 +88,8 @@ pub struct GuardEngine {
     pub share: PathBuf,
     dockerd: Option<Child>,
     guard: Option<InProcessGuard>,
+    /// Driving the VM's guard: dockerd, the audit log and the policy are the VM's.
+    vm: bool,
 }
 
 struct InProcessGuard {
@@ -145,7 +156,21 @@ impl GuardEngine {
             dir,
             dockerd: None,
             guard: None,
+            vm: false,
         };
+        if let Some(sock) = crate::runc_engine::vm_engine() {
+            // The VM's policy is the image's; a test that runs there asked for the plain one.
+            let _ = policy;
+            e.guard_sock = sock;
+            e.vm = true;
+            for image in images {
+                let have = e.docker(&["image", "inspect", "--format", "{{.Id}}", image]);
+                if !have.status.success() {
+                    e.import_image(image)?;
+                }
+            }
+            return Ok(e);
+        }
         e.start_dockerd(name)?;
         for image in images {
             e.import_image(image)?;
@@ -216,11 +241,27 @@ impl GuardEngine {
         )
     }
 
+    /// Whether dockerd, the guard, its audit log and its policy are the ones started here;
+    /// false against the VM.
+    pub fn on_this_machine(&self) -> bool {
+        !self.vm
+    }
+
+    /// A check that needs the build machine's side must not run against the VM, where it could
+    /// only pass vacuously or test nothing.
+    fn local_only(&self, what: &str) {
+        assert!(
+            !self.vm,
+            "{what} is on the build machine's engine only; guard the check with on_this_machine()"
+        );
+    }
+
     pub fn dockerd_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default()
     }
 
     pub fn write_policy(&self, policy: &Value) -> Result<()> {
+        self.local_only("the guard's policy file");
         // Through a rename, as any writer of policy.json must, so the guard never reads half.
         let tmp = self.dir.path().join(".policy.json.tmp");
         std::fs::write(&tmp, serde_json::to_vec_pretty(policy)?)?;
@@ -230,6 +271,7 @@ impl GuardEngine {
 
     /// Write raw settings text (for malformed-file tests).
     pub fn write_settings_text(&self, text: &str) -> Result<()> {
+        self.local_only("the guard's policy file");
         let tmp = self.dir.path().join(".policy.json.tmp");
         std::fs::write(&tmp, text)?;
         std::fs::rename(&tmp, &self.settings)?;
@@ -237,6 +279,7 @@ impl GuardEngine {
     }
 
     pub fn start_guard(&mut self) -> Result<()> {
+        self.local_only("starting the guard");
         use eci_guard::proxy::{run, Config, Listener};
         let mut config = Config::new(
             vec![
@@ -297,6 +340,9 @@ impl GuardEngine {
     }
 
     pub fn stop_guard(&mut self) {
+        if self.vm {
+            return;
+        }
         self.guard = None;
         let _ = std::fs::remove_file(&self.guard_sock);
         let _ = std::fs::remove_file(&self.container_sock);
@@ -346,6 +392,7 @@ impl GuardEngine {
 
     /// The docker CLI straight to dockerd, bypassing the guard (setup and checks only).
     pub fn docker_direct(&self, args: &[&str]) -> Output {
+        self.local_only("dockerd's own socket");
         self.cli(&self.dockerd_sock, args, None, &[])
     }
 
@@ -361,7 +408,19 @@ impl GuardEngine {
         )
     }
 
-    /// Import a busybox image under `name` straight into dockerd; returns its id. Each import
+    /// A read-only query of the engine (inspect, ps, network inspect): straight to dockerd here,
+    /// through the guard against the VM, where dockerd's socket is out of reach.
+    pub fn docker_read(&self, args: &[&str]) -> Output {
+        let sock = if self.vm {
+            &self.guard_sock
+        } else {
+            &self.dockerd_sock
+        };
+        self.cli(sock, args, None, &[])
+    }
+
+    /// Import a busybox image under `name` straight into dockerd (through the guard against
+    /// the VM, SPEC H4); returns its id. Each import
     /// carries a marker file with the name, so different names are different images.
     pub fn import_image(&self, name: &str) -> Result<String> {
         let root = self
@@ -393,7 +452,11 @@ impl GuardEngine {
             );
         }
         let out = self.cli(
-            &self.dockerd_sock,
+            if self.vm {
+                &self.guard_sock
+            } else {
+                &self.dockerd_sock
+            },
             &["import", "-", name],
             Some(&tar.stdout),
             &[],
@@ -409,6 +472,7 @@ impl GuardEngine {
 
     /// Every audit line, parsed.
     pub fn audit(&self) -> Vec<Value> {
+        self.local_only("the guard's audit log");
         std::fs::read_to_string(&self.audit_log)
             .unwrap_or_default()
             .lines()
@@ -534,6 +598,20 @@ pub fn ping(sock: &Path) -> bool {
 
 impl Drop for GuardEngine {
     fn drop(&mut self) {
+        if self.vm {
+            // The next test starts from an engine without containers, as it would here.
+            let ids = self.docker(&["ps", "-aq"]);
+            let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout)
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
+            if !ids.is_empty() {
+                let mut args = vec!["rm", "-f"];
+                args.extend(ids.iter().map(String::as_str));
+                let _ = self.docker(&args);
+            }
+            return;
+        }
         self.stop_guard();
         if let Some(mut child) = self.dockerd.take() {
             // Containers first, so dockerd exits without leaving shims and mounts behind.

@@ -4,6 +4,13 @@
 //! namespaces, eci-runc policy and id-allocator folder under one temporary folder, runs without
 //! a bridge or iptables rules, and is torn down by `Drop` even when the test panics: containers
 //! removed, dockerd stopped, leftover mounts under the folder detached, the folder removed.
+//!
+//! Against the VM (SPEC V7): with `ECI_E2E_DOCKER_HOST=unix://PATH` set (`eci-build test` sets
+//! it to its relay of the VM's guard), [`RuncEngine::start`] starts nothing and drives that
+//! engine instead; the test image is imported through it (SPEC H4) when it is missing. What
+//! only the build machine's engine shows (the allocator's file, the data root, plain runc)
+//! answers [`RuncEngine::on_this_machine`]; a test that cannot run without it calls
+//! [`not_run_in_vm`] first and is listed as not run with its reason.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -19,6 +26,58 @@ pub const IMAGE: &str = "eci-busybox:test";
 /// Debian's runc, registered under this name (`--runtime plain-runc`): `runc` itself is eci-runc
 /// on the engine's PATH, as in the VM.
 pub const PLAIN_RUNC: &str = "plain-runc";
+
+/// The VM engine the suites drive instead of a private dockerd: the socket
+/// `ECI_E2E_DOCKER_HOST` names (`unix://PATH`; the guard's endpoint is a Unix socket here).
+pub fn vm_engine() -> Option<PathBuf> {
+    let v = std::env::var(eci_build::suites::VM_DOCKER_HOST_ENV).ok()?;
+    let v = v.trim();
+    if v.is_empty() {
+        return None;
+    }
+    match v.strip_prefix("unix://") {
+        Some(path) => Some(PathBuf::from(path)),
+        None => panic!(
+            "{}={v}: the suites reach an engine through a Unix socket (unix://PATH)",
+            eci_build::suites::VM_DOCKER_HOST_ENV
+        ),
+    }
+}
+
+/// Whether this run drives the VM's engine ([`vm_engine`]).
+pub fn in_vm() -> bool {
+    vm_engine().is_some()
+}
+
+/// In a run against the VM: prints why this test does not run there (`eci-build test` lists
+/// it as not run with that reason) and returns true, so the test returns. Here: false.
+pub fn not_run_in_vm(reason: &str) -> bool {
+    if !in_vm() {
+        return false;
+    }
+    println!("{} {reason}", eci_build::suites::NOT_RUN_MARKER);
+    true
+}
+
+/// What the suites need to drive the VM's engine from here: the docker CLI, busybox and tar
+/// for the test image, and the engine answering.
+pub fn vm_prerequisites() -> bool {
+    let sock = vm_engine().expect("called in a run against the VM");
+    prerequisite(
+        which("docker").is_some(),
+        "docker CLI not found (apt-get install -y docker.io)",
+    ) && prerequisite(
+        Path::new("/bin/busybox").is_file(),
+        "/bin/busybox not found (apt-get install -y busybox-static)",
+    ) && prerequisite(which("tar").is_some(), "tar not found")
+        && prerequisite(
+            crate::guard_engine::ping(&sock),
+            &format!(
+                "the VM's engine does not answer /_ping on {}",
+                sock.display()
+            ),
+        )
+}
 
 fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
@@ -69,6 +128,9 @@ pub fn eci_runc_binary() -> Option<PathBuf> {
 
 /// True when this machine can run the suite; otherwise skips (or fails in CI) with the reason.
 pub fn prerequisites() -> bool {
+    if in_vm() {
+        return vm_prerequisites();
+    }
     prerequisite(
         is_root(),
         "the eci-runc engine suite starts dockerd and needs root",
@@ -94,6 +156,8 @@ pub struct RuncEngine {
     /// relative `device` against it, so tests that use one know where it points.
     pub cwd: PathBuf,
     dockerd: Option<Child>,
+    /// Driving the VM's engine ([`vm_engine`]): nothing of it lives in `dir`.
+    vm: bool,
 }
 
 impl RuncEngine {
@@ -115,7 +179,17 @@ impl RuncEngine {
             cwd,
             dir,
             dockerd: None,
+            vm: false,
         };
+        if let Some(sock) = vm_engine() {
+            e.sock = sock;
+            e.vm = true;
+            let have = e.docker(&["image", "inspect", "--format", "{{.Id}}", IMAGE]);
+            if !have.status.success() {
+                e.import_image()?;
+            }
+            return Ok(e);
+        }
         e.write_policy()?;
         e.start_dockerd(name)?;
         e.import_image()?;
@@ -124,6 +198,21 @@ impl RuncEngine {
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Whether the engine is the private one started here, whose data root, allocator folder
+    /// and plain-runc runtime the test can reach; false against the VM.
+    pub fn on_this_machine(&self) -> bool {
+        !self.vm
+    }
+
+    /// A check that needs the build machine's side must not run against the VM, where it could
+    /// only pass vacuously (an empty allocator table, say).
+    fn local_only(&self, what: &str) {
+        assert!(
+            !self.vm,
+            "{what} is on the build machine's engine only; guard the check with on_this_machine()"
+        );
     }
 
     fn write_policy(&self) -> Result<()> {
@@ -207,6 +296,9 @@ impl RuncEngine {
     }
 
     pub fn dockerd_log(&self) -> String {
+        if self.vm {
+            return "(dockerd runs in the VM: its log is in the console log)".into();
+        }
         std::fs::read_to_string(self.path().join("dockerd.log")).unwrap_or_default()
     }
 
@@ -300,6 +392,7 @@ impl RuncEngine {
 
     /// The allocator's table of live ranges (start per container id).
     pub fn ranges(&self) -> Vec<(String, u64)> {
+        self.local_only("the allocator's table");
         let text = std::fs::read_to_string(self.ids.join("ranges.json")).unwrap_or_default();
         let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
         v["ranges"]
@@ -431,6 +524,9 @@ impl Drop for RuncEngine {
         for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
             let _ = self.docker(&["rm", "-f", id]);
         }
+        if self.vm {
+            return;
+        }
         if let Some(c) = self.dockerd.take() {
             stop_daemon(c);
         }
@@ -449,6 +545,7 @@ impl RuncEngine {
     /// container or the member that took its place, then the containers that joined its user
     /// namespace (SPEC U2).
     pub fn range_holders(&self) -> Vec<(u64, Vec<String>)> {
+        self.local_only("the allocator's table");
         let text = std::fs::read_to_string(self.ids.join("ranges.json")).unwrap_or_default();
         let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
         let id = |e: &serde_json::Value| e["id"].as_str().unwrap_or_default().to_string();
