@@ -767,7 +767,9 @@ impl Verdict {
                 test.suite,
                 test.name
             ));
-            if let (Some(m), false) = (&test.message, test.status == Status::NotRun) {
+            // Not-run reasons shared by every test are said once, below.
+            let shared = test.status == Status::NotRun && self.suites_not_run.is_some();
+            if let (Some(m), false) = (&test.message, shared) {
                 for l in m.lines().take(8) {
                     t.push_str(&format!("           {l}\n"));
                 }
