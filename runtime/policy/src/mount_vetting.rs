@@ -34,8 +34,9 @@
 //! - Propagation changes stay allowed on every mount: the container's mount namespace is its
 //!   own, so making `/` shared (systemd does) changes what travels between the container's own
 //!   mounts only.
-//! - New filesystems the container may make itself (SPEC M3): tmpfs, overlay, devpts, mqueue and
-//!   cgroup2, made with the caller's user namespace and credentials inside its namespaces.
+//! - New filesystems the container may make itself (SPEC M3): tmpfs, overlay, devpts, mqueue,
+//!   cgroup2 and ramfs (systemd's credentials, SPEC P9), made with the caller's user namespace
+//!   and credentials inside its namespaces.
 //!   Filesystems that show or change the whole VM (debugfs, tracefs, securityfs, bpf, configfs,
 //!   pstore, efivarfs, fusectl, binfmt_misc) and every block-device filesystem are refused (EPERM).
 //!   A new proc or sysfs is made by the supervisor (VM root) for the caller's pid or network
@@ -227,8 +228,11 @@ pub enum Verdict {
     Refuse(Refusal),
 }
 
-/// Filesystems a container makes with its own powers.
-pub const CONTAINER_FS_TYPES: &[&str] = &["tmpfs", "overlay", "devpts", "mqueue", "cgroup2"];
+/// Filesystems a container makes with its own powers. ramfs is systemd's choice for a unit's
+/// credentials (`/run/credentials/UNIT`, never swapped out; SPEC P9): memory of the mounting
+/// container's cgroup like tmpfs, and the kernel lets a user namespace mount it too.
+pub const CONTAINER_FS_TYPES: &[&str] =
+    &["tmpfs", "overlay", "devpts", "mqueue", "cgroup2", "ramfs"];
 
 /// Filesystems that show or change the whole VM; named in refusals so the audit log says why.
 pub const VM_GLOBAL_FS_TYPES: &[&str] = &[
@@ -730,6 +734,32 @@ mod tests {
                     ("mode".into(), Some("755".into())),
                 ],
                 attrs: attr::NOSUID,
+                powers: Powers::Caller,
+            })
+        );
+    }
+
+    #[test]
+    fn ramfs_for_systemds_credentials_is_made_with_the_callers_powers() {
+        let v = decide(
+            &mount(
+                "ramfs",
+                ms::NOSUID | ms::NODEV | ms::NOEXEC,
+                Some("mode=0700"),
+            ),
+            ROOT,
+            DIR,
+            None,
+        );
+        assert_eq!(
+            v,
+            Verdict::Allow(Action::NewFs {
+                fstype: "ramfs".into(),
+                options: vec![
+                    ("source".into(), Some("x".into())),
+                    ("mode".into(), Some("0700".into())),
+                ],
+                attrs: attr::NOSUID | attr::NODEV | attr::NOEXEC,
                 powers: Powers::Caller,
             })
         );
