@@ -7,6 +7,9 @@
 # figures, the ratio and the added time per call ((eci - runc) / 2 per pair).
 #   bench/mounts.sh [N] [ROUNDS]      defaults 2000 pairs, 5 rounds
 #   ECI_BENCH_CHECK=1 bench/mounts.sh exit 1 when the target is missed
+#   BASE=DIR bench/mounts.sh          also run eci-runc from DIR (with the eci-supervisor and
+#                                     eci-views of that build beside it, a supervisor of its
+#                                     own) in the same alternation: a change's effect in one run
 # Needs root, runc, cc with a static libc, busybox-static. Builds eci-runc and eci-supervisor
 # --release; the supervisor is a private one (its socket in the work folder), stopped at the end.
 set -euo pipefail
@@ -27,20 +30,28 @@ runc=$(command -v runc)
 work=$(mktemp -d /tmp/eci-mount-bench.XXXXXX)
 export ECI_SUPERVISOR_SOCKET=$work/supervisor/supervisor.sock
 export ECI_RUNC_STATE_DIR=$work/ids
-supervisor_pid() {
+export ECI_VIEWS_ROOT=$work/views
+# The daemons eci-runc started for this run (supervisor, its fd store, views server): their
+# command line or environment names $work. In a subshell without pipefail: with it, grep -q
+# ending the pipe early made tr die of SIGPIPE and every match count as none, and the
+# supervisors of earlier runs were left running.
+run_daemons() (
+  set +o pipefail
   for p in /proc/[0-9]*; do
-    if { tr '\0' ' ' < "$p/cmdline"; } 2>/dev/null | grep -q "eci-supervisor serve --socket $ECI_SUPERVISOR_SOCKET"; then
-      basename "$p"
+    [ "${p#/proc/}" = $$ ] && continue
+    if cat "$p/cmdline" "$p/environ" 2>/dev/null | tr '\0' '\n' | grep -qF -- "$work/"; then
+      echo "${p#/proc/}"
     fi
   done
-}
+)
 cleanup() {
-  for r in eci runc; do
+  for r in eci runc base; do
+    [ -n "${!r:-}" ] || continue
     for id in $(ls "$work/root-$r" 2>/dev/null); do
       "${!r}" --root "$work/root-$r" delete --force "$id" >/dev/null 2>&1 || true
     done
   done
-  for p in $(supervisor_pid); do kill "$p" 2>/dev/null || true; done
+  for p in $(run_daemons); do kill "$p" 2>/dev/null || true; done
   grep -o " $work[^ ]*" /proc/self/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
   rm -rf "$work"
 }
@@ -88,9 +99,13 @@ json.dump(c, open(p, "w"))
 EOF
 
 declare -A total
+base=${BASE:+$BASE/eci-runc}
+runtimes="eci runc${base:+ base}"
 one() { # runtime-name binary id
-  local out
-  out=$("$2" --root "$work/root-$1" run --bundle "$bundle" "$3" </dev/null 2>>"$work/$1.err") || {
+  local out sock=$ECI_SUPERVISOR_SOCKET views=$ECI_VIEWS_ROOT
+  [ "$1" = base ] && sock=$work/base-supervisor/supervisor.sock views=$work/base-views
+  out=$(ECI_SUPERVISOR_SOCKET=$sock ECI_VIEWS_ROOT=$views \
+    "$2" --root "$work/root-$1" run --bundle "$bundle" "$3" </dev/null 2>>"$work/$1.err") || {
     echo "$1 failed: $(tail -n 3 "$work/$1.err") $out" >&2
     exit 1
   }
@@ -99,11 +114,13 @@ one() { # runtime-name binary id
   [ -n "$ns" ] || { echo "$1: no figure in: $out" >&2; exit 1; }
   total[$1]=$(( ${total[$1]:-0} + ns ))
 }
-for r in eci runc; do one "$r" "${!r}" warm; done
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) CPUs"
+for r in $runtimes; do one "$r" "${!r}" warm; done
 total=()
 for i in $(seq "$rounds"); do
-  for r in eci runc; do one "$r" "${!r}" "b$i"; done
+  for r in $runtimes; do one "$r" "${!r}" "b$i"; done
 done
+echo "load average after:  $(cut -d' ' -f1-3 /proc/loadavg)"
 e=$(echo "${total[eci]} / $rounds / 1000" | bc -l)
 p=$(echo "${total[runc]} / $rounds / 1000" | bc -l)
 echo "mount+umount2 of a tmpfs, $n pairs x $rounds rounds each:"
@@ -112,6 +129,11 @@ printf '  runc  %8.1f us/pair\n' "$p"
 printf '  ratio eci-runc/runc %.2f\n' "$(echo "$e / $p" | bc -l)"
 added=$(echo "($e - $p) / 2" | bc -l)
 printf '  added per vetted call %.1f us (target < 50)\n' "$added"
+if [ -n "$base" ]; then
+  b=$(echo "${total[base]} / $rounds / 1000" | bc -l)
+  printf '  BASE  %8.1f us/pair (%s), added per vetted call %.1f us\n' "$b" "$BASE" "$(echo "($b - $p) / 2" | bc -l)"
+  printf '  ratio eci-runc/BASE %.3f\n' "$(echo "$e / $b" | bc -l)"
+fi
 if [ "${ECI_BENCH_CHECK:-}" = 1 ] && [ "$(echo "$added >= 50" | bc -l)" = 1 ]; then
   echo "mount-vetting overhead target missed" >&2
   exit 1
