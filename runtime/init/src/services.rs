@@ -12,8 +12,13 @@
 //! ]}
 //! ```
 //!
-//! Services start in list order; each waits for the previous one's readiness check (or its
-//! timeout). They stop in reverse order.
+//! A service starts once the services it waits for are ready (or their readiness timed out):
+//! by default the one listed just before it, so the list is a chain; `"after": [names]` names
+//! them instead (only services listed earlier, so the list order stays a valid start order),
+//! and `"after": []` starts it with the first. A service that connects to another on its own
+//! (dockerd waits for containerd's socket) can so start alongside it: under TCG each program's
+//! start-up costs seconds, and overlapping them shortens the boot (issue 13). They stop in
+//! reverse list order.
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -41,6 +46,10 @@ pub struct ServiceSpec {
     pub ready_timeout_seconds: u64,
     #[serde(default = "default_stop_timeout")]
     pub stop_timeout_seconds: u64,
+    /// The services, listed earlier, whose readiness it waits for before its first start;
+    /// `None`: the one listed just before it.
+    #[serde(default)]
+    pub after: Option<Vec<String>>,
 }
 
 fn default_ready_timeout() -> u64 {
@@ -141,6 +150,15 @@ impl ServicesFile {
                     ));
                 }
             }
+            for dep in s.after.iter().flatten() {
+                if !parsed.services[..i].iter().any(|e| &e.name == dep) {
+                    return Err(invalid(
+                        i,
+                        "after",
+                        format!("{dep:?} is not a service listed before this one (services start in list order and stop in reverse)"),
+                    ));
+                }
+            }
             if s.ready_timeout_seconds == 0 || s.stop_timeout_seconds == 0 {
                 return Err(invalid(
                     i,
@@ -167,13 +185,17 @@ mod tests {
     fn the_shipped_list_starts_the_engine_in_order_on_the_configured_sockets() {
         let f = ServicesFile::parse(shipped(), "services.json").unwrap();
         let names: Vec<&str> = f.services.iter().map(|s| s.name.as_str()).collect();
-        // The mount-vetting supervisor is up before any container can start (SPEC M5).
-        assert_eq!(&names[..3], &["eci-supervisor", "containerd", "dockerd"]);
+        // The mount-vetting supervisor and the /proc views server are up before any container
+        // can start (SPEC M5, F1).
+        assert_eq!(
+            &names[..4],
+            &["eci-supervisor", "eci-views", "containerd", "dockerd"]
+        );
         assert_eq!(
             f.services[0].command[1..],
             ["serve", "--socket", "/run/eci/supervisor.sock"]
         );
-        let containerd = &f.services[1];
+        let containerd = &f.services[2];
         assert_eq!(
             containerd.ready,
             Readiness::UnixSocket(eci_vm_config::CONTAINERD_SOCKET.into())
@@ -182,7 +204,7 @@ mod tests {
             .command
             .windows(2)
             .any(|w| w == ["--config", eci_vm_config::CONTAINERD_CONFIG_PATH]));
-        let dockerd = &f.services[2];
+        let dockerd = &f.services[3];
         assert_eq!(
             dockerd.ready,
             Readiness::HttpUnix {
@@ -197,9 +219,17 @@ mod tests {
             dockerd.command[1..],
             ["--config-file", crate::engine::RUN_DAEMON_JSON]
         );
+        // Started together where nothing depends on the order (issue 13): containerd with the
+        // first service; dockerd, the only client creating containers, once the mount-vetting
+        // supervisor and the views server are up (it waits for containerd's socket itself).
+        assert_eq!(containerd.after, Some(vec![]));
+        assert_eq!(
+            dockerd.after,
+            Some(vec!["eci-supervisor".to_string(), "eci-views".to_string()])
+        );
         if let Some(guard) = f.services.iter().position(|s| s.name == "eci-guard") {
             assert!(
-                guard > 2,
+                guard > 3,
                 "the guard proxies dockerd, so it starts after it"
             );
         }
@@ -234,6 +264,30 @@ mod tests {
             e.to_string().starts_with("s.json: unknown variant `tcp`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn after_names_only_services_listed_before() {
+        let f = ServicesFile::parse(
+            r#"{"services":[{"name":"a","command":["/a"]},{"name":"b","command":["/b"],"after":[]},{"name":"c","command":["/c"],"after":["a","b"]}]}"#,
+            "s.json",
+        )
+        .unwrap();
+        assert_eq!(f.services[0].after, None);
+        assert_eq!(f.services[1].after, Some(vec![]));
+        assert_eq!(f.services[2].after, Some(vec!["a".into(), "b".into()]));
+        for after in [r#"["b"]"#, r#"["a"]"#, r#"["nope"]"#] {
+            let text = format!(
+                r#"{{"services":[{{"name":"a","command":["/a"],"after":{after}}},{{"name":"b","command":["/b"]}}]}}"#
+            );
+            let e = ServicesFile::parse(&text, "s.json").unwrap_err();
+            assert!(
+                e.to_string().starts_with("s.json: services[0].after: ")
+                    && e.to_string()
+                        .contains("not a service listed before this one"),
+                "{after}: {e}"
+            );
+        }
     }
 
     #[test]

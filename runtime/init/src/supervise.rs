@@ -4,8 +4,9 @@
 //! restart backoff and shutdown order testable without processes.
 //!
 //! Policy:
-//! - Start in list order; the next service starts when the current one is ready or its
-//!   `ready_timeout` passed (logged; it keeps being supervised).
+//! - A service starts once every service it waits for (`after`, by default the one listed
+//!   before it) is ready or its `ready_timeout` passed (logged; it keeps being supervised), or
+//!   is missing. Services with nothing to wait for start together.
 //! - A service that exits (outside shutdown) is restarted after an exponential backoff
 //!   ([`Backoff`]); a service that ran at least `reset_after` starts again from the initial
 //!   delay. Every restart is logged with the exit status and the delay.
@@ -81,6 +82,15 @@ pub struct Service {
     pub first_started: Option<Instant>,
     pub ready_at: Option<Instant>,
     next_check: Option<Instant>,
+    /// The services whose readiness its first start waits for (indices into the list).
+    after: Vec<usize>,
+    /// Its first start was asked for.
+    launched: bool,
+    /// It no longer holds back the services waiting for it: ready, its ready timeout passed,
+    /// or it is missing.
+    settled: bool,
+    /// When its first start stops waiting for its readiness.
+    ready_deadline: Option<Instant>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,7 +113,7 @@ pub enum Action {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Idle,
-    Starting { index: usize, deadline: Instant },
+    Starting,
     Up,
     Stopping { index: usize },
     Down,
@@ -119,20 +129,51 @@ pub struct Machine {
 impl Machine {
     /// `exists` tells whether a program is in the image.
     pub fn new(specs: Vec<ServiceSpec>, backoff: Backoff, exists: impl Fn(&Path) -> bool) -> Self {
+        let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+        let present: Vec<bool> = specs.iter().map(|s| exists(&s.program())).collect();
+        // Only earlier services count (services.rs refuses others): the list order stays a
+        // start order, so nothing can wait for itself. A missing service stands for what it
+        // would have waited for, so skipping one never lets the next start early.
+        let mut waits: Vec<Vec<usize>> = Vec::with_capacity(specs.len());
+        for (i, spec) in specs.iter().enumerate() {
+            let named: Vec<usize> = match &spec.after {
+                None => i.checked_sub(1).into_iter().collect(),
+                Some(deps) => (0..i).filter(|&j| deps.contains(&names[j])).collect(),
+            };
+            let mut resolved = Vec::new();
+            for d in named {
+                let via: &[usize] = if present[d] { &[d] } else { &waits[d] };
+                for &r in via {
+                    if !resolved.contains(&r) {
+                        resolved.push(r);
+                    }
+                }
+            }
+            waits.push(resolved);
+        }
         let services = specs
             .into_iter()
-            .map(|spec| Service {
-                state: if exists(&spec.program()) {
+            .zip(waits)
+            .zip(present)
+            .map(|((spec, after), present)| {
+                let state = if present {
                     State::Waiting
                 } else {
                     State::Missing
-                },
-                spec,
-                restarts: 0,
-                failures: 0,
-                first_started: None,
-                ready_at: None,
-                next_check: None,
+                };
+                Service {
+                    settled: state == State::Missing,
+                    state,
+                    spec,
+                    restarts: 0,
+                    failures: 0,
+                    first_started: None,
+                    ready_at: None,
+                    next_check: None,
+                    after,
+                    launched: false,
+                    ready_deadline: None,
+                }
             })
             .collect();
         Machine {
@@ -160,23 +201,34 @@ impl Machine {
                 )));
             }
         }
-        self.begin(0, now, &mut out);
+        self.phase = Phase::Starting;
+        self.launch(now, &mut out);
         out
     }
 
-    /// Starts the first startable service at or after `index`, or finishes the start phase.
-    fn begin(&mut self, mut index: usize, now: Instant, out: &mut Vec<Action>) {
-        while index < self.services.len() && self.services[index].state == State::Missing {
-            index += 1;
-        }
-        if index >= self.services.len() {
-            self.phase = Phase::Up;
-            out.push(Action::AllStarted);
+    /// Starts every service whose wait is over, or finishes the start phase once none holds
+    /// back the others.
+    fn launch(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.phase != Phase::Starting {
             return;
         }
-        let deadline = now + self.services[index].spec.ready_timeout();
-        self.phase = Phase::Starting { index, deadline };
-        out.push(Action::Spawn(index));
+        for i in 0..self.services.len() {
+            let s = &self.services[i];
+            if s.launched
+                || s.state != State::Waiting
+                || !s.after.iter().all(|&d| self.services[d].settled)
+            {
+                continue;
+            }
+            let s = &mut self.services[i];
+            s.launched = true;
+            s.ready_deadline = Some(now + s.spec.ready_timeout());
+            out.push(Action::Spawn(i));
+        }
+        if self.services.iter().all(|s| s.settled) {
+            self.phase = Phase::Up;
+            out.push(Action::AllStarted);
+        }
     }
 
     /// The edge started service `index` as `pid`.
@@ -194,7 +246,7 @@ impl Machine {
                 String::new()
             }
         ))];
-        if self.is_current(index) {
+        if self.is_starting(index) {
             out.push(Action::CheckReady(index));
         }
         out
@@ -209,8 +261,9 @@ impl Machine {
         self.exited_index(index, &format!("could not start: {error}"), now)
     }
 
-    fn is_current(&self, index: usize) -> bool {
-        matches!(self.phase, Phase::Starting { index: i, .. } if i == index)
+    /// Whether `index` is in its first start, its readiness still awaited.
+    fn is_starting(&self, index: usize) -> bool {
+        self.phase == Phase::Starting && !self.services[index].settled
     }
 
     /// A child exited. Returns `None` when `pid` is not a service (an orphan that was reaped).
@@ -275,8 +328,9 @@ impl Machine {
                 s.spec.name
             )));
         }
-        if self.is_current(index) {
-            self.begin(index + 1, now, &mut out);
+        if self.is_starting(index) {
+            self.services[index].settled = true;
+            self.launch(now, &mut out);
         }
         out
     }
@@ -297,21 +351,26 @@ impl Machine {
             }
         }
         match self.phase {
-            Phase::Starting { index, deadline } => {
-                let s = &self.services[index];
-                if now >= deadline {
-                    out.push(Action::Log(format!(
-                        "{}: not ready after {} s; starting the next service anyway",
-                        s.spec.name, s.spec.ready_timeout_seconds
-                    )));
-                    self.services[index].next_check = None;
-                    self.begin(index + 1, now, &mut out);
-                } else if matches!(s.state, State::Running { .. })
-                    && s.next_check.is_some_and(|t| t <= now)
-                {
-                    self.services[index].next_check = None;
-                    out.push(Action::CheckReady(index));
+            Phase::Starting => {
+                for (index, s) in self.services.iter_mut().enumerate() {
+                    if !s.launched || s.settled {
+                        continue;
+                    }
+                    if s.ready_deadline.is_some_and(|d| now >= d) {
+                        out.push(Action::Log(format!(
+                            "{}: not ready after {} s; starting what waits for it anyway",
+                            s.spec.name, s.spec.ready_timeout_seconds
+                        )));
+                        s.next_check = None;
+                        s.settled = true;
+                    } else if matches!(s.state, State::Running { .. })
+                        && s.next_check.is_some_and(|t| t <= now)
+                    {
+                        s.next_check = None;
+                        out.push(Action::CheckReady(index));
+                    }
                 }
+                self.launch(now, &mut out);
             }
             Phase::Stopping { index } => {
                 let s = &mut self.services[index];
@@ -395,9 +454,13 @@ impl Machine {
     pub fn next_deadline(&self) -> Option<Instant> {
         let mut times = Vec::new();
         match self.phase {
-            Phase::Starting { index, deadline } => {
-                times.push(deadline);
-                times.extend(self.services[index].next_check);
+            Phase::Starting => {
+                for s in self.services.iter().filter(|s| s.launched && !s.settled) {
+                    times.extend(s.ready_deadline);
+                    if matches!(s.state, State::Running { .. }) {
+                        times.extend(s.next_check);
+                    }
+                }
             }
             Phase::Stopping { index } => {
                 if let State::Stopping { deadline, .. } = self.services[index].state {
@@ -430,6 +493,7 @@ mod tests {
             ready: Readiness::Path(format!("/run/{name}").into()),
             ready_timeout_seconds: 10,
             stop_timeout_seconds: 3,
+            after: None,
         }
     }
 
@@ -491,6 +555,99 @@ mod tests {
         m.spawned(2, 102, t0 + Duration::from_secs(2));
         let a = m.ready(2, t0 + Duration::from_secs(2));
         assert!(a.contains(&Action::AllStarted));
+    }
+
+    fn waiting(name: &str, after: &[&str]) -> ServiceSpec {
+        ServiceSpec {
+            after: Some(after.iter().map(|a| a.to_string()).collect()),
+            ..spec(name)
+        }
+    }
+
+    #[test]
+    fn services_start_as_soon_as_what_they_wait_for_is_ready() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let specs = vec![
+            spec("supervisor"),
+            spec("views"),
+            waiting("containerd", &[]),
+            waiting("dockerd", &["supervisor", "views"]),
+            spec("guard"),
+        ];
+        let mut m = Machine::new(specs, Backoff::default(), |_| true);
+        assert_eq!(
+            spawns(&m.start(t0)),
+            vec![0, 2],
+            "containerd waits for nothing"
+        );
+        assert_eq!(
+            m.spawned(0, 10, t0),
+            vec![
+                Action::Log("supervisor: started (pid 10)".into()),
+                Action::CheckReady(0)
+            ]
+        );
+        assert!(m.spawned(2, 12, t0).contains(&Action::CheckReady(2)));
+        m.not_ready(0, t0);
+        m.not_ready(2, t0);
+        assert_eq!(m.next_deadline(), Some(t0 + READY_POLL));
+        assert_eq!(
+            m.tick(t0 + READY_POLL),
+            vec![Action::CheckReady(0), Action::CheckReady(2)],
+            "each starting service is probed"
+        );
+        assert_eq!(spawns(&m.ready(0, at(100))), vec![1]);
+        m.spawned(1, 11, at(100));
+        // dockerd waits for both vetting services, not for containerd.
+        assert_eq!(spawns(&m.ready(1, at(200))), vec![3]);
+        m.spawned(3, 13, at(200));
+        let a = m.ready(3, at(900));
+        assert_eq!(spawns(&a), vec![4]);
+        m.spawned(4, 14, at(900));
+        let a = m.ready(4, at(1000));
+        assert!(
+            !a.contains(&Action::AllStarted),
+            "containerd is not ready yet"
+        );
+        let a = m.ready(2, at(1100));
+        assert!(logs(&a)[0].contains("containerd: ready after 1.10 s"));
+        assert!(a.contains(&Action::AllStarted));
+        assert_eq!(m.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_timed_out_or_missing_dependency_releases_what_waits_for_it() {
+        let t0 = Instant::now();
+        let specs = vec![
+            spec("supervisor"),
+            spec("views"),
+            waiting("containerd", &[]),
+            waiting("dockerd", &["views"]),
+        ];
+        // views is missing: dockerd waits for what views would have waited for.
+        let mut m = Machine::new(specs.clone(), Backoff::default(), |p| {
+            p != Path::new("/bin/views")
+        });
+        assert_eq!(spawns(&m.start(t0)), vec![0, 2]);
+        m.spawned(0, 10, t0);
+        m.spawned(2, 12, t0);
+        assert_eq!(spawns(&m.ready(0, t0)), vec![3]);
+        // A supervisor that never answers holds dockerd back for its ready timeout only.
+        let mut m = Machine::new(specs, Backoff::default(), |_| true);
+        m.start(t0);
+        m.spawned(0, 10, t0);
+        m.spawned(2, 12, t0);
+        m.not_ready(0, t0);
+        m.not_ready(2, t0);
+        assert_eq!(
+            m.ready(2, t0 + Duration::from_secs(1)),
+            vec![Action::Log("containerd: ready after 1.00 s".into())]
+        );
+        let a = m.tick(t0 + Duration::from_secs(10));
+        assert!(logs(&a)[0]
+            .contains("supervisor: not ready after 10 s; starting what waits for it anyway"));
+        assert_eq!(spawns(&a), vec![1]);
     }
 
     #[test]
