@@ -325,8 +325,11 @@ fn hyperv_image_rebuilds_identically_and_boots_to_a_passing_selftest() {
     };
     assert!(ready_at("containerd") <= ready_at("dockerd"), "{services}");
     assert!(ready_at("dockerd") <= ready_at("eci-guard"), "{services}");
-    // SPEC F1, F3 (issue 10): a container reads its own /proc: MemTotal is its `-m 64m`, and
-    // its uptime began with it (below the VM's uptime read before the container was created).
+    // SPEC F1, F3 (issue 10): eci-init has the /proc views server ready before dockerd (the
+    // only client that creates containers), and a container reads its own /proc: MemTotal is
+    // its `-m 64m`, and its uptime began with it (below the VM's uptime read before the
+    // container was created).
+    assert!(ready_at("eci-views") <= ready_at("dockerd"), "{services}");
     assert_eq!(t.fact("views-memtotal-kb"), Some("65536"), "{t:?}");
     let (up, vm) = t
         .fact("views-uptime")
