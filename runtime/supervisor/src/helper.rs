@@ -233,6 +233,7 @@ pub fn main() -> i32 {
                 Ok(Some((_, mut fds))) => {
                     let r = match fds.pop() {
                         Some(l) => {
+                            notify::wake_synchronously(l.as_fd());
                             listeners.push(l);
                             reply(0, "serving")
                         }

@@ -338,3 +338,16 @@ pub fn open_tree_clone_at(dir: BorrowedFd<'_>, path: &str) -> io::Result<OwnedFd
     // SAFETY: the path lives for the call.
     owned(unsafe { libc::syscall(libc::SYS_open_tree, dir.as_raw_fd(), p.as_ptr(), flags) })
 }
+
+/// SECCOMP_IOCTL_NOTIF_SET_FLAGS (kernel 6.6): the flags are the ioctl's argument itself.
+pub fn notif_set_flags(listener: BorrowedFd<'_>, flags: u64) -> io::Result<()> {
+    // SAFETY: no pointer is passed; the kernel reads the flags from the argument value.
+    check(unsafe {
+        libc::ioctl(
+            listener.as_raw_fd(),
+            libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS as _,
+            flags as libc::c_ulong,
+        ) as libc::c_long
+    })
+    .map(drop)
+}
