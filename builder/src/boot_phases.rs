@@ -29,6 +29,12 @@
 //!
 //! A milestone missing from the console is left out, not guessed: the report is what the
 //! console proves.
+//!
+//! Services may start together (services.json's `after`), so the chain's service phases are
+//! the critical path: each ends at a readiness and starts at the milestone before it, which
+//! may be another service's readiness. Each service's own start-up, from its start to its
+//! readiness, is in `services`, from eci-init's `<service>: ready after <seconds> s` line and
+//! the readiness uptime; those overlap and are not part of the chain.
 
 use serde::Serialize;
 
@@ -120,13 +126,29 @@ pub struct BootPhases {
     /// Consecutive, so they add up to the last milestone's uptime, plus `firmware` before the
     /// kernel (wall clock) and `initramfs-unpack`, which runs inside `kernel`.
     pub phases: Vec<Phase>,
+    /// Each service's own start-up, in the order they became ready; they may overlap.
+    pub services: Vec<ServiceStart>,
+}
+
+/// One service from its first start to its readiness, in guest uptime.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceStart {
+    pub name: String,
+    pub started: f64,
+    pub ready: f64,
+    pub seconds: f64,
 }
 
 impl BootPhases {
     pub fn from_console(lines: &[StampedLine]) -> BootPhases {
         let milestones = milestones(lines);
         let phases = phases(&milestones);
-        BootPhases { milestones, phases }
+        let services = service_starts(lines, &milestones);
+        BootPhases {
+            milestones,
+            phases,
+            services,
+        }
     }
 
     pub fn milestone(&self, name: &str) -> Option<&Milestone> {
@@ -228,6 +250,40 @@ pub fn phases(milestones: &[Milestone]) -> Vec<Phase> {
             seconds: round(b.uptime - a.uptime),
         });
     }
+    out
+}
+
+/// Services with both a `ready after` line (the first one: a later one is a restart) and a
+/// readiness uptime from the `ready:` summary.
+pub fn service_starts(lines: &[StampedLine], milestones: &[Milestone]) -> Vec<ServiceStart> {
+    let mut out: Vec<ServiceStart> = Vec::new();
+    for line in lines {
+        let Some(rest) = after(&line.text, INIT_PREFIX) else {
+            continue;
+        };
+        let Some((service, took)) = rest.split_once(": ready after ") else {
+            continue;
+        };
+        let Some(took) = took
+            .strip_suffix(" s")
+            .and_then(|t| t.trim().parse::<f64>().ok())
+        else {
+            continue;
+        };
+        let ready = format!("{service}-ready");
+        let Some(m) = milestones.iter().find(|m| m.name == ready) else {
+            continue;
+        };
+        if out.iter().all(|s| s.name != service) {
+            out.push(ServiceStart {
+                name: service.to_string(),
+                started: round(m.uptime - took),
+                ready: m.uptime,
+                seconds: took,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.ready.total_cmp(&b.ready));
     out
 }
 
@@ -513,6 +569,42 @@ mod tests {
             ("uplink", 0.05),
         ];
         assert_eq!(names, want.map(|(n, s)| (n.to_string(), s)));
+    }
+
+    #[test]
+    fn services_started_together_each_get_their_own_span() {
+        let console = stamped(&[
+            (9.0, "eci-init: phase services at 5.00"),
+            (9.1, "eci-init: eci-supervisor: ready after 0.20 s"),
+            (9.3, "eci-init: containerd: ready after 1.30 s"),
+            (14.0, "eci-init: dockerd: ready after 4.80 s"),
+            (14.1, "eci-init: dockerd: ready after 9.99 s"),
+            (14.2, "eci-init: uplink: ready after soon"),
+            (
+                14.5,
+                "eci-init: ready: eci-supervisor:ready@5.20 containerd:ready@6.30 dockerd:ready@10.00 uplink:ready@10.05",
+            ),
+        ]);
+        let report = BootPhases::from_console(&console);
+        let got: Vec<(&str, f64, f64, f64)> = report
+            .services
+            .iter()
+            .map(|s| (s.name.as_str(), s.started, s.ready, s.seconds))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("eci-supervisor", 5.0, 5.2, 0.2),
+                ("containerd", 5.0, 6.3, 1.3),
+                ("dockerd", 5.2, 10.0, 4.8),
+            ]
+        );
+        // The chain is unchanged: dockerd's phase there is what it added after containerd.
+        let dockerd = report.phases.iter().find(|p| p.name == "dockerd").unwrap();
+        assert_eq!(
+            (dockerd.from.as_str(), dockerd.seconds),
+            ("containerd-ready", 3.7)
+        );
     }
 
     #[test]
