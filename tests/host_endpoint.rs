@@ -6,9 +6,9 @@
 //! in with `docker load` through that endpoint, without a registry, and runs; attach with stdin,
 //! `logs -f`, `exec` and `cp` stream through the relay), A1/U1 seen from the host (container
 //! root is an unprivileged range in the VM) and H1 (the uplink gets its DHCP lease after the
-//! engine, a container's published port answers through it, and a connection to the VM itself
-//! is dropped). The refusal of a peer that is not the host is the guard's unit test
-//! (runtime/guard/src/vsock.rs).
+//! engine, its name servers reach containers' resolv.conf, a container's published port
+//! answers through it, and a connection to the VM itself is dropped). The refusal of a peer
+//! that is not the host is the guard's unit test (runtime/guard/src/vsock.rs).
 
 use eci_e2e::build_image_or_skip;
 use eci_e2e::host_vm::{busybox_image_tar, host_endpoint_prerequisites, HostVm};
@@ -170,6 +170,38 @@ fn the_host_drives_the_vm_engine_over_vsock() {
     // H1: the uplink is configured by DHCP (QEMU's, restrict=on) after the engine started.
     let lease = wait_for_console(&vm, "lease bound: ", Duration::from_secs(120));
     assert!(lease.contains("eth0: lease bound: 10.0.2.15/"), "{lease}");
+    // DNS reaches containers through dockerd's resolv.conf handling: the event script binds
+    // the lease's name servers over the image's /etc/resolv.conf, and a bridged container gets
+    // a copy of that file. QEMU's DHCP under restrict=on offers no name server (nor router),
+    // so here the copy says so and carries dockerd's fallback servers; with a lease that names
+    // servers, they are the copy's.
+    let servers: Vec<&str> = lease
+        .split(" dns ")
+        .nth(1)
+        .and_then(|r| r.split(" for ").next())
+        .map(|d| d.split_whitespace().filter(|s| *s != "none").collect())
+        .unwrap_or_default();
+    let (resolv, _) = vm.docker_ok(&[
+        "run",
+        "--rm",
+        "eci-host-endpoint:busybox",
+        "/bin/busybox",
+        "cat",
+        "/etc/resolv.conf",
+    ]);
+    assert!(
+        resolv.contains("# from the DHCP lease on eth0"),
+        "the container's resolv.conf is not the lease's:\n{resolv}"
+    );
+    let named: Vec<&str> = resolv
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver "))
+        .collect();
+    if servers.is_empty() {
+        assert_eq!(named, ["8.8.8.8", "8.8.4.4"], "{resolv}");
+    } else {
+        assert_eq!(named, servers, "{resolv}");
+    }
     // A published port is dockerd's business (nat PREROUTING -> FORWARD): reachable.
     vm.docker_ok(&[
         "run",
