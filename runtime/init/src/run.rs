@@ -791,58 +791,80 @@ fn running_pinned_kernel() -> bool {
         .is_some_and(|p| p.kernel_release == running)
 }
 
-/// Loads /etc/eci/modules.load in order (dependencies first). A failure keeps its errno and
-/// the module's declared dependencies: the kernel check excuses only modules whose hardware
-/// is absent, and tells that from other failures by them.
+/// Loads /etc/eci/modules.load (dependencies first). A failure keeps its errno and the
+/// module's declared dependencies: the kernel check excuses only modules whose hardware is
+/// absent, and tells that from other failures by them.
+///
+/// Two loaders work through the list (issue 13: ~50 modules one after another took 1.1-1.6 s
+/// under TCG, most of it the kernel's work per module, which two vCPUs can do side by side). A
+/// module is taken only once every module of the list its .modinfo depends on was tried, so
+/// each load sees the same loaded set as in list order, and failures are reported in list order.
 fn load_modules() -> (usize, Vec<ModuleFailure>) {
     let list = std::fs::read_to_string(MODULES_FILE).unwrap_or_default();
-    let mut loaded = 0;
-    let mut failures = Vec::new();
-    for path in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        let name = Path::new(path)
+    let paths: Vec<&str> = list
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let name_of = |path: &str| {
+        Path::new(path)
             .file_name()
             .map(|n| n.to_string_lossy().trim_end_matches(".ko").to_string())
-            .unwrap_or_default();
-        let file = match File::open(path) {
-            Ok(f) => f,
-            Err(e) => {
-                say(&format!("cannot open {path}: {e}"));
-                failures.push(ModuleFailure {
-                    name,
-                    errno: None,
-                    depends: Vec::new(),
-                });
-                continue;
+            .unwrap_or_default()
+    };
+    // Module names in .modinfo use '_' where file names may use '-'.
+    let key = |name: &str| name.replace('-', "_");
+    let keys: Vec<String> = paths.iter().map(|p| key(&name_of(p))).collect();
+    let waits: Vec<Vec<usize>> = paths
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let deps = std::fs::read(p)
+                .ok()
+                .and_then(|elf| modinfo::depends(&elf))
+                .unwrap_or_default();
+            (0..i)
+                .filter(|&j| deps.iter().any(|d| key(d) == keys[j]))
+                .collect()
+        })
+        .collect();
+    let state = std::sync::Mutex::new((vec![false; paths.len()], vec![false; paths.len()]));
+    let changed = std::sync::Condvar::new();
+    let results: Vec<std::sync::Mutex<Option<Result<(), ModuleFailure>>>> =
+        paths.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    let worker = || loop {
+        let index = {
+            let mut guard = state.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                let (taken, done) = &mut *guard;
+                if taken.iter().all(|t| *t) {
+                    return;
+                }
+                let next =
+                    (0..paths.len()).find(|&i| !taken[i] && waits[i].iter().all(|&d| done[d]));
+                if let Some(i) = next {
+                    taken[i] = true;
+                    break i;
+                }
+                guard = changed.wait(guard).unwrap_or_else(|e| e.into_inner());
             }
         };
-        match finit_module(&file, c"", ModuleInitFlags::empty()) {
-            Ok(()) => loaded += 1,
-            Err(Errno::EEXIST) => loaded += 1,
-            Err(e) => {
-                let depends = std::fs::read(path)
-                    .ok()
-                    .and_then(|elf| modinfo::depends(&elf))
-                    .unwrap_or_default();
-                // finit_module's ENOENT is not a missing file (the file is open) but symbols
-                // no loaded module provides; strerror would say the former.
-                if e == Errno::ENOENT {
-                    say(&format!(
-                        "cannot load {path}: unresolved symbols (ENOENT); it needs: {}",
-                        if depends.is_empty() {
-                            "nothing, per its .modinfo".to_string()
-                        } else {
-                            depends.join(", ")
-                        }
-                    ));
-                } else {
-                    say(&format!("cannot load {path}: {e}"));
-                }
-                failures.push(ModuleFailure {
-                    name,
-                    errno: Some(e as i32),
-                    depends,
-                });
-            }
+        let outcome = load_module(paths[index], name_of(paths[index]));
+        *results[index].lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+        state.lock().unwrap_or_else(|e| e.into_inner()).1[index] = true;
+        changed.notify_all();
+    };
+    std::thread::scope(|scope| {
+        scope.spawn(worker);
+        worker();
+    });
+    let mut loaded = 0;
+    let mut failures = Vec::new();
+    for r in results {
+        match r.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            Some(Ok(())) => loaded += 1,
+            Some(Err(f)) => failures.push(f),
+            None => {}
         }
     }
     say(&format!(
@@ -850,6 +872,46 @@ fn load_modules() -> (usize, Vec<ModuleFailure>) {
         failures.len()
     ));
     (loaded, failures)
+}
+
+/// One module: loaded (or already loaded), or why not.
+fn load_module(path: &str, name: String) -> Result<(), ModuleFailure> {
+    let file = File::open(path).map_err(|e| {
+        say(&format!("cannot open {path}: {e}"));
+        ModuleFailure {
+            name: name.clone(),
+            errno: None,
+            depends: Vec::new(),
+        }
+    })?;
+    match finit_module(&file, c"", ModuleInitFlags::empty()) {
+        Ok(()) | Err(Errno::EEXIST) => Ok(()),
+        Err(e) => {
+            let depends = std::fs::read(path)
+                .ok()
+                .and_then(|elf| modinfo::depends(&elf))
+                .unwrap_or_default();
+            // finit_module's ENOENT is not a missing file (the file is open) but symbols
+            // no loaded module provides; strerror would say the former.
+            if e == Errno::ENOENT {
+                say(&format!(
+                    "cannot load {path}: unresolved symbols (ENOENT); it needs: {}",
+                    if depends.is_empty() {
+                        "nothing, per its .modinfo".to_string()
+                    } else {
+                        depends.join(", ")
+                    }
+                ));
+            } else {
+                say(&format!("cannot load {path}: {e}"));
+            }
+            Err(ModuleFailure {
+                name,
+                errno: Some(e as i32),
+                depends,
+            })
+        }
+    }
 }
 
 /// Isolation refused: the console block (and, under another init, the kernel log, which
