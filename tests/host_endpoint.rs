@@ -4,7 +4,7 @@
 //! Proves SPEC H2 (the engine is reached from the host over vsock; what answers is eci-guard,
 //! the only listener on the VM's vsock port, with eci as the default runtime), H4 (an image moves
 //! in with `docker load` through that endpoint, without a registry, and runs; attach with stdin,
-//! `logs -f`, `exec` and `cp` stream through the relay), A1/U1 seen from the host (container
+//! `logs -f`, `exec` and `cp` stream through the relay, downloads of megabytes arrive whole), A1/U1 seen from the host (container
 //! root is an unprivileged range in the VM) and H1 (the uplink gets its DHCP lease after the
 //! engine, its name servers reach containers' resolv.conf, a container's published port
 //! answers through it, and a connection to the VM itself is dropped). The refusal of a peer
@@ -165,7 +165,56 @@ fn the_host_drives_the_vm_engine_over_vsock() {
     let back = work.path().join("back.txt");
     vm.docker_ok(&["cp", "eci-h4:/note.txt", back.to_str().unwrap()]);
     assert_eq!(std::fs::read_to_string(&back).unwrap(), "from the host\n");
+    // Downloads cross in full: 4 MiB of random bytes go in with `docker cp` and come back out,
+    // and `docker save` streams the loaded image back as the archive it was loaded from. The
+    // guest's vsock packets above ~32 KiB were dropped by vhost-device-vsock (the stream lost
+    // them and stalled at 64 KiB) until eci-guard cut its writes (runtime/guard/src/vsock.rs).
+    let mut random = vec![0u8; 4 << 20];
+    {
+        use std::io::Read;
+        std::fs::File::open("/dev/urandom")
+            .unwrap()
+            .read_exact(&mut random)
+            .unwrap();
+    }
+    let big = work.path().join("big.bin");
+    std::fs::write(&big, &random).unwrap();
+    vm.docker_ok(&["cp", big.to_str().unwrap(), "eci-h4:/big.bin"]);
+    let big_back = work.path().join("big-back.bin");
+    let (_, down_secs) = vm.docker_ok(&["cp", "eci-h4:/big.bin", big_back.to_str().unwrap()]);
+    let back_bytes = std::fs::read(&big_back).unwrap();
+    assert!(
+        back_bytes == random,
+        "docker cp out of the VM returned {} bytes, not the {} that went in (or other bytes)",
+        back_bytes.len(),
+        random.len()
+    );
+    eprintln!(
+        "docker cp of {} bytes out of the VM: {down_secs:.2} s",
+        random.len()
+    );
     vm.docker_ok(&["rm", "-f", "eci-h4"]);
+    let saved = work.path().join("saved.tar");
+    vm.docker_ok(&[
+        "save",
+        "--output",
+        saved.to_str().unwrap(),
+        "eci-host-endpoint:busybox",
+    ]);
+    let listed = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg(&saved)
+        .output()
+        .unwrap();
+    assert!(
+        listed.status.success()
+            && String::from_utf8_lossy(&listed.stdout)
+                .lines()
+                .any(|l| l == "manifest.json"),
+        "docker save through the relay wrote no readable archive ({} bytes): {}",
+        std::fs::metadata(&saved).map(|m| m.len()).unwrap_or(0),
+        String::from_utf8_lossy(&listed.stderr)
+    );
 
     // H1: the uplink is configured by DHCP (QEMU's, restrict=on) after the engine started.
     let lease = wait_for_console(&vm, "lease bound: ", Duration::from_secs(120));

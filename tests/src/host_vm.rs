@@ -89,9 +89,13 @@ impl HostVm {
         self.relay.as_ref().expect("relay").docker_host()
     }
 
-    /// `docker ARGS` against the VM's engine through the relayed socket.
+    /// `docker ARGS` against the VM's engine through the relayed socket. A command still
+    /// running after [`DOCKER_LIMIT`] seconds is ended (exit 124): a stalled stream fails the
+    /// test instead of hanging it.
     pub fn docker(&self, args: &[&str]) -> Output {
-        Command::new("docker")
+        Command::new("timeout")
+            .arg(DOCKER_LIMIT.to_string())
+            .arg("docker")
             .args(args)
             .env("DOCKER_HOST", self.docker_host())
             .env_remove("DOCKER_CONTEXT")
@@ -122,6 +126,9 @@ impl HostVm {
         self.vm.power_off(Duration::from_secs(180))
     }
 }
+
+/// Seconds one docker command through the relay may take (see [`HostVm::docker`]).
+pub const DOCKER_LIMIT: u64 = 300;
 
 pub fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();

@@ -14,6 +14,15 @@
 //! [`half_close_port`]: `SHUT <token> <bytes sent>`. The tagged stream reads as ended once it has
 //! delivered exactly that many bytes (never cutting data short). Both ports take the host only.
 //!
+//! Write size. One `write` becomes vsock packets of at most its own length. Linux 6.17, and
+//! 6.12.y from its backports, builds a packet above ~32 KiB (`SKB_WITH_OVERHEAD(PAGE_SIZE <<
+//! PAGE_ALLOC_COSTLY_ORDER)`, header included) as a nonlinear skb, which virtio-vsock sends in
+//! more than one data descriptor; vhost-device-vsock 0.3.0 (through the virtio-vsock crate,
+//! 0.12 too) reads a packet's data from one descriptor only and drops the packet
+//! (`DescriptorLengthTooSmall` in its log): the bytes are lost and the host's stream stalls
+//! once the guest's send credit is gone (`docker save` stopped at 64 KiB). So every write is cut
+//! to [`MAX_WRITE`], which stays linear on any kernel; the cost is one packet per 16 KiB.
+//!
 //! tokio has no vsock type, so the socket is made with libc and driven by [`AsyncFd`]; the
 //! guard already links libc, and the crates that wrap vsock would add a second socket layer
 //! for four system calls.
@@ -33,6 +42,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 pub const HOST_CID: u32 = 2;
 /// `VMADDR_CID_LOCAL`: the VM talking to itself through the loopback transport.
 pub const LOCAL_CID: u32 = 1;
+/// The most one `write` on a vsock stream hands the kernel (see the module's notes on write
+/// size): below the guest kernel's nonlinear-skb threshold with room for the packet header.
+pub const MAX_WRITE: usize = 16 * 1024;
 
 /// Whether a connection from `cid` may reach the engine: the host, and nothing else.
 pub fn peer_allowed(cid: u32) -> bool {
@@ -339,6 +351,7 @@ impl AsyncWrite for VsockStream {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
+        let data = &data[..data.len().min(MAX_WRITE)];
         loop {
             let mut guard = ready!(self.fd.poll_write_ready(cx))?;
             match guard.try_io(|fd| {
