@@ -41,37 +41,42 @@ impl Vm {
         let console = work.join(format!("{name}.console"));
         let monitor = work.join(format!("{name}.monitor"));
         let mut cmd = Command::new(boot::QEMU);
-        cmd.args(["-machine", "q35", "-accel", if kvm { "kvm" } else { "tcg" }])
-            .args([
-                "-m",
-                "2048",
-                "-smp",
-                "2",
-                "-display",
-                "none",
-                "-no-reboot",
-                "-nodefaults",
-            ])
-            .arg("-monitor")
-            .arg(format!("unix:{},server=on,wait=off", monitor.display()))
-            .arg("-serial")
-            .arg(format!("file:{}", console.display()))
-            .args([
-                "-netdev",
-                "user,id=n0,restrict=on",
-                "-device",
-                "virtio-net-pci,netdev=n0",
-            ])
-            .arg("-drive")
-            .arg(format!("file={},if=virtio,format=raw", disk.display()))
-            .arg("-kernel")
-            .arg(out.join("vmlinuz"))
-            .arg("-initrd")
-            .arg(out.join("initramfs.img"))
-            .args(["-append", &cmdline.join(" ")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+        cmd.args([
+            "-machine",
+            "q35",
+            "-accel",
+            boot::accel_arg(if kvm { Accel::Kvm } else { Accel::Tcg }),
+        ])
+        .args([
+            "-m",
+            "2048",
+            "-smp",
+            "2",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-nodefaults",
+        ])
+        .arg("-monitor")
+        .arg(format!("unix:{},server=on,wait=off", monitor.display()))
+        .arg("-serial")
+        .arg(format!("file:{}", console.display()))
+        .args([
+            "-netdev",
+            "user,id=n0,restrict=on",
+            "-device",
+            "virtio-net-pci,netdev=n0",
+        ])
+        .arg("-drive")
+        .arg(format!("file={},if=virtio,format=raw", disk.display()))
+        .arg("-kernel")
+        .arg(out.join("vmlinuz"))
+        .arg("-initrd")
+        .arg(out.join("initramfs.img"))
+        .args(["-append", &cmdline.join(" ")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
         if kvm {
             cmd.args(["-cpu", "host"]);
         }
