@@ -7,12 +7,18 @@
 //!
 //! Needs root, dockerd (docker.io), busybox-static, gcc with the static C library (the probe
 //! for `init_module`/`open_by_handle_at`) and nsenter; skips without root, fails in CI.
+//!
+//! `eci-build test` runs the suite against the VM's engine too (SPEC V7): cgroup v2 and the
+//! full capability bounding set, so `--privileged` is eci's real one there. The eci side of
+//! each attack runs in the VM; the plain-runc baselines cannot (the VM's engine reaches no
+//! runtime but eci-runc, SPEC A4) and are this machine's. What the VM holds (its sysctls) is
+//! read through a fresh container of the VM's engine.
 
 use eci_e2e::escapes::{
-    assert_all_refused, assert_all_worked, build_probe, container_pid, in_container_namespaces,
-    root_block_device, run_attacks, Attack, Setup,
+    assert_all_refused, assert_all_worked, build_probe, container_pid, engine_block_device,
+    in_container_namespaces, run_attacks, Attack, Setup,
 };
-use eci_e2e::runc_engine::{prerequisites, RuncEngine, IMAGE};
+use eci_e2e::runc_engine::{not_run_in_vm, prerequisites, RuncEngine, IMAGE};
 
 fn engine(name: &str) -> Option<RuncEngine> {
     if !prerequisites() {
@@ -34,10 +40,12 @@ fn firmware_shown(path: &str) -> String {
 #[test]
 fn masks_cannot_be_removed_or_bypassed() {
     let Some(e) = engine("esc-masks") else { return };
-    assert!(
-        std::fs::read_dir("/sys/firmware").is_ok_and(|mut d| d.next().is_some()),
-        "this machine's /sys/firmware is empty: nothing to reveal"
-    );
+    if e.on_this_machine() {
+        assert!(
+            std::fs::read_dir("/sys/firmware").is_ok_and(|mut d| d.next().is_some()),
+            "this machine's /sys/firmware is empty: nothing to reveal"
+        );
+    }
     let attacks = vec![
         Attack::new(
             "umount_masked_file",
@@ -84,7 +92,9 @@ fn masks_cannot_be_removed_or_bypassed() {
             ),
         ),
     ];
-    assert_all_worked(&run_attacks(&e, Setup::PlainRunc, &[], &attacks));
+    if e.plain_runc_baseline() {
+        assert_all_worked(&run_attacks(&e, Setup::PlainRunc, &[], &attacks));
+    }
     assert_all_refused(&run_attacks(&e, Setup::EciPrivileged, &[], &attacks));
 }
 
@@ -118,7 +128,9 @@ fn read_only_paths_stay_read_only() {
             format!("mount -o remount,bind,rw /proc/bus && {}", rw("/proc/bus")),
         ),
     ];
-    assert_all_worked(&run_attacks(&e, Setup::PlainRunc, &[], &attacks));
+    if e.plain_runc_baseline() {
+        assert_all_worked(&run_attacks(&e, Setup::PlainRunc, &[], &attacks));
+    }
     assert_all_refused(&run_attacks(&e, Setup::EciPrivileged, &[], &attacks));
 
     // /sys is read-only for a container that is not --privileged; CAP_SYS_ADMIN alone (the
@@ -136,7 +148,9 @@ fn read_only_paths_stay_read_only() {
             ),
         ),
     ];
-    assert_all_worked(&run_attacks(&e, Setup::PlainRuncSysAdmin, &[], &sys));
+    if e.plain_runc_baseline() {
+        assert_all_worked(&run_attacks(&e, Setup::PlainRuncSysAdmin, &[], &sys));
+    }
     assert_all_refused(&run_attacks(&e, Setup::EciSysAdmin, &[], &sys));
 
     // A read-only root (`docker run --read-only`) stays read-only.
@@ -144,7 +158,9 @@ fn read_only_paths_stay_read_only() {
         "remount_read_only_root_rw",
         "mount -o remount,rw / && touch /escape",
     )];
-    assert_all_worked(&run_attacks(&e, Setup::PlainRunc, &["--read-only"], &root));
+    if e.plain_runc_baseline() {
+        assert_all_worked(&run_attacks(&e, Setup::PlainRunc, &["--read-only"], &root));
+    }
     assert_all_refused(&run_attacks(
         &e,
         Setup::EciPrivileged,
@@ -159,6 +175,12 @@ fn read_only_paths_stay_read_only() {
 /// locks (MNT_LOCKED, MNT_LOCK_READONLY) stand in the way, and they hold.
 #[test]
 fn initial_mounts_are_locked_by_the_kernel() {
+    if not_run_in_vm(
+        "it enters the container's namespaces with nsenter from the machine that runs the \
+         engine (bypassing the seccomp filter); the VM has no shell to run nsenter in (SPEC V4)",
+    ) {
+        return;
+    }
     let Some(e) = engine("esc-locked") else {
         return;
     };
@@ -242,7 +264,7 @@ fn kernel_global_sysctls_cannot_be_changed() {
         ("modprobe", "kernel/modprobe", "/tmp/escape"),
         ("sysrq", "kernel/sysrq", "1"),
     ] {
-        if std::path::Path::new("/proc/sys").join(knob).exists() {
+        if e.machine_file(&format!("/proc/sys/{knob}")).is_some() {
             knobs.push((name, knob, value));
         } else {
             println!("/proc/sys/{knob} does not exist on this kernel: not tried");
@@ -259,11 +281,14 @@ fn kernel_global_sysctls_cannot_be_changed() {
             )
         })
         .collect();
-    assert_all_worked(&run_attacks(&e, Setup::PlainRunc, &[], &same));
-    let before: Vec<String> = knobs
-        .iter()
-        .map(|(_, k, _)| std::fs::read_to_string(format!("/proc/sys/{k}")).unwrap())
-        .collect();
+    if e.plain_runc_baseline() {
+        assert_all_worked(&run_attacks(&e, Setup::PlainRunc, &[], &same));
+    }
+    let knob = |k: &str| {
+        e.machine_file(&format!("/proc/sys/{k}"))
+            .unwrap_or_else(|| panic!("/proc/sys/{k} cannot be read"))
+    };
+    let before: Vec<String> = knobs.iter().map(|(_, k, _)| knob(k)).collect();
     let changed: Vec<Attack> = knobs
         .iter()
         .map(|(name, knob, value)| {
@@ -277,19 +302,40 @@ fn kernel_global_sysctls_cannot_be_changed() {
         .collect();
     assert_all_refused(&run_attacks(&e, Setup::EciPrivileged, &[], &changed));
     for ((_, k, _), b) in knobs.iter().zip(before) {
-        let now = std::fs::read_to_string(format!("/proc/sys/{k}")).unwrap();
-        assert_eq!(now, b, "the VM's {k} changed");
+        assert_eq!(knob(k), b, "the VM's {k} changed");
     }
-    if std::path::Path::new("/proc/sysrq-trigger").exists() {
+    if sysrq_trigger_exists(&e) {
         let sysrq = [Attack::new(
             "sysrq_trigger",
             "mount -o remount,bind,rw /proc/sysrq-trigger; echo h > /proc/sysrq-trigger",
         )];
-        assert_all_worked(&run_attacks(&e, Setup::PlainRunc, &[], &sysrq));
+        if e.plain_runc_baseline() {
+            assert_all_worked(&run_attacks(&e, Setup::PlainRunc, &[], &sysrq));
+        }
         assert_all_refused(&run_attacks(&e, Setup::EciPrivileged, &[], &sysrq));
     } else {
         println!("/proc/sysrq-trigger does not exist on this kernel: not tried");
     }
+}
+
+/// Whether the machine that runs the engine has /proc/sysrq-trigger (write-only, so asked of
+/// a container's /proc against the VM).
+fn sysrq_trigger_exists(e: &RuncEngine) -> bool {
+    if e.on_this_machine() {
+        return std::path::Path::new("/proc/sysrq-trigger").exists();
+    }
+    e.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        IMAGE,
+        "test",
+        "-e",
+        "/proc/sysrq-trigger",
+    ])
+    .status
+    .success()
 }
 
 /// SPEC P5: the cgroup v1 `release_agent` escape (a fresh hierarchy mount, then a release
@@ -300,6 +346,22 @@ fn cgroup_release_agent_cannot_be_set() {
     let Some(e) = engine("esc-cgroup") else {
         return;
     };
+    if !e.on_this_machine() {
+        // The VM mounts cgroup v2 only: no hierarchy of it has a release_agent, and its memory
+        // controller is bound to v2, so the baseline has nothing to write to. What a container
+        // can still try is a named v1 hierarchy of its own, whose root has a release_agent.
+        println!(
+            "in the VM (cgroup v2 only) the baseline cannot be shown: no v1 hierarchy exists \
+             whose release_agent plain runc could write; eci is tried with a named v1 hierarchy"
+        );
+        let eci = [Attack::new(
+            "release_agent",
+            "for f in $(find /sys/fs/cgroup -name release_agent 2>/dev/null); do echo /tmp/x > $f && exit 0; done; \
+             mkdir -p /tmp/cg && mount -t cgroup -o none,name=eci cgroup /tmp/cg && echo /tmp/x > /tmp/cg/release_agent",
+        )];
+        assert_all_refused(&run_attacks(&e, Setup::EciPrivileged, &[], &eci));
+        return;
+    }
     if !std::path::Path::new("/sys/fs/cgroup/memory/release_agent").exists() {
         println!("no cgroup v1 memory hierarchy here: the release_agent escape needs one");
         return;
@@ -308,7 +370,9 @@ fn cgroup_release_agent_cannot_be_set() {
         "release_agent",
         "mkdir -p /tmp/cg && mount -t cgroup -o memory cgroup /tmp/cg && echo \"$(cat /tmp/cg/release_agent)\" > /tmp/cg/release_agent",
     )];
-    assert_all_worked(&run_attacks(&e, Setup::PlainRunc, &[], &attacks));
+    if e.plain_runc_baseline() {
+        assert_all_worked(&run_attacks(&e, Setup::PlainRunc, &[], &attacks));
+    }
     let eci = [Attack::new(
         "release_agent",
         "for f in $(find /sys/fs/cgroup -name release_agent 2>/dev/null); do echo /tmp/x > $f && exit 0; done; \
@@ -324,17 +388,23 @@ fn cgroup_release_agent_cannot_be_set() {
 #[test]
 fn vm_devices_cannot_be_reached() {
     let Some(e) = engine("esc-dev") else { return };
-    let (maj, min) = root_block_device();
+    let (maj, min) = engine_block_device(&e).unwrap_or_else(|| {
+        // The VM's root is its initramfs and QEMU attaches no disk under `eci-build test`.
+        println!("the VM has no block device: a first virtio disk's numbers (254:0) are tried");
+        (254, 0)
+    });
     let rule = format!("b {maj}:{min} rwm");
     // Opening the VM's disk cannot be shown here: even VM root gets EPERM opening /dev/vda on
     // the development machine (its sandbox). Creating the node is the step plain runc allows.
     let mknod_disk = Attack::new("mknod_vm_disk", format!("mknod /tmp/disk b {maj} {min}"));
-    assert_all_worked(&run_attacks(
-        &e,
-        Setup::PlainRunc,
-        &["--device-cgroup-rule", &rule],
-        std::slice::from_ref(&mknod_disk),
-    ));
+    if e.plain_runc_baseline() {
+        assert_all_worked(&run_attacks(
+            &e,
+            Setup::PlainRunc,
+            &["--device-cgroup-rule", &rule],
+            std::slice::from_ref(&mknod_disk),
+        ));
+    }
     let attacks = [
         mknod_disk,
         Attack::new("block_devices_listed", "ls -l /dev | grep -q '^b'"),
@@ -346,29 +416,43 @@ fn vm_devices_cannot_be_reached() {
         Attack::new("mknod_dev_kmsg", "mknod /tmp/kmsg c 1 11"),
     ];
     let disk = format!("/dev/block/{maj}:{min}");
-    let mut flags = vec![
-        "--device-cgroup-rule",
-        &rule,
-        "--device-cgroup-rule",
-        "c 1:* rwm",
-    ];
-    if std::path::Path::new(&disk).exists() {
-        flags.extend(["--device", &disk]);
+    let mut flags = vec![];
+    if e.on_this_machine() {
+        flags.extend([
+            "--device-cgroup-rule",
+            &rule,
+            "--device-cgroup-rule",
+            "c 1:* rwm",
+        ]);
+        if std::path::Path::new(&disk).exists() {
+            flags.extend(["--device", &disk]);
+        }
+    } else {
+        // The VM's guard refuses device cgroup rules at create (tests/engine_guard.rs covers
+        // that layer); `--privileged` alone already allows every device in the cgroup, so
+        // what refuses the nodes below is eci's runtime, not the guard.
+        println!("the VM's guard refuses --device-cgroup-rule: the attacks run without it");
     }
     assert_all_refused(&run_attacks(&e, Setup::EciPrivileged, &flags, &attacks));
     // /dev/mem itself: this kernel has none (no CONFIG_DEVMEM), so its baseline cannot be
-    // shown here; an eci container is refused the node above whatever the kernel has.
-    if std::path::Path::new("/dev/mem").exists() {
+    // shown here; an eci container is refused the node above whatever the kernel has. In the
+    // VM the guard refuses `--device /dev/mem` at create (tests/engine_guard.rs), so the
+    // container would never run the attack.
+    if !e.on_this_machine() {
+        println!("--device /dev/mem is refused by the VM's guard at create: not tried here");
+    } else if std::path::Path::new("/dev/mem").exists() {
         let mem = [Attack::new(
             "read_dev_mem",
             "head -c 1 /dev/mem > /dev/null",
         )];
-        assert_all_worked(&run_attacks(
-            &e,
-            Setup::PlainRunc,
-            &["--device", "/dev/mem"],
-            &mem,
-        ));
+        if e.plain_runc_baseline() {
+            assert_all_worked(&run_attacks(
+                &e,
+                Setup::PlainRunc,
+                &["--device", "/dev/mem"],
+                &mem,
+            ));
+        }
         assert_all_refused(&run_attacks(
             &e,
             Setup::EciPrivileged,
@@ -385,25 +469,24 @@ fn vm_devices_cannot_be_reached() {
 #[test]
 fn kernel_global_calls_are_refused() {
     let Some(e) = engine("esc-calls") else { return };
-    let probe = match build_probe(&e.share) {
-        Ok(p) => p,
-        Err(msg) => {
-            assert!(!eci_e2e::in_ci(), "{msg}");
-            println!("skipped: {msg}");
-            return;
-        }
-    };
-    let bind = format!("{}:/probe:ro", probe.display());
+    if let Err(msg) = build_probe(&e.share) {
+        assert!(!eci_e2e::in_ci(), "{msg}");
+        println!("skipped: {msg}");
+        return;
+    }
+    let bind = format!("{}:ro", e.share_bind("/s"));
     let attacks = [
-        Attack::new("init_module", "/probe init_module"),
-        Attack::new("finit_module", "/probe finit_module"),
-        Attack::new("open_by_handle_at", "/probe open_by_handle_at"),
+        Attack::new("init_module", "/s/probe init_module"),
+        Attack::new("finit_module", "/s/probe finit_module"),
+        Attack::new("open_by_handle_at", "/s/probe open_by_handle_at"),
         Attack::new(
             "insmod",
             "head -c 4096 /dev/zero > /tmp/m.ko; insmod /tmp/m.ko 2>&1 | grep -vq 'not permitted'",
         ),
     ];
-    assert_all_worked(&run_attacks(&e, Setup::PlainRunc, &["-v", &bind], &attacks));
+    if e.plain_runc_baseline() {
+        assert_all_worked(&run_attacks(&e, Setup::PlainRunc, &["-v", &bind], &attacks));
+    }
     let eci = run_attacks(&e, Setup::EciPrivileged, &["-v", &bind], &attacks);
     assert_all_refused(&eci);
     for name in ["init_module", "finit_module", "open_by_handle_at"] {

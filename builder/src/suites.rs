@@ -1,5 +1,4 @@
-//! `eci-build test` (SPEC V7): the end-to-end engine suites of `tests/` (`engine_runc`,
-//! `engine_guard`) run against the booted VM's engine, through the host endpoint (SPEC H2), and
+//! `eci-build test` (SPEC V7): the end-to-end engine suites of `tests/` ([`SUITES`]) run against the booted VM's engine, through the host endpoint (SPEC H2), and
 //! the verdict that comes out of it: JSON on stdout and JUnit XML beside the build.
 //!
 //! How the suites run. The suites are ordinary `#[test]` functions in cargo test binaries; they
@@ -32,7 +31,16 @@ pub const NOT_RUN_MARKER: &str = "ECI-E2E-NOT-RUN:";
 /// The line `eci_test_support::prerequisite` prints when a test skips.
 const SKIPPED_MARKER: &str = "SKIPPED: ";
 /// The end-to-end suites `eci-build test` runs, as cargo names their test targets.
-pub const SUITES: &[&str] = &["engine_runc", "engine_guard"];
+/// escapes, vetting, views and dind prove isolation in the VM itself (cgroup v2, the full
+/// bounding set), not only on the build machine (issue 10, SPEC P7, M1-M7, F1-F4).
+pub const SUITES: &[&str] = &[
+    "engine_runc",
+    "engine_guard",
+    "escapes",
+    "vetting",
+    "views",
+    "dind",
+];
 /// The package that holds them.
 pub const SUITES_PACKAGE: &str = "eci-e2e";
 /// How long one test may run against the VM under TCG before it is killed and failed: the

@@ -63,7 +63,15 @@ pub fn share_file(e: &RuncEngine, tarball: &Path, name: &str) -> Result<String> 
 
 /// `docker import` of the dind root filesystem as [`DIND_IMAGE`], with the command and
 /// environment a root filesystem tarball does not carry.
+/// Against the VM the image stays imported between the suite's tests (a quarter of a GiB
+/// through the endpoint takes ~20 s): one that is there is kept.
 pub fn import(e: &RuncEngine, tarball: &Path) -> Result<()> {
+    if e.docker(&["image", "inspect", "--format", "{{.Id}}", DIND_IMAGE])
+        .status
+        .success()
+    {
+        return Ok(());
+    }
     let out = e.docker(&[
         "import",
         "--change",

@@ -251,6 +251,28 @@ pub fn root_block_device() -> (u32, u32) {
     (libc::major(dev), libc::minor(dev))
 }
 
+/// The device numbers of a block device of the machine that runs the engine: here the one
+/// holding `/`; in the VM the first one its sysfs lists (`/sys/dev/block`, global, read from a
+/// container). `None` when the VM has none (its root is the initramfs).
+pub fn engine_block_device(e: &RuncEngine) -> Option<(u32, u32)> {
+    if e.on_this_machine() {
+        return Some(root_block_device());
+    }
+    let listed = e.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        IMAGE,
+        "ls",
+        "/sys/dev/block",
+    ]);
+    listed.split_whitespace().find_map(|d| {
+        let (maj, min) = d.split_once(':')?;
+        Some((maj.parse().ok()?, min.parse().ok()?))
+    })
+}
+
 /// The pid (in the VM) of a running container's init.
 pub fn container_pid(e: &RuncEngine, name: &str) -> i32 {
     e.ok(&["inspect", "-f", "{{.State.Pid}}", name])

@@ -35,6 +35,7 @@ pub fn supervisor_binary() -> Result<PathBuf> {
 /// Point the engine's eci-runc at a supervisor socket inside the engine's folder, so this test
 /// starts (and may kill) a supervisor of its own instead of the machine's shared one.
 pub fn private_supervisor(e: &RuncEngine) -> Result<PathBuf> {
+    e.local_only("a private supervisor");
     supervisor_binary()?;
     let wrapper = e.path().join("eci-runc");
     let text = std::fs::read_to_string(&wrapper)?;
@@ -51,6 +52,47 @@ pub fn private_supervisor(e: &RuncEngine) -> Result<PathBuf> {
     Ok(sock)
 }
 
+/// The supervisor that vets a test's containers: here a private one the engine's eci-runc
+/// starts ([`private_supervisor`]), stopped when this is dropped (even on panic); against the
+/// VM the VM's own (eci-init's service), which the test can neither see nor stop.
+pub struct TestSupervisor {
+    sock: Option<PathBuf>,
+}
+
+impl TestSupervisor {
+    pub fn for_engine(e: &RuncEngine) -> Result<TestSupervisor> {
+        let sock = if e.on_this_machine() {
+            Some(private_supervisor(e)?)
+        } else {
+            None
+        };
+        Ok(TestSupervisor { sock })
+    }
+
+    /// Its log, for failure messages.
+    pub fn log(&self) -> String {
+        match &self.sock {
+            Some(s) => supervisor_log(s),
+            None => "(the VM's supervisor logs to the VM's console log)".into(),
+        }
+    }
+
+    /// The private supervisor's socket; panics against the VM.
+    pub fn sock(&self) -> &Path {
+        self.sock
+            .as_deref()
+            .expect("the VM's supervisor is not the test's: guard with on_this_machine()")
+    }
+}
+
+impl Drop for TestSupervisor {
+    fn drop(&mut self) {
+        if let Some(s) = &self.sock {
+            stop_supervisor(s);
+        }
+    }
+}
+
 /// The log of the test's supervisor (every vetted call with its answer), for failure messages.
 pub fn supervisor_log(sock: &Path) -> String {
     std::fs::read_to_string(sock.with_file_name("supervisor.log")).unwrap_or_default()
@@ -58,6 +100,10 @@ pub fn supervisor_log(sock: &Path) -> String {
 
 /// The pid of the supervisor serving `sock` (from its command line).
 pub fn supervisor_pid(sock: &Path) -> Option<i32> {
+    assert!(
+        !crate::runc_engine::in_vm(),
+        "the supervisor's process is the VM's: guard the check with on_this_machine()"
+    );
     let want = sock.display().to_string();
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|d| {
         let pid: i32 = d.file_name().to_str()?.parse().ok()?;
