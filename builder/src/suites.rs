@@ -988,16 +988,24 @@ mod tests {
         let msgs = [
             r#"{"reason":"compiler-artifact","package_id":"path+file:///w/tests#eci-e2e@0.1.0","target":{"kind":["test"],"name":"engine_runc"},"executable":"/w/target/debug/deps/engine_runc-1"}"#,
             r#"{"reason":"compiler-artifact","package_id":"path+file:///w/tests#eci-e2e@0.1.0","target":{"kind":["test"],"name":"views"},"executable":"/w/target/debug/deps/views-2"}"#,
+            r#"{"reason":"compiler-artifact","package_id":"path+file:///w/tests#eci-e2e@0.1.0","target":{"kind":["test"],"name":"image_boot"},"executable":"/w/target/debug/deps/image_boot-3"}"#,
             r#"{"reason":"compiler-artifact","package_id":"path+file:///w/tests#eci-e2e@0.1.0","target":{"kind":["lib"],"name":"eci_e2e"},"executable":null}"#,
             r#"{"reason":"build-finished","success":true}"#,
         ]
         .join("\n");
+        // image_boot boots images itself: not a suite of the VM's engine.
         assert_eq!(
             binaries_from_cargo(&msgs),
-            vec![SuiteBinary {
-                suite: "engine_runc".into(),
-                path: "/w/target/debug/deps/engine_runc-1".into()
-            }]
+            vec![
+                SuiteBinary {
+                    suite: "engine_runc".into(),
+                    path: "/w/target/debug/deps/engine_runc-1".into()
+                },
+                SuiteBinary {
+                    suite: "views".into(),
+                    path: "/w/target/debug/deps/views-2".into()
+                }
+            ]
         );
     }
 
