@@ -4,6 +4,7 @@ pub mod binaries;
 pub mod boot;
 pub mod boot_phases;
 pub mod diff;
+pub mod error_chain;
 pub mod host_endpoint;
 pub mod initramfs;
 pub mod inspect;

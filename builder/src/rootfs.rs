@@ -19,6 +19,7 @@
 //! way on every build.
 
 use crate::apt::deb::{self, DebControl};
+use crate::error_chain::error_chain;
 use crate::manifest::{Blob, Entry, EntryKind, Manifest, ManifestError};
 use crate::modules::{self, Available};
 use crate::spec::ImageSpec;
@@ -556,17 +557,6 @@ fn bake_settings(
         )?;
     }
     Ok(warnings)
-}
-
-/// Tera hides the useful part of its errors in the source chain.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        parts.push(s.to_string());
-        cur = s.source();
-    }
-    parts.join(": ")
 }
 
 /// A dpkg status database, so scanners that read it (SBOM and CVE tools) see what is installed.

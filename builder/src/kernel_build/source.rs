@@ -271,9 +271,12 @@ fn unpack_source(cache: &Cache, pkg: &LockedPackage, root: &Path) -> Result<(), 
     archive.set_preserve_permissions(true);
     archive.set_preserve_mtime(true);
     archive.set_unpack_xattrs(false);
-    archive
-        .unpack(tmp.path())
-        .map_err(|e| source_err(format!("unpacking the source tarball: {e}")))?;
+    archive.unpack(tmp.path()).map_err(|e| {
+        source_err(format!(
+            "unpacking the source tarball: {}",
+            crate::error_chain::error_chain(&e)
+        ))
+    })?;
     let dest = root.join(&pkg.sha256);
     match std::fs::rename(tmp.path(), &dest) {
         Ok(()) => {

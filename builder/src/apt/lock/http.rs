@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::Progress;
+use crate::error_chain::error_chain;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -194,17 +195,6 @@ impl Http {
         progress.download_finished(label);
         Ok(body)
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// `file:/x`, `file:///x` → `/x`; anything else → `None`.
