@@ -1,8 +1,8 @@
 //! What only the supervisor (VM root, in the VM's mount namespace) can do for a container: a new
 //! proc for the caller's pid namespace, given the masks of the container's first /proc before
 //! the container gets it (SPEC M3, F4). Inside the container the kernel refuses a new proc while
-//! the first one has locked masks (it would show what they hide); here it is made outside, as a
-//! detached tree, masked, and handed to the container's helper, which attaches it onto the
+//! the first one has locked masks (it would show what they hide); here it is made outside,
+//! masked, and handed as a detached tree to the container's helper, which attaches it onto the
 //! judged target. The helper protects the masks like the first ones.
 
 use std::io;
@@ -76,34 +76,59 @@ fn below(tree: BorrowedFd<'_>, rel: &str) -> io::Result<OwnedFd> {
     Ok(openat2(tree, rel, how)?)
 }
 
-/// A detached proc for the pid namespace `pidns` with `plan`'s masks on it.
+/// A detached proc (or sysfs) for the caller's namespace `ns` with `plan`'s masks on it, built
+/// in a mount namespace of its own by a thread that lives for this request: before Linux 6.15
+/// the kernel lays mounts only on places in the caller's mount namespace and clones only from
+/// there, so the new tree is attached (in a private copy of the VM's namespace, whose mounts
+/// reach nothing else and go with the thread), masked, and handed out as a detached clone.
 pub fn masked_proc(
     req: &ProcRequest,
     ns: BorrowedFd<'_>,
     plan: &[MaskStep],
 ) -> io::Result<(OwnedFd, Vec<String>)> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
+            nix::mount::mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )?;
+            masked_in_own_namespace(req, ns, plan)
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("the proc builder thread panicked")))
+    })
+}
+
+fn masked_in_own_namespace(
+    req: &ProcRequest,
+    ns: BorrowedFd<'_>,
+    plan: &[MaskStep],
+) -> io::Result<(OwnedFd, Vec<String>)> {
     let fs = if req.fstype == "sysfs" {
-        // sysfs takes the network namespace of whoever opens the context: this thread enters
-        // the caller's for the fsopen and goes back to the VM's.
-        let own = nix::fcntl::open(
-            "/proc/thread-self/ns/net",
-            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )?;
+        // sysfs takes the network namespace of whoever opens the context; this thread is
+        // about to end, so it stays in the caller's.
         nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
-        let fs = sys::fsopen("sysfs");
-        nix::sched::setns(own.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)?;
-        fs?
+        sys::fsopen("sysfs")?
     } else {
-        let fs = sys::fsopen("proc")?;
-        sys::fsconfig_set_fd(fs.as_fd(), "pidns", ns)?;
-        fs
+        sys::fsopen_in_pid_namespace("proc", ns)?
     };
     for (k, v) in &req.options {
         sys::fsconfig_set(fs.as_fd(), k, v.as_deref())?;
     }
     sys::fsconfig_cmd(fs.as_fd(), sys::FSCONFIG_CMD_CREATE)?;
     let tree = sys::fsmount(fs.as_fd(), req.attrs)?;
+    // The source of /dev/null masks, opened before the tree covers the root.
+    let null = nix::fcntl::open(
+        "/dev/null",
+        OFlag::O_PATH | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    // On the namespace's root: the tree's place only has to be in this namespace.
+    sys::move_mount_to_path(tree.as_fd(), "/")?;
     let mut masks = Vec::new();
     for step in plan {
         // A mask whose place this proc lacks (a pid namespace without it) is not needed.
@@ -112,14 +137,7 @@ pub fn masked_proc(
         };
         let m = match &step.kind {
             MaskKind::ProcSub(sub) => sys::open_tree_clone_at(tree.as_fd(), sub)?,
-            MaskKind::DevNull => {
-                let null = nix::fcntl::open(
-                    "/dev/null",
-                    OFlag::O_PATH | OFlag::O_CLOEXEC,
-                    nix::sys::stat::Mode::empty(),
-                )?;
-                sys::open_tree_clone(null.as_fd(), false)?
-            }
+            MaskKind::DevNull => sys::open_tree_clone(null.as_fd(), false)?,
             MaskKind::Tmpfs => {
                 let t = sys::fsopen("tmpfs")?;
                 sys::fsconfig_set(t.as_fd(), "size", Some("0"))?;
@@ -139,7 +157,7 @@ pub fn masked_proc(
         sys::move_mount(m.as_fd(), place.as_fd())?;
         masks.push(step.rel.clone());
     }
-    Ok((tree, masks))
+    Ok((sys::open_tree_clone(tree.as_fd(), true)?, masks))
 }
 
 /// Serve one helper's requests for new procs until it goes.

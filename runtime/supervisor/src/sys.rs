@@ -5,7 +5,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 const FS_CLOEXEC: libc::c_uint = 1;
 const FSCONFIG_SET_FLAG: libc::c_uint = 0;
@@ -312,19 +312,83 @@ pub fn effective_caps(tid: i32) -> io::Result<u64> {
     Ok(u64::from(data[0].effective) | (u64::from(data[1].effective) << 32))
 }
 
-/// `fsconfig(FSCONFIG_SET_FD)`: a descriptor as an option's value (proc's `pidns`).
-pub fn fsconfig_set_fd(fs: BorrowedFd<'_>, key: &str, fd: BorrowedFd<'_>) -> io::Result<()> {
-    const FSCONFIG_SET_FD: libc::c_uint = 5;
-    let key = c(key)?;
-    // SAFETY: the key lives for the call; the value pointer must be NULL and aux is the fd.
+/// A filesystem context opened by a process of the pid namespace `pidns`: proc takes the pid
+/// namespace a context is for from its opener's active one (fsconfig's `pidns=` option, which
+/// sets it on any context, is Linux 6.18; the VM runs 6.12). Entering a pid namespace only
+/// changes where a thread's children go, so a child made for the call does the `fsopen`: it
+/// shares this process's memory and descriptor table (the context lands in it) and this thread
+/// waits for it (`CLONE_VFORK`), then the thread goes back to its own pid namespace.
+pub fn fsopen_in_pid_namespace(fstype: &str, pidns: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    use nix::sched::{setns, CloneFlags};
+    struct Call {
+        name: CString,
+        result: libc::c_long,
+        errno: i32,
+    }
+    extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
+        // SAFETY: arg is the parent's Call, alive and untouched while it waits for this child
+        // (CLONE_VFORK). Only the system call runs here: the child shares the parent's memory.
+        unsafe {
+            let call = &mut *(arg as *mut Call);
+            call.result = libc::syscall(libc::SYS_fsopen, call.name.as_ptr(), FS_CLOEXEC);
+            call.errno = *libc::__errno_location();
+        }
+        0
+    }
+    let own = nix::fcntl::open(
+        "/proc/thread-self/ns/pid",
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    let mut call = Call {
+        name: c(fstype)?,
+        result: -1,
+        errno: libc::ECHILD,
+    };
+    let mut stack = vec![0u8; 64 * 1024];
+    setns(pidns, CloneFlags::CLONE_NEWPID)?;
+    // SAFETY: the stack is ours for the child's life (the parent waits, CLONE_VFORK); it grows
+    // down, so the child starts at its (16-byte aligned) top. CLONE_FILES: the descriptor the
+    // child gets is in this process's table. SIGCHLD: reaped below by its pid only.
+    let pid = unsafe {
+        let top = stack.as_mut_ptr().add(stack.len()) as usize & !15;
+        libc::clone(
+            child,
+            top as *mut libc::c_void,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_FILES | libc::SIGCHLD,
+            &mut call as *mut Call as *mut libc::c_void,
+        )
+    };
+    let spawned = if pid < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    };
+    let back = setns(own.as_fd(), CloneFlags::CLONE_NEWPID);
+    spawned?;
+    let child_pid = nix::unistd::Pid::from_raw(pid);
+    while let Err(nix::errno::Errno::EINTR) = nix::sys::wait::waitpid(child_pid, None) {}
+    back?;
+    if call.result < 0 {
+        return Err(io::Error::from_raw_os_error(call.errno));
+    }
+    // SAFETY: the child installed this descriptor in the shared table for this call only.
+    Ok(unsafe { OwnedFd::from_raw_fd(call.result as RawFd) })
+}
+
+/// Attach the mount `from` pins onto `path` (in this thread's mount namespace).
+pub fn move_mount_to_path(from: BorrowedFd<'_>, path: &str) -> io::Result<()> {
+    let empty = c("")?;
+    let to = c(path)?;
+    // SAFETY: both paths are NUL-terminated strings alive for the call.
     check(unsafe {
         libc::syscall(
-            libc::SYS_fsconfig,
-            fs.as_raw_fd(),
-            FSCONFIG_SET_FD,
-            key.as_ptr(),
-            std::ptr::null::<libc::c_char>(),
-            fd.as_raw_fd(),
+            libc::SYS_move_mount,
+            from.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
         )
     })
     .map(drop)
