@@ -14,9 +14,7 @@
 //! bounding set): the image is built here and imported through the endpoint, files reach the
 //! outer container through a volume of the VM's engine, and the inner `--privileged` test runs
 //! there only. What only this machine shows (the allocator's table, the plain-runc baseline,
-//! SPEC A4) is checked here only. Each test first asks whether the VM can make a fresh proc
-//! at all (`fresh_proc_refused_in_vm`): Docker-in-Docker's inner runc mounts one for every
-//! inner container, and the VM's pinned kernel refuses them today (issue 10).
+//! SPEC A4) is checked here only.
 
 use eci_e2e::dind::{
     attack_results, attack_script, build_image, field, import, script, share_file, write_attacks,
@@ -25,25 +23,16 @@ use eci_e2e::dind::{
 use eci_e2e::escapes::{
     assert_all_refused, assert_all_worked, build_probe, engine_block_device, Attack,
 };
-use eci_e2e::runc_engine::{
-    in_vm, not_run_in_vm, parse_map, prerequisites, tail, RuncEngine, IMAGE, PLAIN_RUNC,
-};
+use eci_e2e::runc_engine::{in_vm, parse_map, prerequisites, tail, RuncEngine, IMAGE, PLAIN_RUNC};
 use eci_e2e::vetting::TestSupervisor;
 
 /// The engine, when the test can run against it: `None` (with the reason printed) when the
-/// prerequisites are missing or the VM cannot make the fresh proc every inner container needs.
+/// prerequisites are missing.
 fn engine(name: &str) -> Option<RuncEngine> {
     if !prerequisites() {
         return None;
     }
-    let e = RuncEngine::start(name).unwrap_or_else(|e| panic!("engine: {e:#}"));
-    if let Some(why) = e.fresh_proc_refused_in_vm() {
-        not_run_in_vm(&format!(
-            "{why}; Docker-in-Docker's inner runc mounts a fresh proc for every inner container"
-        ));
-        return None;
-    }
-    Some(e)
+    Some(RuncEngine::start(name).unwrap_or_else(|e| panic!("engine: {e:#}")))
 }
 
 /// The dind image, built here by eci-build (into `out`).

@@ -288,10 +288,6 @@ fn a_new_proc_gets_the_masks_of_the_first() {
     let Some((e, sup)) = engine("vproc") else {
         return;
     };
-    if let Some(why) = e.fresh_proc_refused_in_vm() {
-        not_run_in_vm(&why);
-        return;
-    }
     // The first masked file of this kernel's /proc that has content when unmasked.
     let script = "m=$(for p in timer_list sched_debug kcore keys; do grep -q \" /proc/$p \" /proc/mounts && { echo $p; break; }; done); echo \"mask=$m\"; \
         mkdir -p /tmp/p && mount -t proc proc /tmp/p 2>/tmp/e && echo proc-ok || echo \"proc-refused: $(cat /tmp/e)\"; \
@@ -364,10 +360,6 @@ fn a_new_sysfs_gets_the_masks_of_the_first() {
     let Some((e, sup)) = engine("vsys") else {
         return;
     };
-    if let Some(why) = e.fresh_proc_refused_in_vm() {
-        not_run_in_vm(&why);
-        return;
-    }
     let script = "mkdir -p /tmp/s && mount -t sysfs sysfs /tmp/s 2>/tmp/e && echo sysfs-ok || echo \"sysfs-refused: $(cat /tmp/e)\"; \
         [ \"$(ls /tmp/s/class/net)\" = lo ] && echo own-network; \
         [ -n \"$(ls /tmp/s/firmware)\" ] && echo firmware-revealed || echo firmware-kept; \
@@ -796,10 +788,6 @@ fn mounts_through_the_callers_descriptors() {
     let Some((e, sup)) = engine("vfd") else {
         return;
     };
-    if let Some(why) = e.fresh_proc_refused_in_vm() {
-        not_run_in_vm(&why);
-        return;
-    }
     let script = "\
         mkdir -p /tmp/m /tmp/src /tmp/b && echo s > /tmp/src/f; \
         exec 7</tmp/m; mount -t tmpfs t /proc/self/fd/7 2>/tmp/e && grep -q ' /tmp/m tmpfs ' /proc/mounts && echo fd-target-ok || echo \"fd-target-refused: $(cat /tmp/e)\"; \

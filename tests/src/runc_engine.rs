@@ -276,52 +276,6 @@ impl RuncEngine {
         !self.vm
     }
 
-    /// Against the VM: why a test that needs a fresh proc or sysfs in an eci container (or
-    /// Docker-in-Docker, whose inner runc mounts one for every inner container) cannot run
-    /// there, when a `--privileged` container's `mount -t proc` and `mount -t sysfs` are
-    /// refused. Here, and in a VM where they work: `None`, and the test runs.
-    ///
-    /// Known gap (issue 10): the supervisor makes a new proc with `fsconfig(pidns=)`, which
-    /// Linux 6.18 has (runtime/supervisor/README.md) and the VM's pinned 6.12 kernel does not,
-    /// so the VM answers both mounts with EPERM. The probe keeps this honest: once the VM can
-    /// make them, the tests that wait for it run there.
-    pub fn fresh_proc_refused_in_vm(&self) -> Option<String> {
-        if !self.vm {
-            return None;
-        }
-        let out = self.docker(&[
-            "run",
-            "--rm",
-            "--privileged",
-            "--network",
-            "none",
-            IMAGE,
-            "sh",
-            "-c",
-            "mkdir -p /tmp/p /tmp/s; mount -t proc proc /tmp/p 2>&1 && echo proc-ok; \
-             mount -t sysfs sysfs /tmp/s 2>&1 && echo sysfs-ok; \
-             echo \"kernel $(uname -r)\"",
-        ]);
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let ok = |w: &str| text.lines().any(|l| l == w);
-        if ok("proc-ok") && ok("sysfs-ok") {
-            return None;
-        }
-        let kernel = text
-            .lines()
-            .find_map(|l| l.strip_prefix("kernel "))
-            .unwrap_or("?")
-            .to_string();
-        let said: Vec<&str> = text.lines().filter(|l| l.starts_with("mount:")).collect();
-        Some(format!(
-            "in this VM (kernel {kernel}) a --privileged container cannot mount a fresh proc or \
-             sysfs ({}): eci-supervisor makes them with fsconfig(pidns=), Linux 6.18 \
-             (runtime/supervisor/README.md), which the VM's pinned kernel lacks; reported \
-             as a VM bug (issue 10)",
-            said.join("; ")
-        ))
-    }
-
     /// A check that needs the build machine's side must not run against the VM, where it could
     /// only pass vacuously (an empty allocator table, say).
     pub fn local_only(&self, what: &str) {
