@@ -318,6 +318,8 @@ pub fn effective_caps(tid: i32) -> io::Result<u64> {
 /// changes where a thread's children go, so a child made for the call does the `fsopen`: it
 /// shares this process's memory and descriptor table (the context lands in it) and this thread
 /// waits for it (`CLONE_VFORK`), then the thread goes back to its own pid namespace.
+/// For its few microseconds the child is a process of the container's pid namespace with VM
+/// root's credentials: the container can list it, but neither signal, trace nor enter it.
 pub fn fsopen_in_pid_namespace(fstype: &str, pidns: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     use nix::sched::{setns, CloneFlags};
     struct Call {
