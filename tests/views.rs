@@ -8,18 +8,9 @@
 //! alone holds (its uptime, boot_id) and plain runc (SPEC A4) are checked here only, and the
 //! test that kills the views server is listed as not run there.
 
+use eci_e2e::is_root;
 use eci_e2e::runc_engine::{not_run_in_vm, prerequisites, RuncEngine, IMAGE, PLAIN_RUNC};
-use eci_e2e::views::{meminfo_kb, views_binary_built, ViewsEngine};
-use eci_e2e::{is_root, prerequisite};
-
-fn ready() -> bool {
-    prerequisites()
-        && (eci_e2e::runc_engine::in_vm()
-            || prerequisite(
-                views_binary_built(),
-                "eci-views is not built beside eci-runc (cargo build -p eci-views)",
-            ))
-}
+use eci_e2e::views::{meminfo_kb, ViewsEngine};
 
 /// The engine machine's MemTotal (kB) and CPU count: this machine's files, or the VM's as its
 /// dockerd reports them (`docker info`: sysinfo's total RAM in bytes, the CPUs it may use).
@@ -59,7 +50,7 @@ fn first_f64(text: &str) -> f64 {
 
 #[test]
 fn meminfo_cpuinfo_stat_and_uptime_follow_the_container() {
-    if !ready() {
+    if !prerequisites() {
         return;
     }
     let v = ViewsEngine::start("views-limits").expect("engine");
@@ -164,7 +155,7 @@ fn meminfo_cpuinfo_stat_and_uptime_follow_the_container() {
 
 #[test]
 fn identity_and_knobs_are_per_container() {
-    if !ready() {
+    if !prerequisites() {
         return;
     }
     let v = ViewsEngine::start("views-identity").expect("engine");
@@ -265,7 +256,7 @@ fn identity_and_knobs_are_per_container() {
 
 #[test]
 fn firmware_and_kernel_internals_are_empty() {
-    if !ready() {
+    if !prerequisites() {
         return;
     }
     let v = ViewsEngine::start("views-sys").expect("engine");
@@ -318,7 +309,7 @@ fn env_count(name: &str, default: usize) -> usize {
 /// figure is `ECI_VIEWS_CONTAINERS=50`), R is `ECI_VIEWS_READS` (default 300).
 #[test]
 fn many_containers_read_their_own_meminfo_at_once() {
-    if !ready() {
+    if !prerequisites() {
         return;
     }
     let v = ViewsEngine::start("views-many").expect("engine");
@@ -393,7 +384,7 @@ fn reads_fail_closed_when_the_server_is_gone() {
     ) {
         return;
     }
-    if !ready() {
+    if !prerequisites() {
         return;
     }
     let v = ViewsEngine::start("views-crash").expect("engine");

@@ -143,6 +143,11 @@ pub fn prerequisites() -> bool {
             eci_runc_binary().is_some(),
             "eci-runc is not built (cargo build -p eci-runc)",
         )
+        // eci-runc gives every container its /proc views from eci-views beside it.
+        && prerequisite(
+            crate::views::views_binary_built(),
+            "eci-views is not built beside eci-runc (cargo build -p eci-views)",
+        )
 }
 
 pub struct RuncEngine {
