@@ -352,6 +352,38 @@ fn a_new_proc_gets_the_masks_of_the_first() {
     }
 }
 
+/// SPEC M3, P2 (issue 10): a new proc cannot name its pid namespace. proc's `pidns=` option
+/// (Linux 6.18) takes a path; the supervisor makes the new proc, so the path would resolve in
+/// the VM and `/proc/1/ns/pid` would be the VM's pid namespace: every VM process in the
+/// container's view. Under plain runc the path resolves in the container (its own pid
+/// namespace), so there is no attack to show there. The vetting refuses every option but the
+/// few a new proc or sysfs may carry (EINVAL, `eci_policy::mount_vetting`), and the
+/// supervisor checks them again.
+#[test]
+fn a_new_proc_cannot_name_another_pid_namespace() {
+    let Some((e, sup)) = engine("vpidns") else {
+        return;
+    };
+    let eci = e.ok(&[
+        "run",
+        "--rm",
+        "--privileged",
+        "--network",
+        "none",
+        IMAGE,
+        "sh",
+        "-c",
+        "mkdir -p /tmp/q; if mount -t proc -o pidns=/proc/1/ns/pid proc /tmp/q 2>/tmp/e; then \
+           echo pidns-ok; [ \"$(cat /tmp/q/1/comm)\" = \"$(cat /proc/1/comm)\" ] || echo other-pid-namespace; \
+         else echo \"pidns-refused: $(cat /tmp/e)\"; fi",
+    ]);
+    assert!(
+        eci.lines().any(|l| l.starts_with("pidns-refused:")) && !has(&eci, "other-pid-namespace"),
+        "a new proc named another pid namespace under eci:\n{eci}\nsupervisor:\n{}",
+        sup.log()
+    );
+}
+
 /// SPEC M3, F4 (issue 10): a new sysfs is the container's network namespace's and keeps the
 /// masks of the first /sys (/sys/firmware); under plain runc a new sysfs shows the firmware
 /// entries the mask hides.

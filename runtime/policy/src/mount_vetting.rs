@@ -334,6 +334,17 @@ fn sb_flag_options(flags: u64) -> Vec<(String, Option<String>)> {
     .collect()
 }
 
+/// Whether a new proc or sysfs may carry the option `key`: the superblock flags and proc's
+/// `hidepid`, `gid` and `subset`. Never proc's `pidns` (Linux 6.18): it names a pid namespace
+/// by a path or descriptor, and the supervisor, which makes the new proc, would resolve it in
+/// the VM, where `/proc/1/ns/pid` is the VM's own (SPEC M3, P2).
+pub fn kernel_view_option_allowed(fstype: &str, key: &str) -> bool {
+    matches!(
+        key,
+        "ro" | "rw" | "sync" | "async" | "dirsync" | "lazytime" | "nolazytime" | "silent"
+    ) || (fstype == "proc" && matches!(key, "hidepid" | "gid" | "subset"))
+}
+
 /// The per-mount restrictions (`MOUNT_ATTR_*`) `requested` keeps of `current`: every flag, and
 /// an atime setting at least as strict (strictatime < relatime < noatime).
 pub fn adds_restrictions(current: u64, requested: u64) -> bool {
@@ -523,6 +534,18 @@ pub fn decide(call: &Call, caller: Caller, target: Target, source: Option<Source
                 }
                 let mut opts = sb_flag_options(flags);
                 opts.extend(options());
+                if let Some((k, _)) = opts
+                    .iter()
+                    .find(|(k, _)| !kernel_view_option_allowed(base, k))
+                {
+                    return refuse(
+                        Errno::Inval,
+                        format!(
+                            "a new {base} may not carry the option {k} (only its superblock flags{}, SPEC M3)",
+                            if base == "proc" { ", hidepid, gid and subset" } else { "" }
+                        ),
+                    );
+                }
                 return Verdict::Allow(Action::NewFs {
                     fstype: base.to_string(),
                     options: opts,
@@ -784,6 +807,35 @@ mod tests {
                 "{t}"
             );
         }
+    }
+
+    #[test]
+    fn a_new_proc_cannot_name_a_pid_namespace_or_carry_other_options() {
+        for (fstype, data) in [
+            ("proc", "pidns=/proc/1/ns/pid"),
+            ("proc", "hidepid=2,pidns=/proc/1/ns/pid"),
+            ("proc", "subset=pid,source=x"),
+            ("sysfs", "hidepid=2"),
+        ] {
+            assert_eq!(
+                errno(decide(&mount(fstype, 0, Some(data)), ROOT, DIR, None)),
+                Errno::Inval,
+                "{fstype} -o {data}"
+            );
+        }
+        assert!(matches!(
+            decide(
+                &mount(
+                    "proc",
+                    ms::RDONLY,
+                    Some("hidepid=invisible,gid=5,subset=pid")
+                ),
+                ROOT,
+                DIR,
+                None
+            ),
+            Verdict::Allow(Action::NewFs { .. })
+        ));
     }
 
     #[test]

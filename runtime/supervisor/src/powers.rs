@@ -117,6 +117,10 @@ fn masked_in_own_namespace(
         sys::fsopen_in_pid_namespace("proc", ns)?
     };
     for (k, v) in &req.options {
+        // The vetting refused it already; checked again where the option would take effect.
+        if !eci_policy::mount_vetting::kernel_view_option_allowed(&req.fstype, k) {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
         sys::fsconfig_set(fs.as_fd(), k, v.as_deref())?;
     }
     sys::fsconfig_cmd(fs.as_fd(), sys::FSCONFIG_CMD_CREATE)?;
