@@ -76,6 +76,12 @@ fn below(tree: BorrowedFd<'_>, rel: &str) -> io::Result<OwnedFd> {
     Ok(openat2(tree, rel, how)?)
 }
 
+/// The mount and network namespaces of a container's init, kept for its helper's requests.
+pub struct ContainerNamespaces {
+    pub mnt: OwnedFd,
+    pub net: OwnedFd,
+}
+
 /// A detached proc (or sysfs) for the caller's namespace `ns` with `plan`'s masks on it, built
 /// in a mount namespace of its own by a thread that lives for this request: before Linux 6.15
 /// the kernel lays mounts only on places in the caller's mount namespace and clones only from
@@ -84,6 +90,7 @@ fn below(tree: BorrowedFd<'_>, rel: &str) -> io::Result<OwnedFd> {
 pub fn masked_proc(
     req: &ProcRequest,
     ns: BorrowedFd<'_>,
+    own: &ContainerNamespaces,
     plan: &[MaskStep],
 ) -> io::Result<(OwnedFd, Vec<String>)> {
     std::thread::scope(|s| {
@@ -96,7 +103,7 @@ pub fn masked_proc(
                 nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
                 None::<&str>,
             )?;
-            masked_in_own_namespace(req, ns, plan)
+            masked_in_own_namespace(req, ns, own, plan)
         })
         .join()
         .unwrap_or_else(|_| Err(io::Error::other("the proc builder thread panicked")))
@@ -106,6 +113,7 @@ pub fn masked_proc(
 fn masked_in_own_namespace(
     req: &ProcRequest,
     ns: BorrowedFd<'_>,
+    own: &ContainerNamespaces,
     plan: &[MaskStep],
 ) -> io::Result<(OwnedFd, Vec<String>)> {
     let fs = if req.fstype == "sysfs" {
@@ -114,7 +122,25 @@ fn masked_in_own_namespace(
         nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
         sys::fsopen("sysfs")?
     } else {
-        sys::fsopen_in_pid_namespace("proc", ns)?
+        // The child that opens the context is, for its few microseconds, a process the
+        // container sees, and /proc/PID/mountinfo and /proc/PID/net need no ptrace right: it
+        // is made in the container's own mount and network namespaces, so they show nothing
+        // of the VM. This thread then returns to its private copy of the VM's namespace.
+        use nix::sched::{setns, CloneFlags};
+        let ns_of_this_thread = |kind: &str| {
+            nix::fcntl::open(
+                format!("/proc/thread-self/ns/{kind}").as_str(),
+                OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+        };
+        let private = ns_of_this_thread("mnt")?;
+        let home_pid = ns_of_this_thread("pid")?;
+        setns(own.mnt.as_fd(), CloneFlags::CLONE_NEWNS)?;
+        setns(own.net.as_fd(), CloneFlags::CLONE_NEWNET)?;
+        let fs = sys::fsopen_in_pid_namespace("proc", ns, home_pid.as_fd());
+        setns(private.as_fd(), CloneFlags::CLONE_NEWNS)?;
+        fs?
     };
     for (k, v) in &req.options {
         // The vetting refused it already; checked again where the option would take effect.
@@ -165,7 +191,12 @@ fn masked_in_own_namespace(
 }
 
 /// Serve one helper's requests for new procs until it goes.
-pub fn serve(sock: OwnedFd, proc_plan: Vec<MaskStep>, sys_plan: Vec<MaskStep>) {
+pub fn serve(
+    sock: OwnedFd,
+    own: ContainerNamespaces,
+    proc_plan: Vec<MaskStep>,
+    sys_plan: Vec<MaskStep>,
+) {
     loop {
         let Ok(Some((b, fds))) = sys::recv(sock.as_raw_fd()) else {
             return;
@@ -174,6 +205,7 @@ pub fn serve(sock: OwnedFd, proc_plan: Vec<MaskStep>, sys_plan: Vec<MaskStep>) {
             (Ok(req), Some(ns)) => match masked_proc(
                 &req,
                 ns.as_fd(),
+                &own,
                 if req.fstype == "sysfs" {
                     &sys_plan
                 } else {

@@ -344,12 +344,27 @@ fn make_container(
     let sys_plan = crate::powers::proc_plan("sysfs", "/sys", &mounts, root.as_fd());
     let mut names = Vec::new();
     let mut fds = Vec::new();
+    let (mut own_mnt, mut own_net) = (None, None);
     for kind in ["mnt", "ipc", "net", "cgroup", "uts", "user"] {
         let f = std::fs::File::open(format!("/proc/{init}/ns/{kind}"))
             .map_err(|e| format!("open the {kind} namespace of container {id}: {e}"))?;
+        let copy = || {
+            f.try_clone()
+                .map(OwnedFd::from)
+                .map_err(|e| format!("copy the {kind} namespace of container {id}: {e}"))
+        };
+        match kind {
+            "mnt" => own_mnt = Some(copy()?),
+            "net" => own_net = Some(copy()?),
+            _ => {}
+        }
         names.push(kind.to_string());
         fds.push(OwnedFd::from(f));
     }
+    let own = crate::powers::ContainerNamespaces {
+        mnt: own_mnt.expect("opened above"),
+        net: own_net.expect("opened above"),
+    };
     // The helper's channel for what needs the supervisor's powers (a masked new proc).
     let (powers, theirs) = nix::sys::socket::socketpair(
         nix::sys::socket::AddressFamily::Unix,
@@ -360,7 +375,7 @@ fn make_container(
     .map_err(|e| format!("socketpair: {e}"))?;
     names.push("powers".to_string());
     fds.push(theirs);
-    std::thread::spawn(move || crate::powers::serve(powers, proc_plan, sys_plan));
+    std::thread::spawn(move || crate::powers::serve(powers, own, proc_plan, sys_plan));
     let userns = ns_id(init, "user")?;
     let meta = match restart {
         Some(m) => m.clone(),

@@ -5,7 +5,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 const FS_CLOEXEC: libc::c_uint = 1;
 const FSCONFIG_SET_FLAG: libc::c_uint = 0;
@@ -320,7 +320,15 @@ pub fn effective_caps(tid: i32) -> io::Result<u64> {
 /// waits for it (`CLONE_VFORK`), then the thread goes back to its own pid namespace.
 /// For its few microseconds the child is a process of the container's pid namespace with VM
 /// root's credentials: the container can list it, but neither signal, trace nor enter it.
-pub fn fsopen_in_pid_namespace(fstype: &str, pidns: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+/// Its /proc/PID/mountinfo and /proc/PID/net need no ptrace right: the caller makes it in
+/// namespaces that show the container nothing it does not already see (`powers.rs`).
+/// `home` is the thread's own pid namespace (open it before entering a mount namespace whose
+/// /proc is another pid namespace's).
+pub fn fsopen_in_pid_namespace(
+    fstype: &str,
+    pidns: BorrowedFd<'_>,
+    home: BorrowedFd<'_>,
+) -> io::Result<OwnedFd> {
     use nix::sched::{setns, CloneFlags};
     struct Call {
         name: CString,
@@ -337,11 +345,6 @@ pub fn fsopen_in_pid_namespace(fstype: &str, pidns: BorrowedFd<'_>) -> io::Resul
         }
         0
     }
-    let own = nix::fcntl::open(
-        "/proc/thread-self/ns/pid",
-        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )?;
     let mut call = Call {
         name: c(fstype)?,
         result: -1,
@@ -366,16 +369,18 @@ pub fn fsopen_in_pid_namespace(fstype: &str, pidns: BorrowedFd<'_>) -> io::Resul
     } else {
         Ok(())
     };
-    let back = setns(own.as_fd(), CloneFlags::CLONE_NEWPID);
+    let back = setns(home, CloneFlags::CLONE_NEWPID);
     spawned?;
     let child_pid = nix::unistd::Pid::from_raw(pid);
     while let Err(nix::errno::Errno::EINTR) = nix::sys::wait::waitpid(child_pid, None) {}
-    back?;
     if call.result < 0 {
+        back?;
         return Err(io::Error::from_raw_os_error(call.errno));
     }
     // SAFETY: the child installed this descriptor in the shared table for this call only.
-    Ok(unsafe { OwnedFd::from_raw_fd(call.result as RawFd) })
+    let fs = unsafe { OwnedFd::from_raw_fd(call.result as RawFd) };
+    back?;
+    Ok(fs)
 }
 
 /// Attach the mount `from` pins onto `path` (in this thread's mount namespace).
