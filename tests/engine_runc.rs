@@ -917,14 +917,21 @@ mod direct {
         fn cmd(&self, args: &[&str]) -> Command {
             let d = self.dir.path();
             let mut c = Command::new(&self.bin);
-            c.env("ECI_RUNC_STATE_DIR", d.join("ids"))
-                .env("ECI_RUNC_POLICY", d.join("no-policy.json"))
-                .arg("--root")
-                .arg(d.join("state"))
-                .arg("--log")
-                .arg(d.join("log.json"))
-                .args(["--log-format", "json"])
-                .args(args);
+            // The supervisor eci-runc starts when none answers belongs to this checkout's
+            // build, not the machine's default socket: a run from another checkout (CI's clone
+            // beside a working tree) never registers with a program that was since replaced.
+            c.env(
+                "ECI_SUPERVISOR_SOCKET",
+                self.bin.with_file_name("e2e-supervisor/supervisor.sock"),
+            )
+            .env("ECI_RUNC_STATE_DIR", d.join("ids"))
+            .env("ECI_RUNC_POLICY", d.join("no-policy.json"))
+            .arg("--root")
+            .arg(d.join("state"))
+            .arg("--log")
+            .arg(d.join("log.json"))
+            .args(["--log-format", "json"])
+            .args(args);
             c
         }
 

@@ -144,15 +144,22 @@ mod bundle {
         pub fn eci(&self, args: &[&str]) -> Command {
             let d = self.dir.path();
             let mut c = Command::new(env!("CARGO_BIN_EXE_eci-runc"));
-            c.env("ECI_RUNC_STATE_DIR", d.join("ids"))
-                .env("ECI_RUNC_POLICY", d.join("no-policy.json"))
-                .env("ECI_RUNC_AUDIT_LOG", self.audit_path())
-                .arg("--root")
-                .arg(d.join("state"))
-                .arg("--log")
-                .arg(d.join("log.json"))
-                .args(["--log-format", "json"])
-                .args(args);
+            // This checkout's own supervisor, not the machine's default socket (see
+            // tests/engine_runc.rs, Bundle::cmd).
+            c.env(
+                "ECI_SUPERVISOR_SOCKET",
+                Path::new(env!("CARGO_BIN_EXE_eci-runc"))
+                    .with_file_name("e2e-supervisor/supervisor.sock"),
+            )
+            .env("ECI_RUNC_STATE_DIR", d.join("ids"))
+            .env("ECI_RUNC_POLICY", d.join("no-policy.json"))
+            .env("ECI_RUNC_AUDIT_LOG", self.audit_path())
+            .arg("--root")
+            .arg(d.join("state"))
+            .arg("--log")
+            .arg(d.join("log.json"))
+            .args(["--log-format", "json"])
+            .args(args);
             c
         }
 
