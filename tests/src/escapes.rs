@@ -226,11 +226,17 @@ int main(int argc, char **argv) {
 /// Builds the probe as a static binary at `<dir>/probe` (gcc and the static C library must be
 /// installed). Returns its path, or the compiler's complaint.
 pub fn build_probe(dir: &Path) -> Result<PathBuf, String> {
-    let src = dir.join("probe.c");
-    std::fs::write(&src, PROBE_C).map_err(|e| format!("write {}: {e}", src.display()))?;
-    let bin = dir.join("probe");
+    build_static_c(dir, "probe", PROBE_C)
+}
+
+/// Builds C `source` as the static binary `<dir>/<name>` (with threads), for containers whose
+/// image has no C library. Returns its path, or the compiler's complaint.
+pub fn build_static_c(dir: &Path, name: &str, source: &str) -> Result<PathBuf, String> {
+    let src = dir.join(format!("{name}.c"));
+    std::fs::write(&src, source).map_err(|e| format!("write {}: {e}", src.display()))?;
+    let bin = dir.join(name);
     let o = Command::new("cc")
-        .args(["-static", "-O2", "-o"])
+        .args(["-static", "-O2", "-pthread", "-o"])
         .arg(&bin)
         .arg(&src)
         .output()

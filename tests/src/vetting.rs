@@ -162,20 +162,107 @@ int main(int argc, char **argv) {
 pub fn probe(e: &RuncEngine) -> Result<PathBuf> {
     let dir = e.share.join("probe");
     std::fs::create_dir_all(&dir)?;
-    let src = dir.join("probe.c");
-    std::fs::write(&src, PROBE_C)?;
-    let bin = dir.join("probe");
-    let out = Command::new("cc")
-        .args(["-static", "-O1", "-o"])
-        .arg(&bin)
-        .arg(&src)
-        .output()
-        .context("cc")?;
-    if !out.status.success() {
-        bail!(
-            "cc -static probe.c: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    crate::escapes::build_static_c(&dir, "probe", PROBE_C).map_err(anyhow::Error::msg)
+}
+
+/// `signaled-mounts DIR N`: N times mounts a tmpfs on DIR and unmounts it while a second thread
+/// keeps interrupting the first with a signal whose handler does nothing (`SA_RESTART`), as Go's
+/// runtime does with SIGURG to runc's and dockerd's threads. Each call must be made exactly
+/// once: after the mount DIR is a mount point, after the umount it is not (a mount made twice
+/// stays stacked; an umount made twice fails with EINVAL). Prints `signaled-mounts:
+/// iterations=N signals=S anomalies=A` and the first anomaly; exits 1 when there was one.
+const SIGNALED_MOUNTS_C: &str = r#"
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+static volatile int done;
+static pid_t target;
+static long sent;
+static int anomalies;
+static char first[256];
+
+static void on_signal(int s) { (void)s; }
+
+static void *storm(void *arg) {
+    unsigned seed = 7;
+    (void)arg;
+    while (!done) {
+        syscall(SYS_tgkill, getpid(), target, SIGUSR1);
+        sent++;
+        /* Up to 1 ms apart: often enough to land while the supervisor acts, rarely enough
+           that a call is received at all under an emulated CPU. */
+        struct timespec ts = {0, (long)(rand_r(&seed) % 1000) * 1000};
+        nanosleep(&ts, NULL);
     }
-    Ok(bin)
+    return NULL;
+}
+
+static int mounted(const char *dir) {
+    char up[4096];
+    struct stat a, b;
+    snprintf(up, sizeof up, "%s/..", dir);
+    if (stat(dir, &a) || stat(up, &b)) return -1;
+    return a.st_dev != b.st_dev;
+}
+
+static void anomaly(int i, const char *what) {
+    if (!anomalies++)
+        snprintf(first, sizeof first, "iteration %d: %s", i, what);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 3) { fprintf(stderr, "usage: signaled-mounts DIR N\n"); return 2; }
+    const char *dir = argv[1];
+    int n = atoi(argv[2]);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGUSR1, &sa, NULL);
+    target = (pid_t)syscall(SYS_gettid);
+    pthread_t t;
+    pthread_create(&t, NULL, storm, NULL);
+    for (int i = 0; i < n; i++) {
+        char why[128];
+        if (mount("t", dir, "tmpfs", 0, "size=64k")) {
+            snprintf(why, sizeof why, "mount: %s", strerror(errno));
+            anomaly(i, why);
+        } else if (mounted(dir) != 1) {
+            anomaly(i, "not a mount point after the mount");
+        }
+        if (umount2(dir, 0)) {
+            snprintf(why, sizeof why, "umount: %s", strerror(errno));
+            anomaly(i, why);
+        }
+        int left = 0;
+        while (mounted(dir) == 1 && left < 100 && !umount2(dir, MNT_DETACH)) left++;
+        if (left) {
+            snprintf(why, sizeof why, "%d more mounts left after the umount", left);
+            anomaly(i, why);
+        }
+    }
+    done = 1;
+    pthread_join(t, NULL);
+    printf("signaled-mounts: iterations=%d signals=%ld anomalies=%d\n", n, sent, anomalies);
+    if (anomalies) printf("signaled-mounts: first: %s\n", first);
+    return anomalies ? 1 : 0;
+}
+"#;
+
+/// Compile [`SIGNALED_MOUNTS_C`] into the engine's share folder as `signaled/signaled-mounts`.
+pub fn signaled_mounts(e: &RuncEngine) -> Result<PathBuf> {
+    let dir = e.share.join("signaled");
+    std::fs::create_dir_all(&dir)?;
+    crate::escapes::build_static_c(&dir, "signaled-mounts", SIGNALED_MOUNTS_C)
+        .map_err(anyhow::Error::msg)
 }

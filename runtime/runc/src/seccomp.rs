@@ -5,8 +5,8 @@
 //! EPERM wins over the spec's ALLOW, a spec's ERRNO for `mount` wins over the notification, and
 //! no filter needs to know the others.
 //!
-//! The hand-off: the last filter is loaded with SECCOMP_FILTER_FLAG_NEW_LISTENER (libseccomp
-//! sets it for a filter with a notify rule); the process that loaded it (the container's init,
+//! The hand-off: the last filter is loaded with SECCOMP_FILTER_FLAG_NEW_LISTENER and, where the
+//! kernel has it, WAIT_KILLABLE_RECV ([`crate::sys::listener::load_listening`]); the process that loaded it (the container's init,
 //! or an exec'd process) passes the listener to eci-runc over its set-up socket and closes its
 //! own copy before it executes anything of the container's, since a process holding its own
 //! listener could answer its own mount calls. eci-runc passes it on with [`hand_off`] to the
@@ -179,14 +179,7 @@ pub fn load(spec: Option<&Seccomp>) -> Result<(), String> {
     deny_filter()?
         .load()
         .map_err(|e| format!("load eci's seccomp filter: {e}"))?;
-    let n = notify_filter()?;
-    n.load()
-        .map_err(|e| format!("load eci's mount-vetting filter: {e}"))?;
-    let fd = n
-        .get_notify_fd()
-        .map_err(|e| format!("the mount-vetting filter's listener: {e}"))?;
-    let fd = crate::sys::listener::adopt(fd)
-        .ok_or("the mount-vetting filter was loaded without a listener")?;
+    let fd = crate::sys::listener::load_listening(&notify_filter()?)?;
     *LISTENER.lock().unwrap_or_else(|p| p.into_inner()) = Some(fd);
     Ok(())
 }

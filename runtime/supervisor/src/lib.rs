@@ -92,6 +92,14 @@
 //!   helper, which handles one request at a time.
 //! - *Order.* All mount changes of a container go through its one single-threaded helper,
 //!   serially, so no other vetted change interleaves between a decision and its act.
+//! - *Once.* A call is made at most once. A caller whose wait is interrupted by a signal
+//!   restarts the call as a new notification, and the helper may already have made the first
+//!   (Go's runtime interrupts its threads with SIGURG, and runc, containerd and dockerd are Go
+//!   programs). eci-runc loads the filter with `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV`
+//!   (Linux 5.19), so once the helper has received a call only a fatal signal ends the wait;
+//!   a signal before that restarts a call nobody acted on. Kernels without the flag keep the
+//!   race (eci-runc's `sys/listener.rs`). The vetting suite's
+//!   `calls_interrupted_by_signals_are_made_once` counts duplicates under a signal storm.
 //!
 //! # Fail closed (SPEC M5)
 //!

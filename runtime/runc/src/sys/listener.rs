@@ -1,16 +1,78 @@
-//! The seccomp notification listener, which libseccomp hands out as a bare descriptor number.
+//! The seccomp notification listener: the mount-vetting filter is loaded here, with one.
 
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd};
 
-/// Takes ownership of the listener `seccomp_notify_fd` returned for the filter this process just
-/// loaded; `None` for libseccomp's "no listener" (a negative number).
-pub fn adopt(fd: RawFd) -> Option<OwnedFd> {
+/// Loads `ctx` (a filter with notify rules) on this thread with a new listener and returns it.
+///
+/// Loaded here rather than by libseccomp (whose 2.5 cannot ask for it) so that the kernel
+/// can be told `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` (Linux 5.19): once the supervisor has
+/// received a call, the caller waits for the answer without being interrupted by a signal.
+/// Without it a signal arriving while the supervisor acts (Go's runtime sends SIGURG to its
+/// threads to preempt them; runc and dockerd are Go programs) ends the wait, the call is
+/// restarted and becomes a second notification, and a mount or umount that was already made
+/// is asked for again: runc's `umount2(".", MNT_DETACH)` of its old root then found its cwd
+/// already detached and failed with ENOENT. Older kernels refuse the flag (EINVAL) and get
+/// the filter without it.
+pub fn load_listening(ctx: &libseccomp::ScmpFilterContext) -> super::Result<OwnedFd> {
+    use std::io::{Read, Seek};
+    // SAFETY: memfd_create takes a NUL-terminated name and flags; a non-negative return is a
+    // new descriptor that nothing else owns.
+    let fd = unsafe { libc::memfd_create(c"eci-vetting-filter".as_ptr(), libc::MFD_CLOEXEC) };
     if fd < 0 {
-        return None;
+        return Err(super::errno("memfd for the mount-vetting filter"));
     }
-    // SAFETY: the kernel installed this descriptor when the filter with
-    // SECCOMP_FILTER_FLAG_NEW_LISTENER was loaded; libseccomp only remembers the number to
-    // return it again and closes it only in seccomp_reset(NULL), which eci-runc never calls, so
-    // the OwnedFd becomes its one owner.
-    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+    // SAFETY: fd was just created and is owned by nothing else.
+    let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    ctx.export_bpf(&file)
+        .map_err(|e| format!("export the mount-vetting filter: {e}"))?;
+    let mut prog = Vec::new();
+    file.rewind()
+        .and_then(|_| file.read_to_end(&mut prog))
+        .map_err(|e| format!("read the mount-vetting filter back: {e}"))?;
+    let insn = std::mem::size_of::<libc::sock_filter>();
+    if prog.is_empty() || prog.len() % insn != 0 || prog.len() / insn > u16::MAX as usize {
+        return Err(format!(
+            "the exported mount-vetting filter has {} bytes, not a whole BPF program",
+            prog.len()
+        ));
+    }
+    // The bytes are copied into properly aligned instructions (a Vec<u8> promises no
+    // alignment for sock_filter's u32).
+    let filter: Vec<libc::sock_filter> = prog
+        .chunks_exact(insn)
+        .map(|c| libc::sock_filter {
+            code: u16::from_ne_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect();
+    let fprog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr() as *mut libc::sock_filter,
+    };
+    let load = |flags: libc::c_ulong| {
+        // SAFETY: seccomp(SECCOMP_SET_MODE_FILTER) reads the program that fprog describes,
+        // which `filter` keeps alive for the call; with NEW_LISTENER it returns a new
+        // descriptor.
+        unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                flags,
+                &fprog as *const libc::sock_fprog,
+            )
+        }
+    };
+    let mut rc =
+        load(libc::SECCOMP_FILTER_FLAG_NEW_LISTENER | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV);
+    if rc < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+        rc = load(libc::SECCOMP_FILTER_FLAG_NEW_LISTENER);
+    }
+    if rc < 0 {
+        return Err(super::errno("load eci's mount-vetting filter"));
+    }
+    // SAFETY: with SECCOMP_FILTER_FLAG_NEW_LISTENER a successful seccomp() returns a new
+    // descriptor for the listener, which nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(rc as libc::c_int) })
 }
