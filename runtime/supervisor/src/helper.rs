@@ -33,6 +33,7 @@ use nix::sched::CloneFlags;
 
 use crate::notify::{self, CallerCtx};
 use crate::proto::{CallArgs, HelperInit, HelperReply};
+use crate::step::{self, Step};
 use crate::sys;
 
 /// The supervisor's end of a helper.
@@ -160,10 +161,6 @@ fn reply(errno: i32, note: impl Into<String>) -> HelperReply {
         errno,
         note: note.into(),
     }
-}
-
-fn io_errno(e: &io::Error) -> i32 {
-    e.raw_os_error().unwrap_or(libc::EPERM)
 }
 
 /// `eci-supervisor helper`: the socket to the supervisor is stdin. Serves the container's
@@ -396,23 +393,29 @@ impl Worker {
     fn handle(&mut self, call: &CallArgs, ctx: &CallerCtx) -> (i32, String) {
         match self.try_handle(call, ctx) {
             Ok(r) => (r.errno, r.note),
-            Err(e) => (io_errno(&e), e.to_string()),
+            Err(e) => {
+                // Refusals are decisions; a failed step is logged whether or not the
+                // supervisor is verbose (crate::step).
+                eprintln!("eci-supervisor helper: {call:?}: {e}");
+                (step::errno(&e), e.to_string())
+            }
         }
     }
 
     fn try_handle(&mut self, call: &CallArgs, ctx: &CallerCtx) -> io::Result<HelperReply> {
         let (root, cwd, mnt) = (&ctx.root, &ctx.cwd, &ctx.mnt);
-        let id = nsid(mnt.as_fd())?;
+        let id = nsid(mnt.as_fd()).step("stat the caller's mount namespace")?;
         if id != self.mnt {
-            nix::sched::setns(mnt.as_fd(), CloneFlags::CLONE_NEWNS)?;
+            nix::sched::setns(mnt.as_fd(), CloneFlags::CLONE_NEWNS)
+                .step("enter the caller's mount namespace")?;
             self.mnt = id;
         }
         // The caller's root and cwd become the helper's, so the kernel resolves names in mount
         // options as it would for the caller.
-        nix::unistd::fchdir(root)?;
-        nix::unistd::chroot(".")?;
-        nix::unistd::fchdir(cwd)?;
-        let here = nix::unistd::getcwd()?;
+        nix::unistd::fchdir(root).step("change to the caller's root")?;
+        nix::unistd::chroot(".").step("chroot to the caller's root")?;
+        nix::unistd::fchdir(cwd).step("change to the caller's cwd")?;
+        let here = nix::unistd::getcwd().step("name the caller's cwd")?;
         let here = here
             .to_str()
             .filter(|h| h.starts_with('/'))
@@ -440,14 +443,16 @@ impl Worker {
                 // up: the cwd descriptor taken while the notification was valid is judged, and
                 // `umount2(".")` from it reaches that very mount. The helper's own reference
                 // makes it busy exactly when the caller's cwd already does (no MNT_DETACH).
-                let t = self.target_facts(cwd.as_fd(), false)?;
+                let t = self
+                    .target_facts(cwd.as_fd(), false)
+                    .step("the facts of the caller's cwd")?;
                 match mv::decide(&Call::Umount { flags: *flags }, caller, t, None) {
                     Verdict::Refuse(r) => Ok(reply(r.errno.raw(), r.why)),
                     Verdict::Allow(Action::Umount { flags }) => {
-                        nix::unistd::fchdir(cwd)?;
+                        nix::unistd::fchdir(cwd).step("change to the caller's cwd")?;
                         let f = nix::mount::MntFlags::from_bits_truncate(flags as i32)
                             | nix::mount::MntFlags::UMOUNT_NOFOLLOW;
-                        nix::mount::umount2(Path::new("."), f)?;
+                        nix::mount::umount2(Path::new("."), f).step("umount2 of \".\"")?;
                         Ok(reply(0, "umount of the caller's cwd"))
                     }
                     Verdict::Allow(a) => Ok(reply(libc::EINVAL, format!("unexpected {a:?}"))),
@@ -455,7 +460,9 @@ impl Worker {
             }
             CallArgs::Umount { target, flags } => {
                 let follow = flags & mv::umount::NOFOLLOW == 0;
-                let (dir, name) = self.umount_place(root.as_fd(), &abs(target), follow)?;
+                let (dir, name) = self
+                    .umount_place(root.as_fd(), &abs(target), follow)
+                    .step("resolve the umount target")?;
                 let t = if name.is_empty() {
                     self.target_facts(dir.as_fd(), false)?
                 } else {
@@ -477,10 +484,10 @@ impl Worker {
                         // following a symlink. A mount point cannot be renamed or replaced
                         // while it is one, and every other mount change of this container
                         // waits for this request, so the name still reaches the judged mount.
-                        nix::unistd::fchdir(&dir)?;
+                        nix::unistd::fchdir(&dir).step("change to the mount point's folder")?;
                         let f = nix::mount::MntFlags::from_bits_truncate(flags as i32)
                             | nix::mount::MntFlags::UMOUNT_NOFOLLOW;
-                        nix::mount::umount2(Path::new(&name), f)?;
+                        nix::mount::umount2(Path::new(&name), f).step("umount2")?;
                         Ok(reply(0, format!("umount {target}")))
                     }
                     Verdict::Allow(a) => Ok(reply(libc::EINVAL, format!("unexpected {a:?}"))),
@@ -493,23 +500,30 @@ impl Worker {
                 flags,
                 data,
             } => {
-                let tfd = self.place(root.as_fd(), &abs(target), ctx.target_fd.as_ref())?;
-                let t = self.target_facts(tfd.as_fd(), flags & mv::ms::REMOUNT != 0)?;
+                let tfd = self
+                    .place(root.as_fd(), &abs(target), ctx.target_fd.as_ref())
+                    .step("resolve the target")?;
+                let t = self
+                    .target_facts(tfd.as_fd(), flags & mv::ms::REMOUNT != 0)
+                    .step("the target's facts")?;
                 let needs_source =
                     flags & (mv::ms::BIND | mv::ms::MOVE) != 0 && flags & mv::ms::REMOUNT == 0;
                 let sfd = match (needs_source, source) {
                     (true, Some(s)) => Some(match mv::ns_link(s) {
-                        Some((owner, kind)) => {
-                            self.namespace(root.as_fd(), owner, kind, ctx.source_fd.as_ref())?
-                        }
-                        None => self.place(root.as_fd(), &abs(s), ctx.source_fd.as_ref())?,
+                        Some((owner, kind)) => self
+                            .namespace(root.as_fd(), owner, kind, ctx.source_fd.as_ref())
+                            .step("open the source namespace")?,
+                        None => self
+                            .place(root.as_fd(), &abs(s), ctx.source_fd.as_ref())
+                            .step("resolve the source")?,
                     }),
                     _ => None,
                 };
                 let s = sfd
                     .as_ref()
                     .map(|f| self.source_facts(f.as_fd()))
-                    .transpose()?;
+                    .transpose()
+                    .step("the source's facts")?;
                 let call = Call::Mount {
                     source: source.clone(),
                     fstype: fstype.clone(),
@@ -519,7 +533,8 @@ impl Worker {
                 match mv::decide(&call, caller, t, s) {
                     Verdict::Refuse(r) => Ok(reply(r.errno.raw(), r.why)),
                     Verdict::Allow(a) => {
-                        self.act(&a, tfd.as_fd(), sfd.as_ref().map(|f| f.as_fd()), ctx)?;
+                        self.act(&a, tfd.as_fd(), sfd.as_ref().map(|f| f.as_fd()), ctx)
+                            .step(format_args!("{a:?}"))?;
                         Ok(reply(0, format!("{a:?} on {target}")))
                     }
                 }

@@ -120,6 +120,7 @@ pub mod notify;
 mod powers;
 pub mod proto;
 pub mod server;
+mod step;
 pub mod store;
 mod sys;
 

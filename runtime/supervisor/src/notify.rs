@@ -10,6 +10,7 @@ use libseccomp::{notify_id_valid, ScmpNotifReq, ScmpNotifResp, ScmpNotifRespFlag
 use nix::fcntl::OFlag;
 
 use crate::proto::CallArgs;
+use crate::step::{self, Step};
 
 /// The longest string read from a caller (PATH_MAX; mount data is at most a page as well).
 const MAX_STRING: usize = 4096;
@@ -192,10 +193,9 @@ fn vet(
     let (call, ctx) = match gather(proc, listener, req, &name, pid) {
         Ok(g) => g,
         Err(e) => {
-            if crate::verbose() {
-                eprintln!("eci-supervisor: {name} from pid {pid}: {e}");
-            }
-            return e.raw_os_error().unwrap_or(libc::EPERM);
+            // Always logged, like the helper's own failures (crate::step).
+            eprintln!("eci-supervisor: {name} from pid {pid}: {e}");
+            return step::errno(&e);
         }
     };
     let (errno, why) = act(&call, &ctx);
@@ -217,37 +217,44 @@ fn gather(
     // caller changes in its memory afterwards is never looked at.
     let call = if name == "mount" {
         CallArgs::Mount {
-            source: read_string(pid, args[0])?,
-            target: read_string(pid, args[1])?
+            source: read_string(pid, args[0]).step("read the source")?,
+            target: read_string(pid, args[1])
+                .step("read the target")?
                 .ok_or_else(|| io::Error::from_raw_os_error(libc::EFAULT))?,
-            fstype: read_string(pid, args[2])?,
+            fstype: read_string(pid, args[2]).step("read the type")?,
             flags: args[3],
             // Mount data is a string for every filesystem a container may mount.
             data: read_string(pid, args[4]).unwrap_or(None),
         }
     } else {
         CallArgs::Umount {
-            target: read_string(pid, args[0])?
+            target: read_string(pid, args[0])
+                .step("read the target")?
                 .ok_or_else(|| io::Error::from_raw_os_error(libc::EFAULT))?,
             flags: args[1],
         }
     };
     let dir = OFlag::O_PATH | OFlag::O_DIRECTORY;
-    let root = open_at(proc, &format!("{pid}/root"), dir)?;
-    let cwd = open_at(proc, &format!("{pid}/cwd"), dir)?;
-    let mnt = open_at(proc, &format!("{pid}/ns/mnt"), OFlag::O_RDONLY)?;
+    let root = open_at(proc, &format!("{pid}/root"), dir).step("open the caller's root")?;
+    let cwd = open_at(proc, &format!("{pid}/cwd"), dir).step("open the caller's cwd")?;
+    let mnt = open_at(proc, &format!("{pid}/ns/mnt"), OFlag::O_RDONLY)
+        .step("open the caller's mount namespace")?;
     let user = nix::sys::stat::fstatat(
         proc,
         format!("{pid}/ns/user").as_str(),
         nix::fcntl::AtFlags::empty(),
-    )?;
+    )
+    .step("stat the caller's user namespace")?;
     let sys_admin = has_sys_admin(pid);
     let view_ns = match &call {
         CallArgs::Mount {
             fstype: Some(t), ..
         } if t == "proc" || t == "sysfs" => {
             let kind = if t == "proc" { "pid" } else { "net" };
-            Some(open_at(proc, &format!("{pid}/ns/{kind}"), OFlag::O_RDONLY)?)
+            Some(
+                open_at(proc, &format!("{pid}/ns/{kind}"), OFlag::O_RDONLY)
+                    .step(format_args!("open the caller's {kind} namespace"))?,
+            )
         }
         _ => None,
     };
