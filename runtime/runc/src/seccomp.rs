@@ -171,6 +171,8 @@ pub fn take_listener() -> Option<OwnedFd> {
 /// Load the filters: the spec's, eci's deny filter, then the vetting filter, whose listener
 /// waits in [`take_listener`].
 pub fn load(spec: Option<&Seccomp>) -> Result<(), String> {
+    // Before any filter: the spec's profile may refuse what exporting the program needs.
+    let vetting = crate::sys::listener::program(&notify_filter()?)?;
     if let Some(s) = spec {
         spec_filter(s)?
             .load()
@@ -179,7 +181,7 @@ pub fn load(spec: Option<&Seccomp>) -> Result<(), String> {
     deny_filter()?
         .load()
         .map_err(|e| format!("load eci's seccomp filter: {e}"))?;
-    let fd = crate::sys::listener::load_listening(&notify_filter()?)?;
+    let fd = crate::sys::listener::load_listening(&vetting)?;
     *LISTENER.lock().unwrap_or_else(|p| p.into_inner()) = Some(fd);
     Ok(())
 }
@@ -405,6 +407,52 @@ mod tests {
         };
         spec_filter(&s).unwrap();
         deny_filter().unwrap();
+    }
+
+    /// Runs in a child process of its own (see below): the filters loaded under a container
+    /// profile that refuses `memfd_create`, which exporting the vetting filter uses.
+    #[test]
+    fn vetting_filter_child() {
+        if std::env::var_os("ECI_VETTING_FILTER_CHILD").is_none() {
+            return;
+        }
+        let profile = Seccomp {
+            default_action: "SCMP_ACT_ALLOW".into(),
+            syscalls: vec![SyscallRule {
+                names: vec!["memfd_create".into()],
+                action: "SCMP_ACT_ERRNO".into(),
+                errno_ret: Some(libc::EPERM as u32),
+                ..SyscallRule::default()
+            }],
+            ..Seccomp::default()
+        };
+        match load(Some(&profile)) {
+            Ok(()) => println!("VETTING listener={}", take_listener().is_some()),
+            Err(e) => println!("VETTING failed: {e}"),
+        }
+    }
+
+    /// The vetting filter loads after a container profile that refuses the calls its export
+    /// needs (the program is made before any filter), and hands out its listener.
+    #[test]
+    fn the_vetting_filter_loads_under_a_strict_profile() {
+        if !nix::unistd::geteuid().is_root() {
+            assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+            eprintln!("skipped: loading a filter without no_new_privs needs root");
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "seccomp::tests::vetting_filter_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("ECI_VETTING_FILTER_CHILD", "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("VETTING listener=true"), "{text}");
     }
 
     /// Runs in a child process of its own (see below): the probe calls without, then with

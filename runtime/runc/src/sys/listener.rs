@@ -2,18 +2,10 @@
 
 use std::os::fd::{FromRawFd, OwnedFd};
 
-/// Loads `ctx` (a filter with notify rules) on this thread with a new listener and returns it.
-///
-/// Loaded here rather than by libseccomp (whose 2.5 cannot ask for it) so that the kernel
-/// can be told `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` (Linux 5.19): once the supervisor has
-/// received a call, the caller waits for the answer without being interrupted by a signal.
-/// Without it a signal arriving while the supervisor acts (Go's runtime sends SIGURG to its
-/// threads to preempt them; runc and dockerd are Go programs) ends the wait, the call is
-/// restarted and becomes a second notification, and a mount or umount that was already made
-/// is asked for again: runc's `umount2(".", MNT_DETACH)` of its old root then found its cwd
-/// already detached and failed with ENOENT. Older kernels refuse the flag (EINVAL) and get
-/// the filter without it.
-pub fn load_listening(ctx: &libseccomp::ScmpFilterContext) -> super::Result<OwnedFd> {
+/// `ctx` (a filter with notify rules) as a BPF program for [`load_listening`]. Made before any
+/// filter is loaded: a container's own profile may refuse the calls this needs (`memfd_create`,
+/// `read`).
+pub fn program(ctx: &libseccomp::ScmpFilterContext) -> super::Result<Vec<libc::sock_filter>> {
     use std::io::{Read, Seek};
     // SAFETY: memfd_create takes a NUL-terminated name and flags; a non-negative return is a
     // new descriptor that nothing else owns.
@@ -37,8 +29,8 @@ pub fn load_listening(ctx: &libseccomp::ScmpFilterContext) -> super::Result<Owne
         ));
     }
     // The bytes are copied into properly aligned instructions (a Vec<u8> promises no
-    // alignment for sock_filter's u32).
-    let filter: Vec<libc::sock_filter> = prog
+    // alignment for sock_filter's u32). libseccomp writes them in the host's byte order.
+    Ok(prog
         .chunks_exact(insn)
         .map(|c| libc::sock_filter {
             code: u16::from_ne_bytes([c[0], c[1]]),
@@ -46,7 +38,24 @@ pub fn load_listening(ctx: &libseccomp::ScmpFilterContext) -> super::Result<Owne
             jf: c[3],
             k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
         })
-        .collect();
+        .collect())
+}
+
+/// Loads `filter` (from [`program`]) on this thread with a new listener and returns it.
+///
+/// Loaded here rather than by libseccomp (whose 2.5 cannot ask for it) so that the kernel
+/// can be told `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` (Linux 5.19): once the supervisor has
+/// received a call, the caller waits for the answer without being interrupted by a signal.
+/// Without it a signal arriving while the supervisor acts (Go's runtime sends SIGURG to its
+/// threads to preempt them; runc and dockerd are Go programs) ends the wait, the call is
+/// restarted and becomes a second notification, and a mount or umount that was already made
+/// is asked for again: runc's `umount2(".", MNT_DETACH)` of its old root then found its cwd
+/// already detached and failed with ENOENT. Older kernels refuse the flag (EINVAL) and get
+/// the filter without it.
+pub fn load_listening(filter: &[libc::sock_filter]) -> super::Result<OwnedFd> {
+    if filter.is_empty() || filter.len() > u16::MAX as usize {
+        return Err(format!("a BPF program of {} instructions", filter.len()));
+    }
     let fprog = libc::sock_fprog {
         len: filter.len() as u16,
         filter: filter.as_ptr() as *mut libc::sock_filter,
