@@ -561,13 +561,27 @@ pub fn stop_daemon(mut c: Child) {
 /// Kills (SIGKILL) the daemons eci-runc started for the engine in `dir`: the processes whose
 /// command line or environment names `dir` (its supervisor is started with `--socket
 /// DIR/supervisor/...`, its views server inherits `ECI_VIEWS_ROOT=DIR/views`), so no engine
-/// leaves daemons behind for the next test or the next checkout.
+/// leaves daemons behind for the next test or the next checkout. Repeated until a pass finds
+/// none: a daemon may start another while /proc is read (the supervisor its fd store, eci-runc
+/// a views server), at a pid the pass has already gone by; escapes runs left an fd store and a
+/// views mount behind that way.
 pub fn stop_engine_daemons(dir: &Path) {
+    for _ in 0..50 {
+        if kill_engine_daemons(dir) == 0 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One pass of [`stop_engine_daemons`]: how many processes it signalled.
+fn kill_engine_daemons(dir: &Path) -> usize {
     // With the slash, another engine folder whose name merely starts with this one is not hit.
     let needle = format!("{}/", dir.display());
     let me = std::process::id().to_string();
+    let mut hit = 0;
     let Ok(procs) = std::fs::read_dir("/proc") else {
-        return;
+        return 0;
     };
     for p in procs.flatten() {
         let pid = p.file_name().to_string_lossy().to_string();
@@ -582,10 +596,13 @@ pub fn stop_engine_daemons(dir: &Path) {
         if names_dir {
             if let Ok(n) = pid.parse::<i32>() {
                 // SAFETY: kill(2) on a pid read from /proc; at worst it has exited (ESRCH).
-                unsafe { libc_kill(n, 9) };
+                if unsafe { libc_kill(n, 9) } == 0 {
+                    hit += 1;
+                }
             }
         }
     }
+    hit
 }
 
 /// Detaches whatever is still mounted below `dir`, deepest first, so its removal succeeds.
