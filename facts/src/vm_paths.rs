@@ -19,6 +19,8 @@ pub const ENGINE_SOCKET: &str = "/run/docker.sock";
 /// it is re-pointed here, and requests arriving here are filtered by commandList (B4, B6).
 /// The runtime must treat it as an engine socket too.
 pub const CONTAINER_ENGINE_SOCKET: &str = "/run/eci/container-engine.sock";
+/// eci-init's verdict on the running kernel against the image's pins (SPEC V5), as JSON.
+pub const KERNEL_DRIFT_STATUS: &str = "/run/eci/kernel-drift.json";
 /// Where eci-init records the containers it found at boot that predate isolation (SPEC A5).
 pub const LEGACY_LIST: &str = "/run/eci/legacy-containers.json";
 

@@ -14,7 +14,7 @@ use std::path::Path;
 
 /// The verdict as JSON (`isolation`: `allowed` or `refused`, `drifted`, `excused`, `remedy`),
 /// root-only like the rest of /run/eci; rewritten at every boot, whatever the verdict.
-pub const STATUS_FILE: &str = "/run/eci/kernel-drift.json";
+pub const STATUS_FILE: &str = eci_facts::vm_paths::KERNEL_DRIFT_STATUS;
 
 /// Probes the kernel whose /proc and /sys are under `probe_root` against the pins in
 /// `pins_path`. A probe that cannot run refuses too: nothing was verified.
