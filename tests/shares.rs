@@ -59,6 +59,7 @@ fn boot_with_share(out: &Path, dir: &Path) -> (HostVm, Vec<share::Daemon>, share
             memory_mib: opts.memory_mib,
             console_log: &opts.console_log,
             echo: false,
+            reach: host_endpoint::EngineReach::Vsock,
         },
     )
     .expect("VM started");

@@ -364,6 +364,19 @@ pub struct StartOptions<'a> {
     pub console_log: &'a Path,
     /// Echo the console to stderr.
     pub echo: bool,
+    /// How the engine is reached: eci-guard's vsock port, or a guest TCP port forwarded to the
+    /// WSL stand-in's relay.
+    pub reach: EngineReach,
+}
+
+/// How the host reaches a boot's engine under QEMU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineReach {
+    /// eci-guard's vsock port, through the VM's virtio-vsock device.
+    Vsock,
+    /// The WSL stand-in's relay on this guest TCP port (crate::wsl_standin), forwarded from a
+    /// free port on this machine's loopback.
+    StandinRelay { guest_port: u16 },
 }
 
 /// A VM running in the background with its host endpoint.
@@ -386,7 +399,15 @@ pub fn start(
     o: &StartOptions<'_>,
 ) -> Result<RunningVm, EndpointError> {
     std::fs::create_dir_all(o.run_dir).map_err(io_err(o.run_dir.display().to_string()))?;
-    let (device, backend) = device(o.run_dir, o.cache_root)?;
+    let (device, backend) = match o.reach {
+        EngineReach::Vsock => device(o.run_dir, o.cache_root)?,
+        EngineReach::StandinRelay { .. } => (
+            VsockDevice::Forwarded {
+                host_port: free_loopback_port()?,
+            },
+            None,
+        ),
+    };
     let qmp = o.run_dir.join(QMP_SOCKET);
     let _ = std::fs::remove_file(&qmp);
     command.args(device.qemu_args(o.memory_mib));
@@ -434,7 +455,7 @@ pub fn start(
             }
         }
     });
-    Ok(RunningVm {
+    let mut vm = RunningVm {
         qemu,
         accel,
         device,
@@ -443,7 +464,36 @@ pub fn start(
         last_line,
         started: Instant::now(),
         _backend: backend,
-    })
+    };
+    if let (EngineReach::StandinRelay { guest_port }, VsockDevice::Forwarded { host_port }) =
+        (o.reach, vm.device.clone())
+    {
+        // QMP answers once QEMU has set its machine up: moments after the spawn.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match vm.forward_port(host_port, guest_port) {
+                Ok(()) => break,
+                Err(e) if Instant::now() >= deadline || vm.exited().is_some() => {
+                    return Err(EndpointError::Io {
+                        what: format!(
+                            "cannot forward 127.0.0.1:{host_port} to the guest's port {guest_port}"
+                        ),
+                        source: e,
+                    });
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+    Ok(vm)
+}
+
+/// A port on this machine's loopback that nothing listens on now (QEMU binds it moments later).
+fn free_loopback_port() -> Result<u16, EndpointError> {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(io_err("cannot find a free port on 127.0.0.1"))
 }
 
 impl RunningVm {

@@ -21,3 +21,4 @@ pub mod suites;
 mod testing;
 pub mod vsock;
 pub mod workspace;
+pub mod wsl_standin;

@@ -525,14 +525,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             use eci_build::suites::{self, TestRun};
             // The suites' boot has its own console log: the self-test boot writes console.log.
             let spec = pipeline::load_spec(&ws, &args.target)?;
+            let out = out_dir(&ws, &args.target, args.out.clone());
             let suites_boot =
-                suites::host_endpoint_under_qemu(&spec, args.firmware).and_then(|()| {
+                suites::host_endpoint_under_qemu(&spec, args.firmware).and_then(|reach| {
                     let mut o =
                         boot_options(&ws, &args, false, false).map_err(|e| format!("{e:#}"))?;
                     o.console_log = o.console_log.with_file_name("console-suites.log");
-                    Ok(o)
+                    Ok((o, reach))
                 });
-            let out = out_dir(&ws, &args.target, args.out.clone());
             let progress = suites::progress_bar(matches!(format, Format::Text));
             let verdict = suites::run_test(
                 TestRun {
@@ -575,24 +575,24 @@ fn serve_engine(
     use eci_build::host_endpoint::{self, signals, Relay, StartOptions};
     use eci_build::vsock::ENGINE_PORT;
     let spec = pipeline::load_spec(ws, &args.target)?;
+    let out = out_dir(ws, &args.target, args.out.clone());
     // Under QEMU the guest's vsock transport is virtio's; hv_sock needs Hyper-V.
-    if !spec
-        .kernel
-        .modules
-        .iter()
-        .any(|m| m == "vmw_vsock_virtio_transport")
-    {
-        eprintln!(
-            "{} loads no virtio vsock transport, so under QEMU it has no host endpoint (use --target qemu for one); booting with the console until it powers off",
-            args.target
-        );
-        if !share.is_empty() {
-            anyhow::bail!("--share needs the host endpoint's boot; use --target qemu");
+    let reach = match eci_build::suites::host_endpoint_under_qemu(&spec, args.firmware) {
+        Ok(reach) => reach,
+        Err(why) => {
+            eprintln!("{why}; booting with the console until it powers off");
+            if !share.is_empty() {
+                anyhow::bail!("--share needs the host endpoint's boot; use --target qemu");
+            }
+            return Ok(None);
         }
-        return Ok(None);
+    };
+    if spec.target == eci_build::artifact::wsl2::TARGET && !share.is_empty() {
+        anyhow::bail!(
+            "--share is not stood in for the WSL2 distribution: WSL shares the Windows drives itself ([automount], drvfs over 9P); use --target qemu"
+        );
     }
     let direct = boot_options(ws, args, false, console)?;
-    let out = out_dir(ws, &args.target, args.out.clone());
     let run_dir = out.join(RUN_DIR);
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("cannot create {}", run_dir.display()))?;
@@ -604,12 +604,8 @@ fn serve_engine(
             args.target
         );
     }
-    let command = match args.firmware {
-        BootPath::Direct => boot::direct_command(&direct)?,
-        BootPath::Uefi => anyhow::bail!(
-            "the host endpoint boots the qemu image directly; drop --firmware uefi (the UEFI path boots the Hyper-V disk, whose vsock transport is hv_sock)"
-        ),
-    };
+    // host_endpoint_under_qemu refused the UEFI path above.
+    let command = boot::direct_command(&direct)?;
     let (command, _shares) = share_folders(command, share, &run_dir, args.memory)?;
     signals::install();
     let started = std::time::Instant::now();
@@ -621,6 +617,7 @@ fn serve_engine(
             memory_mib: args.memory,
             console_log: &direct.console_log,
             echo: console,
+            reach,
         },
     )?;
     std::fs::write(&pid_file, std::process::id().to_string())
@@ -840,13 +837,18 @@ fn boot_options(
         );
     }
     let spec = pipeline::load_spec(ws, &args.target)?;
-    let mut cmdline = spec.kernel.cmdline.clone();
-    if selftest {
-        cmdline.push("eci.selftest".into());
-    }
+    let (initramfs, cmdline) = if spec.target == eci_build::artifact::wsl2::TARGET {
+        wsl_standin_media(&spec, &out, args.firmware, selftest)?
+    } else {
+        let mut cmdline = spec.kernel.cmdline.clone();
+        if selftest {
+            cmdline.push("eci.selftest".into());
+        }
+        (out.join(eci_build::artifact::INITRAMFS_FILE), cmdline)
+    };
     Ok(BootOptions {
         kernel: out.join(eci_build::artifact::KERNEL_FILE),
-        initramfs: out.join(eci_build::artifact::INITRAMFS_FILE),
+        initramfs,
         cmdline,
         memory_mib: args.memory,
         cpus: args.cpus,
@@ -855,4 +857,50 @@ fn boot_options(
         console_log: out.join("console.log"),
         echo,
     })
+}
+
+/// The WSL2 distribution boots under the WSL stand-in (builder/src/wsl_standin.rs): an
+/// initramfs made from the shipped tarball for this boot, and the stand-in's command line.
+fn wsl_standin_media(
+    spec: &eci_build::spec::ImageSpec,
+    out: &std::path::Path,
+    firmware: BootPath,
+    selftest: bool,
+) -> Result<(PathBuf, Vec<String>)> {
+    use eci_build::wsl_standin;
+    if firmware == BootPath::Uefi {
+        anyhow::bail!(
+            "the WSL2 distribution has no boot disk (WSL boots its kernel itself); drop --firmware uefi"
+        );
+    }
+    let tarball = out.join(eci_build::artifact::wsl2::ROOTFS_FILE);
+    let initramfs = out.join(wsl_standin::INITRAMFS_FILE);
+    let (built, _) = eci_build::binaries::build(
+        &[wsl_standin::relay_binary()],
+        &eci_build::binaries::workspace_root(),
+        false,
+    )?;
+    let written = wsl_standin::write_initramfs(&tarball, &built[0].bytes, &initramfs)?;
+    eprintln!(
+        "WSL stand-in: {} from {} ({} entries, {} MiB)",
+        initramfs.display(),
+        tarball.display(),
+        written.entries,
+        written.bytes >> 20
+    );
+    if !written.dropped_xattrs.is_empty() {
+        let paths: Vec<&str> = written
+            .dropped_xattrs
+            .iter()
+            .map(|d| d.path.as_str())
+            .collect();
+        eprintln!(
+            "WSL stand-in: cpio cannot carry extended attributes; in this boot these files lack theirs (WSL's ext4 keeps them): {}",
+            paths.join(", ")
+        );
+    }
+    Ok((
+        initramfs,
+        wsl_standin::cmdline(&spec.kernel.cmdline, selftest),
+    ))
 }

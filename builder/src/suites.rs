@@ -403,6 +403,7 @@ pub struct VmSuites<'a> {
     pub engine_timeout: Duration,
     /// How long one test may take.
     pub test_timeout: Duration,
+    pub reach: crate::host_endpoint::EngineReach,
 }
 
 /// A boot that went wrong before the suites could finish, with what the VM said last.
@@ -439,9 +440,15 @@ pub fn run_in_vm(
                     memory_mib: vm.memory_mib,
                     console_log: vm.console_log,
                     echo: false,
+                    reach: vm.reach,
                 },
             )?;
-            progress("waiting for the engine over vsock");
+            progress(match vm.reach {
+                crate::host_endpoint::EngineReach::Vsock => "waiting for the engine over vsock",
+                crate::host_endpoint::EngineReach::StandinRelay { .. } => {
+                    "waiting for the engine through the WSL stand-in's relay"
+                }
+            });
             let ready = running.wait_engine(ENGINE_PORT, vm.engine_timeout)?;
             Ok((running, ready, started))
         };
@@ -621,15 +628,23 @@ impl Verdict {
 /// The kernel module that gives an image its vsock transport under QEMU.
 pub const VIRTIO_VSOCK_MODULE: &str = "vmw_vsock_virtio_transport";
 
-/// Whether a boot of `spec` on `firmware` has the host endpoint under QEMU; the reason when not.
+/// How a boot of `spec` on `firmware` reaches its engine from the host under QEMU; the reason
+/// when it cannot.
 pub fn host_endpoint_under_qemu(
     spec: &crate::spec::ImageSpec,
     firmware: crate::boot::BootPath,
-) -> Result<(), String> {
+) -> Result<crate::host_endpoint::EngineReach, String> {
+    use crate::host_endpoint::EngineReach;
     if firmware == crate::boot::BootPath::Uefi {
         return Err(format!(
             "the UEFI path boots the Hyper-V disk, and under QEMU that image has no host endpoint: its only vsock transport is hv_sock (Hyper-V's), it does not load {VIRTIO_VSOCK_MODULE}"
         ));
+    }
+    if spec.target == crate::artifact::wsl2::TARGET {
+        // WSL's own endpoint is hv_sock too; the stand-in relays a forwarded port instead.
+        return Ok(EngineReach::StandinRelay {
+            guest_port: crate::wsl_standin::RELAY_PORT,
+        });
     }
     if !spec.kernel.modules.iter().any(|m| m == VIRTIO_VSOCK_MODULE) {
         return Err(format!(
@@ -637,7 +652,7 @@ pub fn host_endpoint_under_qemu(
             spec.target
         ));
     }
-    Ok(())
+    Ok(EngineReach::Vsock)
 }
 
 /// What `eci-build test` runs.
@@ -648,8 +663,9 @@ pub struct TestRun<'a> {
     pub out: &'a Path,
     /// The checkout whose suites run (cargo's workspace).
     pub checkout: &'a Path,
-    /// The suites' boot (its console log is its own), or why this image cannot have one.
-    pub suites_boot: Result<crate::boot::BootOptions, String>,
+    /// The suites' boot (its console log is its own) and how its engine is reached, or why
+    /// this image cannot have one.
+    pub suites_boot: Result<(crate::boot::BootOptions, crate::host_endpoint::EngineReach), String>,
     pub cache_root: &'a Path,
     pub test_timeout: Duration,
 }
@@ -687,7 +703,7 @@ pub fn run_test(
             }
             v.suites_not_run = Some(reason);
         }
-        (Ok(suites), Ok(opts)) => {
+        (Ok(suites), Ok((opts, reach))) => {
             let run_dir = run.out.join("run-test");
             let command = || crate::boot::direct_command(&opts);
             let vm = std::fs::create_dir_all(&run_dir)
@@ -700,6 +716,7 @@ pub fn run_test(
                     console_log: &opts.console_log,
                     engine_timeout: opts.timeout,
                     test_timeout: run.test_timeout,
+                    reach,
                 });
             match vm.map(|vm| run_in_vm(vm, &suites, progress)) {
                 Err(e) => v.errors.push(e),
@@ -1092,6 +1109,32 @@ mod tests {
         v.tests.push(selftest_entry(Status::Passed));
         v.finish(1.0);
         assert!(!v.passed, "a failed test fails the verdict");
+    }
+
+    #[test]
+    fn each_image_says_how_its_engine_is_reached_under_qemu() {
+        use crate::boot::BootPath;
+        use crate::host_endpoint::EngineReach;
+        let ws = crate::testing::checkout();
+        let spec = |t: &str| crate::spec::load(&ws.definition(t)).unwrap();
+        let (qemu, hyperv, wsl2) = (spec("qemu"), spec("hyperv"), spec("wsl2"));
+        // The qemu image loads the virtio transport as a boot module.
+        assert_eq!(
+            host_endpoint_under_qemu(&qemu, BootPath::Direct),
+            Ok(EngineReach::Vsock)
+        );
+        // The WSL2 kernel has hv_sock only; the stand-in relays a forwarded port.
+        assert_eq!(
+            host_endpoint_under_qemu(&wsl2, BootPath::Direct),
+            Ok(EngineReach::StandinRelay {
+                guest_port: crate::wsl_standin::RELAY_PORT
+            })
+        );
+        // Hyper-V's only transport is hv_sock; the UEFI path boots that disk.
+        let why = host_endpoint_under_qemu(&hyperv, BootPath::Direct).unwrap_err();
+        assert!(why.contains(VIRTIO_VSOCK_MODULE), "{why}");
+        let why = host_endpoint_under_qemu(&qemu, BootPath::Uefi).unwrap_err();
+        assert!(why.contains("hv_sock"), "{why}");
     }
 
     #[test]

@@ -39,6 +39,10 @@ pub enum VsockDevice {
     /// `vhost-user-vsock-pci` served by `vhost-device-vsock`: QEMU talks to it on `control`,
     /// host programs connect to `uds` and send `CONNECT <port>`.
     User { control: PathBuf, uds: PathBuf },
+    /// Not vsock: a guest TCP port that QEMU's user network forwards from `127.0.0.1:host_port`
+    /// (the WSL stand-in's relay, [`crate::wsl_standin`]: the WSL2 kernel has no virtio-vsock
+    /// transport). Every guest port maps to that one.
+    Forwarded { host_port: u16 },
 }
 
 impl VsockDevice {
@@ -64,6 +68,8 @@ impl VsockDevice {
                     "vhost-user-vsock-pci,chardev=eci-vsock".into(),
                 ]
             }
+            // The forward is added through QMP once QEMU runs (host_endpoint::start).
+            VsockDevice::Forwarded { .. } => Vec::new(),
         }
     }
 
@@ -72,6 +78,15 @@ impl VsockDevice {
         match self {
             VsockDevice::Kernel { cid } => connect_kernel(*cid, port).map(Stream::Kernel),
             VsockDevice::User { uds, .. } => connect_user(uds, port, timeout).map(Stream::User),
+            VsockDevice::Forwarded { host_port } => {
+                // One handshake at a time: QEMU's user network listens for a forward with a
+                // backlog of one, and connections beyond it wait out SYN retransmits (1, 3,
+                // 7 s...): a burst of 100 clients took over a minute that way.
+                static CONNECTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+                let _one = CONNECTING.lock().unwrap_or_else(|e| e.into_inner());
+                let addr = std::net::SocketAddr::from(([127, 0, 0, 1], *host_port));
+                std::net::TcpStream::connect_timeout(&addr, timeout).map(Stream::Tcp)
+            }
         }
     }
 }
@@ -82,6 +97,7 @@ impl VsockDevice {
 pub enum Stream {
     Kernel(std::fs::File),
     User(UnixStream),
+    Tcp(std::net::TcpStream),
 }
 
 impl Stream {
@@ -89,6 +105,7 @@ impl Stream {
         Ok(match self {
             Stream::Kernel(f) => Stream::Kernel(f.try_clone()?),
             Stream::User(s) => Stream::User(s.try_clone()?),
+            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
         })
     }
 
@@ -104,6 +121,9 @@ impl Stream {
             Stream::User(s) => {
                 let _ = s.shutdown(std::net::Shutdown::Write);
             }
+            Stream::Tcp(s) => {
+                let _ = s.shutdown(std::net::Shutdown::Write);
+            }
         }
     }
 }
@@ -113,6 +133,7 @@ impl Read for Stream {
         match self {
             Stream::Kernel(f) => f.read(buf),
             Stream::User(s) => s.read(buf),
+            Stream::Tcp(s) => s.read(buf),
         }
     }
 }
@@ -122,6 +143,7 @@ impl Write for Stream {
         match self {
             Stream::Kernel(f) => f.write(buf),
             Stream::User(s) => s.write(buf),
+            Stream::Tcp(s) => s.write(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {

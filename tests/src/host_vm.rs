@@ -65,6 +65,7 @@ impl HostVm {
                 memory_mib: opts.memory_mib,
                 console_log: &opts.console_log,
                 echo: false,
+                reach: host_endpoint::EngineReach::Vsock,
             },
         )
         .expect("VM started");
