@@ -103,17 +103,16 @@ pub fn read_tarball(path: &Path) -> Result<Manifest, StandinError> {
         path: path.to_path_buf(),
         source,
     };
-    let file = std::fs::File::open(path).map_err(read_err)?;
-    let mut head = [0u8; 2];
-    let gzip = {
-        let mut f = &file;
-        f.read_exact(&mut head).is_ok() && head == [0x1f, 0x8b]
-    };
-    let file = std::fs::File::open(path).map_err(read_err)?;
+    use std::io::BufRead;
+    let mut file = io::BufReader::new(std::fs::File::open(path).map_err(read_err)?);
+    let gzip = file
+        .fill_buf()
+        .map_err(read_err)?
+        .starts_with(&[0x1f, 0x8b]);
     let reader: Box<dyn Read> = if gzip {
-        Box::new(flate2::read::GzDecoder::new(io::BufReader::new(file)))
+        Box::new(flate2::read::GzDecoder::new(file))
     } else {
-        Box::new(io::BufReader::new(file))
+        Box::new(file)
     };
     let mut archive = tar::Archive::new(reader);
     let mut tree = Manifest::new();
