@@ -48,7 +48,12 @@
 //!   `mount_setattr`) is answered with ENOSYS, the kernel's answer where the API is missing, so
 //!   util-linux and runc fall back to mount(2), which is vetted.
 //! - The caller must hold CAP_SYS_ADMIN in its user namespace (what the kernel itself asks) and
-//!   be in the container's user namespace; a nested user namespace is refused for now (M7).
+//!   be in the container's user namespace or one nested in it (SPEC M7: a user namespace the
+//!   container made, at any depth). A nested caller gets the same rules; its calls are made
+//!   with its own user namespace's root credentials, so it reaches no further than its
+//!   namespace's ids reach (runtime/supervisor: the nested helper), and every mount its mount
+//!   namespace inherited counts as protected (the kernel locks them too, MNT_LOCKED), except
+//!   the namespace's root, which a sandbox detaches after `pivot_root`.
 
 /// `mount(2)` flags (`linux/mount.h`); the same on every Linux architecture.
 pub mod ms {
@@ -170,8 +175,8 @@ pub struct Source {
 pub struct Caller {
     /// CAP_SYS_ADMIN is in the caller's effective set (relative to its user namespace).
     pub sys_admin: bool,
-    /// The caller's user namespace is the container's.
-    pub container_userns: bool,
+    /// The caller's user namespace is the container's or nested in it (SPEC M7).
+    pub inside_container: bool,
 }
 
 /// Whose powers make a new filesystem.
@@ -379,10 +384,10 @@ pub fn decide(call: &Call, caller: Caller, target: Target, source: Option<Source
             "the caller lacks CAP_SYS_ADMIN in its user namespace",
         );
     }
-    if !caller.container_userns {
+    if !caller.inside_container {
         return refuse(
             Errno::Perm,
-            "mounts from a user namespace nested in the container are not vetted yet (SPEC M7)",
+            "the caller's user namespace is neither the container's nor nested in it",
         );
     }
     match call {
@@ -699,7 +704,7 @@ mod tests {
 
     const ROOT: Caller = Caller {
         sys_admin: true,
-        container_userns: true,
+        inside_container: true,
     };
     const DIR: Target = Target {
         is_mount_root: false,
@@ -1143,18 +1148,18 @@ mod tests {
     }
 
     #[test]
-    fn callers_without_sys_admin_or_from_nested_user_namespaces_are_refused() {
+    fn callers_without_sys_admin_or_outside_the_container_are_refused() {
         let t = mount("tmpfs", 0, None);
         let no_cap = Caller {
             sys_admin: false,
-            container_userns: true,
+            inside_container: true,
         };
-        let nested = Caller {
+        let outside = Caller {
             sys_admin: true,
-            container_userns: false,
+            inside_container: false,
         };
         assert_eq!(errno(decide(&t, no_cap, DIR, None)), Errno::Perm);
-        assert_eq!(errno(decide(&t, nested, DIR, None)), Errno::Perm);
+        assert_eq!(errno(decide(&t, outside, DIR, None)), Errno::Perm);
     }
 
     #[test]

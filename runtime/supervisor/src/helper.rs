@@ -31,6 +31,8 @@ use nix::errno::Errno;
 use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 use nix::sched::CloneFlags;
 
+mod nested;
+
 use crate::notify::{self, CallerCtx};
 use crate::proto::{CallArgs, HelperInit, HelperReply};
 use crate::step::{self, Step};
@@ -45,12 +47,7 @@ pub struct Helper {
 impl Helper {
     /// Start `eci-supervisor helper` and hand it the container's namespaces.
     pub fn spawn(init: &HelperInit, ns: &[OwnedFd]) -> io::Result<Helper> {
-        let (mine, theirs) = nix::sys::socket::socketpair(
-            nix::sys::socket::AddressFamily::Unix,
-            nix::sys::socket::SockType::SeqPacket,
-            None,
-            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-        )?;
+        let (mine, theirs) = sys::channel()?;
         // /proc/self/exe, not the path: it still reaches this very program after an upgrade
         // replaced the file, so a helper always speaks its supervisor's protocol.
         let child = Command::new("/proc/self/exe")
@@ -154,6 +151,17 @@ struct Worker {
     powers: OwnedFd,
     /// The VM's /proc, to read the path of a descriptor the helper holds (`pinned_place`).
     proc: OwnedFd,
+    role: Role,
+}
+
+/// Whose calls a helper makes.
+enum Role {
+    /// The container's user namespace's; calls from user namespaces nested in it go to their
+    /// own helpers (SPEC M7, [`nested`]).
+    Container(nested::NestedHelpers),
+    /// One nested user namespace's; the mount namespaces it has seen, whose inherited mounts
+    /// it protects.
+    Nested { seen: HashSet<(u64, u64)> },
 }
 
 fn reply(errno: i32, note: impl Into<String>) -> HelperReply {
@@ -295,16 +303,7 @@ fn enter(init: &HelperInit, ns: Vec<OwnedFd>, proc: OwnedFd) -> Result<Worker, S
     }
     let user = user.ok_or("no user namespace")?;
     let userns = nsid(user.as_fd()).map_err(|e| e.to_string())?;
-    nix::sched::setns(user.as_fd(), CloneFlags::CLONE_NEWUSER)
-        .map_err(|e| format!("setns user: {e}"))?;
-    let root = nix::unistd::Gid::from_raw(0);
-    nix::unistd::setresgid(root, root, root).map_err(|e| format!("setgid 0: {e}"))?;
-    // Refused when the namespace's setgroups is "deny"; then the groups stay as they are.
-    let _ = nix::unistd::setgroups(&[]);
-    let uroot = nix::unistd::Uid::from_raw(0);
-    nix::unistd::setresuid(uroot, uroot, uroot).map_err(|e| format!("setuid 0: {e}"))?;
-    // setresuid reset it; container root must not ptrace the helper.
-    let _ = nix::sys::prctl::set_dumpable(false);
+    become_root_of(user.as_fd())?;
     // The initial ids come from mountinfo (old ids) of the container's mount namespace, which
     // the helper is in now.
     let keys = keys_by_old_id();
@@ -321,7 +320,26 @@ fn enter(init: &HelperInit, ns: Vec<OwnedFd>, proc: OwnedFd) -> Result<Worker, S
         kernel_views: HashSet::new(),
         powers: powers.ok_or("no channel to the supervisor")?,
         proc,
+        role: Role::Container(nested::NestedHelpers::default()),
     })
+}
+
+/// Enter the user namespace `user` and become its root: the container's for a container's
+/// helper, a nested one's for a nested helper. A namespace that maps no root id has no
+/// credentials to act with.
+fn become_root_of(user: BorrowedFd<'_>) -> Result<(), String> {
+    nix::sched::setns(user, CloneFlags::CLONE_NEWUSER).map_err(|e| format!("setns user: {e}"))?;
+    let root = nix::unistd::Gid::from_raw(0);
+    nix::unistd::setresgid(root, root, root)
+        .map_err(|e| format!("setgid 0 (the user namespace maps no root group?): {e}"))?;
+    // Refused when the namespace's setgroups is "deny"; then the groups stay as they are.
+    let _ = nix::unistd::setgroups(&[]);
+    let uroot = nix::unistd::Uid::from_raw(0);
+    nix::unistd::setresuid(uroot, uroot, uroot)
+        .map_err(|e| format!("setuid 0 (the user namespace maps no root user?): {e}"))?;
+    // setresuid reset it; nobody in the namespace may ptrace the helper.
+    let _ = nix::sys::prctl::set_dumpable(false);
+    Ok(())
 }
 
 /// Resolve `path` inside `root` (as `/`), following symlinks only inside it and no magic link.
@@ -355,6 +373,25 @@ fn split(path: &str) -> (String, String) {
 }
 
 impl Worker {
+    /// The state a nested user namespace's helper starts from (in the forked copy): the masks
+    /// (protected wherever a copy of one shows), the channel to the supervisor, the VM's /proc;
+    /// the container's own filesystems and kernel views are mounts of other namespaces.
+    fn for_nested(&self, userns: (u64, u64)) -> io::Result<Worker> {
+        Ok(Worker {
+            protected: HashSet::new(),
+            mask_roots: self.mask_roots.clone(),
+            own_fs: HashSet::new(),
+            mnt: self.mnt,
+            userns,
+            kernel_views: HashSet::new(),
+            powers: self.powers.try_clone()?,
+            proc: self.proc.try_clone()?,
+            role: Role::Nested {
+                seen: HashSet::new(),
+            },
+        })
+    }
+
     /// Facts about the mount a descriptor reached; its settings (`attrs`, `read_only`) are
     /// looked up only when asked (a remount), which keeps the common calls to one statx.
     fn target_facts(&self, fd: BorrowedFd<'_>, want_read_only: bool) -> io::Result<Target> {
@@ -391,7 +428,21 @@ impl Worker {
     }
 
     fn handle(&mut self, call: &CallArgs, ctx: &CallerCtx) -> (i32, String) {
-        match self.try_handle(call, ctx) {
+        let result = match &mut self.role {
+            Role::Container(helpers)
+                if ctx.userns != self.userns
+                    && nested::nested_in(ctx.user.as_fd(), self.userns) =>
+            {
+                let mut helpers = std::mem::take(helpers);
+                let r = helpers
+                    .forward(self, call, ctx)
+                    .step("hand the call to the nested user namespace's helper");
+                self.role = Role::Container(helpers);
+                r
+            }
+            _ => self.try_handle(call, ctx),
+        };
+        match result {
             Ok(r) => (r.errno, r.note),
             Err(e) => {
                 // Refusals are decisions; a failed step is logged whether or not the
@@ -409,6 +460,12 @@ impl Worker {
             nix::sched::setns(mnt.as_fd(), CloneFlags::CLONE_NEWNS)
                 .step("enter the caller's mount namespace")?;
             self.mnt = id;
+        }
+        if let Role::Nested { seen } = &mut self.role {
+            if seen.insert(id) {
+                let inherited = inherited_mounts(self.proc.as_fd());
+                self.protected.extend(inherited);
+            }
         }
         // The caller's root and cwd become the helper's, so the kernel resolves names in mount
         // options as it would for the caller.
@@ -434,7 +491,7 @@ impl Worker {
         };
         let caller = Caller {
             sys_admin: ctx.sys_admin,
-            container_userns: ctx.userns == self.userns,
+            inside_container: ctx.userns == self.userns,
         };
         match call {
             CallArgs::Umount { target, flags } if target == "." || target == "./" => {
@@ -909,10 +966,10 @@ fn mount_key(fd: BorrowedFd<'_>) -> io::Result<u64> {
     Ok(s.stx_mnt_id)
 }
 
-/// Old id -> unique id of every mount the helper's mount namespace shows from its root, from
-/// `listmount` and `statmount`; `None` where the kernel has no unique ids (the old ids are the
-/// keys then).
-fn keys_by_old_id() -> Option<std::collections::HashMap<u64, u64>> {
+/// Every mount the helper's mount namespace shows from its root, as (unique id, its parent's
+/// unique id, old id), from `listmount` and `statmount`; `None` where the kernel has neither
+/// (older than 6.8).
+fn mount_rows() -> Option<Vec<(u64, u64, u64)>> {
     let mut ids = vec![0u64; 4096];
     let mut all = Vec::new();
     let mut last = 0u64;
@@ -945,7 +1002,7 @@ fn keys_by_old_id() -> Option<std::collections::HashMap<u64, u64>> {
     }
     // struct statmount is 512 bytes; nothing but the basic fields is asked for.
     let mut buf = vec![0u64; 128];
-    let mut map = std::collections::HashMap::with_capacity(all.len());
+    let mut rows = Vec::with_capacity(all.len());
     for id in all {
         let req = MntIdReq {
             size: std::mem::size_of::<MntIdReq>() as u32,
@@ -965,11 +1022,55 @@ fn keys_by_old_id() -> Option<std::collections::HashMap<u64, u64>> {
         };
         // A mount gone since the listing is not one to name.
         if rc == 0 {
-            // mnt_id at byte 40, mnt_id_old (u32) at byte 56.
-            map.insert(buf[7] & 0xffff_ffff, buf[5]);
+            // mnt_id at byte 40, mnt_parent_id at 48, mnt_id_old (u32) at 56.
+            rows.push((buf[5], buf[6], buf[7] & 0xffff_ffff));
         }
     }
-    Some(map)
+    Some(rows)
+}
+
+/// Old id -> unique id of every mount the helper's mount namespace shows from its root
+/// ([`mount_rows`]); `None` where the kernel has no unique ids (the old ids are the keys then).
+fn keys_by_old_id() -> Option<std::collections::HashMap<u64, u64>> {
+    Some(
+        mount_rows()?
+            .into_iter()
+            .map(|(k, _, old)| (old, k))
+            .collect(),
+    )
+}
+
+/// The keys of the mounts of the helper's mount namespace (just entered, so its root is the
+/// namespace's) but its root: what a nested user namespace's mount namespace inherited
+/// ([`nested`]). Without `listmount`, the old ids of the VM's /proc's mountinfo for the helper.
+fn inherited_mounts(proc: BorrowedFd<'_>) -> Vec<u64> {
+    let rows = mount_rows().unwrap_or_else(|| {
+        let how = OpenHow::new()
+            .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_NO_XDEV);
+        let mut text = String::new();
+        if let Ok(f) = openat2(proc, "thread-self/mountinfo", how) {
+            let _ = io::Read::read_to_string(&mut std::fs::File::from(f), &mut text);
+        }
+        text.lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                let id = w.next()?.parse().ok()?;
+                Some((id, w.next()?.parse().ok()?, id))
+            })
+            .collect()
+    });
+    not_roots(&rows)
+}
+
+/// The ids of `rows` (id, parent, old id) but the roots: a mount that is its own parent (a
+/// namespace's root) or whose parent is not among them.
+fn not_roots(rows: &[(u64, u64, u64)]) -> Vec<u64> {
+    let ids: HashSet<u64> = rows.iter().map(|r| r.0).collect();
+    rows.iter()
+        .filter(|(id, parent, _)| parent != id && ids.contains(parent))
+        .map(|r| r.0)
+        .collect()
 }
 
 /// The key of the mount with old id `old` in the helper's mount namespace ([`keys_by_old_id`]).
@@ -1024,6 +1125,16 @@ fn copies_of(mountinfo: &str, top: u64, protected: impl Fn(u64) -> bool) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_nested_namespace_inherits_every_mount_but_its_root() {
+        // (id, parent, old id): 1 is the namespace's root (its own parent), 2 and 3 hang
+        // below it, 4 below 3; 9 names a parent outside the listing (a chroot's view).
+        let rows = [(1, 1, 11), (2, 1, 12), (3, 1, 13), (4, 3, 14), (5, 9, 15)];
+        let mut got = not_roots(&rows);
+        got.sort();
+        assert_eq!(got, vec![2, 3, 4]);
+    }
 
     #[test]
     fn paths_split_into_folder_and_name() {

@@ -82,7 +82,8 @@ pub struct CallerCtx {
     pub root: OwnedFd,
     pub cwd: OwnedFd,
     pub mnt: OwnedFd,
-    /// The caller's user namespace (nsfs device and inode).
+    /// The caller's user namespace, and its nsfs device and inode.
+    pub user: OwnedFd,
     pub userns: (u64, u64),
     pub sys_admin: bool,
     /// The namespace a new kernel view is for, opened only for such a mount: the caller's pid
@@ -183,7 +184,7 @@ fn vet(
         };
         let caller = Caller {
             sys_admin: true,
-            container_userns: true,
+            inside_container: true,
         };
         return match mv::decide(&Call::NewApi(n), caller, Target::default(), None) {
             Verdict::Refuse(r) => r.errno.raw(),
@@ -239,12 +240,9 @@ fn gather(
     let cwd = open_at(proc, &format!("{pid}/cwd"), dir).step("open the caller's cwd")?;
     let mnt = open_at(proc, &format!("{pid}/ns/mnt"), OFlag::O_RDONLY)
         .step("open the caller's mount namespace")?;
-    let user = nix::sys::stat::fstatat(
-        proc,
-        format!("{pid}/ns/user").as_str(),
-        nix::fcntl::AtFlags::empty(),
-    )
-    .step("stat the caller's user namespace")?;
+    let user = open_at(proc, &format!("{pid}/ns/user"), OFlag::O_RDONLY)
+        .step("open the caller's user namespace")?;
+    let user_st = nix::sys::stat::fstat(&user).step("stat the caller's user namespace")?;
     let sys_admin = has_sys_admin(pid);
     let view_ns = match &call {
         CallArgs::Mount {
@@ -287,7 +285,8 @@ fn gather(
             root,
             cwd,
             mnt,
-            userns: (user.st_dev, user.st_ino),
+            user,
+            userns: (user_st.st_dev, user_st.st_ino),
             sys_admin,
             view_ns,
             target_fd,

@@ -366,13 +366,7 @@ fn make_container(
         net: own_net.expect("opened above"),
     };
     // The helper's channel for what needs the supervisor's powers (a masked new proc).
-    let (powers, theirs) = nix::sys::socket::socketpair(
-        nix::sys::socket::AddressFamily::Unix,
-        nix::sys::socket::SockType::SeqPacket,
-        None,
-        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(|e| format!("socketpair: {e}"))?;
+    let (powers, theirs) = crate::sys::channel().map_err(|e| format!("socketpair: {e}"))?;
     names.push("powers".to_string());
     fds.push(theirs);
     std::thread::spawn(move || crate::powers::serve(powers, own, proc_plan, sys_plan));

@@ -235,6 +235,17 @@ pub fn mount_setattr(
     .map(drop)
 }
 
+/// A connected pair of the message sockets [`send`] and [`recv`] use (`SOCK_SEQPACKET`: one
+/// message per call, its descriptors with it).
+pub fn channel() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(nix::sys::socket::socketpair(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::SeqPacket,
+        None,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+    )?)
+}
+
 /// Send one message with descriptors (SCM_RIGHTS).
 pub fn send(sock: RawFd, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
     use nix::errno::Errno;
