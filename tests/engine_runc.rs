@@ -917,12 +917,9 @@ mod direct {
         fn cmd(&self, args: &[&str]) -> Command {
             let d = self.dir.path();
             let mut c = Command::new(&self.bin);
-            // The supervisor eci-runc starts when none answers belongs to this checkout's
-            // build, not the machine's default socket: a run from another checkout (CI's clone
-            // beside a working tree) never registers with a program that was since replaced.
             c.env(
                 "ECI_SUPERVISOR_SOCKET",
-                self.bin.with_file_name("e2e-supervisor/supervisor.sock"),
+                eci_test_support::checkout_supervisor_socket(&self.bin),
             )
             .env("ECI_RUNC_STATE_DIR", d.join("ids"))
             .env("ECI_RUNC_POLICY", d.join("no-policy.json"))

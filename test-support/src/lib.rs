@@ -1,7 +1,10 @@
-//! The one rule every eci test follows when something it needs is missing (a command, root,
-//! QEMU, an engine): on a laptop it prints why and skips; in CI (`CI` set, as `.ci/run` runs)
-//! it fails, so CI can never pass by skipping. Unit tests of every crate and the end-to-end
-//! suites use this, so the rule cannot drift between them.
+//! What every eci test shares, so it cannot drift between the crates' tests and the end-to-end
+//! suites. The rule a test follows when something it needs is missing (a command, root, QEMU,
+//! an engine): on a laptop it prints why and skips; in CI (`CI` set, as `.ci/run` runs) it
+//! fails, so CI can never pass by skipping. And where a checkout's test runs find the
+//! mount-vetting supervisor ([`checkout_supervisor_socket`]).
+
+use std::path::{Path, PathBuf};
 
 /// Is this a CI run? `CI` set to anything but empty, `false` or `0`.
 pub fn in_ci() -> bool {
@@ -30,4 +33,13 @@ pub fn have(command: &str) -> bool {
         .stderr(std::process::Stdio::null())
         .status()
         .is_ok()
+}
+
+/// The supervisor socket a test run of eci-runc uses (`ECI_SUPERVISOR_SOCKET`), given the
+/// eci-runc binary it runs: beside that binary, so the supervisor eci-runc starts when none
+/// answers belongs to this checkout's build, not the machine's default socket. A run from
+/// another checkout (CI's clone beside a working tree) then never registers its containers with
+/// a program that was since rebuilt elsewhere.
+pub fn checkout_supervisor_socket(eci_runc: &Path) -> PathBuf {
+    eci_runc.with_file_name("e2e-supervisor/supervisor.sock")
 }

@@ -144,12 +144,12 @@ mod bundle {
         pub fn eci(&self, args: &[&str]) -> Command {
             let d = self.dir.path();
             let mut c = Command::new(env!("CARGO_BIN_EXE_eci-runc"));
-            // This checkout's own supervisor, not the machine's default socket (see
-            // tests/engine_runc.rs, Bundle::cmd).
+            // This checkout's own supervisor, not the machine's default socket.
             c.env(
                 "ECI_SUPERVISOR_SOCKET",
-                Path::new(env!("CARGO_BIN_EXE_eci-runc"))
-                    .with_file_name("e2e-supervisor/supervisor.sock"),
+                eci_test_support::checkout_supervisor_socket(Path::new(env!(
+                    "CARGO_BIN_EXE_eci-runc"
+                ))),
             )
             .env("ECI_RUNC_STATE_DIR", d.join("ids"))
             .env("ECI_RUNC_POLICY", d.join("no-policy.json"))
