@@ -186,6 +186,9 @@ pub fn load(spec: Option<&Seccomp>) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether the vetting filter waits killably (Linux 5.19); the supervisor says so when not.
+pub use crate::sys::listener::kernel_waits_killable;
+
 /// Where the supervisor listens unless `ECI_SUPERVISOR_SOCKET` says otherwise.
 pub const DEFAULT_SUPERVISOR_SOCKET: &str = "/run/eci/supervisor.sock";
 

@@ -74,6 +74,15 @@ pub fn serve(socket: &Path) -> Result<(), Error> {
     listen(&s, Backlog::new(64).expect("valid backlog"))
         .map_err(|e| Error::Io("listen".into(), e.into()))?;
     eprintln!("eci-supervisor: serving {}", socket.display());
+    if !eci_runc::seccomp::kernel_waits_killable() {
+        // eci-runc then loads the vetting filter without the flag (its container's init has
+        // no log to say so): a caller interrupted by a signal while its call is being made asks
+        // again, and a mount or umount already made is asked for twice.
+        eprintln!(
+            "eci-supervisor: this kernel has no SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (Linux \
+             5.19): a vetted call interrupted by a signal is asked again after it was made"
+        );
+    }
     let bound = std::fs::metadata(socket).map(|m| m.ino()).ok();
     loop {
         let conn = match nix::sys::socket::accept4(&s, SockFlag::SOCK_CLOEXEC) {

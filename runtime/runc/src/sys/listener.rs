@@ -41,6 +41,23 @@ pub fn program(ctx: &libseccomp::ScmpFilterContext) -> super::Result<Vec<libc::s
         .collect())
 }
 
+/// Does the kernel know `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` ([`load_listening`])? Asked
+/// without loading anything: the kernel checks the flags first (EINVAL for one it does not
+/// know) and only then reads the program, which a null pointer makes fail with EFAULT.
+pub fn kernel_waits_killable() -> bool {
+    // SAFETY: the kernel reads no program from a null pointer; it fails the call (EFAULT)
+    // or refuses the flags (EINVAL) first, and installs nothing either way.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV,
+            std::ptr::null::<libc::sock_fprog>(),
+        )
+    };
+    rc < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EFAULT)
+}
+
 /// Loads `filter` (from [`program`]) on this thread with a new listener and returns it.
 ///
 /// Loaded here rather than by libseccomp (whose 2.5 cannot ask for it) so that the kernel
@@ -84,4 +101,30 @@ pub fn load_listening(filter: &[libc::sock_filter]) -> super::Result<OwnedFd> {
     // SAFETY: with SECCOMP_FILTER_FLAG_NEW_LISTENER a successful seccomp() returns a new
     // descriptor for the listener, which nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(rc as libc::c_int) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This machine's kernel (6.x) and the VM's have the flag; the probe installs nothing, so
+    /// asking twice gives the same answer and this process's seccomp state stays as it was.
+    #[test]
+    fn the_probe_finds_the_flag_and_loads_nothing() {
+        let mode = || {
+            std::fs::read_to_string("/proc/thread-self/status")
+                .unwrap()
+                .lines()
+                .find(|l| l.starts_with("Seccomp"))
+                .map(str::to_string)
+        };
+        let before = mode();
+        assert!(kernel_waits_killable());
+        assert!(kernel_waits_killable());
+        assert_eq!(
+            mode(),
+            before,
+            "the probe changed this thread's seccomp state"
+        );
+    }
 }
