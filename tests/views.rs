@@ -153,6 +153,69 @@ fn meminfo_cpuinfo_stat_and_uptime_follow_the_container() {
     e.ok(&["exec", "up", "cat", "/proc/diskstats"]);
 }
 
+/// SPEC F3: a parent cgroup's limits bind the container too (a pod's cgroup, a
+/// `--cgroup-parent` slice the admin limited): the container, with no limit of its own, shows
+/// its parent's half a CPU as one CPU and its parent's 256 MiB as MemTotal. cgroup v1 folds a
+/// parent's memory limit into memory.stat itself; its CPU quota (and every v2 limit: unit
+/// tests in runtime/views/src/cgroup.rs) the views fold in. Under plain runc the container
+/// shows the machine's. This machine only: the VM's engine offers no way to limit a parent
+/// cgroup from here.
+/// Removes a test's parent cgroup (`eci/NAME`) from every v1 controller, where docker made it
+/// too; the containers in it are gone by then, so each is empty.
+struct ParentCgroup(String);
+
+impl Drop for ParentCgroup {
+    fn drop(&mut self) {
+        for ctl in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = std::fs::remove_dir(ctl.path().join(&self.0));
+        }
+    }
+}
+
+#[test]
+fn a_parent_cgroups_limits_bind_the_container() {
+    if !prerequisites() {
+        return;
+    }
+    let v = ViewsEngine::start("views-parent").expect("engine");
+    let e = &v.engine;
+    if not_run_in_vm("a parent cgroup with limits is made in this machine's cgroup v1 tree") {
+        return;
+    }
+    let (host_mem, host_cpus) = machine_totals(e);
+    assert!(
+        host_cpus >= 2,
+        "half a CPU shows as one only where there are more"
+    );
+    // Below /eci, a parent eci-runc's policy lets containers use.
+    let name = format!("eci/eci-vparent-{}", std::process::id());
+    let _cleanup = ParentCgroup(name.clone());
+    let cpu = std::path::PathBuf::from("/sys/fs/cgroup/cpu").join(&name);
+    let mem = std::path::PathBuf::from("/sys/fs/cgroup/memory").join(&name);
+    for d in [&cpu, &mem] {
+        std::fs::create_dir_all(d).unwrap_or_else(|e| panic!("{}: {e}", d.display()));
+    }
+    std::fs::write(cpu.join("cpu.cfs_quota_us"), "50000").unwrap();
+    std::fs::write(mem.join("memory.limit_in_bytes"), "268435456").unwrap();
+    let parent = format!("/{name}");
+    let read = |runtime: &[&str]| {
+        let mut args = vec!["run", "--rm", "--cgroup-parent", &parent];
+        args.extend_from_slice(runtime);
+        args.extend_from_slice(&[IMAGE, "cat", "/proc/cpuinfo", "/proc/meminfo"]);
+        e.ok(&args)
+    };
+    let eci = read(&[]);
+    let plain = read(&["--runtime", PLAIN_RUNC]);
+    assert_eq!(count(&plain, "processor"), host_cpus, "baseline: {plain}");
+    assert_eq!(meminfo_kb(&plain, "MemTotal"), Some(host_mem), "baseline");
+    assert_eq!(count(&eci, "processor"), 1, "{eci}");
+    assert_eq!(meminfo_kb(&eci, "MemTotal"), Some(262144), "{eci}");
+}
+
 #[test]
 fn identity_and_knobs_are_per_container() {
     if !prerequisites() {

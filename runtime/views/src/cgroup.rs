@@ -223,6 +223,29 @@ pub fn quota_v1(quota: &str, period: &str) -> Option<(u64, u64)> {
     (q > 0 && p > 0).then_some((q as u64, p))
 }
 
+/// The tighter of two limits (None: unlimited).
+pub fn tighter(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, y) => x.or(y),
+    }
+}
+
+/// The tighter of two CPU quotas (quota, period): the smaller share of a CPU.
+pub fn tighter_quota(a: Option<(u64, u64)>, b: Option<(u64, u64)>) -> Option<(u64, u64)> {
+    match (a, b) {
+        (Some((q1, p1)), Some((q2, p2))) => {
+            // q1/p1 <= q2/p2 without division; periods are at most 1 s in microseconds.
+            if (q1 as u128) * (p2 as u128) <= (q2 as u128) * (p1 as u128) {
+                Some((q1, p1))
+            } else {
+                Some((q2, p2))
+            }
+        }
+        (x, y) => x.or(y),
+    }
+}
+
 /// cgroup v2's cpu.stat.
 pub fn cpu_v2(cpu_stat: &str, cpu_max: &str, cpuset: &str) -> CpuStats {
     let s = keyed(cpu_stat);
@@ -335,12 +358,30 @@ pub fn io_v1(bytes: &str, ios: &str) -> Vec<IoStat> {
     map.into_values().collect()
 }
 
+/// The ancestors of `dir` that have `file`, nearest first, up to the first that lacks it (the
+/// hierarchy's root has no limit files) or 64 levels.
+fn ancestors_with(dir: Option<&Path>, file: &str) -> Vec<PathBuf> {
+    dir.into_iter()
+        .flat_map(|d| d.ancestors().skip(1))
+        .take(64)
+        .take_while(|a| a.join(file).is_file())
+        .map(Path::to_path_buf)
+        .collect()
+}
+
 /// The open cgroup files of one container. Files are opened once and re-read with
 /// `pread(0)`, which makes the kernel render them afresh; a view read then costs no path
 /// lookups (the read budget is 50 µs, SPEC F3 under load).
 #[derive(Debug)]
 pub struct CgroupFiles {
     dirs: CgroupDirs,
+    /// The container's cgroup's ancestors that hold the limit files, nearest first: their
+    /// limits bind the container too (a pod's cgroup, a `--cgroup-parent` slice; SPEC F3). v1's
+    /// memory.stat folds the parents in itself (`hierarchical_memory_limit`); v2's files and
+    /// v1's CPU quota do not.
+    v2_memory_up: Vec<PathBuf>,
+    v2_cpu_up: Vec<PathBuf>,
+    v1_cpu_up: Vec<PathBuf>,
     /// Open files, and None for files the kernel does not have (swap accounting off): a
     /// controller's files do not come and go while the cgroup exists.
     open: Mutex<HashMap<PathBuf, Option<std::sync::Arc<File>>>>,
@@ -349,6 +390,9 @@ pub struct CgroupFiles {
 impl CgroupFiles {
     pub fn new(dirs: CgroupDirs) -> CgroupFiles {
         CgroupFiles {
+            v2_memory_up: ancestors_with(dirs.v2.as_deref(), "memory.max"),
+            v2_cpu_up: ancestors_with(dirs.v2.as_deref(), "cpu.max"),
+            v1_cpu_up: ancestors_with(dirs.cpu.as_deref(), "cpu.cfs_quota_us"),
             dirs,
             open: Mutex::new(HashMap::new()),
         }
@@ -391,13 +435,21 @@ impl CgroupFiles {
         let d = &self.dirs;
         if let Some(v2) = &d.v2 {
             let v2 = Some(v2);
-            return Ok(mem_v2(
+            let mut m = mem_v2(
                 &self.read(v2, "memory.max")?,
                 &self.read(v2, "memory.current")?,
                 &self.read(v2, "memory.stat")?,
                 &self.read(v2, "memory.swap.max")?,
                 &self.read(v2, "memory.swap.current")?,
-            ));
+            );
+            for up in &self.v2_memory_up {
+                m.limit = tighter(m.limit, v2_limit(&self.read(Some(up), "memory.max")?));
+                let swap = self.read(Some(up), "memory.swap.max")?;
+                if !swap.trim().is_empty() {
+                    m.swap_limit = tighter(m.swap_limit, v2_limit(&swap));
+                }
+            }
+            return Ok(m);
         }
         let m = d.memory.as_ref();
         Ok(mem_v1(
@@ -411,21 +463,33 @@ impl CgroupFiles {
         let d = &self.dirs;
         if let Some(v2) = &d.v2 {
             let v2 = Some(v2);
-            return Ok(cpu_v2(
+            let mut c = cpu_v2(
                 &self.read(v2, "cpu.stat")?,
                 &self.read(v2, "cpu.max")?,
                 &self.read(v2, "cpuset.cpus.effective")?,
-            ));
+            );
+            for up in &self.v2_cpu_up {
+                c.quota = tighter_quota(c.quota, quota_v2(&self.read(Some(up), "cpu.max")?));
+            }
+            return Ok(c);
         }
         let acct = d.cpuacct.as_ref().or(d.cpu.as_ref());
         let cpu = d.cpu.as_ref();
-        Ok(cpu_v1(
+        let mut c = cpu_v1(
             &self.read(acct, "cpuacct.stat")?,
             &self.read(acct, "cpuacct.usage")?,
             &self.read(cpu, "cpu.cfs_quota_us")?,
             &self.read(cpu, "cpu.cfs_period_us")?,
             &self.read(d.cpuset.as_ref(), "cpuset.effective_cpus")?,
-        ))
+        );
+        for up in &self.v1_cpu_up {
+            let q = quota_v1(
+                &self.read(Some(up), "cpu.cfs_quota_us")?,
+                &self.read(Some(up), "cpu.cfs_period_us")?,
+            );
+            c.quota = tighter_quota(c.quota, q);
+        }
+        Ok(c)
     }
 
     pub fn io(&self) -> io::Result<Vec<IoStat>> {
@@ -560,6 +624,70 @@ mod tests {
         assert_eq!(quota_v2("150000 100000\n"), Some((150000, 100000)));
         assert_eq!(quota_v1("-1\n", "100000\n"), None);
         assert_eq!(quota_v1("50000\n", "100000\n"), Some((50000, 100000)));
+    }
+
+    #[test]
+    fn the_tighter_limit_and_quota_win() {
+        assert_eq!(tighter(None, Some(5)), Some(5));
+        assert_eq!(tighter(Some(7), Some(5)), Some(5));
+        assert_eq!(tighter(Some(7), None), Some(7));
+        assert_eq!(tighter(None, None), None);
+        // Half a CPU (50 ms of 100 ms) is less than 0.6 of one (60 ms of 100 ms, 30 of 50).
+        assert_eq!(
+            tighter_quota(Some((60_000, 100_000)), Some((50_000, 100_000))),
+            Some((50_000, 100_000))
+        );
+        assert_eq!(
+            tighter_quota(Some((30_000, 50_000)), Some((50_000, 100_000))),
+            Some((50_000, 100_000))
+        );
+        assert_eq!(tighter_quota(None, Some((1, 2))), Some((1, 2)));
+    }
+
+    /// A cgroup v2 tree as files: the hierarchy's root (no limit files), a parent slice with a
+    /// 1 GiB memory limit, a swap limit and half a CPU, and the container's cgroup without
+    /// limits of its own. The container sees its parent's limits (SPEC F3); the root stops the
+    /// walk.
+    #[test]
+    fn a_parents_v2_limits_bind_the_container() {
+        let root = tempfile::tempdir().unwrap();
+        let parent = root.path().join("pod.slice");
+        let own = parent.join("ctr.scope");
+        std::fs::create_dir_all(&own).unwrap();
+        let put =
+            |dir: &Path, name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
+        put(root.path(), "cgroup.procs", "");
+        put(&parent, "memory.max", "1073741824\n");
+        put(&parent, "memory.swap.max", "536870912\n");
+        put(&parent, "cpu.max", "50000 100000\n");
+        put(&own, "memory.max", "max\n");
+        put(&own, "memory.swap.max", "max\n");
+        put(&own, "memory.current", "4096\n");
+        put(&own, "memory.swap.current", "0\n");
+        put(&own, "memory.stat", "anon 4096\n");
+        put(&own, "cpu.max", "max 100000\n");
+        put(
+            &own,
+            "cpu.stat",
+            "usage_usec 10\nuser_usec 6\nsystem_usec 4\n",
+        );
+        put(&own, "cpuset.cpus.effective", "0-1\n");
+        let files = CgroupFiles::new(CgroupDirs {
+            v2: Some(own.clone()),
+            ..CgroupDirs::default()
+        });
+        let m = files.memory().unwrap();
+        assert_eq!((m.limit, m.swap_limit), (Some(1 << 30), Some(1 << 29)));
+        assert_eq!(files.cpu().unwrap().quota, Some((50_000, 100_000)));
+        // The container's own tighter limit wins over its parent's.
+        put(&own, "memory.max", "268435456\n");
+        assert_eq!(files.memory().unwrap().limit, Some(1 << 28));
+        // Without the parent's limit files (the root's case) nothing but its own counts.
+        let alone = CgroupFiles::new(CgroupDirs {
+            v2: Some(parent.clone()),
+            ..CgroupDirs::default()
+        });
+        assert_eq!(alone.memory().unwrap().limit, Some(1 << 30));
     }
 
     #[test]
