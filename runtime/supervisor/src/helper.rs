@@ -381,7 +381,9 @@ impl Worker {
             protected: HashSet::new(),
             mask_roots: self.mask_roots.clone(),
             own_fs: HashSet::new(),
-            mnt: self.mnt,
+            // None seen yet: the first call enters its mount namespace, whose root is then
+            // the helper's, so the inherited mounts are listed from that root.
+            mnt: (0, 0),
             userns,
             kernel_views: HashSet::new(),
             powers: self.powers.try_clone()?,
