@@ -37,6 +37,10 @@ pub struct ModuleFailure {
     /// dependency without hardware did not load from other failures.
     #[serde(default)]
     pub depends: Vec<String>,
+    /// Not tried: a module of the boot list it depends on had failed, so its load could only
+    /// have failed with unresolved symbols (ENOENT). Judged like that failure.
+    #[serde(default)]
+    pub skipped: bool,
 }
 
 /// Boot modules missing because the device they drive is not there.
@@ -46,7 +50,8 @@ pub struct ModuleFailure {
 /// A module whose load failed with `ENOENT` (unresolved symbols) is hardware-absent too when
 /// at least one of its dependencies is, and every dependency of it that failed is: it could
 /// not link against a driver that had nothing to drive (`hv_storvsc`, `hv_netvsc`, ... after
-/// `hv_vmbus`). Any other failure is not.
+/// `hv_vmbus`). So is a module not tried because such a dependency had failed
+/// ([`ModuleFailure::skipped`]). Any other failure is not.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HardwareAbsent {
     /// Canonical module name -> why it counts as hardware-absent.
@@ -82,7 +87,7 @@ impl HardwareAbsent {
         loop {
             let mut added = Vec::new();
             for (name, f) in &failed {
-                if modules.contains_key(name) || f.errno != Some(ENOENT) {
+                if modules.contains_key(name) || !(f.errno == Some(ENOENT) || f.skipped) {
                     continue;
                 }
                 let deps: Vec<String> = f.depends.iter().map(|d| normalize_module(d)).collect();
@@ -93,11 +98,15 @@ impl HardwareAbsent {
                     .any(|d| failed.contains_key(d) && !modules.contains_key(d));
                 if !absent.is_empty() && !other_failed {
                     let names: Vec<&str> = absent.iter().map(|s| s.as_str()).collect();
+                    let what = if f.skipped {
+                        "it was not loaded"
+                    } else {
+                        "its load failed with ENOENT"
+                    };
                     added.push((
                         name.clone(),
                         format!(
-                            "its load failed with ENOENT because it needs {}, whose hardware is \
-                             absent",
+                            "{what} because it needs {}, whose hardware is absent",
                             names.join(", ")
                         ),
                     ));
@@ -417,7 +426,45 @@ mod tests {
             name: name.into(),
             errno,
             depends: depends.iter().map(|d| d.to_string()).collect(),
+            skipped: false,
         }
+    }
+
+    fn skipped(name: &str, depends: &[&str]) -> ModuleFailure {
+        ModuleFailure {
+            skipped: true,
+            ..failure(name, None, depends)
+        }
+    }
+
+    /// eci-init does not try a module whose dependency failed (issue 13): such a module counts
+    /// as its dependency does, hardware-absent or not, and a module that could not be read is
+    /// still never hardware-absent.
+    #[test]
+    fn modules_not_tried_after_their_dependency_failed_count_like_it() {
+        let failures = vec![
+            failure("hv_vmbus", Some(ENODEV), &[]),
+            skipped("hv_netvsc", &["hv_vmbus"]),
+            skipped("hid_hyperv", &["hv_netvsc"]),
+            failure("veth", Some(1), &[]),
+            skipped("br_netfilter", &["veth"]),
+            failure("fuse", None, &[]),
+        ];
+        let absent = HardwareAbsent::from_failures(&failures);
+        assert_eq!(
+            absent.names().collect::<Vec<_>>(),
+            ["hid_hyperv", "hv_netvsc", "hv_vmbus"]
+        );
+        assert!(absent
+            .why("hv_netvsc")
+            .unwrap()
+            .contains("not loaded because it needs hv_vmbus"));
+        let json = serde_json::to_string(&failures[1]).unwrap();
+        let back: ModuleFailure = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, failures[1]);
+        let old: ModuleFailure =
+            serde_json::from_str(r#"{"name":"x","errno":2,"depends":[]}"#).unwrap();
+        assert!(!old.skipped, "a record without the field was a real load");
     }
 
     /// What the hyperv image's boot under QEMU produces: hv_vmbus finds no VMBus, everything

@@ -232,6 +232,7 @@ mod tests {
                 } else {
                     vec!["hv_vmbus".into()]
                 },
+                skipped: false,
             })
             .collect()
     }
