@@ -294,7 +294,12 @@ const NESTED: &str = "unshare -Urm sh -c '\
     m=$(for p in kcore keys timer_list sched_debug latency_stats; do grep -q \" /proc/$p \" /proc/mounts && { echo /proc/$p; break; }; done); echo \"mask=$m\"; \
     umount $m 2>/tmp/e && echo mask-umount-ok || echo \"mask-umount-refused: $(cat /tmp/e)\"; \
     mount -o remount,bind,rw /proc/sys 2>/tmp/e && echo procsys-rw-ok || echo \"procsys-rw-refused: $(cat /tmp/e)\"; \
-    umount -l /proc 2>/tmp/e && echo proc-umount-ok || echo \"proc-umount-refused: $(cat /tmp/e)\"'; \
+    umount -l /proc 2>/tmp/e && echo proc-umount-ok || echo \"proc-umount-refused: $(cat /tmp/e)\"; \
+    mkdir -p /tmp/bp; mount -t proc proc /tmp/bp 2>/tmp/e && echo borrowed-proc-ok || echo \"borrowed-proc-refused: $(cat /tmp/e)\"'; \
+    unshare -Urm sh -c \"\
+    mkdir -p /tmp/nr && mount -t tmpfs nr /tmp/nr && mkdir -p /tmp/nr/old && cd /tmp/nr && pivot_root . old && cd / && echo nested-pivot-ok; \
+    /old/bin/busybox umount -l /old 2>/e && echo nested-old-root-detached || echo old-root-refused: \\$(/old/bin/busybox cat /e); \
+    [ -d /old/bin ] || echo nested-old-root-gone\"; \
     i=0; while [ $i -lt 20 ]; do unshare -Urm sh -c 'mount -t tmpfs t /tmp' || break; i=$((i+1)); done; \
     echo nested-namespaces=$i; \
     unshare -Urmpf sh -c '\
@@ -307,8 +312,9 @@ const NESTED: &str = "unshare -Urm sh -c '\
 /// SPEC M7 with M2, M3, F4 (issue 10): a user namespace nested in a `--privileged` eci container
 /// gets the same vetting as the container: its own tmpfs, binds and remounts work (the tmpfs
 /// belongs to the nested namespace's root), a new proc for its own pid namespace carries the
-/// masks, and the VM-global filesystem, the masks and the initial mounts it inherited stay
-/// refused with EPERM; twenty nested namespaces in a row each mount. Without vetting of nested
+/// masks, a sandbox pivots into its own root and detaches the old one, and the VM-global
+/// filesystem, the masks, the initial mounts it inherited and a proc of the container's pid
+/// namespace stay refused with EPERM; twenty nested namespaces in a row each mount. Without vetting of nested
 /// namespaces there is nothing to show under
 /// plain runc: the kernel itself refuses debugfs there and locks the inherited mounts, and
 /// eci refused every mount of a nested namespace before (EPERM), the tmpfs included.
@@ -339,6 +345,11 @@ fn nested_user_namespaces_get_the_same_vetting() {
         "nested-proc-ok",
         "nested-proc-own-pid-namespace",
         "nested-mask-kept",
+        // What a sandbox does (bubblewrap, a rootless runtime): its own root, pivot_root into
+        // it, then detach the old root (whose lock the kernel moved to the new one).
+        "nested-pivot-ok",
+        "nested-old-root-detached",
+        "nested-old-root-gone",
         // More nested namespaces than a helper serves at once (eci_supervisor's nested::MAX):
         // the least recently used one's helper ends and the next starts.
         "nested-namespaces=20",
@@ -355,6 +366,9 @@ fn nested_user_namespaces_get_the_same_vetting() {
         "procsys-rw",
         "proc-umount",
         "nested-mask-umount",
+        // A new proc of the container's pid namespace, which the nested namespace does not
+        // own (the kernel asks for CAP_SYS_ADMIN over it).
+        "borrowed-proc",
     ] {
         assert!(
             refused_eperm(&eci, attack),
@@ -362,6 +376,41 @@ fn nested_user_namespaces_get_the_same_vetting() {
             sup.log()
         );
     }
+}
+
+/// SPEC M7 with F4, M2 (issue 10): a sandbox's mounts are vetted in its own user namespace
+/// only. The sandbox (a nested user and pid namespace) mounts its own proc, which carries the
+/// masks; container root then enters the sandbox's mount namespace (`nsenter -m`) and binds that
+/// proc without its masks. Judged by the container's helper, which has no record of the
+/// sandbox's proc, the bind went through (checked before the rule) and showed what the masks
+/// hide; a call made in a mount namespace that another user namespace owns is refused.
+#[test]
+fn a_sandboxs_mounts_are_not_vetted_from_outside_its_user_namespace() {
+    let Some((e, sup)) = engine("vforeign") else {
+        return;
+    };
+    let script = "m=$(for p in timer_list sched_debug kcore keys; do grep -q \" /proc/$p \" /proc/mounts && { echo $p; break; }; done); echo mask=$m; \
+        unshare -Urmpf sh -c 'mkdir -p /tmp/p && mount -t proc proc /tmp/p && touch /tmp/sandbox-ready; sleep 60' & \
+        i=0; while [ ! -e /tmp/sandbox-ready ] && [ $i -lt 60 ]; do sleep 1; i=$((i+1)); done; \
+        nsenter -t $! -m sh -c \"mkdir -p /tmp/q; mount --bind /tmp/p /tmp/q 2>/tmp/e && echo foreign-bind-ok || echo \\\"foreign-bind-refused: \\$(cat /tmp/e)\\\"; \
+          [ -n \\\"\\$(head -c 64 /tmp/q/$m 2>/dev/null)\\\" ] && echo foreign-mask-revealed\"; \
+        kill $!";
+    let eci = e.ok(&[
+        "run",
+        "--rm",
+        "--privileged",
+        "--network",
+        "none",
+        IMAGE,
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert!(
+        refused_eperm(&eci, "foreign-bind") && !has(&eci, "foreign-mask-revealed"),
+        "container root bound a sandbox's proc without its masks:\n{eci}\nsupervisor:\n{}",
+        sup.log()
+    );
 }
 
 /// SPEC M7 (issue 10): nothing nested reaches further than its parent. A non-root user of the

@@ -53,7 +53,10 @@
 //!   with its own user namespace's root credentials, so it reaches no further than its
 //!   namespace's ids reach (runtime/supervisor: the nested helper), and every mount its mount
 //!   namespace inherited counts as protected (the kernel locks them too, MNT_LOCKED), except
-//!   the namespace's root, which a sandbox detaches after `pivot_root`.
+//!   the caller's root, which a sandbox detaches after `pivot_root`. The caller's mount
+//!   namespace must belong to its own user namespace (each user namespace's helper holds the
+//!   record of its mount namespaces), and a new proc or sysfs must show a namespace the
+//!   caller's user namespace owns, as the kernel asks.
 
 /// `mount(2)` flags (`linux/mount.h`); the same on every Linux architecture.
 pub mod ms {
@@ -177,6 +180,28 @@ pub struct Caller {
     pub sys_admin: bool,
     /// The caller's user namespace is the container's or nested in it (SPEC M7).
     pub inside_container: bool,
+    /// The caller's mount namespace belongs to the caller's own user namespace. Each user
+    /// namespace's helper keeps the record of the mounts it protects in the mount namespaces
+    /// that namespace owns; a call made in a mount namespace another (nested) user namespace
+    /// owns would be judged without that record (SPEC M7).
+    pub owns_mount_namespace: bool,
+    /// For a new proc or sysfs: the pid or network namespace it would show belongs to the
+    /// caller's user namespace or one nested in it, as the kernel itself asks (CAP_SYS_ADMIN
+    /// over that namespace's owner). True for every other call.
+    pub owns_view_namespace: bool,
+}
+
+impl Caller {
+    /// A caller of the container's own user namespace and mount namespace, with or without
+    /// CAP_SYS_ADMIN.
+    pub fn container(sys_admin: bool) -> Caller {
+        Caller {
+            sys_admin,
+            inside_container: true,
+            owns_mount_namespace: true,
+            owns_view_namespace: true,
+        }
+    }
 }
 
 /// Whose powers make a new filesystem.
@@ -367,6 +392,25 @@ pub fn adds_restrictions(current: u64, requested: u64) -> bool {
     requested & current & flags == current & flags && rank(requested) >= rank(current)
 }
 
+/// Who may not make any mount call at all, whatever it asks for (also asked before the
+/// supervisor looks at the call's paths).
+pub fn refuse_caller(caller: Caller) -> Option<Refusal> {
+    let why = if !caller.sys_admin {
+        "the caller lacks CAP_SYS_ADMIN in its user namespace"
+    } else if !caller.inside_container {
+        "the caller's user namespace is neither the container's nor nested in it"
+    } else if !caller.owns_mount_namespace {
+        "the caller's mount namespace belongs to another user namespace (SPEC M7: a namespace's \
+         mounts are vetted in its own user namespace)"
+    } else {
+        return None;
+    };
+    Some(Refusal {
+        errno: Errno::Perm,
+        why: why.to_string(),
+    })
+}
+
 /// Decide a trapped call. `target` is what the target path reached (for umount, the mount to
 /// unmount); `source` what a bind's or move's source reached (`None` for other calls).
 pub fn decide(call: &Call, caller: Caller, target: Target, source: Option<Source>) -> Verdict {
@@ -378,17 +422,8 @@ pub fn decide(call: &Call, caller: Caller, target: Target, source: Option<Source
             ),
         );
     }
-    if !caller.sys_admin {
-        return refuse(
-            Errno::Perm,
-            "the caller lacks CAP_SYS_ADMIN in its user namespace",
-        );
-    }
-    if !caller.inside_container {
-        return refuse(
-            Errno::Perm,
-            "the caller's user namespace is neither the container's nor nested in it",
-        );
+    if let Some(r) = refuse_caller(caller) {
+        return Verdict::Refuse(r);
     }
     match call {
         Call::NewApi(_) => unreachable!("answered above"),
@@ -531,6 +566,16 @@ pub fn decide(call: &Call, caller: Caller, target: Target, source: Option<Source
                 );
             }
             if base == "proc" || base == "sysfs" {
+                if !caller.owns_view_namespace {
+                    return refuse(
+                        Errno::Perm,
+                        format!(
+                            "a new {base} would show a {} namespace the caller's user namespace \
+                             does not own (SPEC M7)",
+                            if base == "proc" { "pid" } else { "network" }
+                        ),
+                    );
+                }
                 if covers {
                     return refuse(
                         Errno::Perm,
@@ -705,6 +750,8 @@ mod tests {
     const ROOT: Caller = Caller {
         sys_admin: true,
         inside_container: true,
+        owns_mount_namespace: true,
+        owns_view_namespace: true,
     };
     const DIR: Target = Target {
         is_mount_root: false,
@@ -1150,16 +1197,52 @@ mod tests {
     #[test]
     fn callers_without_sys_admin_or_outside_the_container_are_refused() {
         let t = mount("tmpfs", 0, None);
-        let no_cap = Caller {
-            sys_admin: false,
-            inside_container: true,
-        };
+        let no_cap = Caller::container(false);
         let outside = Caller {
-            sys_admin: true,
             inside_container: false,
+            ..ROOT
         };
-        assert_eq!(errno(decide(&t, no_cap, DIR, None)), Errno::Perm);
-        assert_eq!(errno(decide(&t, outside, DIR, None)), Errno::Perm);
+        // Container root acting in a mount namespace a nested user namespace owns (nsenter -m
+        // into a sandbox): the nested namespace's helper holds that namespace's record.
+        let foreign_mnt = Caller {
+            owns_mount_namespace: false,
+            ..ROOT
+        };
+        for c in [no_cap, outside, foreign_mnt] {
+            assert_eq!(errno(decide(&t, c, DIR, None)), Errno::Perm, "{c:?}");
+            assert!(refuse_caller(c).is_some());
+        }
+        assert!(refuse_caller(ROOT).is_none());
+        assert_eq!(
+            decide(&t, ROOT, DIR, None),
+            decide(&t, Caller::container(true), DIR, None)
+        );
+    }
+
+    /// The kernel asks for CAP_SYS_ADMIN over the owner of the pid (network) namespace a new
+    /// proc (sysfs) shows; a nested caller without its own gets EPERM, not the container's.
+    #[test]
+    fn a_new_proc_or_sysfs_of_a_namespace_the_caller_does_not_own_is_refused() {
+        let borrowed = Caller {
+            owns_view_namespace: false,
+            ..ROOT
+        };
+        for fs in ["proc", "sysfs"] {
+            let m = mount(fs, 0, None);
+            assert_eq!(errno(decide(&m, borrowed, DIR, None)), Errno::Perm, "{fs}");
+            assert!(matches!(
+                decide(&m, ROOT, DIR, None),
+                Verdict::Allow(Action::NewFs {
+                    powers: Powers::Supervisor,
+                    ..
+                })
+            ));
+        }
+        // Other filesystems do not show a namespace.
+        assert!(matches!(
+            decide(&mount("tmpfs", 0, None), borrowed, DIR, None),
+            Verdict::Allow(_)
+        ));
     }
 
     #[test]

@@ -159,9 +159,25 @@ enum Role {
     /// The container's user namespace's; calls from user namespaces nested in it go to their
     /// own helpers (SPEC M7, [`nested`]).
     Container(nested::NestedHelpers),
-    /// One nested user namespace's; the mount namespaces it has seen, whose inherited mounts
-    /// it protects.
-    Nested { seen: HashSet<(u64, u64)> },
+    /// One nested user namespace's; the mount namespaces it has seen (by their ids, which are
+    /// never reused, unlike their inode numbers), whose inherited mounts it protects.
+    Nested { seen: HashSet<u64> },
+}
+
+/// Mount namespaces a nested helper keeps a record of, and protected mounts it holds, before it
+/// starts its record afresh (every namespace is listed again on its next call, which protects
+/// more, never less): a loop of `unshare -m` must not grow a process outside the container's
+/// memory limit without end.
+const NESTED_MAX_SEEN: usize = 256;
+const NESTED_MAX_PROTECTED: usize = 1 << 18;
+
+/// A mount namespace's key for [`Role::Nested`]: its id, or on kernels without one (before
+/// 6.8) its inode number, marked so the two never meet.
+fn mntns_key(mnt: BorrowedFd<'_>) -> io::Result<u64> {
+    match sys::mntns_id(mnt) {
+        Ok(id) => Ok(id),
+        Err(_) => Ok(nsid(mnt)?.1 | 1 << 63),
+    }
 }
 
 fn reply(errno: i32, note: impl Into<String>) -> HelperReply {
@@ -455,20 +471,68 @@ impl Worker {
         }
     }
 
+    /// Who the caller is, as the vetting rules ask (`eci_policy::mount_vetting::Caller`).
+    fn caller(&self, ctx: &CallerCtx) -> io::Result<Caller> {
+        let owner =
+            sys::ns_owner(ctx.mnt.as_fd()).step("the owner of the caller's mount namespace")?;
+        let owns_mount_namespace = nsid(owner.as_fd())? == ctx.userns;
+        let owns_view_namespace = match &ctx.view_ns {
+            None => true,
+            // The kernel answers EPERM for an owner outside the helper's own user namespace
+            // (a nested helper asking about the container's pid namespace): not the caller's.
+            Some(v) => match sys::ns_owner(v.as_fd()) {
+                Ok(o) => nsid(o.as_fd())? == ctx.userns || nested::nested_in(o.as_fd(), ctx.userns),
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => false,
+                Err(e) => return Err(e).step("the owner of the new view's namespace"),
+            },
+        };
+        Ok(Caller {
+            sys_admin: ctx.sys_admin,
+            inside_container: ctx.userns == self.userns,
+            owns_mount_namespace,
+            owns_view_namespace,
+        })
+    }
+
+    /// A nested helper's record of the mount namespace it just entered: on its first call
+    /// there, every mount it inherited but the caller's root (which a sandbox detaches after
+    /// `pivot_root`, once the kernel moved its lock to the new root) is protected.
+    fn record_namespace(&mut self, ctx: &CallerCtx) -> io::Result<()> {
+        let Role::Nested { seen } = &mut self.role else {
+            return Ok(());
+        };
+        let key = mntns_key(ctx.mnt.as_fd())?;
+        if seen.contains(&key) {
+            return Ok(());
+        }
+        if seen.len() >= NESTED_MAX_SEEN || self.protected.len() >= NESTED_MAX_PROTECTED {
+            seen.clear();
+            self.protected.clear();
+            self.own_fs.clear();
+            self.kernel_views.clear();
+        }
+        seen.insert(key);
+        let root = mount_key(ctx.root.as_fd())?;
+        let inherited = inherited_mounts(self.proc.as_fd());
+        self.protected
+            .extend(inherited.into_iter().filter(|k| *k != root));
+        Ok(())
+    }
+
     fn try_handle(&mut self, call: &CallArgs, ctx: &CallerCtx) -> io::Result<HelperReply> {
         let (root, cwd, mnt) = (&ctx.root, &ctx.cwd, &ctx.mnt);
+        let caller = self.caller(ctx)?;
+        if let Some(r) = mv::refuse_caller(caller) {
+            return Ok(reply(r.errno.raw(), r.why));
+        }
         let id = nsid(mnt.as_fd()).step("stat the caller's mount namespace")?;
         if id != self.mnt {
             nix::sched::setns(mnt.as_fd(), CloneFlags::CLONE_NEWNS)
                 .step("enter the caller's mount namespace")?;
             self.mnt = id;
         }
-        if let Role::Nested { seen } = &mut self.role {
-            if seen.insert(id) {
-                let inherited = inherited_mounts(self.proc.as_fd());
-                self.protected.extend(inherited);
-            }
-        }
+        self.record_namespace(ctx)
+            .step("list the mounts the namespace inherited")?;
         // The caller's root and cwd become the helper's, so the kernel resolves names in mount
         // options as it would for the caller.
         nix::unistd::fchdir(root).step("change to the caller's root")?;
@@ -490,10 +554,6 @@ impl Worker {
             } else {
                 format!("{}/{p}", here.trim_end_matches('/'))
             }
-        };
-        let caller = Caller {
-            sys_admin: ctx.sys_admin,
-            inside_container: ctx.userns == self.userns,
         };
         match call {
             CallArgs::Umount { target, flags } if target == "." || target == "./" => {

@@ -182,10 +182,7 @@ fn vet(
         let Some(n) = mv::TRAPPED_SYSCALLS.iter().find(|s| **s == name) else {
             return libc::ENOSYS;
         };
-        let caller = Caller {
-            sys_admin: true,
-            inside_container: true,
-        };
+        let caller = Caller::container(true);
         return match mv::decide(&Call::NewApi(n), caller, Target::default(), None) {
             Verdict::Refuse(r) => r.errno.raw(),
             Verdict::Allow(_) => libc::ENOSYS,

@@ -235,6 +235,45 @@ pub fn mount_setattr(
     .map(drop)
 }
 
+/// nsfs ioctls (linux/nsfs.h): the user namespace that owns a namespace, a user namespace's
+/// parent, a mount namespace's id.
+const NS_GET_USERNS: libc::c_ulong = 0xb701;
+const NS_GET_PARENT: libc::c_ulong = 0xb702;
+/// `_IOR(0xb7, 0x5, __u64)`.
+const NS_GET_MNTNS_ID: libc::c_ulong = 0x8008_b705;
+
+fn ns_fd_ioctl(ns: BorrowedFd<'_>, request: libc::c_ulong) -> io::Result<OwnedFd> {
+    // SAFETY: these requests take no argument and return a new descriptor or -1.
+    let fd = unsafe { libc::ioctl(ns.as_raw_fd(), request) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel installed this descriptor for this call; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The user namespace that owns the namespace `ns`.
+pub fn ns_owner(ns: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    ns_fd_ioctl(ns, NS_GET_USERNS)
+}
+
+/// The parent of the user namespace `user` (EPERM above the caller's own).
+pub fn ns_parent(user: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    ns_fd_ioctl(user, NS_GET_PARENT)
+}
+
+/// A mount namespace's 64-bit id (Linux 6.8), never reused while the system runs, unlike its
+/// nsfs inode number.
+pub fn mntns_id(mnt: BorrowedFd<'_>) -> io::Result<u64> {
+    let mut id: u64 = 0;
+    // SAFETY: NS_GET_MNTNS_ID writes one u64 to the pointer.
+    let rc = unsafe { libc::ioctl(mnt.as_raw_fd(), NS_GET_MNTNS_ID, &mut id as *mut u64) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(id)
+}
+
 /// A connected pair of the message sockets [`send`] and [`recv`] use (`SOCK_SEQPACKET`: one
 /// message per call, its descriptors with it).
 pub fn channel() -> io::Result<(OwnedFd, OwnedFd)> {

@@ -15,9 +15,11 @@
 //! per call.
 //!
 //! Inside a nested user namespace every mount its mount namespaces inherited counts as
-//! protected (the kernel locks them too: MNT_LOCKED, MNT_LOCK_READONLY), except the root of
-//! such a namespace, which a sandbox detaches after `pivot_root` (the kernel does not lock it
-//! either, and detaching it takes every mount on it along).
+//! protected (the kernel locks them too: MNT_LOCKED, MNT_LOCK_READONLY), except the caller's
+//! root, which a sandbox detaches after `pivot_root` (the kernel moves its lock to the new root
+//! then, and detaching it takes every mount on it along). Each helper acts only in the mount
+//! namespaces its own user namespace owns (`eci_policy::mount_vetting::Caller`), so the record
+//! of one namespace's protected mounts is in one helper.
 
 use std::collections::HashMap;
 use std::io;
@@ -40,9 +42,6 @@ pub const MAX: usize = 16;
 
 /// How deep user namespaces nest (the kernel's limit is 32 levels below the initial one).
 const MAX_DEPTH: usize = 33;
-
-/// `NS_GET_PARENT` (linux/nsfs.h): `_IO(0xb7, 0x2)`.
-const NS_GET_PARENT: libc::c_ulong = 0xb702;
 
 /// A call handed to a nested helper. Descriptors, in this order: the caller's root, cwd,
 /// mount namespace and user namespace, then the optional ones that are present.
@@ -75,14 +74,10 @@ pub struct NestedHelpers {
 pub fn nested_in(user: BorrowedFd<'_>, ancestor: (u64, u64)) -> bool {
     let mut cur: Option<OwnedFd> = None;
     for _ in 0..MAX_DEPTH {
-        let fd = cur.as_ref().map_or(user.as_raw_fd(), |c| c.as_raw_fd());
-        // SAFETY: NS_GET_PARENT takes no argument and returns a new descriptor or -1.
-        let parent = unsafe { libc::ioctl(fd, NS_GET_PARENT) };
-        if parent < 0 {
+        let here = cur.as_ref().map_or(user, |c| c.as_fd());
+        let Ok(parent) = sys::ns_parent(here) else {
             return false;
-        }
-        // SAFETY: the kernel installed this descriptor for this call; nothing else owns it.
-        let parent = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(parent) };
+        };
         if nsid(parent.as_fd()).is_ok_and(|id| id == ancestor) {
             return true;
         }
@@ -207,7 +202,12 @@ fn spawn(w: &Worker, user: BorrowedFd<'_>, userns: (u64, u64)) -> io::Result<Nes
     match unsafe { nix::unistd::fork() }? {
         ForkResult::Child => {
             drop(mine);
-            let code = child(w, theirs, user, userns, parent);
+            // A panic must not unwind into the copied frames of the container's helper (whose
+            // destructors would end its other nested helpers).
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                child(w, theirs, user, userns, parent)
+            }))
+            .unwrap_or(1);
             // SAFETY: leaves the forked copy without running the parent's destructors (the
             // container helper's descriptors and children are not this process's to close).
             unsafe { libc::_exit(code) }
@@ -221,7 +221,13 @@ fn spawn(w: &Worker, user: BorrowedFd<'_>, userns: (u64, u64)) -> io::Result<Nes
             };
             match sys::recv(n.sock.as_raw_fd()) {
                 Ok(Some((b, _))) => {
-                    let r: HelperReply = serde_json::from_slice(&b).map_err(io::Error::other)?;
+                    let r: HelperReply = match serde_json::from_slice(&b) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            end(n);
+                            return Err(io::Error::other(e));
+                        }
+                    };
                     if r.errno != 0 {
                         end(n);
                         return Err(io::Error::new(
@@ -250,17 +256,15 @@ fn spawn(w: &Worker, user: BorrowedFd<'_>, userns: (u64, u64)) -> io::Result<Nes
 }
 
 fn child(w: &Worker, sock: OwnedFd, user: BorrowedFd<'_>, userns: (u64, u64), parent: Pid) -> i32 {
-    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
-    if nix::unistd::getppid() != parent {
-        return 1;
-    }
     let keep = [
         sock.as_raw_fd(),
         user.as_raw_fd(),
         w.powers.as_raw_fd(),
         w.proc.as_raw_fd(),
     ];
-    close_all_but(w.proc.as_fd(), &keep);
+    if close_all_but(w.proc.as_fd(), &keep).is_err() {
+        return 1;
+    }
     let reply = |errno: i32, note: String| {
         sys::send(
             sock.as_raw_fd(),
@@ -270,6 +274,11 @@ fn child(w: &Worker, sock: OwnedFd, user: BorrowedFd<'_>, userns: (u64, u64), pa
     };
     if let Err(e) = become_root_of(user) {
         let _ = reply(libc::EPERM, e);
+        return 1;
+    }
+    // After the change of ids, which clears the parent-death signal.
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    if nix::unistd::getppid() != parent {
         return 1;
     }
     let mut me = match w.for_nested(userns) {
@@ -346,15 +355,13 @@ fn context(req: &Request, fds: Vec<OwnedFd>) -> Option<CallerCtx> {
 /// helper's socket to the supervisor (stdin), its listeners and its other nested helpers'
 /// sockets are not this process's (a copy of the supervisor's socket would keep the
 /// supervisor from seeing its helper end).
-fn close_all_but(proc: BorrowedFd<'_>, keep: &[RawFd]) {
-    let Ok(dir) = nix::dir::Dir::openat(
+fn close_all_but(proc: BorrowedFd<'_>, keep: &[RawFd]) -> io::Result<()> {
+    let dir = nix::dir::Dir::openat(
         proc,
         "thread-self/fd",
         nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY,
         nix::sys::stat::Mode::empty(),
-    ) else {
-        return;
-    };
+    )?;
     let own = dir.as_raw_fd();
     let fds: Vec<RawFd> = dir
         .into_iter()
@@ -367,6 +374,7 @@ fn close_all_but(proc: BorrowedFd<'_>, keep: &[RawFd]) {
         // nothing in this process uses any more (it leaves by _exit, no destructor runs).
         unsafe { libc::close(fd) };
     }
+    Ok(())
 }
 
 #[cfg(test)]
