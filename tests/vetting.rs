@@ -549,6 +549,39 @@ fn a_new_proc_gets_the_masks_of_the_first() {
     }
 }
 
+/// SPEC M2, M3 (issue 10): the masks of a new proc stay protected in a copy of the mount
+/// namespace (`unshare -m`, the container's own user namespace, so the kernel locks nothing).
+/// Before its masks were also protected by their root's identity, every copy could be unmounted
+/// there: /proc/acpi's tmpfs mask (revealing it) and the read-only binds of bus, fs and irq
+/// (a new proc under plain runc carries no masks at all, so that baseline shows nothing).
+#[test]
+fn a_new_procs_masks_stay_protected_in_a_copied_mount_namespace() {
+    let Some((e, sup)) = engine("vcopy") else {
+        return;
+    };
+    let script = "mkdir -p /tmp/p && mount -t proc proc /tmp/p && echo proc-ok; \
+        echo masks=$(grep -c ' /tmp/p/' /proc/mounts); \
+        unshare -m sh -c 'for m in $(grep \" /tmp/p/\" /proc/mounts | cut -d\" \" -f2); do \
+          umount $m 2>/dev/null && echo copy-umount-ok:$m; done; true'";
+    let eci = e.ok(&[
+        "run",
+        "--rm",
+        "--privileged",
+        "--network",
+        "none",
+        IMAGE,
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert!(has(&eci, "proc-ok") && !has(&eci, "masks=0"), "{eci}");
+    assert!(
+        !eci.contains("copy-umount-ok"),
+        "a copy of a new proc's mask was unmounted:\n{eci}\nsupervisor:\n{}",
+        sup.log()
+    );
+}
+
 /// SPEC M3, P2 (issue 10): a new proc cannot name its pid namespace. proc's `pidns=` option
 /// (Linux 6.18) takes a path; the supervisor makes the new proc, so the path would resolve in
 /// the VM and `/proc/1/ns/pid` would be the VM's pid namespace: every VM process in the

@@ -861,6 +861,15 @@ impl Worker {
         for rel in &r.masks {
             if let Ok(m) = openat2(tree.as_fd(), rel.as_str(), how) {
                 self.protected.insert(mount_key(m.as_fd())?);
+                // By its root's identity too, like the first /proc's masks: a copy of the mask
+                // in a mount namespace the container makes (`unshare -m`) has another mount id
+                // and, in the same user namespace, no kernel lock; without this, unmounting the
+                // copy of a tmpfs mask revealed what it hides (/proc/acpi) and unmounting a
+                // read-only bind's copy dropped the restriction.
+                let f = sys::statx(m.as_fd())?;
+                if f.mount_root {
+                    self.mask_roots.insert((f.dev.0, f.dev.1, f.ino));
+                }
             }
         }
         Ok(())
