@@ -53,6 +53,21 @@ const OWN_MOUNTS: &str = "\
     cat /tmp/ov/u/f | tr '\\n' ' ' && stat -c overlay-upper-owner=%u:%g /tmp/ov/u/f; \
     umount /tmp/t && echo umount-own-ok; ";
 
+/// `sh -c SCRIPT` in a `--privileged` eci container without a network; its stdout.
+fn privileged_sh(e: &RuncEngine, script: &str) -> String {
+    e.ok(&[
+        "run",
+        "--rm",
+        "--privileged",
+        "--network",
+        "none",
+        IMAGE,
+        "sh",
+        "-c",
+        script,
+    ])
+}
+
 fn has(out: &str, line: &str) -> bool {
     out.lines().any(|l| l == line)
 }
@@ -102,17 +117,7 @@ fn privileged_mounts_are_vetted() {
         }
     }
 
-    let eci = e.ok(&[
-        "run",
-        "--rm",
-        "--privileged",
-        "--network",
-        "none",
-        IMAGE,
-        "sh",
-        "-c",
-        &format!("{OWN_MOUNTS} {ATTACKS}"),
-    ]);
+    let eci = privileged_sh(&e, &format!("{OWN_MOUNTS} {ATTACKS}"));
     for own in [
         "tmpfs-ok",
         "hi",
@@ -244,17 +249,7 @@ fn covers_and_recursive_copies_keep_the_masks() {
         }
     }
 
-    let eci = e.ok(&[
-        "run",
-        "--rm",
-        "--privileged",
-        "--network",
-        "none",
-        IMAGE,
-        "sh",
-        "-c",
-        COVERS,
-    ]);
+    let eci = privileged_sh(&e, COVERS);
     for want in [
         "cover-tmpfs-ok",
         "cover-umount-ok",
@@ -323,17 +318,7 @@ fn nested_user_namespaces_get_the_same_vetting() {
     let Some((e, sup)) = engine("vnest") else {
         return;
     };
-    let eci = e.ok(&[
-        "run",
-        "--rm",
-        "--privileged",
-        "--network",
-        "none",
-        IMAGE,
-        "sh",
-        "-c",
-        NESTED,
-    ]);
+    let eci = privileged_sh(&e, NESTED);
     for want in [
         "nested-tmpfs-ok",
         "nested-tmpfs-owner=0:0",
@@ -395,17 +380,7 @@ fn a_sandboxs_mounts_are_not_vetted_from_outside_its_user_namespace() {
         nsenter -t $! -m sh -c \"mkdir -p /tmp/q; mount --bind /tmp/p /tmp/q 2>/tmp/e && echo foreign-bind-ok || echo \\\"foreign-bind-refused: \\$(cat /tmp/e)\\\"; \
           [ -n \\\"\\$(head -c 64 /tmp/q/$m 2>/dev/null)\\\" ] && echo foreign-mask-revealed\"; \
         kill $!";
-    let eci = e.ok(&[
-        "run",
-        "--rm",
-        "--privileged",
-        "--network",
-        "none",
-        IMAGE,
-        "sh",
-        "-c",
-        script,
-    ]);
+    let eci = privileged_sh(&e, script);
     assert!(
         refused_eperm(&eci, "foreign-bind") && !has(&eci, "foreign-mask-revealed"),
         "container root bound a sandbox's proc without its masks:\n{eci}\nsupervisor:\n{}",
@@ -518,17 +493,7 @@ fn a_new_proc_gets_the_masks_of_the_first() {
         );
     }
 
-    let eci = e.ok(&[
-        "run",
-        "--rm",
-        "--privileged",
-        "--network",
-        "none",
-        IMAGE,
-        "sh",
-        "-c",
-        script,
-    ]);
+    let eci = privileged_sh(&e, script);
     for want in [
         "proc-ok",
         "same-pid-namespace",
@@ -563,17 +528,7 @@ fn a_new_procs_masks_stay_protected_in_a_copied_mount_namespace() {
         echo masks=$(grep -c ' /tmp/p/' /proc/mounts); \
         unshare -m sh -c 'for m in $(grep \" /tmp/p/\" /proc/mounts | cut -d\" \" -f2); do \
           umount $m 2>/dev/null && echo copy-umount-ok:$m; done; true'";
-    let eci = e.ok(&[
-        "run",
-        "--rm",
-        "--privileged",
-        "--network",
-        "none",
-        IMAGE,
-        "sh",
-        "-c",
-        script,
-    ]);
+    let eci = privileged_sh(&e, script);
     assert!(has(&eci, "proc-ok") && !has(&eci, "masks=0"), "{eci}");
     assert!(
         !eci.contains("copy-umount-ok"),
@@ -654,17 +609,7 @@ fn a_new_sysfs_gets_the_masks_of_the_first() {
         );
     }
 
-    let eci = e.ok(&[
-        "run",
-        "--rm",
-        "--privileged",
-        "--network",
-        "none",
-        IMAGE,
-        "sh",
-        "-c",
-        script,
-    ]);
+    let eci = privileged_sh(&e, script);
     for want in [
         "sysfs-ok",
         "own-network",
@@ -1118,17 +1063,7 @@ fn mounts_through_the_callers_descriptors() {
         grep -q ' /tmp/out tmpfs ' /proc/mounts && echo outside-mounted || echo outside-untouched; \
         mount -t tmpfs t /proc/self/fd/55 2>/tmp/e && echo missing-ok || echo \"missing-refused: $(cat /tmp/e)\"; \
         mkdir -p /tmp/d && mount --bind /dev/null /tmp/d 2>/tmp/e && echo file-on-dir-ok || echo \"file-on-dir-refused: $(cat /tmp/e)\"";
-    let eci = e.ok(&[
-        "run",
-        "--rm",
-        "--privileged",
-        "--network",
-        "none",
-        IMAGE,
-        "sh",
-        "-c",
-        script,
-    ]);
+    let eci = privileged_sh(&e, script);
     let log = sup.log();
     for want in [
         "fd-target-ok",
