@@ -10,6 +10,7 @@ pub mod initramfs;
 pub mod inspect;
 pub mod kernel;
 pub mod kernel_build;
+pub mod lz4_legacy;
 pub mod manifest;
 pub mod modules;
 pub mod pipeline;

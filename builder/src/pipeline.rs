@@ -154,6 +154,7 @@ fn compression(name: CompressionName) -> Compression {
         CompressionName::Zstd => Compression::Zstd,
         CompressionName::Gzip => Compression::Gzip,
         CompressionName::Xz => Compression::Xz,
+        CompressionName::Lz4 => Compression::Lz4,
         CompressionName::None => Compression::None,
     }
 }

@@ -246,6 +246,7 @@ pub enum CompressionName {
     Zstd,
     Gzip,
     Xz,
+    Lz4,
     None,
 }
 
