@@ -40,12 +40,15 @@ impl Vm {
         let kvm = boot::kvm_works(&probe);
         let console = work.join(format!("{name}.console"));
         let monitor = work.join(format!("{name}.monitor"));
+        let accel = if kvm { Accel::Kvm } else { Accel::Tcg };
         let mut cmd = Command::new(boot::QEMU);
         cmd.args([
             "-machine",
             "q35",
             "-accel",
-            boot::accel_arg(if kvm { Accel::Kvm } else { Accel::Tcg }),
+            boot::accel_arg(accel),
+            "-cpu",
+            boot::cpu_arg(accel),
         ])
         .args([
             "-m",
@@ -77,9 +80,6 @@ impl Vm {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
-        if kvm {
-            cmd.args(["-cpu", "host"]);
-        }
         Vm {
             child: cmd.spawn().expect("qemu starts"),
             console,
