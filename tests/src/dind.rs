@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use crate::escapes::Attack;
 use crate::runc_engine::RuncEngine;
@@ -35,15 +35,9 @@ pub struct DindImage {
 /// unreachable outside CI, see [`crate::build_image_or_skip`]).
 pub fn build_image(out: &Path) -> Option<DindImage> {
     let started = Instant::now();
-    let report = crate::build_image_or_skip("dind", out)?;
-    let record = report
-        .manifest
-        .artifacts
-        .iter()
-        .find(|a| a.kind == "container-rootfs")
-        .expect("images/dind.yaml names the container-rootfs output");
+    let tarball = crate::build_rootfs_tarball("dind", out)?;
     Some(DindImage {
-        tarball: out.join(&record.path),
+        tarball,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -61,34 +55,10 @@ pub fn share_file(e: &RuncEngine, tarball: &Path, name: &str) -> Result<String> 
     Ok(format!("{SHARE_IN_CONTAINER}/{name}"))
 }
 
-/// `docker import` of the dind root filesystem as [`DIND_IMAGE`], with the command and
-/// environment a root filesystem tarball does not carry.
-/// Against the VM the image stays imported between the suite's tests (a quarter of a GiB
-/// through the endpoint takes ~20 s): one that is there is kept.
+/// `docker import` of the dind root filesystem as [`DIND_IMAGE`]
+/// ([`RuncEngine::import_rootfs`]; a quarter of a GiB through the VM's endpoint takes ~20 s).
 pub fn import(e: &RuncEngine, tarball: &Path) -> Result<()> {
-    if e.docker(&["image", "inspect", "--format", "{{.Id}}", DIND_IMAGE])
-        .status
-        .success()
-    {
-        return Ok(());
-    }
-    let out = e.docker(&[
-        "import",
-        "--change",
-        "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        "--change",
-        "CMD [\"/bin/sh\"]",
-        &tarball.display().to_string(),
-        DIND_IMAGE,
-    ]);
-    if !out.status.success() {
-        bail!(
-            "docker import {}: {}",
-            tarball.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
+    e.import_rootfs(tarball, DIND_IMAGE)
 }
 
 /// The outer container's script. Each step prints one `key: value` line ([`field`] reads

@@ -48,6 +48,19 @@ pub fn build_image_or_skip(
     }
 }
 
+/// The `container-rootfs` tarball of `eci-build image --target TARGET` into `out` (the test
+/// images: dind, systemd, util-linux); `None` as for [`build_image_or_skip`].
+pub fn build_rootfs_tarball(target: &str, out: &std::path::Path) -> Option<PathBuf> {
+    let report = build_image_or_skip(target, out)?;
+    let record = report
+        .manifest
+        .artifacts
+        .iter()
+        .find(|a| a.kind == "container-rootfs")
+        .unwrap_or_else(|| panic!("images/{target}.yaml names no container-rootfs output"));
+    Some(out.join(&record.path))
+}
+
 pub use eci_test_support::{in_ci, prerequisite};
 
 pub fn is_root() -> bool {

@@ -377,6 +377,36 @@ impl RuncEngine {
         std::fs::read_to_string(self.path().join("dockerd.log")).unwrap_or_default()
     }
 
+    /// `docker import` of a root filesystem tarball (an eci-build test image) as `name`, with
+    /// the PATH and command a tarball does not carry. Against the VM an image stays imported
+    /// between a suite's tests: one that is there is kept.
+    pub fn import_rootfs(&self, tarball: &Path, name: &str) -> Result<()> {
+        if self
+            .docker(&["image", "inspect", "--format", "{{.Id}}", name])
+            .status
+            .success()
+        {
+            return Ok(());
+        }
+        let out = self.docker(&[
+            "import",
+            "--change",
+            "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "--change",
+            "CMD [\"/bin/sh\"]",
+            &tarball.display().to_string(),
+            name,
+        ]);
+        if !out.status.success() {
+            bail!(
+                "docker import {}: {}",
+                tarball.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
     /// Import a busybox-static rootfs (every applet linked, passwd/group for root) as IMAGE.
     fn import_image(&self) -> Result<()> {
         let tar = self.busybox_tarball()?;
