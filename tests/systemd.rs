@@ -67,19 +67,12 @@ fn systemd_boots_to_its_default_target() {
     let e = RuncEngine::start("systemd").unwrap_or_else(|e| panic!("engine: {e:#}"));
     let sock = private_supervisor(&e).unwrap_or_else(|e| panic!("supervisor: {e:#}"));
     let _supervisor = Supervisor(sock.clone());
-    let config = [
-        "--change",
+    let changes = [
         "ENV container=docker",
-        "--change",
-        "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        "--change",
         r#"CMD ["/bin/sh", "-c", "mount -t cgroup2 cgroup2 /sys/fs/cgroup && exec /sbin/init"]"#,
     ];
-    let mut import = vec!["import"];
-    import.extend(config);
-    let tar = tarball.display().to_string();
-    import.extend([tar.as_str(), "eci-systemd:rootfs"]);
-    e.ok(&import);
+    e.import_rootfs(&tarball, "eci-systemd:rootfs", &changes)
+        .unwrap_or_else(|e| panic!("{e:#}"));
     // An empty /etc/machine-id, as Debian's systemd postinst leaves it in images: eci binds a
     // machine id of the container's own over it at create (runtime/README.md, F4), so systemd
     // does not count every boot as the first one (systemd-firstboot would fail without a
@@ -94,7 +87,9 @@ fn systemd_boots_to_its_default_target() {
         ": > /etc/machine-id",
     ]);
     let mut commit = vec!["commit"];
-    commit.extend(config);
+    for change in changes {
+        commit.extend(["--change", change]);
+    }
     commit.extend(["prep", IMAGE]);
     e.ok(&commit);
 

@@ -79,13 +79,15 @@ impl<W: Write> Lz4LegacyWriter<W> {
 }
 
 impl<W: Write> Write for Lz4LegacyWriter<W> {
+    /// A full batch is compressed before new bytes are taken, so an error never follows
+    /// bytes that were accepted.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let room = BLOCK * BATCH_BLOCKS - self.pending.len();
-        let n = buf.len().min(room);
-        self.pending.extend_from_slice(&buf[..n]);
         if self.pending.len() == BLOCK * BATCH_BLOCKS {
             self.drain(false)?;
         }
+        let room = BLOCK * BATCH_BLOCKS - self.pending.len();
+        let n = buf.len().min(room);
+        self.pending.extend_from_slice(&buf[..n]);
         Ok(n)
     }
 
@@ -97,15 +99,20 @@ impl<W: Write> Write for Lz4LegacyWriter<W> {
 }
 
 /// Decompresses a whole legacy frame. Like the kernel, a repeated magic between blocks starts
-/// a new frame and is skipped.
+/// a new frame and is skipped, and zero bytes after the last block (padding an image to a
+/// sector or a word) end it.
 pub fn decompress(raw: &[u8]) -> io::Result<Vec<u8>> {
     let bad = |msg: String| io::Error::new(io::ErrorKind::InvalidData, msg);
     let mut rest = raw
         .strip_prefix(&MAGIC)
         .ok_or_else(|| bad("not an LZ4 legacy frame (magic 02214c18)".into()))?;
+    let largest = lz4::block::compress_bound(BLOCK)?;
     let mut out = Vec::with_capacity(raw.len().saturating_mul(3));
     while !rest.is_empty() {
         let offset = raw.len() - rest.len();
+        if rest.iter().all(|&b| b == 0) {
+            break;
+        }
         let header: [u8; 4] = rest
             .get(..4)
             .and_then(|h| h.try_into().ok())
@@ -115,6 +122,12 @@ pub fn decompress(raw: &[u8]) -> io::Result<Vec<u8>> {
             continue;
         }
         let len = u32::from_le_bytes(header) as usize;
+        if len > largest {
+            return Err(bad(format!(
+                "block at byte {offset} claims {len} bytes, more than an 8 MiB block can \
+                 compress to ({largest})"
+            )));
+        }
         let block = rest.get(..len).ok_or_else(|| {
             bad(format!(
                 "block at byte {offset} claims {len} bytes, {} remain",
@@ -224,6 +237,49 @@ mod tests {
         );
         let e = decompress(b"\x04\x22\x4d\x18rest").unwrap_err();
         assert!(e.to_string().contains("legacy frame"), "{e}");
+    }
+
+    #[test]
+    fn oversized_corrupt_and_padded_frames() {
+        // A block that decompresses to more than the kernel's 8 MiB buffer is refused.
+        let big = vec![7u8; BLOCK + 1];
+        let block = lz4::block::compress(&big, None, false).unwrap();
+        let mut frame = MAGIC.to_vec();
+        frame.extend_from_slice(&(block.len() as u32).to_le_bytes());
+        frame.extend_from_slice(&block);
+        let e = decompress(&frame).unwrap_err();
+        assert!(e.to_string().contains("block at byte 4:"), "{e}");
+        // A length no 8 MiB block can have.
+        let mut huge = MAGIC.to_vec();
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        let e = decompress(&huge).unwrap_err();
+        assert!(e.to_string().contains("more than an 8 MiB block"), "{e}");
+        // A damaged payload: an error or other bytes, never a panic or the original.
+        let data = sample(200_000);
+        let good = encode(&data, data.len());
+        let mut damaged = good.clone();
+        for b in &mut damaged[8..40] {
+            *b = 0xff;
+        }
+        assert!(decompress(&damaged).map_or(true, |d| d != data));
+        // Zero padding after the last block ends the frame, as in the kernel.
+        let mut padded = good.clone();
+        padded.extend_from_slice(&[0, 0, 0]);
+        assert_eq!(decompress(&padded).unwrap(), data);
+        padded.extend_from_slice(&[0; 509]);
+        assert_eq!(decompress(&padded).unwrap(), data);
+    }
+
+    #[test]
+    fn output_does_not_depend_on_the_number_of_threads() {
+        let data = sample(BLOCK * 5 + 3);
+        let many = encode(&data, 1 << 20);
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap()
+            .install(|| encode(&data, 1 << 20));
+        assert_eq!(one, many);
     }
 
     #[test]

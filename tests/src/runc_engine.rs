@@ -378,9 +378,10 @@ impl RuncEngine {
     }
 
     /// `docker import` of a root filesystem tarball (an eci-build test image) as `name`, with
-    /// the PATH and command a tarball does not carry. Against the VM an image stays imported
-    /// between a suite's tests: one that is there is kept.
-    pub fn import_rootfs(&self, tarball: &Path, name: &str) -> Result<()> {
+    /// the PATH a tarball does not carry and `changes` (Dockerfile lines: the command, more
+    /// environment). Against the VM an image stays imported between a suite's tests: one that
+    /// is there is kept.
+    pub fn import_rootfs(&self, tarball: &Path, name: &str, changes: &[&str]) -> Result<()> {
         if self
             .docker(&["image", "inspect", "--format", "{{.Id}}", name])
             .status
@@ -388,15 +389,17 @@ impl RuncEngine {
         {
             return Ok(());
         }
-        let out = self.docker(&[
+        let tar = tarball.display().to_string();
+        let mut args = vec![
             "import",
             "--change",
             "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "--change",
-            "CMD [\"/bin/sh\"]",
-            &tarball.display().to_string(),
-            name,
-        ]);
+        ];
+        for change in changes {
+            args.extend(["--change", change]);
+        }
+        args.extend([tar.as_str(), name]);
+        let out = self.docker(&args);
         if !out.status.success() {
             bail!(
                 "docker import {}: {}",
