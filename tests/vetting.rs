@@ -215,8 +215,12 @@ fn util_linux_mount_is_vetted_like_busyboxs() {
     let Some(tarball) = eci_e2e::build_rootfs_tarball("util-linux", out.path()) else {
         return;
     };
-    e.import_rootfs(&tarball, UTIL_LINUX_IMAGE, &[eci_e2e::dind::SHELL_CMD])
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    e.import_rootfs(
+        &tarball,
+        UTIL_LINUX_IMAGE,
+        &[eci_e2e::runc_engine::SHELL_CMD],
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
     let eci = own_mounts_work_and_attacks_are_refused(
         &e,
         &sup,

@@ -146,19 +146,7 @@ pub fn decompress(raw: &[u8]) -> io::Result<Vec<u8>> {
 mod tests {
     use super::*;
 
-    /// Compressible but not trivial: text with a counter, so blocks differ.
-    fn sample(len: usize) -> Vec<u8> {
-        let mut v = Vec::with_capacity(len);
-        let mut i = 0u64;
-        while v.len() < len {
-            v.extend_from_slice(
-                format!("line {i} of the sample, {}\n", i * 7919 % 1013).as_bytes(),
-            );
-            i += 1;
-        }
-        v.truncate(len);
-        v
-    }
+    use crate::testing::compressible_text as sample;
 
     fn encode(data: &[u8], write_size: usize) -> Vec<u8> {
         let mut w = Lz4LegacyWriter::new(Vec::new(), 9).unwrap();

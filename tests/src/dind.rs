@@ -13,9 +13,6 @@ use anyhow::{Context, Result};
 use crate::escapes::Attack;
 use crate::runc_engine::RuncEngine;
 
-/// The command of an imported test image whose containers are given theirs.
-pub const SHELL_CMD: &str = r#"CMD ["/bin/sh"]"#;
-
 /// The outer image's name in the test engine.
 pub const DIND_IMAGE: &str = "eci-dind:test";
 
@@ -61,7 +58,7 @@ pub fn share_file(e: &RuncEngine, tarball: &Path, name: &str) -> Result<String> 
 /// `docker import` of the dind root filesystem as [`DIND_IMAGE`]
 /// ([`RuncEngine::import_rootfs`]; a quarter of a GiB through the VM's endpoint takes ~20 s).
 pub fn import(e: &RuncEngine, tarball: &Path) -> Result<()> {
-    e.import_rootfs(tarball, DIND_IMAGE, &[SHELL_CMD])
+    e.import_rootfs(tarball, DIND_IMAGE, &[crate::runc_engine::SHELL_CMD])
 }
 
 /// The outer container's script. Each step prints one `key: value` line ([`field`] reads

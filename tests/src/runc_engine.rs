@@ -20,6 +20,10 @@ use anyhow::{bail, Context, Result};
 
 use crate::{is_root, prerequisite, workspace_root};
 
+/// The command of an imported test image whose containers are each given theirs
+/// ([`RuncEngine::import_rootfs`]).
+pub const SHELL_CMD: &str = r#"CMD ["/bin/sh"]"#;
+
 /// The test image: a busybox-static rootfs imported with `docker import`.
 pub const IMAGE: &str = "eci-busybox:test";
 

@@ -123,19 +123,7 @@ mod tests {
     use crate::testing::run_ok;
     use std::io::Read;
 
-    fn data(len: usize) -> Vec<u8> {
-        // Compressible but not trivial: text-like runs with a changing counter.
-        let mut v = Vec::with_capacity(len);
-        let mut i = 0u64;
-        while v.len() < len {
-            v.extend_from_slice(
-                format!("line {i} of some tar-like content {}\n", i * 7919 % 1000).as_bytes(),
-            );
-            i += 1;
-        }
-        v.truncate(len);
-        v
-    }
+    use crate::testing::compressible_text as data;
 
     fn gz(input: &[u8], piece: usize) -> Vec<u8> {
         let mut w = ParallelGzWriter::new(Vec::new(), Compression::default());
