@@ -1,6 +1,8 @@
 //! The fd store (issue 10, SPEC M5): copies of each container's seccomp listeners, held by a
 //! process that outlives the mount-vetting supervisor, so a restarted supervisor takes its
-//! running containers back instead of leaving their mount calls failing until they end.
+//! running containers back instead of leaving their mount calls failing until they end; and
+//! the /proc views server's FUSE device, so a restarted views server serves the same mount
+//! (the containers' binds of it) instead of leaving their reads failing (runtime/views).
 //!
 //! In the VM eci-init holds the store (a thread of PID 1, started before the services, on
 //! `/run/eci/fd-store.sock` in root-only `/run/eci`; the peer must be uid 0 too). Where no
@@ -13,8 +15,9 @@
 //! `SOCK_SEQPACKET`, one JSON [`Request`] per message, descriptors as `SCM_RIGHTS`:
 //! - `deposit` (one descriptor): the supervisor serves this listener; the store keeps a copy,
 //!   owned by that connection. No answer, so a registration waits for nothing.
-//! - `take`: a supervisor that just started takes every copy no live supervisor owns; the
-//!   store answers one [`Reply::Held`] per descriptor, then [`Reply::End`].
+//! - `take`: a server that just started takes every copy of the kinds it asks for (and of one
+//!   key, if it names one) that no live connection owns; the store answers one [`Reply::Held`]
+//!   per descriptor, then [`Reply::End`].
 //! - `release`: the supervisor could not re-attach that container; the store answers its
 //!   calls again (below) until its processes end or a later supervisor takes it.
 //!
@@ -50,6 +53,10 @@ pub const SOCKET_NAME: &str = "fd-store.sock";
 pub enum Kind {
     /// A seccomp user-notification listener: answered with EPERM while orphaned.
     Listener,
+    /// The first /dev/fuse descriptor of a mounted FUSE filesystem: kept, never read, so the
+    /// connection outlives its server (requests wait for the next one); dropped once the
+    /// connection is aborted (unmounted), which the device reports as an error.
+    Fuse,
     /// Any other descriptor (kept, never read).
     Other,
 }
@@ -63,7 +70,12 @@ pub enum Request {
         meta: String,
         kind: Kind,
     },
-    Take,
+    Take {
+        kinds: Vec<Kind>,
+        /// Only this key's descriptors; every key when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
+    },
     Release {
         key: String,
     },
@@ -174,11 +186,16 @@ impl Client {
         )
     }
 
-    /// Every descriptor no live supervisor owns; this connection owns them from now on.
-    pub fn take(&self) -> io::Result<Vec<Held>> {
+    /// Every descriptor of `kinds` (and of `key`, when given) that no live connection owns;
+    /// this connection owns them from now on.
+    pub fn take(&self, kinds: &[Kind], key: Option<&str>) -> io::Result<Vec<Held>> {
+        let r = Request::Take {
+            kinds: kinds.to_vec(),
+            key: key.map(str::to_string),
+        };
         send(
             self.sock.as_fd(),
-            &serde_json::to_vec(&Request::Take).expect("serializable"),
+            &serde_json::to_vec(&r).expect("serializable"),
             &[],
         )?;
         let mut held = Vec::new();
@@ -217,6 +234,73 @@ impl Client {
             &[],
         )
     }
+}
+
+/// Where a server's store is: `ECI_FD_STORE_SOCKET`; else eci-init's in the VM
+/// (`/run/eci/fd-store.sock`, present once eci-init runs), so every service and every server a
+/// runtime starts there shares the store that outlives them all; else `fd-store.sock` beside
+/// `own_socket`, the server's own socket (a development machine, a test engine).
+pub fn socket_for(own_socket: &Path) -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("ECI_FD_STORE_SOCKET") {
+        return p.into();
+    }
+    let vm = Path::new(eci_facts::vm_paths::RUN_DIR).join(SOCKET_NAME);
+    if vm.exists() {
+        return vm;
+    }
+    own_socket.with_file_name(SOCKET_NAME)
+}
+
+/// A connection to the store at `path`; when none answers, `program args...` is started to
+/// serve it (in a process group of its own, so killing the caller leaves it) and waited for
+/// up to 3 s. `None`: no store (the caller says what a restart then loses).
+pub fn connect_or_start(path: &Path, program: &Path, args: &[&std::ffi::OsStr]) -> Option<Client> {
+    use std::os::unix::process::CommandExt;
+    if let Ok(c) = Client::connect(path) {
+        return Some(c);
+    }
+    let mut child = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .current_dir("/")
+        .process_group(0)
+        .spawn()
+        .ok()?;
+    // A thread reaps it should it ever end, so it never lingers as the caller's zombie.
+    std::thread::spawn(move || child.wait());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while std::time::Instant::now() < deadline {
+        if let Ok(c) = Client::connect(path) {
+            return Some(c);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    None
+}
+
+/// A store of its own at `socket` (where no eci-init runs), until the process is killed. A
+/// second one for the same socket returns at once (the lock beside it), so it never replaces
+/// one that holds descriptors.
+pub fn serve_alone(socket: &Path, log: fn(&str)) -> io::Result<()> {
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let lock_path = socket.with_extension("lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)?;
+    let _lock = match nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(l) => l,
+        Err((_, Errno::EWOULDBLOCK)) => return Ok(()),
+        Err((_, e)) => return Err(e.into()),
+    };
+    let s = bind_socket(socket)?;
+    log(&format!("fd store: serving {}", socket.display()));
+    serve(s, log);
+    Ok(())
 }
 
 /// Bind the store's socket (a stale one is replaced): root's alone.
@@ -352,17 +436,28 @@ pub fn serve(listener: OwnedFd, log: fn(&str)) {
             };
             if ended {
                 conns.remove(c);
-                let mut n = 0;
+                let (mut n, mut fuse) = (0, 0);
                 let mut keys = std::collections::BTreeSet::new();
                 for r in records.iter_mut().filter(|r| r.owner == Some(*c)) {
                     r.owner = None;
-                    n += 1;
-                    keys.insert(r.key.clone());
+                    match r.kind {
+                        Kind::Listener => {
+                            n += 1;
+                            keys.insert(r.key.clone());
+                        }
+                        Kind::Fuse => fuse += 1,
+                        Kind::Other => {}
+                    }
                 }
                 if n > 0 {
                     log(&format!(
                         "fd store: the supervisor went; {n} descriptors of {} containers are kept, their mount calls fail (EPERM) until a supervisor takes them back",
                         keys.len()
+                    ));
+                }
+                if fuse > 0 {
+                    log(&format!(
+                        "fd store: a FUSE server went; {fuse} connection(s) kept, their requests wait for the next server"
                     ));
                 }
             }
@@ -406,9 +501,13 @@ fn handle(
                 "fd store: a deposit for {key} without its descriptor"
             )),
         },
-        Ok(Request::Take) => {
+        Ok(Request::Take { kinds, key }) => {
             let mut count = 0;
-            for r in records.iter_mut().filter(|r| r.owner.is_none()) {
+            for r in records.iter_mut().filter(|r| {
+                r.owner.is_none()
+                    && kinds.contains(&r.kind)
+                    && key.as_ref().is_none_or(|k| *k == r.key)
+            }) {
                 let reply = Reply::Held {
                     key: r.key.clone(),
                     meta: r.meta.clone(),
@@ -474,7 +573,7 @@ mod tests {
         let mut held = Vec::new();
         for _ in 0..100 {
             let c = Client::connect(&path).unwrap();
-            held = c.take().unwrap();
+            held = c.take(&[Kind::Other], None).unwrap();
             if !held.is_empty() {
                 break;
             }
@@ -490,7 +589,7 @@ mod tests {
         let again = Client::connect(&path).unwrap();
         let mut got = Vec::new();
         for _ in 0..100 {
-            got = again.take().unwrap();
+            got = again.take(&[Kind::Other], None).unwrap();
             if !got.is_empty() {
                 break;
             }
@@ -501,7 +600,7 @@ mod tests {
         let third = Client::connect(&path).unwrap();
         let mut got = Vec::new();
         for _ in 0..100 {
-            got = third.take().unwrap();
+            got = third.take(&[Kind::Other], Some("c1")).unwrap();
             if !got.is_empty() {
                 break;
             }
@@ -512,6 +611,41 @@ mod tests {
             ["c1"]
         );
         drop(live);
+    }
+
+    #[test]
+    fn a_take_hands_over_only_the_kinds_and_key_it_asks_for() {
+        let (_dir, path) = store();
+        let (r1, _w1) = nix::unistd::pipe().unwrap();
+        let (r2, _w2) = nix::unistd::pipe().unwrap();
+        let (r3, _w3) = nix::unistd::pipe().unwrap();
+        let gone = Client::connect(&path).unwrap();
+        gone.deposit("views a", "", Kind::Other, r1.as_fd())
+            .unwrap();
+        gone.deposit("views b", "", Kind::Other, r2.as_fd())
+            .unwrap();
+        gone.deposit("views b", "", Kind::Listener, r3.as_fd())
+            .unwrap();
+        drop(gone);
+        let c = Client::connect(&path).unwrap();
+        let mut got = Vec::new();
+        for _ in 0..100 {
+            got = c.take(&[Kind::Other], Some("views b")).unwrap();
+            if !got.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(same_file(got[0].fd.as_fd(), r2.as_fd()));
+        assert!(c.take(&[Kind::Fuse], None).unwrap().is_empty());
+        let rest = c.take(&[Kind::Other, Kind::Listener], None).unwrap();
+        let mut kinds: Vec<_> = rest.iter().map(|h| (h.key.as_str(), h.kind)).collect();
+        kinds.sort_by_key(|k| k.0);
+        assert_eq!(
+            kinds,
+            [("views a", Kind::Other), ("views b", Kind::Listener)]
+        );
     }
 
     #[test]
@@ -526,7 +660,7 @@ mod tests {
         drop(w);
         std::thread::sleep(std::time::Duration::from_millis(100));
         let t = Client::connect(&path).unwrap();
-        assert!(t.take().unwrap().is_empty());
+        assert!(t.take(&[Kind::Other], None).unwrap().is_empty());
     }
 
     #[test]
@@ -539,5 +673,12 @@ mod tests {
         let s = serde_json::to_string(&r).unwrap();
         assert_eq!(s, r#"{"deposit":{"key":"k","meta":"m","kind":"listener"}}"#);
         assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
+        let t = Request::Take {
+            kinds: vec![Kind::Fuse],
+            key: None,
+        };
+        let s = serde_json::to_string(&t).unwrap();
+        assert_eq!(s, r#"{"take":{"kinds":["fuse"]}}"#);
+        assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), t);
     }
 }

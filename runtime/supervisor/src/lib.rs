@@ -5,10 +5,9 @@
 //! The per-container /proc and /sys views (SPEC F1-F4) are not served here but by eci-views
 //! (runtime/views), its own service in the VM (eci-init has it ready before dockerd; eci-runc
 //! starts one where none answers): a fault in the FUSE server never takes mount vetting down
-//! with it, nor the reverse, and the two restart on their own. Keeping the FUSE descriptor in
-//! the fd store as well would not let a new server resume the connection (FUSE's INIT
-//! exchange happens once per connection, and fuser 0.18 answers requests before INIT with an
-//! error); a killed views server's containers read ENOTCONN, never the VM's files.
+//! with it, nor the reverse, and the two restart on their own. Both keep their descriptors in
+//! the same fd store (the listeners here, the FUSE device there: runtime/views/src/connection.rs),
+//! and each takes back only its own kind.
 //!
 //! # Shape
 //!

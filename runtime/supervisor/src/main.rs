@@ -35,24 +35,9 @@ fn main() {
     }
 }
 
-/// Serve the fd store at `socket` until killed; a second store for the same socket exits at
-/// once (the lock beside it), so it never replaces one that holds descriptors.
+/// Serve the fd store at `socket` until killed (`eci_init::fd_store::serve_alone`).
 fn fd_store(socket: &std::path::Path) -> std::io::Result<()> {
-    let lock_path = socket.with_extension("lock");
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)?;
-    let _lock = match nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-        Ok(l) => l,
-        Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Ok(()),
-        Err((_, e)) => return Err(e.into()),
-    };
-    let s = eci_init::fd_store::bind_socket(socket)?;
-    eprintln!("eci-supervisor fd-store: serving {}", socket.display());
-    eci_init::fd_store::serve(s, |line| eprintln!("eci-supervisor {line}"));
-    Ok(())
+    eci_init::fd_store::serve_alone(socket, |line| eprintln!("eci-supervisor {line}"))
 }
 
 fn usage() -> ! {

@@ -23,15 +23,13 @@
 //! remount; nothing it could not change before becomes changeable.
 
 use std::collections::{BTreeMap, HashSet};
+use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
-use eci_init::fd_store::{Client, Kind, SOCKET_NAME};
+use eci_init::fd_store::{self, Client, Kind};
 use serde::{Deserialize, Serialize};
 
 /// What the store keeps beside a container's listeners.
@@ -60,21 +58,21 @@ impl Meta {
 
 static STORE: OnceLock<Option<Client>> = OnceLock::new();
 
-/// `ECI_FD_STORE_SOCKET`, else `fd-store.sock` beside the supervisor's socket (in the VM:
-/// /run/eci/fd-store.sock, where eci-init serves it).
+/// The store for a supervisor serving `supervisor_socket` ([`fd_store::socket_for`]: in the
+/// VM eci-init's /run/eci/fd-store.sock).
 pub fn socket_for(supervisor_socket: &Path) -> PathBuf {
-    std::env::var_os("ECI_FD_STORE_SOCKET")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| supervisor_socket.with_file_name(SOCKET_NAME))
+    fd_store::socket_for(supervisor_socket)
 }
 
 /// Connect to the store at `path`, starting `eci-supervisor fd-store` when none answers.
 /// Without a store the supervisor still vets; only a restart would lose the containers.
 pub fn connect(path: &Path) {
-    let client = match Client::connect(path) {
-        Ok(c) => Some(c),
-        Err(_) => start(path),
-    };
+    let args = [
+        OsStr::new("fd-store"),
+        OsStr::new("--socket"),
+        path.as_os_str(),
+    ];
+    let client = fd_store::connect_or_start(path, Path::new("/proc/self/exe"), &args);
     if client.is_none() {
         eprintln!(
             "eci-supervisor: no fd store answers at {}: a restart of this supervisor will leave the running containers' mount calls failing",
@@ -82,32 +80,6 @@ pub fn connect(path: &Path) {
         );
     }
     let _ = STORE.set(client);
-}
-
-fn start(path: &Path) -> Option<Client> {
-    // The store outlives this process: its own process group, not killed with it; a thread
-    // reaps it should it ever end, so it never lingers as this supervisor's zombie.
-    let mut child = Command::new("/proc/self/exe")
-        .arg("fd-store")
-        .arg("--socket")
-        .arg(path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .current_dir("/")
-        .process_group(0)
-        .spawn()
-        .map_err(|e| eprintln!("eci-supervisor: start the fd store: {e}"))
-        .ok()?;
-    std::thread::spawn(move || child.wait());
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < deadline {
-        if let Ok(c) = Client::connect(path) {
-            eprintln!("eci-supervisor: started an fd store at {}", path.display());
-            return Some(c);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    None
 }
 
 /// Keep a copy of a listener this supervisor now serves.
@@ -134,7 +106,7 @@ pub fn take() -> Vec<Orphan> {
     let Some(Some(c)) = STORE.get() else {
         return Vec::new();
     };
-    let held = match c.take() {
+    let held = match c.take(&[Kind::Listener], None) {
         Ok(h) => h,
         Err(e) => {
             eprintln!("eci-supervisor: take the running containers back from the fd store: {e}");
