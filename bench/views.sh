@@ -32,6 +32,8 @@ cgroups=()
 cleanup() {
   [ -n "$server" ] && kill "$server" 2>/dev/null || true
   [ -n "$base_server" ] && kill "$base_server" 2>/dev/null || true
+  # The fd stores the servers started (eci-views fd-store --socket $work/...): they outlive them.
+  pkill -f -- "--socket $work/" 2>/dev/null || true
   umount -l "$ECI_VIEWS_ROOT/fs" 2>/dev/null || true
   umount -l "$work/base/fs" 2>/dev/null || true
   for d in "${cgroups[@]}"; do rmdir "$d" 2>/dev/null || true; done

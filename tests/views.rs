@@ -440,7 +440,7 @@ fn many_containers_read_their_own_meminfo_at_once() {
 }
 
 #[test]
-fn reads_fail_closed_when_the_server_is_gone() {
+fn a_new_server_takes_the_views_back_and_without_one_reads_fail_closed() {
     if not_run_in_vm(
         "it kills the views server process on the machine that runs the engine; the VM's \
          eci-views is eci-init's service, out of reach from here",
@@ -459,18 +459,46 @@ fn reads_fail_closed_when_the_server_is_gone() {
         meminfo_kb(&e.ok(&["exec", "cc", "cat", "/proc/meminfo"]), "MemTotal"),
         Some(131072)
     );
+    let boot_id = e.ok(&["exec", "cc", "cat", "/proc/sys/kernel/random/boot_id"]);
     let old = v.kill_server().expect("a views server was running");
-    // Never the VM's file: the read fails.
+    // No server: a read waits in the kernel's queue (the fd store keeps the connection)...
+    let mut waiting = e
+        .command(&["exec", "cc", "cat", "/proc/meminfo"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("docker exec");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(
+        waiting.try_wait().unwrap().is_none(),
+        "with no server a read neither fails nor shows the VM's file: it waits"
+    );
+    // ... until the next container starts a server, which takes the connection back.
+    let m = e.ok(&["run", "--rm", "-m", "96m", IMAGE, "cat", "/proc/meminfo"]);
+    assert_eq!(meminfo_kb(&m, "MemTotal"), Some(98304));
+    let new = v.server_pid().expect("a new server");
+    assert_ne!(new, old);
+    let out = waiting.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        meminfo_kb(&String::from_utf8_lossy(&out.stdout), "MemTotal"),
+        Some(131072),
+        "the waiting read is answered by the new server, from the container's own cgroup"
+    );
+    assert_eq!(
+        e.ok(&["exec", "cc", "cat", "/proc/sys/kernel/random/boot_id"]),
+        boot_id
+    );
+    // Server and store gone: never the VM's file, the read fails.
+    v.kill_server().expect("the new server");
+    v.kill_store().expect("the fd store");
     let err = e.fails(&["exec", "cc", "cat", "/proc/meminfo"]);
     assert!(
         err.contains("not connected") || err.contains("connection abort"),
         "{err}"
     );
     e.fails(&["exec", "cc", "cat", "/proc/sys/kernel/random/boot_id"]);
-    // The next container starts a new server and has its views again.
+    // The next container starts a new server on a new mount and has its views again.
     let m = e.ok(&["run", "--rm", "-m", "96m", IMAGE, "cat", "/proc/meminfo"]);
     assert_eq!(meminfo_kb(&m, "MemTotal"), Some(98304));
-    let new = v.server_pid().expect("a new server");
-    assert_ne!(new, old);
     assert!(is_root());
 }

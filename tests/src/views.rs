@@ -55,15 +55,36 @@ impl ViewsEngine {
     /// Stops this engine's views server (SIGKILL, as a crash would) and waits until it is gone.
     pub fn kill_server(&self) -> Option<i32> {
         let pid = self.server_pid()?;
-        // SAFETY: signalling a process this engine's runtime started, by its pid.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-        for _ in 0..200 {
-            if !Path::new(&format!("/proc/{pid}")).exists() || zombie(pid) {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        kill_and_wait(pid);
         Some(pid)
+    }
+
+    /// Stops the fd store this engine's first views server started (`eci-views fd-store
+    /// --socket VIEWS_ROOT/fd-store.sock`), which holds the FUSE connection between servers.
+    pub fn kill_store(&self) -> Option<i32> {
+        self.engine.local_only("the views server's fd store");
+        let want = format!(
+            "--socket\0{}",
+            self.views_root.join("fd-store.sock").display()
+        );
+        let pid = std::fs::read_dir("/proc").ok()?.flatten().find_map(|p| {
+            let pid: i32 = p.file_name().to_str()?.parse().ok()?;
+            let cmd = std::fs::read(p.path().join("cmdline")).ok()?;
+            String::from_utf8_lossy(&cmd).contains(&want).then_some(pid)
+        })?;
+        kill_and_wait(pid);
+        Some(pid)
+    }
+}
+
+fn kill_and_wait(pid: i32) {
+    // SAFETY: signalling a process this engine's runtime started, by its pid.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    for _ in 0..200 {
+        if !Path::new(&format!("/proc/{pid}")).exists() || zombie(pid) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 

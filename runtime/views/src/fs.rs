@@ -1,7 +1,7 @@
 //! The FUSE filesystem: the root lists containers (VM root only), each container's folder
 //! holds its views. Inode numbers are `slot << 8 | node`: a slot is given once per container
-//! registration and never reused while the server runs, so a stale inode of a deleted
-//! container cannot reach a new one.
+//! registration and never reused on one FUSE connection (held.rs keeps them across the
+//! connection's servers), so a stale inode of a deleted container cannot reach a new one.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -16,6 +16,7 @@ use fuser::{
 };
 
 use crate::cgroup::{CgroupFiles, CpuStats};
+use crate::held::{Held, HeldDir};
 use crate::knobs::{self, Knob};
 use crate::registry::{self, Record, Registry};
 use crate::render;
@@ -156,6 +157,7 @@ pub struct Load {
 #[derive(Debug)]
 pub struct Container {
     pub rec: Record,
+    slot: u64,
     pub cg: CgroupFiles,
     knobs: Mutex<HashMap<&'static str, String>>,
     pub load: Mutex<Load>,
@@ -164,17 +166,43 @@ pub struct Container {
 }
 
 impl Container {
-    fn new(rec: Record) -> Container {
+    /// `held`: what the server before on this connection kept of it (its knobs; and the kernel
+    /// may hold pages of its views that this server did not put there).
+    fn new(rec: Record, slot: u64, held: Option<&Held>) -> Container {
+        let knobs = held.map_or_else(HashMap::new, |h| {
+            knobs::KNOBS
+                .iter()
+                .filter_map(|k| Some((k.path, h.knobs.get(k.path)?.clone())))
+                .collect()
+        });
+        let stored = if held.is_some() {
+            Stored::Unknown
+        } else {
+            Stored::Nothing
+        };
         Container {
             cg: CgroupFiles::new(rec.cgroup.clone()),
             rec,
-            knobs: Mutex::new(HashMap::new()),
+            slot,
+            knobs: Mutex::new(knobs),
             load: Mutex::new(Load::default()),
             views: Mutex::new(
                 (0..Tree::get().nodes.len())
-                    .map(|_| ViewState::default())
+                    .map(|_| ViewState {
+                        stored: stored.clone(),
+                        rendered: None,
+                    })
                     .collect(),
             ),
+        }
+    }
+
+    /// Its part of what the server keeps (held.rs).
+    fn held(&self) -> Held {
+        let m = self.knobs.lock().unwrap_or_else(|e| e.into_inner());
+        Held {
+            slot: self.slot,
+            knobs: m.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
         }
     }
 
@@ -296,6 +324,9 @@ struct Slots {
 #[derive(Debug)]
 pub struct Shared {
     registry: Registry,
+    held: HeldDir,
+    /// Slots the connection's server before gave, to containers not looked up again yet.
+    waiting: Mutex<HashMap<u64, String>>,
     slots: RwLock<Slots>,
     next_slot: AtomicU64,
     host: HostFiles,
@@ -305,16 +336,36 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(registry: Registry) -> Arc<Shared> {
+    pub fn new(registry: Registry, held: HeldDir) -> Arc<Shared> {
         Arc::new(Shared {
             registry,
+            next_slot: AtomicU64::new(held.next_slot()),
+            held,
+            waiting: Mutex::new(HashMap::new()),
             slots: RwLock::new(Slots::default()),
-            next_slot: AtomicU64::new(1),
             host: HostFiles::default(),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             notifier: OnceLock::new(),
         })
+    }
+
+    /// A server taking the connection over: the containers the one before served are found
+    /// again by their slots. Returns the keys found and those whose record is gone (their
+    /// containers ended while no server ran; the sampler would have dropped them).
+    pub fn resume(&self) -> (Vec<String>, Vec<String>) {
+        let (mut found, mut gone) = (Vec::new(), Vec::new());
+        let mut w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        for (key, h) in self.held.all() {
+            if self.registry.exists(&key) {
+                w.insert(h.slot, key.clone());
+                found.push(key);
+            } else {
+                self.held.remove(&key);
+                gone.push(key);
+            }
+        }
+        (found, gone)
     }
 
     /// The session's notifier (set once the session exists; see [`Views::open`]).
@@ -339,20 +390,56 @@ impl Shared {
         if let Some(slot) = s.by_key.get(key) {
             return Some((*slot, s.by_slot.get(slot)?.clone()));
         }
-        let slot = self.next_slot.fetch_add(1, Ordering::Relaxed);
-        let c = Arc::new(Container::new(rec));
+        let c = match self.held.get(key) {
+            Some(h) => {
+                self.waiting
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&h.slot);
+                Arc::new(Container::new(rec, h.slot, Some(&h)))
+            }
+            None => {
+                let slot = self.next_slot.fetch_add(1, Ordering::Relaxed);
+                let c = Arc::new(Container::new(rec, slot, None));
+                // On disk before the kernel learns the slot (held.rs).
+                if let Err(e) = self
+                    .held
+                    .set_next_slot(slot + 1)
+                    .and_then(|()| self.held.put(key, &c.held()))
+                {
+                    eprintln!("eci-views: keep container {key}'s slot: {e}");
+                    return None;
+                }
+                c
+            }
+        };
+        let slot = c.slot;
         s.by_key.insert(key.to_string(), slot);
         s.by_slot.insert(slot, c.clone());
         Some((slot, c))
     }
 
     fn by_slot(&self, slot: u64) -> Option<Arc<Container>> {
-        self.slots
+        let c = self
+            .slots
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .by_slot
             .get(&slot)
-            .cloned()
+            .cloned();
+        if c.is_some() {
+            return c;
+        }
+        // An inode the server before gave out (resume).
+        let key = self
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&slot)
+            .cloned()?;
+        self.by_key(&key)
+            .filter(|(s, _)| *s == slot)
+            .map(|(_, c)| c)
     }
 
     /// Drops a container (deleted): its views answer ENOENT from now on.
@@ -361,6 +448,11 @@ impl Shared {
         if let Some(slot) = s.by_key.remove(key) {
             s.by_slot.remove(&slot);
         }
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, k| k != key);
+        self.held.remove(key);
     }
 
     /// Containers currently held (for the sampler).
@@ -733,8 +825,8 @@ impl Filesystem for Views {
 
     fn read(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -749,14 +841,22 @@ impl Filesystem for Views {
             .unwrap_or_else(|e| e.into_inner())
             .get(&fh.0)
             .cloned();
-        match text {
-            Some(t) => {
-                let start = (offset as usize).min(t.len());
-                let end = start.saturating_add(size as usize).min(t.len());
-                reply.data(&t[start..end])
-            }
-            None => reply.error(Errno::EBADF),
-        }
+        // No handle: opened from the server before on this connection. A text of now (a
+        // reader that read part of the old one may see a seam, as after a restart of procfs'
+        // writer it would).
+        let text = match text {
+            Some(t) => t,
+            None => match self.resolve(req, ino).and_then(|(c, node)| {
+                c.text(&self.0, node, Tree::get().nodes[node].kind)
+                    .map_err(|e| Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO)))
+            }) {
+                Ok(t) => t,
+                Err(e) => return reply.error(e),
+            },
+        };
+        let start = (offset as usize).min(text.len());
+        let end = start.saturating_add(size as usize).min(text.len());
+        reply.data(&text[start..end])
     }
 
     fn write(
@@ -791,7 +891,14 @@ impl Filesystem for Views {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(k.path, v);
-                reply.written(data.len() as u32)
+                // Kept before the container learns it took (held.rs).
+                match self.0.held.put(&c.rec.key, &c.held()) {
+                    Ok(()) => reply.written(data.len() as u32),
+                    Err(e) => {
+                        eprintln!("eci-views: keep container {}'s knobs: {e}", c.rec.key);
+                        reply.error(Errno::EIO)
+                    }
+                }
             }
             None => reply.error(Errno::EINVAL),
         }
@@ -938,7 +1045,7 @@ mod tests {
 
     #[test]
     fn only_the_containers_ids_read_and_only_its_root_writes() {
-        let c = Container::new(rec(100_000));
+        let c = Container::new(rec(100_000), 1, None);
         assert!(c.may_read(0) && c.may_read(100_000) && c.may_read(165_535));
         assert!(!c.may_read(165_536) && !c.may_read(99_999) && !c.may_read(1000));
         assert!(c.may_write(100_000) && c.may_write(0));
@@ -947,8 +1054,11 @@ mod tests {
 
     #[test]
     fn a_rendered_view_is_reused_only_briefly_and_only_for_its_file() {
-        let s = Shared::new(Registry::new("/nonexistent"));
-        let c = Container::new(rec(1));
+        let s = Shared::new(
+            Registry::new("/nonexistent"),
+            HeldDir::new("/nonexistent/held"),
+        );
+        let c = Container::new(rec(1), 1, None);
         let t = Tree::get();
         let up = t.find("proc/uptime").unwrap();
         let boot = t.find("boot_id").unwrap();
@@ -960,15 +1070,18 @@ mod tests {
         let later = c.text(&s, up, Kind::Proc("uptime")).unwrap();
         assert!(!Arc::ptr_eq(&a, &later));
         // Another container's file of the same name is its own.
-        let other = Container::new(rec(2));
+        let other = Container::new(rec(2), 2, None);
         let o = other.text(&s, up, Kind::Proc("uptime")).unwrap();
         assert!(!Arc::ptr_eq(&later, &o));
     }
 
     #[test]
     fn identity_files_are_the_records() {
-        let s = Shared::new(Registry::new("/nonexistent"));
-        let c = Container::new(rec(1));
+        let s = Shared::new(
+            Registry::new("/nonexistent"),
+            HeldDir::new("/nonexistent/held"),
+        );
+        let c = Container::new(rec(1), 1, None);
         assert_eq!(s.render(&c, Kind::BootId).unwrap(), b"b\n");
         assert_eq!(s.render(&c, Kind::ProductUuid).unwrap(), b"p\n");
         let up = String::from_utf8(s.render(&c, Kind::Proc("uptime")).unwrap()).unwrap();

@@ -13,10 +13,14 @@
 //! - [`registry`]: the per-container records the runtime writes and the server reads.
 //! - [`fs`]: the FUSE filesystem; [`server`]: the process around it ([`server::serve`] is the
 //!   seam a supervisor calls to host it); [`client`]: what the runtime calls.
+//! - [`connection`]: the FUSE connection, kept in the fd store so that it outlives its server;
+//!   [`held`]: what a server taking it over needs of the one before (slots, knobs).
 
 pub mod cgroup;
 pub mod client;
+pub mod connection;
 pub mod fs;
+pub mod held;
 pub mod knobs;
 pub mod registry;
 pub mod render;
@@ -90,6 +94,11 @@ impl Layout {
 
     pub fn records(&self) -> PathBuf {
         self.root.join("containers")
+    }
+
+    /// What the server keeps for a server that takes its FUSE connection over (held.rs).
+    pub fn held(&self) -> PathBuf {
+        self.root.join("held")
     }
 
     pub fn socket(&self) -> PathBuf {

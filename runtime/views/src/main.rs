@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         Some("serve") => serve(&layout, &args[1..]),
         Some("register") => register(&layout, &args[1..]),
         Some("unregister") => unregister(&layout, &args[1..]),
+        Some("fd-store") => fd_store(&args[1..]),
         Some("-h" | "--help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -82,6 +83,13 @@ fn serve(layout: &Layout, args: &[String]) -> Result<(), String> {
         Ok(()) | Err(eci_views::Error::AlreadyServing(_)) => Ok(()),
         Err(e) => Err(e.to_string()),
     }
+}
+
+fn fd_store(args: &[String]) -> Result<(), String> {
+    let p = pairs(args)?;
+    let socket = one(&p, "--socket")?;
+    eci_init::fd_store::serve_alone(socket.as_ref(), |line| eprintln!("eci-views {line}"))
+        .map_err(|e| format!("fd store at {socket}: {e}"))
 }
 
 fn register(layout: &Layout, args: &[String]) -> Result<(), String> {

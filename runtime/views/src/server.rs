@@ -7,7 +7,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
@@ -15,9 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nix::fcntl::{Flock, FlockArg};
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use crate::fs::{sample, Shared, Views};
+use crate::held::HeldDir;
 use crate::registry::Registry;
 use crate::{Error, Layout};
 
@@ -42,44 +41,49 @@ pub fn serve(layout: &Layout, threads: usize) -> Result<(), Error> {
         .map_err(|_| Error::AlreadyServing(lock_path.clone()))?;
 
     let mnt = layout.mount();
-    // A server that died leaves its mount answering ENOTCONN (containers made with it keep
-    // failing closed); new containers get the new mount, stacked where the old one was.
-    for _ in 0..16 {
-        if umount2(&mnt, MntFlags::MNT_DETACH).is_err() {
-            break;
-        }
+    // The store first: a store this server starts is not a child that sees the FUSE device.
+    let store_path = eci_init::fd_store::socket_for(&layout.socket());
+    let args = [
+        std::ffi::OsStr::new("fd-store"),
+        std::ffi::OsStr::new("--socket"),
+        store_path.as_os_str(),
+    ];
+    let store =
+        eci_init::fd_store::connect_or_start(&store_path, Path::new("/proc/self/exe"), &args);
+    if store.is_none() {
+        eprintln!(
+            "eci-views: no fd store answers at {}: if this server dies, the running containers' views fail (ENOTCONN) until they are recreated",
+            store_path.display()
+        );
     }
-    std::fs::create_dir_all(&mnt).map_err(|e| Error::io(&mnt, e))?;
-    let dev = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/fuse")
-        .map_err(|e| Error::io(Path::new("/dev/fuse"), e))?;
-    let data = format!(
-        "fd={},rootmode=40000,user_id=0,group_id=0,allow_other",
-        dev.as_raw_fd()
-    );
-    mount(
-        Some("eci-views"),
-        &mnt,
-        Some("fuse.eci-views"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some(data.as_str()),
-    )
-    .map_err(|e| Error::Mount(mnt.clone(), e.to_string()))?;
-
-    let shared = Shared::new(Registry::new(layout.records()));
+    let conn = crate::connection::open(layout, store.as_ref())?;
+    let held = HeldDir::new(layout.held());
+    if !conn.resumed {
+        held.clear().map_err(|e| Error::io(&layout.held(), e))?;
+    }
+    let shared = Shared::new(Registry::new(layout.records()), held);
+    if conn.resumed {
+        let (found, gone) = shared.resume();
+        eprintln!(
+            "eci-views: took the FUSE connection of {} back from the fd store: {} containers re-attached{}",
+            mnt.display(),
+            found.len(),
+            if gone.is_empty() {
+                String::new()
+            } else {
+                format!("; not re-attached (their record is gone): {}", gone.join(", "))
+            }
+        );
+    }
     let mut config = fuser::Config::default();
     config.acl = fuser::SessionACL::All;
     config.n_threads = Some(threads.max(1));
     config.clone_fd = threads > 1;
-    let session = fuser::Session::from_fd(
-        Views(shared.clone()),
-        OwnedFd::from(dev),
-        fuser::SessionACL::All,
-        config,
-    )
-    .map_err(|e| Error::Mount(mnt.clone(), e.to_string()))?;
+    let session = crate::connection::session(&conn, Views(shared.clone()), config, &mnt)?;
+    // A connection taken back is this store connection's already.
+    if let (Some(store), false) = (&store, conn.resumed) {
+        crate::connection::deposit(store, layout, &conn);
+    }
     shared.set_notifier(session.notifier());
 
     let sock = layout.socket();

@@ -1,8 +1,10 @@
 //! The eci-views binary as the runtime uses it: `register` starts a server in a private
 //! ECI_VIEWS_ROOT and prints the bind list; the container's folder serves its views from a
 //! cgroup with a 256 MiB limit (v2 or v1, whichever this machine runs); a knob write stays in
-//! the folder; with the server killed, reads fail (ENOTCONN) instead of showing anything.
-//! Root only (a FUSE mount and a cgroup); skips without root, fails in CI.
+//! the folder; a server started after one was killed takes the FUSE connection back from the
+//! fd store (the first server started it) and the folder reads again, with its identity and
+//! knob; with the server and the store gone, reads fail (ENOTCONN) instead of showing
+//! anything. Root only (a FUSE mount and a cgroup); skips without root, fails in CI.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,7 +22,10 @@ struct Fixture {
 
 impl Drop for Fixture {
     fn drop(&mut self) {
-        if let Some(pid) = server_pid(self.root.path()) {
+        for pid in server_pid(self.root.path())
+            .into_iter()
+            .chain(store_pid(self.root.path()))
+        {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
@@ -43,6 +48,31 @@ fn server_pid(root: &Path) -> Option<i32> {
     let mut l = String::new();
     BufReader::new(&s).read_line(&mut l).ok()?;
     l.trim().rsplit(' ').next()?.parse().ok()
+}
+
+/// The fd store the first server started beside its socket (`eci-views fd-store --socket`).
+fn store_pid(root: &Path) -> Option<i32> {
+    let want = format!("--socket\0{}", root.join("views/fd-store.sock").display());
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|p| {
+        let pid: i32 = p.file_name().to_str()?.parse().ok()?;
+        let cmd = std::fs::read(p.path().join("cmdline")).ok()?;
+        String::from_utf8_lossy(&cmd).contains(&want).then_some(pid)
+    })
+}
+
+fn kill_and_wait(pid: i32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    for _ in 0..200 {
+        if std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "))
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 /// A cgroup limited to 256 MiB, as `--cgroup` arguments.
@@ -89,7 +119,7 @@ fn views(fx: &Fixture, args: &[&str]) -> std::process::Output {
 }
 
 #[test]
-fn register_serve_read_and_fail_closed() {
+fn register_serve_read_take_over_and_fail_closed() {
     if !eci_test_support::prerequisite(is_root(), "the views server mounts FUSE: root only") {
         return;
     }
@@ -159,20 +189,63 @@ fn register_serve_read_and_fail_closed() {
     );
     assert!(std::fs::write(&knob, "x").is_err());
 
-    // The server gone: reads fail, they never show anything else.
-    let pid = server_pid(fx.root.path()).expect("server answers");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    // The server killed: the next one (started by the next registration) takes the
+    // connection back from the store; the first container's folder reads again, the same.
+    let first = server_pid(fx.root.path()).expect("server answers");
+    let store = store_pid(fx.root.path()).expect("the server started an fd store");
+    kill_and_wait(first);
+    let state_dir2 = fx.root.path().join("state/c2");
+    std::fs::create_dir_all(&state_dir2).unwrap();
+    let mut args2 = args.clone();
+    args2[4] = "c2".into();
+    args2[6] = state_dir2.to_str().unwrap().into();
+    let a2: Vec<&str> = args2.iter().map(String::as_str).collect();
+    let out = views(&fx, &a2);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let second = server_pid(fx.root.path()).expect("a new server answers");
+    assert_ne!(second, first);
+    let meminfo = std::fs::read_to_string(folder.join("proc/meminfo")).unwrap();
+    assert!(
+        meminfo.starts_with("MemTotal:         262144 kB\n"),
+        "{meminfo}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(folder.join("boot_id")).unwrap(),
+        boot_id
+    );
+    assert_eq!(std::fs::read_to_string(&knob).unwrap().trim(), new);
+    let log = std::fs::read_to_string(fx.root.path().join("views/serve.log")).unwrap();
+    assert!(
+        log.contains("took the FUSE connection") && log.contains("1 containers re-attached"),
+        "{log}"
+    );
+    assert_eq!(store_pid(fx.root.path()), Some(store));
+
+    // Server and store gone: reads fail, they never show anything else.
+    kill_and_wait(second);
+    // The store saw each server go, holding the one connection (a server that took it back
+    // does not deposit it again).
+    let went = "a FUSE server went; 1 connection(s) kept";
+    let log_path = fx.root.path().join("views/serve.log");
     for _ in 0..200 {
-        if std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "))
+        if std::fs::read_to_string(&log_path)
+            .unwrap()
+            .matches(went)
+            .count()
+            >= 2
         {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert_eq!(log.matches(went).count(), 2, "{log}");
+    assert!(!log.contains("2 connection(s)"), "{log}");
+    kill_and_wait(store);
     let err = std::fs::read_to_string(folder.join("proc/meminfo")).unwrap_err();
     // ENOTCONN once the connection is gone; ECONNABORTED while the kernel is aborting it.
     assert!(
@@ -187,6 +260,11 @@ fn register_serve_read_and_fail_closed() {
     let out = views(
         &fx,
         &["unregister", "--state-root", state_root, "--id", "c1"],
+    );
+    assert!(out.status.success());
+    let out = views(
+        &fx,
+        &["unregister", "--state-root", state_root, "--id", "c2"],
     );
     assert!(out.status.success());
     assert!(std::fs::read_dir(fx.root.path().join("views/containers"))
