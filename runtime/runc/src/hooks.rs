@@ -23,6 +23,12 @@ pub fn state_json(st: &State, status: Status) -> String {
 
 pub fn run(hooks: &[Hook], state: &str, phase: &str) -> Result<(), String> {
     for h in hooks {
+        // dockerd's network hook: its one message sent from here (network_hook.rs).
+        if let Some(k) = crate::network_hook::recognise(h) {
+            crate::network_hook::send(&k, state, h.timeout)
+                .map_err(|e| format!("{phase} hook: {e}"))?;
+            continue;
+        }
         let mut cmd = Command::new(&h.path);
         if let Some((first, rest)) = h.args.split_first() {
             cmd.arg0(first).args(rest);

@@ -15,6 +15,7 @@ pub mod error;
 mod exec;
 mod hooks;
 pub mod log;
+mod network_hook;
 mod process;
 mod rootfs;
 pub mod seccomp;
