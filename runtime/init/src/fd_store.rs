@@ -5,21 +5,31 @@
 //! (the containers' binds of it) instead of leaving their reads failing (runtime/views).
 //!
 //! In the VM eci-init holds the store (a thread of PID 1, started before the services, on
-//! `/run/eci/fd-store.sock` in root-only `/run/eci`; the peer must be uid 0 too). Where no
-//! eci-init runs (a development machine, a test engine) `eci-supervisor fd-store` serves the
-//! same code: the supervisor starts it, in a session of its own, when nothing answers beside
-//! its socket.
+//! `/run/eci/fd-store.sock` in root-only `/run/eci`; the peer must be uid 0 too), shared by
+//! every server there ([`socket_for`]). Where no eci-init runs (a development machine, a test
+//! engine) `eci-supervisor fd-store` or `eci-views fd-store` serves the same code
+//! ([`serve_alone`]): each server starts one beside its own socket, in a process group of its
+//! own, when nothing answers there ([`connect_or_start`]).
 //!
 //! # Protocol
 //!
 //! `SOCK_SEQPACKET`, one JSON [`Request`] per message, descriptors as `SCM_RIGHTS`:
-//! - `deposit` (one descriptor): the supervisor serves this listener; the store keeps a copy,
+//! - `deposit` (one descriptor): the server serves this descriptor; the store keeps a copy,
 //!   owned by that connection. No answer, so a registration waits for nothing.
-//! - `take`: a server that just started takes every copy of the kinds it asks for (and of one
-//!   key, if it names one) that no live connection owns; the store answers one [`Reply::Held`]
-//!   per descriptor, then [`Reply::End`].
+//! - `take`: a server that just started takes every copy of the kinds it asks for (in its
+//!   scope: keys equal to it or starting with it and a space) that no live connection owns;
+//!   the store answers one [`Reply::Held`] per descriptor, then [`Reply::End`]. Owners that
+//!   hung up are ended first, even if the loop has not seen it yet, so a server killed just
+//!   before its successor asks is not mistaken for a live one.
 //! - `release`: the supervisor could not re-attach that container; the store answers its
 //!   calls again (below) until its processes end or a later supervisor takes it.
+//! - `drop`: the server will not use that key's descriptors (a FUSE connection that is not the
+//!   mount's any more): the store closes its copies.
+//! - A request the store cannot read is answered with [`Reply::Error`]; a client waits at most
+//!   5 s for an answer, so a store of another build is no store rather than a hang.
+//!
+//! FUSE devices are not polled (the kernel wakes a device's pollers on every request of its
+//! connection); the store drops those whose connection was aborted when a take asks for them.
 //!
 //! # Fail closed
 //!
@@ -43,6 +53,9 @@ use nix::sys::socket::{
     Backlog, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr,
 };
 use serde::{Deserialize, Serialize};
+
+/// How long a client waits for the store's answer to a take.
+const REPLY_WAIT_SECS: i64 = 5;
 
 /// The store's socket, in eci-init's run folder (/run/eci) and beside a supervisor's socket.
 pub const SOCKET_NAME: &str = "fd-store.sock";
@@ -72,11 +85,15 @@ pub enum Request {
     },
     Take {
         kinds: Vec<Kind>,
-        /// Only this key's descriptors; every key when absent.
+        /// Only keys equal to it or starting with it and a space; every key when absent.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        key: Option<String>,
+        scope: Option<String>,
     },
     Release {
+        key: String,
+    },
+    /// The connection gives up `key`'s descriptors for good: the store closes its copies.
+    Drop {
         key: String,
     },
 }
@@ -91,6 +108,10 @@ pub enum Reply {
     },
     End {
         count: usize,
+    },
+    /// A request the store could not read (a client of another build).
+    Error {
+        message: String,
     },
 }
 
@@ -169,6 +190,13 @@ impl Client {
         )?;
         let addr = UnixAddr::new(path)?;
         connect(sock.as_raw_fd(), &addr)?;
+        // A store that does not answer a take (hung, or of another build) is no store: the
+        // caller goes on without it instead of waiting forever.
+        nix::sys::socket::setsockopt(
+            &sock,
+            sockopt::ReceiveTimeout,
+            &nix::sys::time::TimeVal::new(REPLY_WAIT_SECS, 0),
+        )?;
         Ok(Client { sock })
     }
 
@@ -186,12 +214,12 @@ impl Client {
         )
     }
 
-    /// Every descriptor of `kinds` (and of `key`, when given) that no live connection owns;
-    /// this connection owns them from now on.
-    pub fn take(&self, kinds: &[Kind], key: Option<&str>) -> io::Result<Vec<Held>> {
+    /// Every descriptor of `kinds` (and in `scope`, when given: keys equal to it or starting
+    /// with it and a space) that no live connection owns; this connection owns them from now on.
+    pub fn take(&self, kinds: &[Kind], scope: Option<&str>) -> io::Result<Vec<Held>> {
         let r = Request::Take {
             kinds: kinds.to_vec(),
-            key: key.map(str::to_string),
+            scope: scope.map(str::to_string),
         };
         send(
             self.sock.as_fd(),
@@ -214,6 +242,9 @@ impl Client {
                         fd,
                     });
                 }
+                Reply::Error { message } => {
+                    return Err(io::Error::other(format!("the fd store: {message}")))
+                }
                 Reply::End { count } if count == held.len() => return Ok(held),
                 Reply::End { count } => {
                     return Err(io::Error::other(format!(
@@ -228,6 +259,16 @@ impl Client {
     /// This connection gives up `key`'s descriptors: the store answers their calls (EPERM).
     pub fn release(&self, key: &str) -> io::Result<()> {
         let r = Request::Release { key: key.into() };
+        send(
+            self.sock.as_fd(),
+            &serde_json::to_vec(&r).expect("serializable"),
+            &[],
+        )
+    }
+
+    /// This connection gives up `key`'s descriptors for good: the store closes its copies.
+    pub fn drop_key(&self, key: &str) -> io::Result<()> {
+        let r = Request::Drop { key: key.into() };
         send(
             self.sock.as_fd(),
             &serde_json::to_vec(&r).expect("serializable"),
@@ -373,18 +414,28 @@ fn peer_is_owner(conn: BorrowedFd<'_>) -> bool {
 
 /// Serve until the process ends.
 pub fn serve(listener: OwnedFd, log: fn(&str)) {
-    let mut conns: HashMap<u64, OwnedFd> = HashMap::new();
+    let mut st = Store {
+        conns: HashMap::new(),
+        records: Vec::new(),
+        log,
+    };
     let mut next_conn = 0u64;
-    let mut records: Vec<Record> = Vec::new();
     loop {
-        let conn_ids: Vec<u64> = conns.keys().copied().collect();
+        let conn_ids: Vec<u64> = st.conns.keys().copied().collect();
+        // A FUSE device is not polled: the kernel wakes its pollers on every request of the
+        // connection, which would wake the store for each read of a view. Dead ones are swept
+        // when a server asks for them (`take`).
+        let watched: Vec<usize> = (0..st.records.len())
+            .filter(|i| st.records[*i].kind != Kind::Fuse)
+            .collect();
         let mut fds = vec![PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
         fds.extend(
             conn_ids
                 .iter()
-                .map(|c| PollFd::new(conns[c].as_fd(), PollFlags::POLLIN)),
+                .map(|c| PollFd::new(st.conns[c].as_fd(), PollFlags::POLLIN)),
         );
-        fds.extend(records.iter().map(|r| {
+        fds.extend(watched.iter().map(|i| {
+            let r = &st.records[*i];
             // Owned listeners: hang-up only (their supervisor reads them); orphans: calls too.
             let ev = if r.owner.is_none() && r.kind == Kind::Listener {
                 PollFlags::POLLIN
@@ -408,58 +459,36 @@ pub fn serve(listener: OwnedFd, log: fn(&str)) {
         drop(fds);
         let (ev_listen, rest) = ev.split_first().expect("the socket is polled");
         let (ev_conns, ev_records) = rest.split_at(conn_ids.len());
-        let gone = PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL;
 
         // Orphaned calls first: they are callers waiting.
         let mut closed = Vec::new();
-        for (i, e) in ev_records.iter().enumerate() {
+        for (i, e) in watched.iter().zip(ev_records) {
             if e.contains(PollFlags::POLLIN) {
-                refuse_one(records[i].fd.as_fd());
-            } else if e.intersects(gone) {
-                closed.push(i);
+                refuse_one(st.records[*i].fd.as_fd());
+            } else if e.intersects(GONE) {
+                closed.push(*i);
             }
         }
+        closed.sort_unstable();
         for i in closed.into_iter().rev() {
-            records.swap_remove(i);
+            st.records.swap_remove(i);
         }
 
+        // Ends before requests: a server's take finds what a server gone in the same round
+        // held.
+        let mut msgs = Vec::new();
         for (c, e) in conn_ids.iter().zip(ev_conns) {
             if e.is_empty() {
                 continue;
             }
-            let ended = match recv(conns[c].as_fd()) {
-                Ok(Some((b, fds))) => {
-                    handle(*c, &conns[c], &b, fds, &mut records, log);
-                    false
-                }
-                _ => true,
-            };
-            if ended {
-                conns.remove(c);
-                let (mut n, mut fuse) = (0, 0);
-                let mut keys = std::collections::BTreeSet::new();
-                for r in records.iter_mut().filter(|r| r.owner == Some(*c)) {
-                    r.owner = None;
-                    match r.kind {
-                        Kind::Listener => {
-                            n += 1;
-                            keys.insert(r.key.clone());
-                        }
-                        Kind::Fuse => fuse += 1,
-                        Kind::Other => {}
-                    }
-                }
-                if n > 0 {
-                    log(&format!(
-                        "fd store: the supervisor went; {n} descriptors of {} containers are kept, their mount calls fail (EPERM) until a supervisor takes them back",
-                        keys.len()
-                    ));
-                }
-                if fuse > 0 {
-                    log(&format!(
-                        "fd store: a FUSE server went; {fuse} connection(s) kept, their requests wait for the next server"
-                    ));
-                }
+            match recv(st.conns[c].as_fd()) {
+                Ok(Some((b, fds))) => msgs.push((*c, b, fds)),
+                _ => st.end(*c),
+            }
+        }
+        for (c, b, fds) in msgs {
+            if st.conns.contains_key(&c) {
+                st.handle(c, &b, fds);
             }
         }
 
@@ -467,7 +496,7 @@ pub fn serve(listener: OwnedFd, log: fn(&str)) {
             match accept4(&listener, SockFlag::SOCK_CLOEXEC) {
                 Ok(conn) => {
                     if peer_is_owner(conn.as_fd()) {
-                        conns.insert(next_conn, conn);
+                        st.conns.insert(next_conn, conn);
                         next_conn += 1;
                     } else {
                         log("fd store: refused a connection from another user");
@@ -480,59 +509,181 @@ pub fn serve(listener: OwnedFd, log: fn(&str)) {
     }
 }
 
-fn handle(
-    conn: u64,
-    sock: &OwnedFd,
-    msg: &[u8],
-    mut fds: Vec<OwnedFd>,
-    records: &mut Vec<Record>,
+const GONE: PollFlags = PollFlags::POLLHUP
+    .union(PollFlags::POLLERR)
+    .union(PollFlags::POLLNVAL);
+
+/// Whether `fd` reports `flags` now (a poll that does not wait).
+fn reports(fd: BorrowedFd<'_>, flags: PollFlags) -> bool {
+    let mut p = [PollFd::new(fd, PollFlags::POLLIN)];
+    matches!(poll(&mut p, PollTimeout::ZERO), Ok(n) if n > 0)
+        && p[0].revents().is_some_and(|r| r.intersects(flags))
+}
+
+/// Whether the peer of `sock` hangs up within `ms` milliseconds (what it sends meanwhile is
+/// left for the caller to read).
+fn hangs_up_within(sock: BorrowedFd<'_>, ms: u16) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(ms.into());
+    loop {
+        if reports(sock, PollFlags::POLLHUP) {
+            return true;
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        std::thread::sleep(left.min(std::time::Duration::from_millis(10)));
+    }
+}
+
+/// Whether `key` is in `scope`: the scope itself, or a key that starts with it and a space.
+fn in_scope(key: &str, scope: Option<&str>) -> bool {
+    scope.is_none_or(|s| key == s || key.strip_prefix(s).is_some_and(|r| r.starts_with(' ')))
+}
+
+struct Store {
+    conns: HashMap<u64, OwnedFd>,
+    records: Vec<Record>,
     log: fn(&str),
-) {
-    match serde_json::from_slice::<Request>(msg) {
-        Ok(Request::Deposit { key, meta, kind }) => match fds.pop() {
-            Some(fd) => records.push(Record {
-                key,
-                meta,
-                kind,
-                fd,
-                owner: Some(conn),
-            }),
-            None => log(&format!(
-                "fd store: a deposit for {key} without its descriptor"
-            )),
-        },
-        Ok(Request::Take { kinds, key }) => {
-            let mut count = 0;
-            for r in records.iter_mut().filter(|r| {
-                r.owner.is_none()
-                    && kinds.contains(&r.kind)
-                    && key.as_ref().is_none_or(|k| *k == r.key)
-            }) {
-                let reply = Reply::Held {
-                    key: r.key.clone(),
-                    meta: r.meta.clone(),
-                    kind: r.kind,
-                };
-                let b = serde_json::to_vec(&reply).expect("serializable");
-                if send(sock.as_fd(), &b, &[r.fd.as_raw_fd()]).is_err() {
-                    // The taker went; what was not sent stays an orphan.
-                    return;
+}
+
+impl Store {
+    /// A connection ended: what it owned becomes orphans.
+    fn end(&mut self, c: u64) {
+        self.conns.remove(&c);
+        let (mut n, mut fuse) = (0, 0);
+        let mut keys = std::collections::BTreeSet::new();
+        for r in self.records.iter_mut().filter(|r| r.owner == Some(c)) {
+            r.owner = None;
+            match r.kind {
+                Kind::Listener => {
+                    n += 1;
+                    keys.insert(r.key.clone());
                 }
-                r.owner = Some(conn);
-                count += 1;
-            }
-            let b = serde_json::to_vec(&Reply::End { count }).expect("serializable");
-            let _ = send(sock.as_fd(), &b, &[]);
-        }
-        Ok(Request::Release { key }) => {
-            for r in records
-                .iter_mut()
-                .filter(|r| r.owner == Some(conn) && r.key == key)
-            {
-                r.owner = None;
+                Kind::Fuse => fuse += 1,
+                Kind::Other => {}
             }
         }
-        Err(e) => log(&format!("fd store: bad request: {e}")),
+        if n > 0 {
+            (self.log)(&format!(
+                "fd store: the supervisor went; {n} descriptors of {} containers are kept, their mount calls fail (EPERM) until a supervisor takes them back",
+                keys.len()
+            ));
+        }
+        if fuse > 0 {
+            (self.log)(&format!(
+                "fd store: a FUSE server went; {fuse} connection(s) kept, their requests wait for the next server"
+            ));
+        }
+    }
+
+    /// Before a take: owners that hung up but whose end this loop has not seen yet (a server
+    /// killed just before its successor asked) end now, after what they still had sent; FUSE
+    /// devices whose connection was aborted are dropped.
+    fn settle(&mut self, taker: u64, kinds: &[Kind], scope: Option<&str>) {
+        let owners: std::collections::BTreeSet<u64> = self
+            .records
+            .iter()
+            .filter(|r| kinds.contains(&r.kind) && in_scope(&r.key, scope))
+            .filter_map(|r| r.owner)
+            .filter(|o| *o != taker)
+            .collect();
+        for o in owners {
+            // One FUSE server per mount (its lock): a live owner of the device another server
+            // asks for is a server on its way out (its lock went before this connection); its
+            // end is waited for, briefly.
+            let dying = kinds.contains(&Kind::Fuse)
+                && self
+                    .records
+                    .iter()
+                    .any(|r| r.owner == Some(o) && r.kind == Kind::Fuse && in_scope(&r.key, scope));
+            let hung_up = self.conns.get(&o).is_some_and(|s| {
+                reports(s.as_fd(), PollFlags::POLLHUP)
+                    || (dying && hangs_up_within(s.as_fd(), 1000))
+            });
+            if !hung_up {
+                continue;
+            }
+            while let Some(Ok(Some((b, fds)))) = self.conns.get(&o).map(|s| recv(s.as_fd())) {
+                // Deposits, releases and drops of the gone server still count; nothing is
+                // answered to it.
+                if !matches!(serde_json::from_slice(&b), Ok(Request::Take { .. })) {
+                    self.handle(o, &b, fds);
+                }
+            }
+            self.end(o);
+        }
+        self.records
+            .retain(|r| r.kind != Kind::Fuse || !reports(r.fd.as_fd(), PollFlags::POLLERR));
+    }
+
+    fn handle(&mut self, conn: u64, msg: &[u8], mut fds: Vec<OwnedFd>) {
+        let log = self.log;
+        match serde_json::from_slice::<Request>(msg) {
+            Ok(Request::Deposit { key, meta, kind }) => match fds.pop() {
+                Some(fd) => self.records.push(Record {
+                    key,
+                    meta,
+                    kind,
+                    fd,
+                    owner: Some(conn),
+                }),
+                None => log(&format!(
+                    "fd store: a deposit for {key} without its descriptor"
+                )),
+            },
+            Ok(Request::Take { kinds, scope }) => {
+                self.settle(conn, &kinds, scope.as_deref());
+                let Some(sock) = self.conns.get(&conn) else {
+                    return;
+                };
+                let mut count = 0;
+                for r in self.records.iter_mut().filter(|r| {
+                    r.owner.is_none()
+                        && kinds.contains(&r.kind)
+                        && in_scope(&r.key, scope.as_deref())
+                }) {
+                    let reply = Reply::Held {
+                        key: r.key.clone(),
+                        meta: r.meta.clone(),
+                        kind: r.kind,
+                    };
+                    let b = serde_json::to_vec(&reply).expect("serializable");
+                    if send(sock.as_fd(), &b, &[r.fd.as_raw_fd()]).is_err() {
+                        // The taker went; what was not sent stays an orphan.
+                        return;
+                    }
+                    r.owner = Some(conn);
+                    count += 1;
+                }
+                let b = serde_json::to_vec(&Reply::End { count }).expect("serializable");
+                let _ = send(sock.as_fd(), &b, &[]);
+            }
+            Ok(Request::Release { key }) => {
+                for r in self
+                    .records
+                    .iter_mut()
+                    .filter(|r| r.owner == Some(conn) && r.key == key)
+                {
+                    r.owner = None;
+                }
+            }
+            Ok(Request::Drop { key }) => {
+                self.records
+                    .retain(|r| !(r.owner == Some(conn) && r.key == key));
+            }
+            Err(e) => {
+                log(&format!("fd store: bad request: {e}"));
+                // Answered, so a client of another build waiting for a reply learns it at once.
+                if let Some(sock) = self.conns.get(&conn) {
+                    let b = serde_json::to_vec(&Reply::Error {
+                        message: format!("bad request: {e}"),
+                    })
+                    .expect("serializable");
+                    let _ = send(sock.as_fd(), &b, &[]);
+                }
+            }
+        }
     }
 }
 
@@ -649,6 +800,100 @@ mod tests {
     }
 
     #[test]
+    fn scopes_match_the_key_or_a_key_that_continues_after_a_space() {
+        assert!(in_scope(
+            "eci-views /run/eci-views/fs",
+            Some("eci-views /run/eci-views/fs")
+        ));
+        assert!(!in_scope(
+            "eci-views /run/eci-views/fs2",
+            Some("eci-views /run/eci-views/fs")
+        ));
+        assert!(in_scope(
+            "/run/eci/supervisor.sock /run/docker/x userns 4:5",
+            Some("/run/eci/supervisor.sock")
+        ));
+        assert!(!in_scope(
+            "/run/eci/supervisor.sock2 /x",
+            Some("/run/eci/supervisor.sock")
+        ));
+        assert!(in_scope("anything", None));
+    }
+
+    #[test]
+    fn a_descriptor_its_taker_drops_is_closed_for_good() {
+        let (_dir, path) = store();
+        let (r, _w) = nix::unistd::pipe().unwrap();
+        let gone = Client::connect(&path).unwrap();
+        gone.deposit("k", "m", Kind::Fuse, r.as_fd()).unwrap();
+        drop(gone);
+        // No retry: the store ends a hung-up owner before it answers a take.
+        let c = Client::connect(&path).unwrap();
+        let got = c.take(&[Kind::Fuse], Some("k")).unwrap();
+        assert_eq!(got.len(), 1);
+        assert!(same_file(got[0].fd.as_fd(), r.as_fd()));
+        c.drop_key("k").unwrap();
+        drop(c);
+        let d = Client::connect(&path).unwrap();
+        assert!(d.take(&[Kind::Fuse], None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_take_ends_an_owner_that_hung_up_before_the_loop_saw_it() {
+        use nix::sys::socket::socketpair;
+        let pair = || {
+            socketpair(
+                AddressFamily::Unix,
+                SockType::SeqPacket,
+                None,
+                SockFlag::SOCK_CLOEXEC,
+            )
+            .unwrap()
+        };
+        let (gone_store_end, gone_server_end) = pair();
+        let (taker_store_end, taker_server_end) = pair();
+        let (r, _w) = nix::unistd::pipe().unwrap();
+        let mut st = Store {
+            conns: HashMap::from([(0, gone_store_end), (1, taker_store_end)]),
+            records: vec![Record {
+                key: "k".into(),
+                meta: String::new(),
+                kind: Kind::Fuse,
+                fd: r,
+                owner: Some(0),
+            }],
+            log: no_log,
+        };
+        drop(gone_server_end);
+        let take = serde_json::to_vec(&Request::Take {
+            kinds: vec![Kind::Fuse],
+            scope: Some("k".into()),
+        })
+        .unwrap();
+        st.handle(1, &take, Vec::new());
+        let (b, fds) = recv(taker_server_end.as_fd()).unwrap().unwrap();
+        assert!(matches!(
+            serde_json::from_slice(&b).unwrap(),
+            Reply::Held { .. }
+        ));
+        assert_eq!(fds.len(), 1);
+        assert!(!st.conns.contains_key(&0));
+        assert_eq!(st.records[0].owner, Some(1));
+    }
+
+    #[test]
+    fn a_request_the_store_cannot_read_is_answered_with_an_error() {
+        let (_dir, path) = store();
+        let c = Client::connect(&path).unwrap();
+        send(c.sock.as_fd(), br#"{"take":"everything"}"#, &[]).unwrap();
+        let (b, _) = recv(c.sock.as_fd()).unwrap().unwrap();
+        match serde_json::from_slice::<Reply>(&b).unwrap() {
+            Reply::Error { message } => assert!(message.contains("bad request"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn a_descriptor_whose_other_end_hung_up_is_dropped() {
         let (_dir, path) = store();
         let (r, w) = nix::unistd::pipe().unwrap();
@@ -675,7 +920,7 @@ mod tests {
         assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
         let t = Request::Take {
             kinds: vec![Kind::Fuse],
-            key: None,
+            scope: None,
         };
         let s = serde_json::to_string(&t).unwrap();
         assert_eq!(s, r#"{"take":{"kinds":["fuse"]}}"#);

@@ -6,8 +6,9 @@
 //! (runtime/views), its own service in the VM (eci-init has it ready before dockerd; eci-runc
 //! starts one where none answers): a fault in the FUSE server never takes mount vetting down
 //! with it, nor the reverse, and the two restart on their own. Both keep their descriptors in
-//! the same fd store (the listeners here, the FUSE device there: runtime/views/src/connection.rs),
-//! and each takes back only its own kind.
+//! an fd store (in the VM the same one, eci-init's; elsewhere each its own beside its socket):
+//! the listeners here, the FUSE device there (runtime/views/src/connection.rs), and each
+//! takes back only its own kind, in its own scope.
 //!
 //! # Shape
 //!

@@ -52,7 +52,7 @@ pub fn serve(socket: &Path) -> Result<(), Error> {
     };
     // Before the socket answers: an exec into a container the killed predecessor served finds
     // the container re-attached, not half-way.
-    store::connect(&store::socket_for(socket));
+    store::connect(socket);
     reattach();
     let _ = std::fs::remove_file(socket);
     use nix::sys::socket::{
@@ -184,7 +184,7 @@ fn container(reg: &Register) -> Result<Arc<Container>, String> {
         if reg.init {
             // A new container that reuses the id of one whose listeners are not all gone yet.
             if let Some(old) = t.remove(&key) {
-                store::release(&old.meta.key());
+                store::release(&old.meta);
             }
         } else {
             if ns_id(reg.pid, "user")? != c.userns {
@@ -227,7 +227,7 @@ fn forget_exited(t: &mut HashMap<(PathBuf, String), Arc<Container>>) {
     t.retain(|_, c| {
         let gone = c.helper.lock().unwrap_or_else(|p| p.into_inner()).exited();
         if gone {
-            store::release(&c.meta.key());
+            store::release(&c.meta);
         }
         !gone
     });
@@ -266,7 +266,7 @@ fn reattach() {
                 eprintln!(
                     "eci-supervisor: could not re-attach {why}; its mount calls fail (EPERM)"
                 );
-                store::release(&o.key);
+                store::release_held(&o.key);
             }
         }
     }

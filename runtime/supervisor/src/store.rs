@@ -56,36 +56,38 @@ impl Meta {
     }
 }
 
-static STORE: OnceLock<Option<Client>> = OnceLock::new();
+/// The store's connection, and this supervisor's scope in it: its socket's path, the first
+/// word of every key it deposits, so that two supervisors sharing eci-init's store each take
+/// back only their own containers.
+static STORE: OnceLock<Option<(Client, String)>> = OnceLock::new();
 
-/// The store for a supervisor serving `supervisor_socket` ([`fd_store::socket_for`]: in the
-/// VM eci-init's /run/eci/fd-store.sock).
-pub fn socket_for(supervisor_socket: &Path) -> PathBuf {
-    fd_store::socket_for(supervisor_socket)
-}
-
-/// Connect to the store at `path`, starting `eci-supervisor fd-store` when none answers.
-/// Without a store the supervisor still vets; only a restart would lose the containers.
-pub fn connect(path: &Path) {
+/// Connect to the store of a supervisor serving `supervisor_socket`
+/// ([`fd_store::socket_for`]: in the VM eci-init's /run/eci/fd-store.sock), starting
+/// `eci-supervisor fd-store` beside the socket when none answers. Without a store the
+/// supervisor still vets; only a restart would lose the containers.
+pub fn connect(supervisor_socket: &Path) {
+    let path = fd_store::socket_for(supervisor_socket);
     let args = [
         OsStr::new("fd-store"),
         OsStr::new("--socket"),
         path.as_os_str(),
     ];
-    let client = fd_store::connect_or_start(path, Path::new("/proc/self/exe"), &args);
+    let client = fd_store::connect_or_start(&path, Path::new("/proc/self/exe"), &args);
     if client.is_none() {
         eprintln!(
             "eci-supervisor: no fd store answers at {}: a restart of this supervisor will leave the running containers' mount calls failing",
             path.display()
         );
     }
-    let _ = STORE.set(client);
+    let scope = supervisor_socket.display().to_string();
+    let _ = STORE.set(client.map(|c| (c, scope)));
 }
 
 /// Keep a copy of a listener this supervisor now serves.
 pub fn deposit(meta: &Meta, meta_json: &str, listener: &OwnedFd) {
-    if let Some(Some(c)) = STORE.get() {
-        if let Err(e) = c.deposit(&meta.key(), meta_json, Kind::Listener, listener.as_fd()) {
+    if let Some(Some((c, scope))) = STORE.get() {
+        let key = format!("{scope} {}", meta.key());
+        if let Err(e) = c.deposit(&key, meta_json, Kind::Listener, listener.as_fd()) {
             eprintln!(
                 "eci-supervisor: the fd store did not take container {}'s listener: {e}",
                 meta.id
@@ -103,10 +105,10 @@ pub struct Orphan {
 
 /// Everything the store holds that no live supervisor serves, by container.
 pub fn take() -> Vec<Orphan> {
-    let Some(Some(c)) = STORE.get() else {
+    let Some(Some((c, scope))) = STORE.get() else {
         return Vec::new();
     };
-    let held = match c.take(&[Kind::Listener], None) {
+    let held = match c.take(&[Kind::Listener], Some(scope)) {
         Ok(h) => h,
         Err(e) => {
             eprintln!("eci-supervisor: take the running containers back from the fd store: {e}");
@@ -127,9 +129,17 @@ pub fn take() -> Vec<Orphan> {
     by_key.into_values().collect()
 }
 
-/// The store answers `key`'s calls again (EPERM): this supervisor could not re-attach it.
-pub fn release(key: &str) {
-    if let Some(Some(c)) = STORE.get() {
+/// The store answers `meta`'s container's calls again (EPERM): this supervisor no longer
+/// serves it.
+pub fn release(meta: &Meta) {
+    if let Some(Some((c, scope))) = STORE.get() {
+        let _ = c.release(&format!("{scope} {}", meta.key()));
+    }
+}
+
+/// The same for a key as the store gave it back ([`Orphan::key`]).
+pub fn release_held(key: &str) {
+    if let Some(Some((c, _))) = STORE.get() {
         let _ = c.release(key);
     }
 }
