@@ -7,8 +7,9 @@
 //! container's set-up processes are forks of the runtime and inherit those descriptors, and
 //! after pivot_root and the masks the views are attached over /proc, /proc/sys and /sys
 //! ([`attach`]). Nothing is looked up by a name the container controls. A bind of a FUSE file
-//! stays bound to that connection: if the server dies, reads fail with ENOTCONN and never
-//! reach the VM's own files.
+//! stays bound to that connection: if the server dies, the connection waits in the fd store
+//! for the next server (runtime/views/src/connection.rs), and without a store reads fail with
+//! ENOTCONN; they never reach the VM's own files.
 //!
 //! The runtime calls the binary rather than linking the crate, so it carries no FUSE code and
 //! the record format, key and bind list have one home (runtime/views).

@@ -17,7 +17,15 @@
 //! kernel ends them with ECONNABORTED and the connection lives on as long as another device of
 //! it is open (the store's). Requests read from the stored device would wait forever, and
 //! their callers could not even be killed. Between two servers, new requests wait in the
-//! kernel's queue; a signal interrupts them.
+//! kernel's queue: a fatal signal (SIGKILL, or one the caller does not handle) ends the wait,
+//! a handled one does not. So while no server runs, a view read waits rather than failing.
+//!
+//! A server takes the connection over only if the mount there is still that connection, the
+//! connection is alive (the device reports no error) and its fuser answers INIT exactly as the
+//! first server's did (kept in the store too); otherwise it drops the device from the store
+//! and closes it, which ends the connection (the old containers' reads fail, ENOTCONN), and
+//! mounts anew. Its file handles carry its generation on the connection (held.rs), so a
+//! handle the kernel kept from a server before never names one of its own opens.
 
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
@@ -41,6 +49,10 @@ pub struct Meta {
     pub dev: String,
     /// The kernel's INIT request, hex.
     pub init: String,
+    /// fuser's answer to it, hex: a server taking the connection over must give the same
+    /// (the kernel keeps the first), or it serves with settings the kernel does not have.
+    #[serde(default)]
+    pub answer: String,
 }
 
 /// A mounted connection, ready for a session.
@@ -52,6 +64,8 @@ pub struct Connection {
     /// Taken back from the store: the kernel already has its INIT answer, and it may hold
     /// inodes and pages of the server before.
     pub resumed: bool,
+    /// The store holds it for this server's connection to the store (taken back and kept).
+    pub in_store: bool,
 }
 
 /// The store's key for the views mounted at `layout`'s mount point.
@@ -60,42 +74,79 @@ pub fn store_key(layout: &Layout) -> String {
 }
 
 /// The connection to serve: the one the store holds for this mount point when the mount is
-/// still it, else a new mount (whatever stale mount was there is detached first).
-pub fn open(layout: &Layout, store: Option<&Client>) -> Result<Connection, Error> {
+/// still it and the connection alive, else a new mount (whatever stale mount was there is
+/// detached first). A device the store held that is not taken back is dropped from the store
+/// and closed, which ends its connection (its containers' reads fail, ENOTCONN). A store that
+/// fails the take is no store (`*store` becomes `None`): the running containers lose their
+/// views (a new mount), new containers do not.
+pub fn open(layout: &Layout, store: &mut Option<Client>) -> Result<Connection, Error> {
     let mnt = layout.mount();
-    if let Some(c) = store {
-        // A store that fails here costs the running containers their views (a new mount), not
-        // the new ones theirs.
-        let held = c
-            .take(&[Kind::Fuse], Some(&store_key(layout)))
-            .unwrap_or_else(|e| {
-                eprintln!("eci-views: take the FUSE connection back from the fd store: {e}");
-                Vec::new()
-            });
-        for h in held {
-            let meta: Option<Meta> = serde_json::from_str(&h.meta).ok();
-            let now = mounted_dev(&mnt);
-            match meta {
-                Some(meta) if now.as_deref() == Some(meta.dev.as_str()) => {
-                    return Ok(Connection {
-                        master: h.fd,
-                        meta,
-                        resumed: true,
-                    });
-                }
-                // Closing it ends that connection if nothing else holds it.
-                _ => eprintln!(
-                    "eci-views: the fd store's FUSE device for {} is not the mount there now ({:?}); mounting anew",
-                    mnt.display(),
-                    now
-                ),
+    let key = store_key(layout);
+    let Some(c) = store.as_ref() else {
+        return mount_new(&mnt);
+    };
+    let held = match c.take(&[Kind::Fuse], Some(&key)) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("eci-views: take the FUSE connection back from the fd store: {e}; serving without a store");
+            *store = None;
+            return mount_new(&mnt);
+        }
+    };
+    let now = mounted_dev(&mnt);
+    let mut keep = None;
+    let mut rejected = 0;
+    for h in held {
+        let meta: Option<Meta> = serde_json::from_str(&h.meta).ok();
+        let alive = !aborted(&h.fd);
+        match meta {
+            Some(meta) if keep.is_none() && alive && now.as_deref() == Some(meta.dev.as_str()) => {
+                keep = Some(Connection {
+                    master: h.fd,
+                    meta,
+                    resumed: true,
+                    in_store: true,
+                })
             }
+            _ => rejected += 1,
         }
     }
-    mount_new(&mnt)
+    if rejected > 0 {
+        eprintln!(
+            "eci-views: {rejected} FUSE device(s) the fd store held for {} are not the live mount there now ({now:?}): closed",
+            mnt.display()
+        );
+        // Drops every copy of the key this connection owns, the kept one's too: it goes back.
+        let _ = c.drop_key(&key);
+        if let Some(k) = keep.as_mut() {
+            k.in_store = false;
+        }
+    }
+    match keep {
+        Some(k) => Ok(k),
+        None => mount_new(&mnt),
+    }
 }
 
-fn mount_new(mnt: &Path) -> Result<Connection, Error> {
+/// Give up a connection taken back that cannot be served: out of the store and closed.
+pub fn discard(store: Option<&Client>, layout: &Layout, conn: Connection) {
+    if let Some(c) = store {
+        let _ = c.drop_key(&store_key(layout));
+    }
+    drop(conn);
+}
+
+/// Whether the connection of `dev` was aborted (the device reports an error).
+fn aborted(dev: &OwnedFd) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut p = [PollFd::new(dev.as_fd(), PollFlags::empty())];
+    matches!(poll(&mut p, PollTimeout::ZERO), Ok(n) if n > 0)
+        && p[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLERR))
+}
+
+pub fn mount_new(mnt: &Path) -> Result<Connection, Error> {
     // A server that died without a store leaves its mount answering ENOTCONN (containers made
     // with it keep failing closed); new containers get the new mount, stacked where the old
     // one was.
@@ -138,15 +189,17 @@ fn mount_new(mnt: &Path) -> Result<Connection, Error> {
         meta: Meta {
             dev: dev_no,
             init: hex(&buf[..n]),
+            answer: String::new(),
         },
         resumed: false,
+        in_store: false,
     })
 }
 
 /// A fuser session on `conn`: the INIT exchange through a socket pair, then a clone of the
 /// connection's device in the pair's place (module docs).
 pub fn session<FS: fuser::Filesystem>(
-    conn: &Connection,
+    conn: &mut Connection,
     fs: FS,
     config: fuser::Config,
     mnt: &Path,
@@ -171,9 +224,17 @@ pub fn session<FS: fuser::Filesystem>(
     let n = ours
         .read(&mut answer)
         .map_err(|e| fail("INIT answer", &e))?;
+    let answer = hex(&answer[..n]);
     if !conn.resumed {
         // Through the device that read the request: the kernel looks the answer up there.
-        nix::unistd::write(&conn.master, &answer[..n]).map_err(|e| fail("answer INIT", &e))?;
+        let bytes = unhex(&answer).expect("hex made above");
+        nix::unistd::write(&conn.master, &bytes).map_err(|e| fail("answer INIT", &e))?;
+        conn.meta.answer = answer;
+    } else if !conn.meta.answer.is_empty() && conn.meta.answer != answer {
+        return Err(fail(
+            "take the connection over",
+            &"this server answers INIT unlike the connection's first server (another eci-views build?)",
+        ));
     }
     let clone = clone_device(&conn.master).map_err(|e| fail("FUSE_DEV_IOC_CLONE", &e))?;
     let slot = session.as_fd().as_raw_fd();
@@ -185,8 +246,12 @@ pub fn session<FS: fuser::Filesystem>(
     Ok(session)
 }
 
-/// Keep the connection's first device and INIT request in the store.
+/// Keep the connection's first device, INIT request and answer in the store (unless it is
+/// there for this server already).
 pub fn deposit(store: &Client, layout: &Layout, conn: &Connection) {
+    if conn.in_store {
+        return;
+    }
     let meta = serde_json::to_string(&conn.meta).expect("serializable");
     if let Err(e) = store.deposit(&store_key(layout), &meta, Kind::Fuse, conn.master.as_fd()) {
         eprintln!("eci-views: the fd store did not take the FUSE device: {e}");

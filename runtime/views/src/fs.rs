@@ -197,12 +197,15 @@ impl Container {
         }
     }
 
-    /// Its part of what the server keeps (held.rs).
-    fn held(&self) -> Held {
-        let m = self.knobs.lock().unwrap_or_else(|e| e.into_inner());
+    /// Its part of what the server keeps (held.rs), with these knobs.
+    fn held_of(&self, knobs: &HashMap<&'static str, String>) -> Held {
         Held {
             slot: self.slot,
-            knobs: m.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+            boot_id: self.rec.boot_id.clone(),
+            knobs: knobs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
         }
     }
 
@@ -314,6 +317,9 @@ impl HostFiles {
     }
 }
 
+/// An open file: the inode it was opened on and its text.
+type OpenFile = (INodeNo, Arc<Vec<u8>>);
+
 #[derive(Debug, Default)]
 struct Slots {
     by_key: HashMap<String, u64>,
@@ -330,13 +336,15 @@ pub struct Shared {
     slots: RwLock<Slots>,
     next_slot: AtomicU64,
     host: HostFiles,
-    handles: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
+    handles: Mutex<HashMap<u64, OpenFile>>,
     next_fh: AtomicU64,
     notifier: OnceLock<fuser::Notifier>,
 }
 
 impl Shared {
-    pub fn new(registry: Registry, held: HeldDir) -> Arc<Shared> {
+    /// `generation`: this server's number on the connection ([`HeldDir::next_generation`]),
+    /// the high bits of its file handles.
+    pub fn new(registry: Registry, held: HeldDir, generation: u64) -> Arc<Shared> {
         Arc::new(Shared {
             registry,
             next_slot: AtomicU64::new(held.next_slot()),
@@ -345,7 +353,7 @@ impl Shared {
             slots: RwLock::new(Slots::default()),
             host: HostFiles::default(),
             handles: Mutex::new(HashMap::new()),
-            next_fh: AtomicU64::new(1),
+            next_fh: AtomicU64::new((generation << 40) | 1),
             notifier: OnceLock::new(),
         })
     }
@@ -357,7 +365,9 @@ impl Shared {
         let (mut found, mut gone) = (Vec::new(), Vec::new());
         let mut w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
         for (key, h) in self.held.all() {
-            if self.registry.exists(&key) {
+            // The same registration: a container created again under the key is a new one.
+            let same = matches!(self.registry.get(&key), Ok(Some(r)) if r.boot_id == h.boot_id);
+            if same {
                 w.insert(h.slot, key.clone());
                 found.push(key);
             } else {
@@ -390,7 +400,7 @@ impl Shared {
         if let Some(slot) = s.by_key.get(key) {
             return Some((*slot, s.by_slot.get(slot)?.clone()));
         }
-        let c = match self.held.get(key) {
+        let c = match self.held.get(key).filter(|h| h.boot_id == rec.boot_id) {
             Some(h) => {
                 self.waiting
                     .lock()
@@ -405,7 +415,7 @@ impl Shared {
                 if let Err(e) = self
                     .held
                     .set_next_slot(slot + 1)
-                    .and_then(|()| self.held.put(key, &c.held()))
+                    .and_then(|()| self.held.put(key, &c.held_of(&HashMap::new())))
                 {
                     eprintln!("eci-views: keep container {key}'s slot: {e}");
                     return None;
@@ -819,7 +829,7 @@ impl Filesystem for Views {
             .handles
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(fh, text);
+            .insert(fh, (ino, text));
         reply.opened(FileHandle(fh), flags | FopenFlags::FOPEN_NOFLUSH);
     }
 
@@ -840,10 +850,11 @@ impl Filesystem for Views {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&fh.0)
-            .cloned();
-        // No handle: opened from the server before on this connection. A text of now (a
-        // reader that read part of the old one may see a seam, as after a restart of procfs'
-        // writer it would).
+            .filter(|(i, _)| *i == ino)
+            .map(|(_, t)| t.clone());
+        // No handle: opened from a server before on this connection (handles carry the
+        // server's generation, so it is never one of this server's). A text of now, for a
+        // caller who may read it (a reader that read part of the old text may see a seam).
         let text = match text {
             Some(t) => t,
             None => match self.resolve(req, ino).and_then(|(c, node)| {
@@ -887,14 +898,17 @@ impl Filesystem for Views {
             .and_then(|s| knobs::normalize(s, &current))
         {
             Some(v) => {
-                c.knobs
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(k.path, v);
-                // Kept before the container learns it took (held.rs).
-                match self.0.held.put(&c.rec.key, &c.held()) {
+                // Kept before the container learns it took (held.rs), under the lock, so two
+                // writes at once are kept in the order they took.
+                let mut m = c.knobs.lock().unwrap_or_else(|e| e.into_inner());
+                let before = m.insert(k.path, v);
+                match self.0.held.put(&c.rec.key, &c.held_of(&m)) {
                     Ok(()) => reply.written(data.len() as u32),
                     Err(e) => {
+                        match before {
+                            Some(b) => m.insert(k.path, b),
+                            None => m.remove(k.path),
+                        };
                         eprintln!("eci-views: keep container {}'s knobs: {e}", c.rec.key);
                         reply.error(Errno::EIO)
                     }
@@ -1057,6 +1071,7 @@ mod tests {
         let s = Shared::new(
             Registry::new("/nonexistent"),
             HeldDir::new("/nonexistent/held"),
+            1,
         );
         let c = Container::new(rec(1), 1, None);
         let t = Tree::get();
@@ -1080,6 +1095,7 @@ mod tests {
         let s = Shared::new(
             Registry::new("/nonexistent"),
             HeldDir::new("/nonexistent/held"),
+            1,
         );
         let c = Container::new(rec(1), 1, None);
         assert_eq!(s.render(&c, Kind::BootId).unwrap(), b"b\n");

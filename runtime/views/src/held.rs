@@ -2,9 +2,10 @@
 //! answers the kernel as the one before did: each container's slot (its inode numbers: the
 //! kernel caches them, and the containers' binds hold them), the knobs it wrote, and the next
 //! slot to give (slots are never reused on one connection, fs.rs). One file per container
-//! plus `next-slot`, under `<root>/held` (tmpfs under /run), each written atomically before
-//! the kernel learns what it records (the lookup's or the write's answer), so a server killed
-//! at any point leaves files that say no less than the kernel knows.
+//! plus `next-slot` and `generation` (the servers on this connection so far, which file
+//! handles carry), under `<root>/held` (tmpfs under /run), each written atomically before the
+//! kernel learns what it records (the lookup's or the write's answer, the first open), so a
+//! server killed at any point leaves files that say no less than the kernel knows.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -16,6 +17,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Held {
     pub slot: u64,
+    /// The registration it belongs to (the record's boot_id, new at every create): a container
+    /// created again under the same key is a new one.
+    #[serde(default)]
+    pub boot_id: String,
     /// Emulated /proc/sys knobs the container wrote: path -> value.
     #[serde(default)]
     pub knobs: BTreeMap<String, String>,
@@ -27,6 +32,7 @@ pub struct HeldDir {
 }
 
 const NEXT: &str = "next-slot";
+const GENERATION: &str = "generation";
 
 impl HeldDir {
     pub fn new(dir: impl Into<PathBuf>) -> HeldDir {
@@ -55,6 +61,19 @@ impl HeldDir {
 
     pub fn set_next_slot(&self, n: u64) -> io::Result<()> {
         self.write(&self.dir.join(NEXT), format!("{n}\n").as_bytes())
+    }
+
+    /// A new server on this connection: its number (1 for the first), kept before it serves.
+    /// File handles carry it, so a handle the kernel kept from a server before never names
+    /// one of this server's opens.
+    pub fn next_generation(&self) -> io::Result<u64> {
+        let g = std::fs::read_to_string(self.dir.join(GENERATION))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            + 1;
+        self.write(&self.dir.join(GENERATION), format!("{g}\n").as_bytes())?;
+        Ok(g)
     }
 
     pub fn get(&self, key: &str) -> Option<Held> {
@@ -107,8 +126,11 @@ mod tests {
         assert!(h.all().is_empty());
         let mut a = Held {
             slot: 3,
+            boot_id: "b".into(),
             knobs: BTreeMap::new(),
         };
+        assert_eq!(h.next_generation().unwrap(), 1);
+        assert_eq!(h.next_generation().unwrap(), 2);
         a.knobs.insert("net/ipv4/ip_forward".into(), "1\n".into());
         h.put("a-1", &a).unwrap();
         h.put("b-2", &Held::default()).unwrap();
@@ -128,6 +150,8 @@ mod tests {
         assert!(again.get("b-2").is_none());
         again.clear().unwrap();
         assert_eq!(again.next_slot(), 1);
+        assert_eq!(again.next_generation().unwrap(), 1);
+        again.clear().unwrap();
         assert!(again.all().is_empty());
         again.clear().unwrap();
     }

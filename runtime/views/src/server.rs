@@ -26,8 +26,12 @@ const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 /// Serves the views of every registered container until the mount is taken away. Fails with
 /// [`Error::AlreadyServing`] when another server holds the layout's lock.
 pub fn serve(layout: &Layout, threads: usize) -> Result<(), Error> {
+    std::fs::create_dir_all(&layout.root).map_err(|e| Error::io(&layout.root, e))?;
+    // The mount point as mountinfo shows it (no symlink, absolute): a server taking the
+    // connection over finds the mount by it.
+    let canonical = std::fs::canonicalize(&layout.root).map_err(|e| Error::io(&layout.root, e))?;
+    let layout = &Layout::new(canonical);
     let root = &layout.root;
-    std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
     let _ = std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700));
     let lock_path = layout.lock();
     let lock_file = OpenOptions::new()
@@ -48,7 +52,7 @@ pub fn serve(layout: &Layout, threads: usize) -> Result<(), Error> {
         std::ffi::OsStr::new("--socket"),
         store_path.as_os_str(),
     ];
-    let store =
+    let mut store =
         eci_init::fd_store::connect_or_start(&store_path, Path::new("/proc/self/exe"), &args);
     if store.is_none() {
         eprintln!(
@@ -56,12 +60,30 @@ pub fn serve(layout: &Layout, threads: usize) -> Result<(), Error> {
             store_path.display()
         );
     }
-    let conn = crate::connection::open(layout, store.as_ref())?;
-    let held = HeldDir::new(layout.held());
-    if !conn.resumed {
-        held.clear().map_err(|e| Error::io(&layout.held(), e))?;
-    }
-    let shared = Shared::new(Registry::new(layout.records()), held);
+    let mut conn = crate::connection::open(layout, &mut store)?;
+    let (session, shared) = loop {
+        let held = HeldDir::new(layout.held());
+        if !conn.resumed {
+            held.clear().map_err(|e| Error::io(&layout.held(), e))?;
+        }
+        let generation = held
+            .next_generation()
+            .map_err(|e| Error::io(&layout.held(), e))?;
+        let shared = Shared::new(Registry::new(layout.records()), held, generation);
+        let mut config = fuser::Config::default();
+        config.acl = fuser::SessionACL::All;
+        config.n_threads = Some(threads.max(1));
+        config.clone_fd = threads > 1;
+        match crate::connection::session(&mut conn, Views(shared.clone()), config, &mnt) {
+            Ok(s) => break (s, shared),
+            Err(e) if conn.resumed => {
+                eprintln!("eci-views: {e}; its containers' views end (ENOTCONN), mounting anew");
+                crate::connection::discard(store.as_ref(), layout, conn);
+                conn = crate::connection::mount_new(&mnt)?;
+            }
+            Err(e) => return Err(e),
+        }
+    };
     if conn.resumed {
         let (found, gone) = shared.resume();
         eprintln!(
@@ -71,17 +93,14 @@ pub fn serve(layout: &Layout, threads: usize) -> Result<(), Error> {
             if gone.is_empty() {
                 String::new()
             } else {
-                format!("; not re-attached (their record is gone): {}", gone.join(", "))
+                format!(
+                    "; not re-attached (record gone or made anew): {}",
+                    gone.join(", ")
+                )
             }
         );
     }
-    let mut config = fuser::Config::default();
-    config.acl = fuser::SessionACL::All;
-    config.n_threads = Some(threads.max(1));
-    config.clone_fd = threads > 1;
-    let session = crate::connection::session(&conn, Views(shared.clone()), config, &mnt)?;
-    // A connection taken back is this store connection's already.
-    if let (Some(store), false) = (&store, conn.resumed) {
+    if let Some(store) = &store {
         crate::connection::deposit(store, layout, &conn);
     }
     shared.set_notifier(session.notifier());

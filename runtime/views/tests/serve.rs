@@ -75,6 +75,17 @@ fn kill_and_wait(pid: i32) {
     }
 }
 
+/// The folder `register` printed (its first line), as a name.
+fn out_folder(out: &std::process::Output) -> String {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let first = text.lines().next().unwrap_or_default();
+    Path::new(first)
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
 /// A cgroup limited to 256 MiB, as `--cgroup` arguments.
 fn cgroup(name: &str, fx: &mut Fixture) -> Vec<String> {
     let v2 = nix::sys::statfs::statfs("/sys/fs/cgroup")
@@ -166,6 +177,9 @@ fn register_serve_read_take_over_and_fail_closed() {
     );
     assert!(text.contains("\n- /sys/firmware empty-dir\n"), "{text}");
 
+    // The first open of this server, kept open across its restart (a knob: direct I/O, so
+    // every read reaches the server).
+    let held_knob = std::fs::File::open(folder.join("sysctl/kernel.panic")).unwrap();
     let meminfo = std::fs::read_to_string(folder.join("proc/meminfo")).unwrap();
     assert!(
         meminfo.starts_with("MemTotal:         262144 kB\n"),
@@ -208,6 +222,17 @@ fn register_serve_read_take_over_and_fail_closed() {
     );
     let second = server_pid(fx.root.path()).expect("a new server answers");
     assert_ne!(second, first);
+    // The new server's first open (another container's file) never shares a handle number
+    // with one the kernel kept from the server before: the old handle reads its own file.
+    let other_path = folder.with_file_name(out_folder(&out)).join("proc/meminfo");
+    let mut other_file = std::fs::File::open(other_path).unwrap();
+    let mut other = String::new();
+    std::io::Read::read_to_string(&mut other_file, &mut other).unwrap();
+    assert!(other.starts_with("MemTotal:"), "{other}");
+    let mut buf = [0u8; 64];
+    let n = std::os::unix::fs::FileExt::read_at(&held_knob, &mut buf, 0).unwrap();
+    assert_eq!(String::from_utf8_lossy(&buf[..n]).trim(), new);
+    drop((other_file, held_knob));
     let meminfo = std::fs::read_to_string(folder.join("proc/meminfo")).unwrap();
     assert!(
         meminfo.starts_with("MemTotal:         262144 kB\n"),
