@@ -921,6 +921,10 @@ mod direct {
                 "ECI_SUPERVISOR_SOCKET",
                 eci_test_support::checkout_supervisor_socket(&self.bin),
             )
+            .env(
+                "ECI_VIEWS_ROOT",
+                eci_test_support::checkout_views_root(&self.bin),
+            )
             .env("ECI_RUNC_STATE_DIR", d.join("ids"))
             .env("ECI_RUNC_POLICY", d.join("no-policy.json"))
             .arg("--root")

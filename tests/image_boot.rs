@@ -355,6 +355,26 @@ fn hyperv_image_rebuilds_identically_and_boots_to_a_passing_selftest() {
             .contains("from the fd store"),
         "{t:?}"
     );
+    // The views server, killed with it, took the FUSE connection back from the same store:
+    // the running container reads its own boot_id again (not the VM's, not a new one).
+    let views = t.fact("fd-store-views").unwrap_or("");
+    let ids: Vec<&str> = views
+        .split(' ')
+        .filter_map(|w| {
+            w.strip_prefix("before:")
+                .or_else(|| w.strip_prefix("after:"))
+        })
+        .collect();
+    assert!(
+        ids.len() == 2 && ids[0].len() == 36 && ids[0] == ids[1],
+        "{t:?}"
+    );
+    assert!(
+        t.fact("fd-store-views-log")
+            .unwrap_or("")
+            .contains("took the FUSE connection"),
+        "{t:?}"
+    );
     // Issue 13: the boot's phase report exists and is well-formed; its figures belong to
     // bench/boot.sh, never to a test. Every milestone of the chain, in boot order, and the
     // consecutive phases add up to the first run's uptime.

@@ -43,3 +43,10 @@ pub fn have(command: &str) -> bool {
 pub fn checkout_supervisor_socket(eci_runc: &Path) -> PathBuf {
     eci_runc.with_file_name("e2e-supervisor/supervisor.sock")
 }
+
+/// The /proc views root a test run of eci-runc uses (`ECI_VIEWS_ROOT`), beside the binary for
+/// the same reason: the views server (and the fd store it starts) eci-runc starts when none
+/// answers is this checkout's, and the machine's /run/eci-views is left alone.
+pub fn checkout_views_root(eci_runc: &Path) -> PathBuf {
+    eci_runc.with_file_name("e2e-views")
+}

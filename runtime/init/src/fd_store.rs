@@ -29,7 +29,8 @@
 //!   5 s for an answer, so a store of another build is no store rather than a hang.
 //!
 //! FUSE devices are not polled (the kernel wakes a device's pollers on every request of its
-//! connection); the store drops those whose connection was aborted when a take asks for them.
+//! connection); the store drops those whose connection was aborted when a take asks for them,
+//! and closes an orphaned one no server took back within [`FUSE_GRACE`].
 //!
 //! # Fail closed
 //!
@@ -56,6 +57,24 @@ use serde::{Deserialize, Serialize};
 
 /// How long a client waits for the store's answer to a take.
 const REPLY_WAIT_SECS: i64 = 5;
+
+/// How long an orphaned FUSE device waits for a server to take it back. Its connection's
+/// requests wait meanwhile (and so does anything that looks at the mount point, `ls` of its
+/// folder too); after it the device is closed, which ends the connection: its containers'
+/// view reads fail (ENOTCONN) and nothing hangs on it any more. eci-init restarts the views
+/// server after 1 s; a server that does not come back is not waited for.
+/// `ECI_FD_STORE_FUSE_GRACE_MS` changes it (tests).
+pub const FUSE_GRACE: std::time::Duration = std::time::Duration::from_secs(15);
+
+fn fuse_grace() -> std::time::Duration {
+    static G: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
+    *G.get_or_init(|| {
+        std::env::var("ECI_FD_STORE_FUSE_GRACE_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(FUSE_GRACE, std::time::Duration::from_millis)
+    })
+}
 
 /// The store's socket, in eci-init's run folder (/run/eci) and beside a supervisor's socket.
 pub const SOCKET_NAME: &str = "fd-store.sock";
@@ -379,6 +398,8 @@ struct Record {
     fd: OwnedFd,
     /// The connection that serves it; `None`: an orphan, answered by the store.
     owner: Option<u64>,
+    /// When it became an orphan.
+    orphaned: Option<std::time::Instant>,
 }
 
 /// The user-notification ioctls of linux/seccomp.h.
@@ -444,7 +465,20 @@ pub fn serve(listener: OwnedFd, log: fn(&str)) {
             };
             PollFd::new(r.fd.as_fd(), ev)
         }));
-        match poll(&mut fds, PollTimeout::NONE) {
+        // Woken in time to close the first orphaned FUSE device whose grace ends.
+        let wake = st
+            .records
+            .iter()
+            .filter(|r| r.kind == Kind::Fuse)
+            .filter_map(|r| r.orphaned)
+            .map(|t| (t + fuse_grace()).saturating_duration_since(std::time::Instant::now()))
+            .min();
+        let timeout = match wake {
+            Some(d) => PollTimeout::try_from(d.as_millis().min(60_000) as i32 + 1)
+                .unwrap_or(PollTimeout::MAX),
+            None => PollTimeout::NONE,
+        };
+        match poll(&mut fds, timeout) {
             Ok(_) => {}
             Err(Errno::EINTR) => continue,
             Err(e) => {
@@ -452,6 +486,7 @@ pub fn serve(listener: OwnedFd, log: fn(&str)) {
                 return;
             }
         }
+
         let ev: Vec<PollFlags> = fds
             .iter()
             .map(|f| f.revents().unwrap_or(PollFlags::empty()))
@@ -506,6 +541,8 @@ pub fn serve(listener: OwnedFd, log: fn(&str)) {
                 Err(e) => log(&format!("fd store: accept: {e}")),
             }
         }
+        // Last: it removes records, whose places the steps above count by.
+        st.expire();
     }
 }
 
@@ -548,6 +585,23 @@ struct Store {
 }
 
 impl Store {
+    /// Orphaned FUSE devices whose grace ended are closed ([`FUSE_GRACE`]).
+    fn expire(&mut self) {
+        let log = self.log;
+        self.records.retain(|r| {
+            let over =
+                r.kind == Kind::Fuse && r.orphaned.is_some_and(|t| t.elapsed() >= fuse_grace());
+            if over {
+                log(&format!(
+                    "fd store: no server took {} back within {:.1} s: closed, its reads fail (ENOTCONN)",
+                    r.key,
+                    fuse_grace().as_secs_f64()
+                ));
+            }
+            !over
+        });
+    }
+
     /// A connection ended: what it owned becomes orphans.
     fn end(&mut self, c: u64) {
         self.conns.remove(&c);
@@ -555,6 +609,7 @@ impl Store {
         let mut keys = std::collections::BTreeSet::new();
         for r in self.records.iter_mut().filter(|r| r.owner == Some(c)) {
             r.owner = None;
+            r.orphaned = Some(std::time::Instant::now());
             match r.kind {
                 Kind::Listener => {
                     n += 1;
@@ -627,6 +682,7 @@ impl Store {
                     kind,
                     fd,
                     owner: Some(conn),
+                    orphaned: None,
                 }),
                 None => log(&format!(
                     "fd store: a deposit for {key} without its descriptor"
@@ -654,6 +710,7 @@ impl Store {
                         return;
                     }
                     r.owner = Some(conn);
+                    r.orphaned = None;
                     count += 1;
                 }
                 let b = serde_json::to_vec(&Reply::End { count }).expect("serializable");
@@ -666,6 +723,7 @@ impl Store {
                     .filter(|r| r.owner == Some(conn) && r.key == key)
                 {
                     r.owner = None;
+                    r.orphaned = Some(std::time::Instant::now());
                 }
             }
             Ok(Request::Drop { key }) => {
@@ -861,6 +919,7 @@ mod tests {
                 kind: Kind::Fuse,
                 fd: r,
                 owner: Some(0),
+                orphaned: None,
             }],
             log: no_log,
         };
@@ -879,6 +938,34 @@ mod tests {
         assert_eq!(fds.len(), 1);
         assert!(!st.conns.contains_key(&0));
         assert_eq!(st.records[0].owner, Some(1));
+    }
+
+    #[test]
+    fn an_orphaned_fuse_device_is_closed_when_its_grace_ends() {
+        let rec = |kind, since: std::time::Duration| {
+            let (r, _w) = nix::unistd::pipe().unwrap();
+            Record {
+                key: format!("{kind:?} {}", since.as_secs()),
+                meta: String::new(),
+                kind,
+                fd: r,
+                owner: None,
+                orphaned: std::time::Instant::now().checked_sub(since),
+            }
+        };
+        let late = FUSE_GRACE + std::time::Duration::from_secs(1);
+        let mut st = Store {
+            conns: HashMap::new(),
+            records: vec![
+                rec(Kind::Fuse, late),
+                rec(Kind::Fuse, std::time::Duration::from_secs(1)),
+                rec(Kind::Other, late),
+            ],
+            log: no_log,
+        };
+        st.expire();
+        let left: Vec<&str> = st.records.iter().map(|r| r.key.as_str()).collect();
+        assert_eq!(left, ["Fuse 1", &format!("Other {}", late.as_secs())]);
     }
 
     #[test]

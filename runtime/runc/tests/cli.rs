@@ -151,6 +151,10 @@ mod bundle {
                     "CARGO_BIN_EXE_eci-runc"
                 ))),
             )
+            .env(
+                "ECI_VIEWS_ROOT",
+                eci_test_support::checkout_views_root(Path::new(env!("CARGO_BIN_EXE_eci-runc"))),
+            )
             .env("ECI_RUNC_STATE_DIR", d.join("ids"))
             .env("ECI_RUNC_POLICY", d.join("no-policy.json"))
             .env("ECI_RUNC_AUDIT_LOG", self.audit_path())

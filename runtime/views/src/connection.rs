@@ -18,7 +18,9 @@
 //! it is open (the store's). Requests read from the stored device would wait forever, and
 //! their callers could not even be killed. Between two servers, new requests wait in the
 //! kernel's queue: a fatal signal (SIGKILL, or one the caller does not handle) ends the wait,
-//! a handled one does not. So while no server runs, a view read waits rather than failing.
+//! a handled one does not. So while no server runs, a view read waits rather than failing,
+//! for at most the store's grace (`eci_init::fd_store::FUSE_GRACE`, 15 s), after which the
+//! store closes the device and the connection ends (ENOTCONN).
 //!
 //! A server takes the connection over only if the mount there is still that connection, the
 //! connection is alive (the device reports no error) and its fuser answers INIT exactly as the

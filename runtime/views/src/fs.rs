@@ -209,6 +209,12 @@ impl Container {
         }
     }
 
+    /// Whether the kernel may hold a text of `node` this server did not put there.
+    fn unknown(&self, node: usize) -> bool {
+        let v = self.views.lock().unwrap_or_else(|e| e.into_inner());
+        matches!(v.get(node).map(|v| &v.stored), Some(Stored::Unknown))
+    }
+
     /// The size to report for `node`: its stored text's length for the cached views, 0 for
     /// folders and knobs.
     fn size(&self, node: usize) -> u64 {
@@ -665,6 +671,23 @@ impl Views {
         sent.is_ok()
     }
 
+    /// The size to report for `node` of `c` (lookup, getattr). A view whose text in the
+    /// kernel's page cache is not known (a server before on this connection put it there, or
+    /// a notification failed) is rendered and stored now: reporting 0 would end a splice read
+    /// (sendfile, busybox `cat`), which reads the page cache up to the size the inode has
+    /// without asking again, before the open that stores the text.
+    fn size_of(&self, c: &Container, ino: INodeNo, node: usize) -> u64 {
+        let kind = Tree::get().nodes[node].kind;
+        if cached(kind) && c.unknown(node) {
+            if let Ok(text) = c.text(&self.0, node, kind) {
+                if self.store(c, ino, node, &text) {
+                    return text.len() as u64;
+                }
+            }
+        }
+        c.size(node)
+    }
+
     /// The container and node of an inode the caller may read.
     fn resolve(&self, req: &Request, ino: INodeNo) -> Result<(Arc<Container>, usize), Errno> {
         let (slot, node) = split(ino);
@@ -712,7 +735,7 @@ impl Filesystem for Views {
                         &attr(
                             ino_of(slot, i),
                             Tree::get().nodes[i].kind,
-                            c.size(i),
+                            self.size_of(&c, ino_of(slot, i), i),
                             c.rec.root_uid,
                             c.rec.root_gid,
                         ),
@@ -735,7 +758,7 @@ impl Filesystem for Views {
                 &attr(
                     ino,
                     Tree::get().nodes[node].kind,
-                    c.size(node),
+                    self.size_of(&c, ino, node),
                     c.rec.root_uid,
                     c.rec.root_gid,
                 ),
