@@ -369,6 +369,16 @@ fn hyperv_image_rebuilds_identically_and_boots_to_a_passing_selftest() {
         ids.len() == 2 && ids[0].len() == 36 && ids[0] == ids[1],
         "{t:?}"
     );
+    // ... and a view it had not read before the restart, whole (its uptime: two numbers).
+    let uptime = views
+        .split_once("uptime:")
+        .map(|(_, r)| r.split(" views:").next().unwrap_or(""))
+        .unwrap_or("");
+    assert_eq!(
+        uptime.split(' ').filter(|w| w.contains('.')).count(),
+        2,
+        "{t:?}"
+    );
     assert!(
         t.fact("fd-store-views-log")
             .unwrap_or("")

@@ -57,10 +57,20 @@ enum Stored {
     Unknown,
 }
 
+/// What a store sends the kernel (see [`Views::store`]).
+enum Send {
+    Store,
+    Inval,
+    InvalStore,
+}
+
 /// The server's side of one view file of one container.
 #[derive(Debug, Default)]
 struct ViewState {
     stored: Stored,
+    /// Bumped by every store decided for it: a store that finds another decided after it
+    /// (two opens at once) cannot know which text the kernel kept, and says Unknown.
+    seq: u64,
     /// The last rendered text and when, reused for [`RENDER_TTL`].
     rendered: Option<(Instant, Arc<Vec<u8>>)>,
 }
@@ -190,6 +200,7 @@ impl Container {
                 (0..Tree::get().nodes.len())
                     .map(|_| ViewState {
                         stored: stored.clone(),
+                        seq: 0,
                         rendered: None,
                     })
                     .collect(),
@@ -207,12 +218,6 @@ impl Container {
                 .map(|(k, v)| (k.to_string(), v.clone()))
                 .collect(),
         }
-    }
-
-    /// Whether the kernel may hold a text of `node` this server did not put there.
-    fn unknown(&self, node: usize) -> bool {
-        let v = self.views.lock().unwrap_or_else(|e| e.into_inner());
-        matches!(v.get(node).map(|v| &v.stored), Some(Stored::Unknown))
     }
 
     /// The size to report for `node`: its stored text's length for the cached views, 0 for
@@ -372,7 +377,8 @@ impl Shared {
         let mut w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
         for (key, h) in self.held.all() {
             // The same registration: a container created again under the key is a new one.
-            let same = matches!(self.registry.get(&key), Ok(Some(r)) if r.boot_id == h.boot_id);
+            let same = matches!(self.registry.get(&key),
+                Ok(Some(r)) if h.boot_id.is_empty() || r.boot_id == h.boot_id);
             if same {
                 w.insert(h.slot, key.clone());
                 found.push(key);
@@ -406,7 +412,12 @@ impl Shared {
         if let Some(slot) = s.by_key.get(key) {
             return Some((*slot, s.by_slot.get(slot)?.clone()));
         }
-        let c = match self.held.get(key).filter(|h| h.boot_id == rec.boot_id) {
+        // An entry without a boot_id is from a build before it was kept: taken as the same.
+        let c = match self
+            .held
+            .get(key)
+            .filter(|h| h.boot_id.is_empty() || h.boot_id == rec.boot_id)
+        {
             Some(h) => {
                 self.waiting
                     .lock()
@@ -641,51 +652,53 @@ impl Views {
     /// kernel is told to drop the inode's pages and attributes instead: the reader's first
     /// read then asks for the size (getattr answers the new length) and the page (read
     /// answers from this open's text). When it is the text the kernel already holds, nothing
-    /// is sent. The cache is the inode's, and an inode is one file of one container, so
+    /// is sent. A text the server does not know the kernel's copy of ([`Stored::Unknown`]: a
+    /// server before put it there, a notification failed, or two opens stored at once) is
+    /// dropped and then stored, which also sets the size (a lookup may have said 0). The
+    /// cache is the inode's, and an inode is one file of one container, so
     /// another container never sees it; two opens of one file at once may see each other's
     /// text, both current.
     fn store(&self, c: &Container, ino: INodeNo, node: usize, text: &Arc<Vec<u8>>) -> bool {
         let Some(n) = self.0.notifier.get() else {
             return false;
         };
+        // Decided under the lock, sent without it: a notification waits for the kernel's
+        // page locks, and a reader holding one waits for a READ that another worker answers
+        // (`read` takes this lock when the handle is a server's before): holding the lock
+        // across the send could leave both waiting for each other.
+        let (seq, send) = {
+            let mut views = c.views.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(v) = views.get_mut(node) else {
+                return false;
+            };
+            let send = match &v.stored {
+                Stored::Text(t) if Arc::ptr_eq(t, text) || **t == **text => return true,
+                Stored::Text(t) if text.len() >= t.len() => Send::Store,
+                Stored::Text(_) => Send::Inval,
+                Stored::Nothing => Send::Store,
+                // Pages of a text this server did not store, and a size it does not know
+                // (0 if a lookup said so): dropped, then the text stored, which sets the size.
+                Stored::Unknown => Send::InvalStore,
+            };
+            // Set first: a getattr the invalidation causes must find the new length.
+            v.stored = Stored::Text(text.clone());
+            v.seq += 1;
+            (v.seq, send)
+        };
+        let sent = match send {
+            Send::Store => n.store(ino, 0, text),
+            Send::Inval => n.inval_inode(ino, 0, 0),
+            Send::InvalStore => n
+                .inval_inode(ino, 0, 0)
+                .and_then(|()| n.store(ino, 0, text)),
+        };
         let mut views = c.views.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(v) = views.get_mut(node) else {
-            return false;
-        };
-        let grows = match &v.stored {
-            Stored::Text(t) if Arc::ptr_eq(t, text) || **t == **text => return true,
-            Stored::Text(t) => text.len() >= t.len(),
-            Stored::Nothing => true,
-            Stored::Unknown => false,
-        };
-        // Set first: a getattr the invalidation causes must find the new length.
-        v.stored = Stored::Text(text.clone());
-        let sent = if grows {
-            n.store(ino, 0, text)
-        } else {
-            n.inval_inode(ino, 0, 0)
-        };
-        if sent.is_err() {
-            v.stored = Stored::Unknown;
-        }
-        sent.is_ok()
-    }
-
-    /// The size to report for `node` of `c` (lookup, getattr). A view whose text in the
-    /// kernel's page cache is not known (a server before on this connection put it there, or
-    /// a notification failed) is rendered and stored now: reporting 0 would end a splice read
-    /// (sendfile, busybox `cat`), which reads the page cache up to the size the inode has
-    /// without asking again, before the open that stores the text.
-    fn size_of(&self, c: &Container, ino: INodeNo, node: usize) -> u64 {
-        let kind = Tree::get().nodes[node].kind;
-        if cached(kind) && c.unknown(node) {
-            if let Ok(text) = c.text(&self.0, node, kind) {
-                if self.store(c, ino, node, &text) {
-                    return text.len() as u64;
-                }
+        if let Some(v) = views.get_mut(node) {
+            if sent.is_err() || v.seq != seq {
+                v.stored = Stored::Unknown;
             }
         }
-        c.size(node)
+        sent.is_ok()
     }
 
     /// The container and node of an inode the caller may read.
@@ -735,7 +748,7 @@ impl Filesystem for Views {
                         &attr(
                             ino_of(slot, i),
                             Tree::get().nodes[i].kind,
-                            self.size_of(&c, ino_of(slot, i), i),
+                            c.size(i),
                             c.rec.root_uid,
                             c.rec.root_gid,
                         ),
@@ -758,7 +771,7 @@ impl Filesystem for Views {
                 &attr(
                     ino,
                     Tree::get().nodes[node].kind,
-                    self.size_of(&c, ino, node),
+                    c.size(node),
                     c.rec.root_uid,
                     c.rec.root_gid,
                 ),

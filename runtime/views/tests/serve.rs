@@ -260,6 +260,9 @@ fn register_serve_read_take_over_and_fail_closed() {
         boot_id,
         "size {size}"
     );
+    // A view the container never read before the restart, the same way.
+    let uptime = sendfile_read(&folder.join("proc/uptime"));
+    assert!(uptime.ends_with('\n') && uptime.contains('.'), "{uptime:?}");
     let meminfo = std::fs::read_to_string(folder.join("proc/meminfo")).unwrap();
     assert!(
         meminfo.starts_with("MemTotal:         262144 kB\n"),
