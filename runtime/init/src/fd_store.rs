@@ -285,6 +285,12 @@ impl Client {
         )
     }
 
+    /// Ends this connection for the store now (after a take that failed or timed out, so
+    /// that what the store may still hand it becomes orphans again, not this connection's).
+    pub fn abandon(&self) {
+        let _ = nix::sys::socket::shutdown(self.sock.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+    }
+
     /// This connection gives up `key`'s descriptors for good: the store closes its copies.
     pub fn drop_key(&self, key: &str) -> io::Result<()> {
         let r = Request::Drop { key: key.into() };
@@ -521,7 +527,12 @@ pub fn serve(listener: OwnedFd, log: fn(&str)) {
                 _ => st.end(*c),
             }
         }
-        for (c, b, fds) in msgs {
+        // Takes last: what the others sent this round (a deposit of a server that has just
+        // gone) is in the store before a take settles their owners.
+        let (takes, rest): (Vec<_>, Vec<_>) = msgs
+            .into_iter()
+            .partition(|(_, b, _)| matches!(serde_json::from_slice(b), Ok(Request::Take { .. })));
+        for (c, b, fds) in rest.into_iter().chain(takes) {
             if st.conns.contains_key(&c) {
                 st.handle(c, &b, fds);
             }

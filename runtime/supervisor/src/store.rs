@@ -79,7 +79,17 @@ pub fn connect(supervisor_socket: &Path) {
             path.display()
         );
     }
-    let scope = supervisor_socket.display().to_string();
+    // The socket as its folder really is (a symlink such as /var/run -> /run, a relative path):
+    // the next supervisor on the same socket finds its predecessor's containers.
+    let scope = supervisor_socket
+        .parent()
+        .and_then(|d| std::fs::canonicalize(d).ok())
+        .map_or_else(
+            || supervisor_socket.to_path_buf(),
+            |d| d.join(supervisor_socket.file_name().unwrap_or_default()),
+        )
+        .display()
+        .to_string();
     let _ = STORE.set(client.map(|c| (c, scope)));
 }
 
@@ -111,7 +121,10 @@ pub fn take() -> Vec<Orphan> {
     let held = match c.take(&[Kind::Listener], Some(scope)) {
         Ok(h) => h,
         Err(e) => {
-            eprintln!("eci-supervisor: take the running containers back from the fd store: {e}");
+            eprintln!("eci-supervisor: take the running containers back from the fd store: {e}; going on without the store");
+            // Whatever the store hands over late must stay its orphans (answered), not
+            // listeners of this connection that nobody reads.
+            c.abandon();
             return Vec::new();
         }
     };

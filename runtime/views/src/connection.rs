@@ -91,6 +91,7 @@ pub fn open(layout: &Layout, store: &mut Option<Client>) -> Result<Connection, E
         Ok(h) => h,
         Err(e) => {
             eprintln!("eci-views: take the FUSE connection back from the fd store: {e}; serving without a store");
+            c.abandon();
             *store = None;
             return mount_new(&mnt);
         }
