@@ -23,11 +23,18 @@ crun=$(command -v crun || true)
 
 work=$(mktemp -d /tmp/eci-runc-bench.XXXXXX)
 export ECI_SUPERVISOR_SOCKET=$work/supervisor/supervisor.sock
+# The views server eci-runc starts, and the fd stores the servers start, are this run's too.
+export ECI_VIEWS_ROOT=$work/views
 dockerd_pid=""
 cleanup() {
+  # The daemons of this run: the supervisor and views server eci-runc started and their fd
+  # stores (they name the work folder in their command line or environment).
   for p in /proc/[0-9]*; do
-    if { tr '\0' ' ' < "$p/cmdline"; } 2>/dev/null | grep -q "eci-supervisor serve --socket $ECI_SUPERVISOR_SOCKET"; then
-      kill "$(basename "$p")" 2>/dev/null || true
+    [ "${p#/proc/}" = $$ ] && continue
+    if cat "$p/cmdline" "$p/environ" 2>/dev/null | tr '\0' '\n' | grep -qF -- "$work/"; then
+      case "$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null)" in
+        *eci-supervisor*|*eci-views*|*fd-store*) kill "${p#/proc/}" 2>/dev/null || true ;;
+      esac
     fi
   done
   for r in eci runc crun; do
