@@ -108,9 +108,31 @@ impl HeldDir {
         v
     }
 
+    /// A new file renamed over the old: whole or not at all when the server dies. Not synced:
+    /// what it records lives as long as the FUSE connection, which no reboot keeps, and a sync
+    /// on a disk-backed root (a test's) would cost milliseconds at every container's first
+    /// lookup.
     fn write(&self, path: &std::path::Path, bytes: &[u8]) -> io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
         std::fs::create_dir_all(&self.dir)?;
-        eci_facts::write_atomic(path, bytes, 0o600)
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("held");
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = self
+            .dir
+            .join(format!(".{name}.{}.{n}.tmp", std::process::id()));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        drop(f);
+        std::fs::rename(&tmp, path).inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
     }
 }
 
