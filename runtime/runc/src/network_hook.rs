@@ -77,7 +77,8 @@ pub fn send(k: &SetKey, state: &str, timeout: Option<u64>) -> Result<(), String>
     let fail =
         |what: &str, e: std::io::Error| format!("{NAME}: {what} {}: {e}", k.socket.display());
     let mut c = UnixStream::connect(&k.socket).map_err(|e| fail("connect to", e))?;
-    let t = timeout.map(Duration::from_secs);
+    // The hook's timeout (0 is no timeout: a zero socket timeout is refused by the kernel).
+    let t = timeout.filter(|s| *s > 0).map(Duration::from_secs);
     c.set_read_timeout(t).map_err(|e| fail("time out", e))?;
     c.set_write_timeout(t).map_err(|e| fail("time out", e))?;
     // One write: the daemon reads the message with a single read.
@@ -193,7 +194,7 @@ mod tests {
 
         std::fs::remove_file(d.path().join("libnetwork/0123456789ab.sock")).unwrap();
         let srv = daemon(d.path(), "failed to set key: sandbox not found");
-        let e = send(&k, r#"{"pid":4242}"#, None).unwrap_err();
+        let e = send(&k, r#"{"pid":4242}"#, Some(0)).unwrap_err();
         srv.join().unwrap();
         assert!(e.contains("sandbox not found"), "{e}");
         assert!(send(&k, r#"{"id":"x"}"#, None)
