@@ -690,6 +690,95 @@ fn a_new_sysfs_gets_the_masks_of_the_first() {
     assert!(refused_eperm(&eci, "mask-umount"), "{eci}");
 }
 
+/// SPEC M3, F1-F4 (issue 10): a new proc or sysfs shows the container's views where the first
+/// does, the same per-container files: MemTotal of its memory limit, its boot_id and uptime, its
+/// emulated knobs (a write through the new proc is the container's, read back in /proc/sys),
+/// its DMI identity where the machine has one; the views in it cannot be unmounted. Under plain
+/// runc a new proc shows the machine's memory (its knobs would be the machine's: not written).
+#[test]
+fn a_new_proc_and_sysfs_show_the_views_of_the_first() {
+    let Some((e, sup)) = engine("vviews") else {
+        return;
+    };
+    let mem = "awk '/^MemTotal:/ {print $2}'";
+    let baseline = format!(
+        "mkdir -p /tmp/p && mount -t proc proc /tmp/p && echo proc-ok; \
+         echo mem-new=$({mem} /tmp/p/meminfo)"
+    );
+    if e.plain_runc_baseline() {
+        let plain = e.ok(&[
+            "run",
+            "--rm",
+            "--runtime",
+            PLAIN_RUNC,
+            "--network",
+            "none",
+            "-m",
+            "64m",
+            "--cap-add",
+            "SYS_ADMIN",
+            "--security-opt",
+            "seccomp=unconfined",
+            "--security-opt",
+            "apparmor=unconfined",
+            IMAGE,
+            "sh",
+            "-c",
+            &baseline,
+        ]);
+        assert!(
+            has(&plain, "proc-ok") && !has(&plain, "mem-new=65536"),
+            "plain runc baseline:\n{plain}"
+        );
+    }
+    let knob = "/proc/sys/vm/overcommit_memory";
+    let new_knob = "/tmp/p/sys/vm/overcommit_memory";
+    let script = format!(
+        "{baseline}; echo mem-first=$({mem} /proc/meminfo); \
+         [ \"$(cat /tmp/p/sys/kernel/random/boot_id)\" = \"$(cat /proc/sys/kernel/random/boot_id)\" ] && echo same-boot-id; \
+         a=$(cut -d. -f1 /proc/uptime); b=$(cut -d. -f1 /tmp/p/uptime); [ $((b - a)) -le 1 ] && [ $a -lt 600 ] && echo container-uptime; \
+         v=$(cat {knob}); n=2; [ \"$v\" = 2 ] && n=1; \
+         echo $n > {new_knob} 2>/tmp/e && echo knob-write-ok || echo \"knob-write-refused: $(cat /tmp/e)\"; \
+         [ \"$(cat {knob})\" = $n ] && [ \"$(cat {new_knob})\" = $n ] && echo same-knob; \
+         umount /tmp/p/meminfo 2>/tmp/e && echo view-umount-ok || echo \"view-umount-refused: $(cat /tmp/e)\"; \
+         mkdir -p /tmp/s && mount -t sysfs sysfs /tmp/s && echo sysfs-ok; \
+         if [ -e /sys/class/dmi/id/product_uuid ]; then \
+           [ \"$(cat /tmp/s/class/dmi/id/product_uuid)\" = \"$(cat /sys/class/dmi/id/product_uuid)\" ] && echo same-dmi; \
+         else echo same-dmi; echo no-dmi-on-this-machine; fi"
+    );
+    let eci = e.ok(&[
+        "run",
+        "--rm",
+        "--privileged",
+        "--network",
+        "none",
+        "-m",
+        "64m",
+        IMAGE,
+        "sh",
+        "-c",
+        &script,
+    ]);
+    for want in [
+        "proc-ok",
+        "mem-new=65536",
+        "mem-first=65536",
+        "same-boot-id",
+        "container-uptime",
+        "knob-write-ok",
+        "same-knob",
+        "sysfs-ok",
+        "same-dmi",
+    ] {
+        assert!(
+            has(&eci, want),
+            "missing {want} under eci:\n{eci}\nsupervisor:\n{}",
+            sup.log()
+        );
+    }
+    assert!(refused_eperm(&eci, "view-umount"), "{eci}");
+}
+
 /// SPEC M1 (issue 10): `docker exec` processes are vetted too (their listener is handed over
 /// at every exec), also with `seccomp=unconfined`.
 #[test]

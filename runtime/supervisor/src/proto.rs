@@ -49,7 +49,7 @@ pub struct MaskStep {
     pub read_only: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MaskKind {
     /// A bind of the new proc's own folder or file (read-only paths; the writable namespaced
     /// parts of /proc/sys), the path inside proc.
@@ -58,6 +58,10 @@ pub enum MaskKind {
     Tmpfs,
     /// The VM's /dev/null over a file.
     DevNull,
+    /// A view of eci-views (SPEC F1-F4) bound over the first proc or sysfs: its path in the
+    /// container and the views' device. The new one shows the same view (the same
+    /// per-container file and knobs).
+    View { path: String, dev: (u32, u32) },
 }
 
 /// The helper's request for a new proc or sysfs (descriptor: the caller's pid or network

@@ -58,7 +58,13 @@ pub fn statx(fd: BorrowedFd<'_>) -> io::Result<Facts> {
         libc::statx(
             fd.as_raw_fd(),
             empty.as_ptr(),
-            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW | libc::AT_NO_AUTOMOUNT,
+            // DONT_SYNC: identity only (mount, device, inode), which no filesystem refreshes;
+            // a FUSE file (a view) would otherwise ask its server, and wait for one being
+            // restarted.
+            libc::AT_EMPTY_PATH
+                | libc::AT_SYMLINK_NOFOLLOW
+                | libc::AT_NO_AUTOMOUNT
+                | libc::AT_STATX_DONT_SYNC,
             libc::STATX_INO | STATX_MNT_ID,
             buf.as_mut_ptr(),
         )
