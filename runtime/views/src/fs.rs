@@ -18,6 +18,7 @@ use fuser::{
 use crate::cgroup::{CgroupFiles, CpuStats};
 use crate::held::{Held, HeldDir};
 use crate::knobs::{self, Knob};
+use crate::notifier::{Notice, Open, Queue};
 use crate::registry::{self, Record, Registry};
 use crate::render;
 
@@ -57,20 +58,13 @@ enum Stored {
     Unknown,
 }
 
-/// What a store sends the kernel (see [`Views::store`]).
-enum Send {
-    Store,
-    Inval,
-    InvalStore,
-}
-
 /// The server's side of one view file of one container.
 #[derive(Debug, Default)]
 struct ViewState {
+    /// What the kernel holds once the notifications decided so far are sent: one thread sends
+    /// them, in the order they were decided (crate::notifier), so the last decision is what
+    /// the kernel ends with.
     stored: Stored,
-    /// Bumped by every store decided for it: a store that finds another decided after it
-    /// (two opens at once) cannot know which text the kernel kept, and says Unknown.
-    seq: u64,
     /// The last rendered text and when, reused for [`RENDER_TTL`].
     rendered: Option<(Instant, Arc<Vec<u8>>)>,
 }
@@ -200,7 +194,6 @@ impl Container {
                 (0..Tree::get().nodes.len())
                     .map(|_| ViewState {
                         stored: stored.clone(),
-                        seq: 0,
                         rendered: None,
                     })
                     .collect(),
@@ -255,6 +248,15 @@ impl Container {
             v.rendered = Some((Instant::now(), t.clone()));
         }
         Ok(t)
+    }
+
+    /// After the notifier failed to send a store: the kernel's copy is not known (the next
+    /// open drops it and stores its own).
+    pub(crate) fn store_failed(&self, node: usize) {
+        let mut views = self.views.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = views.get_mut(node) {
+            v.stored = Stored::Unknown;
+        }
     }
 
     /// The container's users: its id range in VM ids, and VM root.
@@ -349,7 +351,7 @@ pub struct Shared {
     host: HostFiles,
     handles: Mutex<HashMap<u64, OpenFile>>,
     next_fh: AtomicU64,
-    notifier: OnceLock<fuser::Notifier>,
+    notifier: OnceLock<Queue>,
 }
 
 impl Shared {
@@ -390,9 +392,11 @@ impl Shared {
         (found, gone)
     }
 
-    /// The session's notifier (set once the session exists; see [`Views::open`]).
-    pub fn set_notifier(&self, n: fuser::Notifier) {
-        let _ = self.notifier.set(n);
+    /// The session's notifier (set once the session exists; see [`Views::open`]), handed to
+    /// the thread that sends notifications (crate::notifier). Without it opens use direct I/O.
+    pub fn set_notifier(&self, n: fuser::Notifier) -> std::io::Result<()> {
+        let _ = self.notifier.set(Queue::start(n)?);
+        Ok(())
     }
 
     pub fn registry(&self) -> &Registry {
@@ -601,6 +605,13 @@ fn cached(kind: Kind) -> bool {
 /// The FUSE side of [`Shared`].
 pub struct Views(pub Arc<Shared>);
 
+/// `o` to the notifier thread, or answered here without the page cache if it is gone.
+fn push(q: &Queue, o: Open) {
+    if let Err(o) = q.push(o) {
+        o.answer_without_cache();
+    }
+}
+
 fn split(ino: INodeNo) -> (u64, usize) {
     (ino.0 >> 8, (ino.0 & 0xff) as usize)
 }
@@ -642,63 +653,59 @@ fn root_attr() -> FileAttr {
 }
 
 impl Views {
-    /// Puts `text` in the kernel's page cache for the inode before the open is answered, so
-    /// the reads of this open (and sendfile, splice) are served by the kernel without another
-    /// round trip: one request (open) per read of a view instead of three (open, read, the
-    /// read that finds the end). False when the kernel did not take it; the open then uses
-    /// direct I/O.
+    /// Puts the open's text in the kernel's page cache for the inode before the open is
+    /// answered, so the reads of this open (and sendfile, splice) are served by the kernel
+    /// without another round trip: one request (open) per read of a view instead of three
+    /// (open, read, the read that finds the end). When the kernel does not take it, the open
+    /// uses direct I/O.
     ///
     /// A store only grows the inode's size. When the text is shorter than the one before, the
     /// kernel is told to drop the inode's pages and attributes instead: the reader's first
     /// read then asks for the size (getattr answers the new length) and the page (read
     /// answers from this open's text). When it is the text the kernel already holds, nothing
-    /// is sent. A text the server does not know the kernel's copy of ([`Stored::Unknown`]: a
-    /// server before put it there, a notification failed, or two opens stored at once) is
-    /// dropped and then stored, which also sets the size (a lookup may have said 0). The
-    /// cache is the inode's, and an inode is one file of one container, so
-    /// another container never sees it; two opens of one file at once may see each other's
-    /// text, both current.
-    fn store(&self, c: &Container, ino: INodeNo, node: usize, text: &Arc<Vec<u8>>) -> bool {
-        let Some(n) = self.0.notifier.get() else {
-            return false;
-        };
-        // Decided under the lock, sent without it: a notification waits for the kernel's
-        // page locks, and a reader holding one waits for a READ that another worker answers
-        // (`read` takes this lock when the handle is a server's before): holding the lock
-        // across the send could leave both waiting for each other.
-        let (seq, send) = {
+    /// is sent and the open is answered here. A text the server does not know the kernel's
+    /// copy of ([`Stored::Unknown`]: a server before put it there, or a notification failed)
+    /// is dropped and then stored, which also sets the size (a lookup may have said 0). The
+    /// cache is the inode's, and an inode is one file of one container, so another container
+    /// never sees it; two opens of one file at once may see each other's text, both current.
+    /// One that reads after the other's shorter text dropped the pages gets its own text cut
+    /// to the other's length (its READ is answered from its own text, the size is the other's):
+    /// not seen with texts that only grow, not excluded when one shrinks (runtime/README.md, *Not done yet*).
+    ///
+    /// The notifications are sent, and the open answered, by the notifier thread
+    /// (crate::notifier: a notification waits for page locks that only a worker's answer
+    /// releases).
+    fn store(&self, q: &Queue, mut o: Open) {
+        let c = o.c.clone();
+        let back = {
             let mut views = c.views.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(v) = views.get_mut(node) else {
-                return false;
+            let Some(v) = views.get_mut(o.node) else {
+                drop(views);
+                return push(q, o);
             };
-            let send = match &v.stored {
-                Stored::Text(t) if Arc::ptr_eq(t, text) || **t == **text => return true,
-                Stored::Text(t) if text.len() >= t.len() => Send::Store,
-                Stored::Text(_) => Send::Inval,
-                Stored::Nothing => Send::Store,
+            let notice = match &v.stored {
+                Stored::Text(t) if Arc::ptr_eq(t, &o.text) || **t == *o.text => {
+                    drop(views);
+                    return o.answer_cached();
+                }
+                Stored::Text(t) if o.text.len() >= t.len() => Notice::Store,
+                Stored::Text(_) => Notice::Inval,
+                Stored::Nothing => Notice::Store,
                 // Pages of a text this server did not store, and a size it does not know
                 // (0 if a lookup said so): dropped, then the text stored, which sets the size.
-                Stored::Unknown => Send::InvalStore,
+                Stored::Unknown => Notice::InvalStore,
             };
             // Set first: a getattr the invalidation causes must find the new length.
-            v.stored = Stored::Text(text.clone());
-            v.seq += 1;
-            (v.seq, send)
-        };
-        let sent = match send {
-            Send::Store => n.store(ino, 0, text),
-            Send::Inval => n.inval_inode(ino, 0, 0),
-            Send::InvalStore => n
-                .inval_inode(ino, 0, 0)
-                .and_then(|()| n.store(ino, 0, text)),
-        };
-        let mut views = c.views.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(v) = views.get_mut(node) {
-            if sent.is_err() || v.seq != seq {
-                v.stored = Stored::Unknown;
+            v.stored = Stored::Text(o.text.clone());
+            o.store = Some(notice);
+            // Queued under the lock (the queue never blocks): the stores of one file are sent
+            // in the order they were decided.
+            match q.push(o) {
+                Ok(()) => return,
+                Err(o) => o,
             }
-        }
-        sent.is_ok()
+        };
+        back.answer_without_cache();
     }
 
     /// The container and node of an inode the caller may read.
@@ -847,26 +854,32 @@ impl Filesystem for Views {
             Ok(t) => t,
             Err(e) => return reply.error(Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))),
         };
-        let flags = if cached(kind) && self.store(&c, ino, node, &text) {
-            FopenFlags::FOPEN_KEEP_CACHE
-        } else {
-            // sendfile and splice (busybox `cat`) read through the page cache up to the
-            // inode's size, which direct I/O and a size of 0 do not change. Storing the last
-            // byte makes the size at least the text's length; the page cache is dropped when
-            // the open is answered (no FOPEN_KEEP_CACHE), and the short read that refills it
-            // sets the size to exactly the text's length.
-            if let (Some(n), Some(last)) = (self.0.notifier.get(), text.len().checked_sub(1)) {
-                let _ = n.store(ino, last as u64, &text[last..]);
-            }
-            FopenFlags::FOPEN_DIRECT_IO
-        };
         let fh = self.0.next_fh.fetch_add(1, Ordering::Relaxed);
         self.0
             .handles
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(fh, (ino, text));
-        reply.opened(FileHandle(fh), flags | FopenFlags::FOPEN_NOFLUSH);
+            .insert(fh, (ino, text.clone()));
+        let Some(q) = self.0.notifier.get() else {
+            return reply.opened(
+                FileHandle(fh),
+                FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH,
+            );
+        };
+        let o = Open {
+            c,
+            ino,
+            node,
+            text,
+            fh,
+            store: None,
+            reply,
+        };
+        if cached(kind) {
+            self.store(q, o)
+        } else {
+            push(q, o)
+        }
     }
 
     fn read(

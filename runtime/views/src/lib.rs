@@ -22,6 +22,7 @@ pub mod connection;
 pub mod fs;
 pub mod held;
 pub mod knobs;
+pub mod notifier;
 pub mod registry;
 pub mod render;
 pub mod server;

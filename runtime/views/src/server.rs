@@ -103,7 +103,11 @@ pub fn serve(layout: &Layout, threads: usize) -> Result<(), Error> {
     if let Some(store) = &store {
         crate::connection::deposit(store, layout, &conn);
     }
-    shared.set_notifier(session.notifier());
+    // The thread that sends page-cache notifications (crate::notifier); a server without it
+    // would answer sendfile readers with the size a lookup gave, 0.
+    shared
+        .set_notifier(session.notifier())
+        .map_err(|e| Error::io(&mnt, e))?;
 
     let sock = layout.socket();
     let _ = std::fs::remove_file(&sock);

@@ -145,6 +145,30 @@ fn views(fx: &Fixture, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// `register` of container `id` (state in the fixture's `state/ID`) in cgroup `cg`.
+fn register(fx: &Fixture, id: &str, cg: &[String]) -> std::process::Output {
+    let state_root = fx.root.path().join("state");
+    let state_dir = state_root.join(id);
+    std::fs::create_dir_all(&state_dir).unwrap();
+    let mut args: Vec<&str> = vec![
+        "register",
+        "--state-root",
+        state_root.to_str().unwrap(),
+        "--id",
+        id,
+        "--state-dir",
+        state_dir.to_str().unwrap(),
+        "--uid",
+        "100000",
+        "--gid",
+        "100000",
+        "--range",
+        "65536",
+    ];
+    args.extend(cg.iter().map(String::as_str));
+    views(fx, &args)
+}
+
 #[test]
 fn register_serve_read_take_over_and_fail_closed() {
     if !eci_test_support::prerequisite(is_root(), "the views server mounts FUSE: root only") {
@@ -154,32 +178,9 @@ fn register_serve_read_take_over_and_fail_closed() {
         root: tempfile::tempdir().unwrap(),
         cgroups: Vec::new(),
     };
-    let state_dir = fx.root.path().join("state/c1");
-    std::fs::create_dir_all(&state_dir).unwrap();
     let name = format!("eci-views-test-{}", std::process::id());
     let cg = cgroup(&name, &mut fx);
-    let state_root = fx.root.path().join("state");
-    let mut args: Vec<String> = [
-        "register",
-        "--state-root",
-        state_root.to_str().unwrap(),
-        "--id",
-        "c1",
-        "--state-dir",
-        state_dir.to_str().unwrap(),
-        "--uid",
-        "100000",
-        "--gid",
-        "100000",
-        "--range",
-        "65536",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(cg);
-    let a: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = views(&fx, &a);
+    let out = register(&fx, "c1", &cg);
     assert!(
         out.status.success(),
         "{}",
@@ -224,13 +225,7 @@ fn register_serve_read_take_over_and_fail_closed() {
     let first = server_pid(fx.root.path()).expect("server answers");
     let store = store_pid(fx.root.path()).expect("the server started an fd store");
     kill_and_wait(first);
-    let state_dir2 = fx.root.path().join("state/c2");
-    std::fs::create_dir_all(&state_dir2).unwrap();
-    let mut args2 = args.clone();
-    args2[4] = "c2".into();
-    args2[6] = state_dir2.to_str().unwrap().into();
-    let a2: Vec<&str> = args2.iter().map(String::as_str).collect();
-    let out = views(&fx, &a2);
+    let out = register(&fx, "c2", &cg);
     assert!(
         out.status.success(),
         "{}",
@@ -319,6 +314,7 @@ fn register_serve_read_take_over_and_fail_closed() {
         "the store itself lives on"
     );
 
+    let state_root = fx.root.path().join("state");
     let state_root = state_root.to_str().unwrap();
     let out = views(
         &fx,
@@ -343,4 +339,103 @@ fn bad_arguments_say_what_is_wrong() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--state-root is missing"));
     let out = Command::new(BIN).arg("nonsense").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("usage:"));
+}
+
+/// Ends the FUSE connection mounted at `mnt` (fusectl's `abort`): a server stalled in the
+/// kernel cannot be killed, and its readers wait there until the connection ends. Its number is
+/// the mount's device minor, read from mountinfo (a stat would wait for the server too).
+fn abort_connection(mnt: &Path) {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let Some(minor) = info.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        (Path::new(f.get(4)?) == mnt).then(|| f[2].split_once(':').map(|d| d.1.to_string()))?
+    }) else {
+        return;
+    };
+    let ctl = Path::new("/sys/fs/fuse/connections");
+    if !ctl.join(&minor).exists() {
+        let _ = nix::mount::mount(
+            Some("fusectl"),
+            ctl,
+            Some("fusectl"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        );
+    }
+    let _ = std::fs::write(ctl.join(&minor).join("abort"), "1");
+}
+
+/// SPEC F1-F3, issue 10: a reader that drops a view's pages (`posix_fadvise(DONTNEED)`, as
+/// memory pressure does) makes its next read a READ request with the page locked until the
+/// server answers it. A page-cache notification for that file waits for the lock: sent by the
+/// FUSE worker that handles another open, it left no worker to answer the READ, and every
+/// view of every container stopped answering (one worker here; two by default only takes two
+/// such opens). Readers of one container's uptime, rendered at every open, each dropping its
+/// pages: they all finish.
+#[test]
+fn readers_dropping_pages_never_stall_the_server() {
+    if !eci_test_support::prerequisite(is_root(), "the views server mounts FUSE: root only") {
+        return;
+    }
+    let mut fx = Fixture {
+        root: tempfile::tempdir().unwrap(),
+        cgroups: Vec::new(),
+    };
+    // A server with one worker, started before `register` finds none and starts its own.
+    let mut server = Command::new(BIN)
+        .args(["serve", "--threads", "1"])
+        .env("ECI_VIEWS_ROOT", fx.root.path().join("views"))
+        .env("ECI_VIEWS_RENDER_MS", "0")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..500 {
+        if server_pid(fx.root.path()).is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(server_pid(fx.root.path()), Some(server.id() as i32));
+    let name = format!("eci-views-stall-{}", std::process::id());
+    let cg = cgroup(&name, &mut fx);
+    let out = register(&fx, "c1", &cg);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let uptime = PathBuf::from(text.lines().next().unwrap()).join("proc/uptime");
+
+    let (done, finished) = std::sync::mpsc::channel();
+    let readers = 4;
+    for _ in 0..readers {
+        let (path, done) = (uptime.clone(), done.clone());
+        std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(3);
+            let mut reads = 0u32;
+            while std::time::Instant::now() < until {
+                let mut f = std::fs::File::open(&path).unwrap();
+                // SAFETY: a plain advice call on a descriptor open for its duration.
+                unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut f, &mut s).unwrap();
+                assert!(s.ends_with('\n') && s.contains('.'), "{s:?}");
+                reads += 1;
+            }
+            let _ = done.send(reads);
+        });
+    }
+    for _ in 0..readers {
+        let Ok(reads) = finished.recv_timeout(std::time::Duration::from_secs(30)) else {
+            abort_connection(&fx.root.path().join("views/fs"));
+            panic!("a reader stalled: no worker answered its READ");
+        };
+        assert!(reads > 10, "only {reads} reads in 3 s");
+    }
+    let _ = server.kill();
+    let _ = server.wait();
 }

@@ -1,0 +1,129 @@
+//! The thread that sends the page-cache notifications of opens and then answers those opens.
+//!
+//! A notification (`FUSE_NOTIFY_STORE`, `FUSE_NOTIFY_INVAL_INODE`) is carried out in the
+//! sender's own write to /dev/fuse, and the kernel makes it wait for the file's page locks. A
+//! reader whose page is not in the cache (its first read after an invalidation, or after the
+//! kernel or the reader itself dropped it: `posix_fadvise(DONTNEED)`, memory pressure) holds
+//! that page's lock until the server answers its READ. Sent by the FUSE worker that handles an
+//! open, the notification left the worker waiting for a READ that only a worker can answer:
+//! with every worker in such a wait (one reader per worker was enough) every view of every
+//! container stopped answering, for good (runtime/views/tests/serve.rs reproduces it).
+//!
+//! So workers never send: an open that needs a notification is handed here with its reply
+//! and answered once the notification is done. The worker goes back to the queue at once and
+//! answers the READ the notification waits for. Opens that need no notification (the text the
+//! kernel already holds, the common case of a reader in a loop) are answered by the worker
+//! without a hand-off.
+
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use fuser::{FileHandle, FopenFlags, INodeNo, ReplyOpen};
+
+use crate::fs::Container;
+
+/// What an open's store sends the kernel (decided by `Views::store`).
+#[derive(Debug, Clone, Copy)]
+pub enum Notice {
+    /// The text, which also grows the inode's size to its length.
+    Store,
+    /// Drop the inode's pages and attributes (a shorter text: a store cannot shrink).
+    Inval,
+    /// Drop, then store: the kernel's copy is not known.
+    InvalStore,
+}
+
+/// An open waiting for its notifications.
+pub struct Open {
+    pub c: Arc<Container>,
+    pub ino: INodeNo,
+    pub node: usize,
+    pub text: Arc<Vec<u8>>,
+    pub fh: u64,
+    /// The store decided for a view served through the page cache; `None`: the open uses
+    /// direct I/O.
+    pub store: Option<Notice>,
+    pub reply: ReplyOpen,
+}
+
+impl Open {
+    /// The answer. `cached`: the kernel holds this open's text, so its reads are served from
+    /// the page cache; otherwise direct I/O, every read asks the server.
+    fn answer(self, cached: bool) {
+        let flags = if cached {
+            FopenFlags::FOPEN_KEEP_CACHE
+        } else {
+            FopenFlags::FOPEN_DIRECT_IO
+        };
+        self.reply
+            .opened(FileHandle(self.fh), flags | FopenFlags::FOPEN_NOFLUSH);
+    }
+
+    /// Answered by the worker: the kernel holds this very text already.
+    pub fn answer_cached(self) {
+        self.answer(true);
+    }
+
+    /// Answered without notifications (no notifier thread): direct I/O, and the view's copy in
+    /// the kernel is not known any more.
+    pub fn answer_without_cache(self) {
+        if self.store.is_some() {
+            self.c.store_failed(self.node);
+        }
+        self.answer(false);
+    }
+}
+
+/// The queue to the notifier thread.
+#[derive(Debug)]
+pub struct Queue(mpsc::Sender<Open>);
+
+impl Queue {
+    /// Starts the thread that sends through `n`.
+    pub fn start(n: fuser::Notifier) -> std::io::Result<Queue> {
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("eci-views-notify".into())
+            .spawn(move || run(&n, rx))?;
+        Ok(Queue(tx))
+    }
+
+    /// Hands `o` to the thread. Never blocks (callers hold a container's lock so that the
+    /// thread sends the stores of one file in the order they were decided); the open comes
+    /// back when the thread is gone.
+    pub fn push(&self, o: Open) -> Result<(), Open> {
+        self.0.send(o).map_err(|e| e.0)
+    }
+}
+
+fn run(n: &fuser::Notifier, rx: mpsc::Receiver<Open>) {
+    for o in rx {
+        let cached = match o.store {
+            Some(notice) => {
+                let sent = match notice {
+                    Notice::Store => n.store(o.ino, 0, &o.text),
+                    Notice::Inval => n.inval_inode(o.ino, 0, 0),
+                    Notice::InvalStore => n
+                        .inval_inode(o.ino, 0, 0)
+                        .and_then(|()| n.store(o.ino, 0, &o.text)),
+                };
+                if sent.is_err() {
+                    o.c.store_failed(o.node);
+                }
+                sent.is_ok()
+            }
+            None => false,
+        };
+        if !cached {
+            // sendfile and splice (busybox `cat`) read through the page cache up to the
+            // inode's size, which direct I/O and a size of 0 do not change. Storing the last
+            // byte makes the size at least the text's length; the page cache is dropped when
+            // the open is answered (no FOPEN_KEEP_CACHE), and the short read that refills it
+            // sets the size to exactly the text's length.
+            if let Some(last) = o.text.len().checked_sub(1) {
+                let _ = n.store(o.ino, last as u64, &o.text[last..]);
+            }
+        }
+        o.answer(cached);
+    }
+}
