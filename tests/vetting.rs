@@ -73,8 +73,33 @@ fn privileged_sh_in(e: &RuncEngine, image: &str, script: &str) -> String {
     ])
 }
 
+/// `sh -c SCRIPT` in `image` under plain runc with the mount powers `--privileged` would give
+/// (`Setup::PlainRuncSysAdmin`, module docs), without a network; `extra` flags before the
+/// image. Its stdout.
+fn plain_sh(e: &RuncEngine, extra: &[&str], image: &str, script: &str) -> String {
+    let mut args: Vec<String> = ["run", "--rm", "--network", "none"]
+        .map(String::from)
+        .to_vec();
+    args.extend(Setup::PlainRuncSysAdmin.flags());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.extend([image, "sh", "-c", script].map(String::from));
+    e.ok(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
 /// images/util-linux.yaml's root filesystem in the test engine.
 const UTIL_LINUX_IMAGE: &str = "eci-util-linux:test";
+
+/// Every line of `wants` is in `out` (an eci container's output), else a panic with the output
+/// and the supervisor's log.
+fn has_all(out: &str, wants: &[&str], sup: &TestSupervisor) {
+    for want in wants {
+        assert!(
+            has(out, want),
+            "missing {want} under eci:\n{out}\nsupervisor:\n{}",
+            sup.log()
+        );
+    }
+}
 
 fn has(out: &str, line: &str) -> bool {
     out.lines().any(|l| l == line)
@@ -103,24 +128,7 @@ fn own_mounts_work_and_attacks_are_refused(
     first: &str,
 ) -> String {
     if e.plain_runc_baseline() {
-        let plain = e.ok(&[
-            "run",
-            "--rm",
-            "--runtime",
-            PLAIN_RUNC,
-            "--network",
-            "none",
-            "--cap-add",
-            "SYS_ADMIN",
-            "--security-opt",
-            "seccomp=unconfined",
-            "--security-opt",
-            "apparmor=unconfined",
-            image,
-            "sh",
-            "-c",
-            &format!("{first} {ATTACKS}"),
-        ]);
+        let plain = plain_sh(e, &[], image, &format!("{first} {ATTACKS}"));
         for attack in ["debugfs", "mask-umount", "procsys-rw", "proc-umount"] {
             assert!(
                 has(&plain, &format!("{attack}-ok")),
@@ -288,24 +296,7 @@ fn covers_and_recursive_copies_keep_the_masks() {
         return;
     };
     if e.plain_runc_baseline() {
-        let plain = e.ok(&[
-            "run",
-            "--rm",
-            "--runtime",
-            PLAIN_RUNC,
-            "--network",
-            "none",
-            "--cap-add",
-            "SYS_ADMIN",
-            "--security-opt",
-            "seccomp=unconfined",
-            "--security-opt",
-            "apparmor=unconfined",
-            IMAGE,
-            "sh",
-            "-c",
-            COVERS,
-        ]);
+        let plain = plain_sh(&e, &[], IMAGE, COVERS);
         for attack in ["copy-umount", "bind-procsys", "bind-rw"] {
             assert!(
                 has(&plain, &format!("{attack}-ok")),
@@ -315,23 +306,21 @@ fn covers_and_recursive_copies_keep_the_masks() {
     }
 
     let eci = privileged_sh(&e, COVERS);
-    for want in [
-        "cover-tmpfs-ok",
-        "cover-umount-ok",
-        "firmware-mask-kept",
-        "cover-bind-ok",
-        "cover-bind-shows-hostname",
-        "rbind-proc-ok",
-        "rbind-self-ok",
-        "bind-ro-ok",
-        "proc-now-ro",
-    ] {
-        assert!(
-            has(&eci, want),
-            "missing {want} under eci:\n{eci}\nsupervisor:\n{}",
-            sup.log()
-        );
-    }
+    has_all(
+        &eci,
+        &[
+            "cover-tmpfs-ok",
+            "cover-umount-ok",
+            "firmware-mask-kept",
+            "cover-bind-ok",
+            "cover-bind-shows-hostname",
+            "rbind-proc-ok",
+            "rbind-self-ok",
+            "bind-ro-ok",
+            "proc-now-ro",
+        ],
+        &sup,
+    );
     for attack in ["copy-umount", "copy-lazy-umount", "bind-procsys", "bind-rw"] {
         assert!(
             refused_eperm(&eci, attack),
@@ -534,24 +523,7 @@ fn a_new_proc_gets_the_masks_of_the_first() {
         mkdir -p /tmp/pp; mount --bind /tmp/p /tmp/pp 2>/tmp/e && echo bind-ok || echo \"bind-refused: $(cat /tmp/e)\"; \
         umount -l /tmp/p && echo umount-new-proc-ok";
     if e.plain_runc_baseline() {
-        let plain = e.ok(&[
-            "run",
-            "--rm",
-            "--runtime",
-            PLAIN_RUNC,
-            "--network",
-            "none",
-            "--cap-add",
-            "SYS_ADMIN",
-            "--security-opt",
-            "seccomp=unconfined",
-            "--security-opt",
-            "apparmor=unconfined",
-            IMAGE,
-            "sh",
-            "-c",
-            script,
-        ]);
+        let plain = plain_sh(&e, &[], IMAGE, script);
         assert!(
             has(&plain, "proc-ok") && has(&plain, "mask-revealed"),
             "plain runc baseline:\n{plain}"
@@ -559,18 +531,16 @@ fn a_new_proc_gets_the_masks_of_the_first() {
     }
 
     let eci = privileged_sh(&e, script);
-    for want in [
-        "proc-ok",
-        "same-pid-namespace",
-        "mask-kept",
-        "umount-new-proc-ok",
-    ] {
-        assert!(
-            has(&eci, want),
-            "missing {want} under eci:\n{eci}\nsupervisor:\n{}",
-            sup.log()
-        );
-    }
+    has_all(
+        &eci,
+        &[
+            "proc-ok",
+            "same-pid-namespace",
+            "mask-kept",
+            "umount-new-proc-ok",
+        ],
+        &sup,
+    );
     for attack in ["mask-umount", "bind"] {
         assert!(
             refused_eperm(&eci, attack),
@@ -650,24 +620,7 @@ fn a_new_sysfs_gets_the_masks_of_the_first() {
         umount /tmp/s/firmware 2>/tmp/e && echo mask-umount-ok || echo \"mask-umount-refused: $(cat /tmp/e)\"; \
         umount -l /tmp/s && echo umount-new-sysfs-ok";
     if e.plain_runc_baseline() {
-        let plain = e.ok(&[
-            "run",
-            "--rm",
-            "--runtime",
-            PLAIN_RUNC,
-            "--network",
-            "none",
-            "--cap-add",
-            "SYS_ADMIN",
-            "--security-opt",
-            "seccomp=unconfined",
-            "--security-opt",
-            "apparmor=unconfined",
-            IMAGE,
-            "sh",
-            "-c",
-            script,
-        ]);
+        let plain = plain_sh(&e, &[], IMAGE, script);
         assert!(
             has(&plain, "sysfs-ok") && has(&plain, "firmware-revealed"),
             "plain runc baseline:\n{plain}"
@@ -675,18 +628,16 @@ fn a_new_sysfs_gets_the_masks_of_the_first() {
     }
 
     let eci = privileged_sh(&e, script);
-    for want in [
-        "sysfs-ok",
-        "own-network",
-        "firmware-kept",
-        "umount-new-sysfs-ok",
-    ] {
-        assert!(
-            has(&eci, want),
-            "missing {want} under eci:\n{eci}\nsupervisor:\n{}",
-            sup.log()
-        );
-    }
+    has_all(
+        &eci,
+        &[
+            "sysfs-ok",
+            "own-network",
+            "firmware-kept",
+            "umount-new-sysfs-ok",
+        ],
+        &sup,
+    );
     assert!(refused_eperm(&eci, "mask-umount"), "{eci}");
 }
 
@@ -706,26 +657,7 @@ fn a_new_proc_and_sysfs_show_the_views_of_the_first() {
          echo mem-new=$({mem} /tmp/p/meminfo)"
     );
     if e.plain_runc_baseline() {
-        let plain = e.ok(&[
-            "run",
-            "--rm",
-            "--runtime",
-            PLAIN_RUNC,
-            "--network",
-            "none",
-            "-m",
-            "64m",
-            "--cap-add",
-            "SYS_ADMIN",
-            "--security-opt",
-            "seccomp=unconfined",
-            "--security-opt",
-            "apparmor=unconfined",
-            IMAGE,
-            "sh",
-            "-c",
-            &baseline,
-        ]);
+        let plain = plain_sh(&e, &["-m", "64m"], IMAGE, &baseline);
         assert!(
             has(&plain, "proc-ok") && !has(&plain, "mem-new=65536"),
             "plain runc baseline:\n{plain}"
@@ -759,23 +691,21 @@ fn a_new_proc_and_sysfs_show_the_views_of_the_first() {
         "-c",
         &script,
     ]);
-    for want in [
-        "proc-ok",
-        "mem-new=65536",
-        "mem-first=65536",
-        "same-boot-id",
-        "container-uptime",
-        "knob-write-ok",
-        "same-knob",
-        "sysfs-ok",
-        "same-dmi",
-    ] {
-        assert!(
-            has(&eci, want),
-            "missing {want} under eci:\n{eci}\nsupervisor:\n{}",
-            sup.log()
-        );
-    }
+    has_all(
+        &eci,
+        &[
+            "proc-ok",
+            "mem-new=65536",
+            "mem-first=65536",
+            "same-boot-id",
+            "container-uptime",
+            "knob-write-ok",
+            "same-knob",
+            "sysfs-ok",
+            "same-dmi",
+        ],
+        &sup,
+    );
     assert!(refused_eperm(&eci, "view-umount"), "{eci}");
 }
 
@@ -822,26 +752,7 @@ fn the_new_mount_api_is_answered_with_enosys() {
     let bind = format!("{}:ro", e.share_bind("/s"));
     let script = "/s/probe/probe fsopen; /s/probe/probe open_tree";
     if e.plain_runc_baseline() {
-        let plain = e.ok(&[
-            "run",
-            "--rm",
-            "--runtime",
-            PLAIN_RUNC,
-            "--cap-add",
-            "SYS_ADMIN",
-            "--security-opt",
-            "seccomp=unconfined",
-            "--security-opt",
-            "apparmor=unconfined",
-            "--network",
-            "none",
-            "-v",
-            &bind,
-            IMAGE,
-            "sh",
-            "-c",
-            script,
-        ]);
+        let plain = plain_sh(&e, &["-v", &bind], IMAGE, script);
         assert!(has(&plain, "fsopen ok"), "plain runc baseline:\n{plain}");
     }
     let eci = e.ok(&[

@@ -317,16 +317,23 @@ pub fn socket_for(own_socket: &Path) -> std::path::PathBuf {
     own_socket.with_file_name(SOCKET_NAME)
 }
 
-/// A connection to the store at `path`; when none answers, `program args...` is started to
-/// serve it (in a process group of its own, so killing the caller leaves it) and waited for
-/// up to 3 s. `None`: no store (the caller says what a restart then loses).
-pub fn connect_or_start(path: &Path, program: &Path, args: &[&std::ffi::OsStr]) -> Option<Client> {
+/// The command line that serves a store of its own at a socket: `PROGRAM fd-store --socket
+/// PATH`, which eci-supervisor and eci-views both answer with [`serve_alone`].
+pub const SERVE_ALONE_COMMAND: &str = "fd-store";
+
+/// A connection to the store at `path`; when none answers, this very program is started as
+/// `fd-store --socket PATH` ([`SERVE_ALONE_COMMAND`]) to serve it (in a process group of its
+/// own, so killing the caller leaves it) and waited for up to 3 s. `None`: no store (the
+/// caller says what a restart then loses).
+pub fn connect_or_start(path: &Path) -> Option<Client> {
     use std::os::unix::process::CommandExt;
     if let Ok(c) = Client::connect(path) {
         return Some(c);
     }
-    let mut child = std::process::Command::new(program)
-        .args(args)
+    let mut child = std::process::Command::new("/proc/self/exe")
+        .arg(SERVE_ALONE_COMMAND)
+        .arg("--socket")
+        .arg(path)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .current_dir("/")

@@ -22,15 +22,17 @@ fn main() {
                 std::process::exit(1);
             }
         }
-        Some("fd-store") => match (args.get(1).map(String::as_str), args.get(2)) {
-            (Some("--socket"), Some(p)) => {
-                if let Err(e) = fd_store(std::path::Path::new(p)) {
-                    eprintln!("eci-supervisor fd-store: {e}");
-                    std::process::exit(1);
+        Some(eci_init::fd_store::SERVE_ALONE_COMMAND) => {
+            match (args.get(1).map(String::as_str), args.get(2)) {
+                (Some("--socket"), Some(p)) => {
+                    if let Err(e) = fd_store(std::path::Path::new(p)) {
+                        eprintln!("eci-supervisor fd-store: {e}");
+                        std::process::exit(1);
+                    }
                 }
+                _ => usage(),
             }
-            _ => usage(),
-        },
+        }
         _ => usage(),
     }
 }

@@ -23,7 +23,6 @@
 //! remount; nothing it could not change before becomes changeable.
 
 use std::collections::{BTreeMap, HashSet};
-use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -67,12 +66,7 @@ static STORE: OnceLock<Option<(Client, String)>> = OnceLock::new();
 /// supervisor still vets; only a restart would lose the containers.
 pub fn connect(supervisor_socket: &Path) {
     let path = fd_store::socket_for(supervisor_socket);
-    let args = [
-        OsStr::new("fd-store"),
-        OsStr::new("--socket"),
-        path.as_os_str(),
-    ];
-    let client = fd_store::connect_or_start(&path, Path::new("/proc/self/exe"), &args);
+    let client = fd_store::connect_or_start(&path);
     if client.is_none() {
         eprintln!(
             "eci-supervisor: no fd store answers at {}: a restart of this supervisor will leave the running containers' mount calls failing",

@@ -29,7 +29,7 @@ fn main() -> ExitCode {
         Some("serve") => serve(&layout, &args[1..]),
         Some("register") => register(&layout, &args[1..]),
         Some("unregister") => unregister(&layout, &args[1..]),
-        Some("fd-store") => fd_store(&args[1..]),
+        Some(eci_init::fd_store::SERVE_ALONE_COMMAND) => fd_store(&args[1..]),
         Some("-h" | "--help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

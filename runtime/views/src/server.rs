@@ -9,7 +9,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,13 +46,7 @@ pub fn serve(layout: &Layout, threads: usize) -> Result<(), Error> {
     let mnt = layout.mount();
     // The store first: a store this server starts is not a child that sees the FUSE device.
     let store_path = eci_init::fd_store::socket_for(&layout.socket());
-    let args = [
-        std::ffi::OsStr::new("fd-store"),
-        std::ffi::OsStr::new("--socket"),
-        store_path.as_os_str(),
-    ];
-    let mut store =
-        eci_init::fd_store::connect_or_start(&store_path, Path::new("/proc/self/exe"), &args);
+    let mut store = eci_init::fd_store::connect_or_start(&store_path);
     if store.is_none() {
         eprintln!(
             "eci-views: no fd store answers at {}: if this server dies, the running containers' views fail (ENOTCONN) until they are recreated",

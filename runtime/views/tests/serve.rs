@@ -145,7 +145,8 @@ fn views(fx: &Fixture, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-/// `register` of container `id` (state in the fixture's `state/ID`) in cgroup `cg`.
+/// `register` of container `id` (state in the fixture's `state/ID`) in cgroup `cg`, which
+/// must succeed.
 fn register(fx: &Fixture, id: &str, cg: &[String]) -> std::process::Output {
     let state_root = fx.root.path().join("state");
     let state_dir = state_root.join(id);
@@ -166,7 +167,13 @@ fn register(fx: &Fixture, id: &str, cg: &[String]) -> std::process::Output {
         "65536",
     ];
     args.extend(cg.iter().map(String::as_str));
-    views(fx, &args)
+    let out = views(fx, &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 #[test]
@@ -181,11 +188,6 @@ fn register_serve_read_take_over_and_fail_closed() {
     let name = format!("eci-views-test-{}", std::process::id());
     let cg = cgroup(&name, &mut fx);
     let out = register(&fx, "c1", &cg);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let text = String::from_utf8(out.stdout).unwrap();
     let folder = PathBuf::from(text.lines().next().unwrap());
     assert!(
@@ -226,11 +228,6 @@ fn register_serve_read_take_over_and_fail_closed() {
     let store = store_pid(fx.root.path()).expect("the server started an fd store");
     kill_and_wait(first);
     let out = register(&fx, "c2", &cg);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let second = server_pid(fx.root.path()).expect("a new server answers");
     assert_ne!(second, first);
     // The new server's first open (another container's file) never shares a handle number
@@ -401,11 +398,6 @@ fn readers_dropping_pages_never_stall_the_server() {
     let name = format!("eci-views-stall-{}", std::process::id());
     let cg = cgroup(&name, &mut fx);
     let out = register(&fx, "c1", &cg);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let text = String::from_utf8(out.stdout).unwrap();
     let uptime = PathBuf::from(text.lines().next().unwrap()).join("proc/uptime");
 
