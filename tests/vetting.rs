@@ -668,7 +668,7 @@ fn a_new_proc_and_sysfs_show_the_views_of_the_first() {
     let script = format!(
         "{baseline}; echo mem-first=$({mem} /proc/meminfo); \
          [ \"$(cat /tmp/p/sys/kernel/random/boot_id)\" = \"$(cat /proc/sys/kernel/random/boot_id)\" ] && echo same-boot-id; \
-         a=$(cut -d. -f1 /proc/uptime); b=$(cut -d. -f1 /tmp/p/uptime); [ $((b - a)) -le 1 ] && [ $a -lt 600 ] && echo container-uptime; \
+         a=$(cut -d. -f1 /proc/uptime); b=$(cut -d. -f1 /tmp/p/uptime); [ $((b - a)) -ge 0 ] && [ $((b - a)) -le 1 ] && [ $a -lt 600 ] && echo container-uptime; \
          v=$(cat {knob}); n=2; [ \"$v\" = 2 ] && n=1; \
          echo $n > {new_knob} 2>/tmp/e && echo knob-write-ok || echo \"knob-write-refused: $(cat /tmp/e)\"; \
          [ \"$(cat {knob})\" = $n ] && [ \"$(cat {new_knob})\" = $n ] && echo same-knob; \

@@ -62,13 +62,18 @@ pub fn proc_plan(
             // empty folder there, as it shows nothing of the cgroups either.
             _ => continue,
         };
-        let how = OpenHow::new()
-            .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
-            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-        let read_only = openat2(root, m.mount_point.as_str(), how)
-            .ok()
-            .and_then(|fd| nix::sys::statvfs::fstatvfs(&fd).ok())
-            .is_none_or(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
+        // A view keeps its own read-only flag (a clone of one mount copies it); asking a FUSE
+        // mount's statvfs would send the views server a request, and wait for a server that
+        // is being restarted.
+        let read_only = !matches!(kind, MaskKind::View { .. }) && {
+            let how = OpenHow::new()
+                .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+                .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+            openat2(root, m.mount_point.as_str(), how)
+                .ok()
+                .and_then(|fd| nix::sys::statvfs::fstatvfs(&fd).ok())
+                .is_none_or(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+        };
         plan.push(MaskStep {
             rel: rel.to_string(),
             kind,
@@ -85,10 +90,12 @@ fn below(tree: BorrowedFd<'_>, rel: &str) -> io::Result<OwnedFd> {
     Ok(openat2(tree, rel, how)?)
 }
 
-/// The mount and network namespaces of a container's init, kept for its helper's requests.
+/// The mount and network namespaces of a container's init, and its root (the place the plan's
+/// paths are relative to), kept for its helper's requests.
 pub struct ContainerNamespaces {
     pub mnt: OwnedFd,
     pub net: OwnedFd,
+    pub root: OwnedFd,
 }
 
 /// A detached proc (or sysfs) for the caller's namespace `ns` with `plan`'s masks on it, built
@@ -144,8 +151,8 @@ fn in_container_mounts<T>(
 
 /// Clones of the views `plan` lists (`MaskKind::View`), by the plan's index, taken in the
 /// container's mount namespace: before Linux 6.15 the kernel clones only mounts of the caller's
-/// own namespace. The path resolves in the container's root (its namespace's root, which
-/// setns gives this thread) without symlinks; what it reaches must be the root of a mount of
+/// own namespace. The path resolves in the init's root without symlinks; what it reaches must
+/// be the root of a mount of
 /// the views' filesystem, else the new proc is refused rather than made without a view (it
 /// would show the VM's file). Nothing here asks the views server (`sys::statx` takes the
 /// cached attributes), so a server being restarted does not hold the request.
@@ -159,11 +166,6 @@ fn clone_views(own: &ContainerNamespaces, plan: &[MaskStep]) -> io::Result<Vec<O
         // VM's namespace the path reaches the VM's file beside it. The caller goes on in a
         // container's network namespace anyway (the proc in its own, a sysfs in the caller's).
         nix::sched::setns(own.net.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)?;
-        let root = nix::fcntl::open(
-            "/",
-            OFlag::O_PATH | OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )?;
         let how = OpenHow::new()
             .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
             .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_SYMLINKS);
@@ -178,7 +180,7 @@ fn clone_views(own: &ContainerNamespaces, plan: &[MaskStep]) -> io::Result<Vec<O
                         format!("the view at {path}: {why}"),
                     )
                 };
-                let fd = openat2(root.as_fd(), path.as_str(), how)
+                let fd = openat2(own.root.as_fd(), path.as_str(), how)
                     .map_err(|e| refused(e.to_string()))?;
                 let f = sys::statx(fd.as_fd())?;
                 if f.dev != *dev || !f.mount_root {

@@ -373,6 +373,10 @@ fn make_container(
     let own = crate::powers::ContainerNamespaces {
         mnt: own_mnt.expect("opened above"),
         net: own_net.expect("opened above"),
+        root: root
+            .try_clone()
+            .map(OwnedFd::from)
+            .map_err(|e| format!("copy the root of container {id}: {e}"))?,
     };
     // The helper's channel for what needs the supervisor's powers (a masked new proc).
     let (powers, theirs) = crate::sys::channel().map_err(|e| format!("socketpair: {e}"))?;
