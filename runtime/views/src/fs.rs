@@ -59,12 +59,21 @@ enum Stored {
 }
 
 /// The server's side of one view file of one container.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct ViewState {
     /// What the kernel holds once the notifications decided so far are sent: one thread sends
     /// them, in the order they were decided (crate::notifier), so the last decision is what
     /// the kernel ends with.
     stored: Stored,
+    /// Notifications queued for this view and not sent yet: an open of the decided text is
+    /// answered only after them ([`Notice::Follow`]).
+    pending: u32,
+    /// The last notification sent for this view went through.
+    last_sent: bool,
+    /// The size getattr answers: the length the kernel has or is being told (set before an
+    /// invalidation is sent, after a store went through), not that of a text whose store
+    /// still waits in the queue; 0 while the kernel's copy is not known.
+    size: u64,
     /// The last rendered text and when, reused for [`RENDER_TTL`].
     rendered: Option<(Instant, Arc<Vec<u8>>)>,
 }
@@ -194,6 +203,9 @@ impl Container {
                 (0..Tree::get().nodes.len())
                     .map(|_| ViewState {
                         stored: stored.clone(),
+                        pending: 0,
+                        last_sent: true,
+                        size: 0,
                         rendered: None,
                     })
                     .collect(),
@@ -220,10 +232,7 @@ impl Container {
             return 0;
         }
         let v = self.views.lock().unwrap_or_else(|e| e.into_inner());
-        match v.get(node).map(|v| &v.stored) {
-            Some(Stored::Text(t)) => t.len() as u64,
-            _ => 0,
-        }
+        v.get(node).map_or(0, |v| v.size)
     }
 
     /// The text of a view for an open: the one rendered less than [`RENDER_TTL`] ago, else a
@@ -250,13 +259,44 @@ impl Container {
         Ok(t)
     }
 
-    /// After the notifier failed to send a store: the kernel's copy is not known (the next
-    /// open drops it and stores its own).
-    pub(crate) fn store_failed(&self, node: usize) {
+    /// Before the notifier sends `notice` for `node` with a text of `len` bytes: what to send.
+    /// After a failed notification a store is sent as drop-and-store (the kernel may hold a
+    /// longer text than the one the store was decided against); an invalidation's length is
+    /// set first, for the getattr it causes.
+    pub(crate) fn before_send(&self, node: usize, notice: Notice, len: usize) -> Notice {
         let mut views = self.views.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(v) = views.get_mut(node) {
-            v.stored = Stored::Unknown;
+        let Some(v) = views.get_mut(node) else {
+            return notice;
+        };
+        let notice = match notice {
+            Notice::Store if !v.last_sent => Notice::InvalStore,
+            n => n,
+        };
+        if matches!(notice, Notice::Inval | Notice::InvalStore) {
+            v.size = len as u64;
         }
+        notice
+    }
+
+    /// After the notifier sent (or, for [`Notice::Follow`], did not need to send) `notice`:
+    /// whether the kernel holds the open's text. A failure leaves the kernel's copy unknown
+    /// (the next open drops it and stores its own).
+    pub(crate) fn after_send(&self, node: usize, notice: Notice, sent: bool, len: usize) -> bool {
+        let mut views = self.views.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(v) = views.get_mut(node) else {
+            return false;
+        };
+        v.pending = v.pending.saturating_sub(1);
+        if notice == Notice::Follow {
+            return v.last_sent;
+        }
+        v.last_sent = sent;
+        if !sent {
+            v.stored = Stored::Unknown;
+        } else if notice == Notice::Store {
+            v.size = len as u64;
+        }
+        sent
     }
 
     /// The container's users: its id range in VM ids, and VM root.
@@ -684,6 +724,11 @@ impl Views {
                 return push(q, o);
             };
             let notice = match &v.stored {
+                // The text the kernel holds, or will once the queued notifications are sent:
+                // answered after them.
+                Stored::Text(t) if (Arc::ptr_eq(t, &o.text) || **t == *o.text) && v.pending > 0 => {
+                    Notice::Follow
+                }
                 Stored::Text(t) if Arc::ptr_eq(t, &o.text) || **t == *o.text => {
                     drop(views);
                     return o.answer_cached();
@@ -695,8 +740,8 @@ impl Views {
                 // (0 if a lookup said so): dropped, then the text stored, which sets the size.
                 Stored::Unknown => Notice::InvalStore,
             };
-            // Set first: a getattr the invalidation causes must find the new length.
             v.stored = Stored::Text(o.text.clone());
+            v.pending += 1;
             o.store = Some(notice);
             // Queued under the lock (the queue never blocks): the stores of one file are sent
             // in the order they were decided.

@@ -23,7 +23,7 @@ use fuser::{FileHandle, FopenFlags, INodeNo, ReplyOpen};
 use crate::fs::Container;
 
 /// What an open's store sends the kernel (decided by `Views::store`).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Notice {
     /// The text, which also grows the inode's size to its length.
     Store,
@@ -31,6 +31,9 @@ pub enum Notice {
     Inval,
     /// Drop, then store: the kernel's copy is not known.
     InvalStore,
+    /// Nothing: the text is the one the notifications queued before it put there; answered
+    /// after them, and cached only if they went through.
+    Follow,
 }
 
 /// An open waiting for its notifications.
@@ -67,8 +70,8 @@ impl Open {
     /// Answered without notifications (no notifier thread): direct I/O, and the view's copy in
     /// the kernel is not known any more.
     pub fn answer_without_cache(self) {
-        if self.store.is_some() {
-            self.c.store_failed(self.node);
+        if let Some(notice) = self.store {
+            self.c.after_send(self.node, notice, false, self.text.len());
         }
         self.answer(false);
     }
@@ -100,17 +103,16 @@ fn run(n: &fuser::Notifier, rx: mpsc::Receiver<Open>) {
     for o in rx {
         let cached = match o.store {
             Some(notice) => {
+                let notice = o.c.before_send(o.node, notice, o.text.len());
                 let sent = match notice {
                     Notice::Store => n.store(o.ino, 0, &o.text),
                     Notice::Inval => n.inval_inode(o.ino, 0, 0),
                     Notice::InvalStore => n
                         .inval_inode(o.ino, 0, 0)
                         .and_then(|()| n.store(o.ino, 0, &o.text)),
+                    Notice::Follow => Ok(()),
                 };
-                if sent.is_err() {
-                    o.c.store_failed(o.node);
-                }
-                sent.is_ok()
+                o.c.after_send(o.node, notice, sent.is_ok(), o.text.len())
             }
             None => false,
         };
