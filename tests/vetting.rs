@@ -73,9 +73,9 @@ fn privileged_sh_in(e: &RuncEngine, image: &str, script: &str) -> String {
     ])
 }
 
-/// `sh -c SCRIPT` in `image` under plain runc with the mount powers `--privileged` would give
-/// (`Setup::PlainRuncSysAdmin`, module docs), without a network; `extra` flags before the
-/// image. Its stdout.
+/// `sh -c SCRIPT` in `image` under plain runc with CAP_SYS_ADMIN and no seccomp or AppArmor
+/// profile (`Setup::PlainRuncSysAdmin`: this machine's stand-in for `--privileged`, module
+/// docs), without a network; `extra` flags before the image. Its stdout.
 fn plain_sh(e: &RuncEngine, extra: &[&str], image: &str, script: &str) -> String {
     let mut args: Vec<String> = ["run", "--rm", "--network", "none"]
         .map(String::from)

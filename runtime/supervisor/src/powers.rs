@@ -152,9 +152,8 @@ fn in_container_mounts<T>(
 /// Clones of the views `plan` lists (`MaskKind::View`), by the plan's index, taken in the
 /// container's mount namespace: before Linux 6.15 the kernel clones only mounts of the caller's
 /// own namespace. The path resolves in the init's root without symlinks; what it reaches must
-/// be the root of a mount of
-/// the views' filesystem, else the new proc is refused rather than made without a view (it
-/// would show the VM's file). Nothing here asks the views server (`sys::statx` takes the
+/// be the root of a mount of the views' filesystem, else the new proc is refused rather than
+/// made without a view (it would show the VM's file). Nothing here asks the views server (`sys::statx` takes the
 /// cached attributes), so a server being restarted does not hold the request.
 fn clone_views(own: &ContainerNamespaces, plan: &[MaskStep]) -> io::Result<Vec<Option<OwnedFd>>> {
     if !plan.iter().any(|s| matches!(s.kind, MaskKind::View { .. })) {

@@ -65,14 +65,16 @@ struct ViewState {
     /// them, in the order they were decided (crate::notifier), so the last decision is what
     /// the kernel ends with.
     stored: Stored,
-    /// Notifications queued for this view and not sent yet: an open of the decided text is
-    /// answered only after them ([`Notice::Follow`]).
+    /// Notifications queued for this view and not sent yet (stores and invalidations, not
+    /// [`Notice::Follow`]s): an open of the decided text is answered only after them.
     pending: u32,
     /// The last notification sent for this view went through.
     last_sent: bool,
-    /// The size getattr answers: the length the kernel has or is being told (set before an
-    /// invalidation is sent, after a store went through), not that of a text whose store
-    /// still waits in the queue; 0 while the kernel's copy is not known.
+    /// The size getattr answers: the length the kernel has or is being told (set just before
+    /// a notification is sent), not that of a text whose store still waits in the queue.
+    /// Set before, not after: a getattr answered between a store and the update would give
+    /// the old length, which the kernel takes as a truncation of the new text. 0 until the
+    /// first store, and after a restart (the kernel's copy is not known).
     size: u64,
     /// The last rendered text and when, reused for [`RENDER_TTL`].
     rendered: Option<(Instant, Arc<Vec<u8>>)>,
@@ -272,29 +274,39 @@ impl Container {
             Notice::Store if !v.last_sent => Notice::InvalStore,
             n => n,
         };
-        if matches!(notice, Notice::Inval | Notice::InvalStore) {
-            v.size = len as u64;
+        match notice {
+            Notice::Inval | Notice::InvalStore => v.size = len as u64,
+            // A store only grows the kernel's size.
+            Notice::Store => v.size = v.size.max(len as u64),
+            Notice::Follow => {}
         }
         notice
+    }
+
+    /// After a store of a text's last byte went through (an open on direct I/O): the kernel's
+    /// size is at least `len`, which getattr must not take back.
+    pub(crate) fn grew_to(&self, node: usize, len: usize) {
+        let mut views = self.views.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = views.get_mut(node) {
+            v.size = v.size.max(len as u64);
+        }
     }
 
     /// After the notifier sent (or, for [`Notice::Follow`], did not need to send) `notice`:
     /// whether the kernel holds the open's text. A failure leaves the kernel's copy unknown
     /// (the next open drops it and stores its own).
-    pub(crate) fn after_send(&self, node: usize, notice: Notice, sent: bool, len: usize) -> bool {
+    pub(crate) fn after_send(&self, node: usize, notice: Notice, sent: bool) -> bool {
         let mut views = self.views.lock().unwrap_or_else(|e| e.into_inner());
         let Some(v) = views.get_mut(node) else {
             return false;
         };
-        v.pending = v.pending.saturating_sub(1);
         if notice == Notice::Follow {
             return v.last_sent;
         }
+        v.pending = v.pending.saturating_sub(1);
         v.last_sent = sent;
         if !sent {
             v.stored = Stored::Unknown;
-        } else if notice == Notice::Store {
-            v.size = len as u64;
         }
         sent
     }
@@ -741,7 +753,9 @@ impl Views {
                 Stored::Unknown => Notice::InvalStore,
             };
             v.stored = Stored::Text(o.text.clone());
-            v.pending += 1;
+            if notice != Notice::Follow {
+                v.pending += 1;
+            }
             o.store = Some(notice);
             // Queued under the lock (the queue never blocks): the stores of one file are sent
             // in the order they were decided.

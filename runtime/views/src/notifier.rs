@@ -71,7 +71,7 @@ impl Open {
     /// the kernel is not known any more.
     pub fn answer_without_cache(self) {
         if let Some(notice) = self.store {
-            self.c.after_send(self.node, notice, false, self.text.len());
+            self.c.after_send(self.node, notice, false);
         }
         self.answer(false);
     }
@@ -112,7 +112,7 @@ fn run(n: &fuser::Notifier, rx: mpsc::Receiver<Open>) {
                         .and_then(|()| n.store(o.ino, 0, &o.text)),
                     Notice::Follow => Ok(()),
                 };
-                o.c.after_send(o.node, notice, sent.is_ok(), o.text.len())
+                o.c.after_send(o.node, notice, sent.is_ok())
             }
             None => false,
         };
@@ -123,7 +123,10 @@ fn run(n: &fuser::Notifier, rx: mpsc::Receiver<Open>) {
             // the open is answered (no FOPEN_KEEP_CACHE), and the short read that refills it
             // sets the size to exactly the text's length.
             if let Some(last) = o.text.len().checked_sub(1) {
-                let _ = n.store(o.ino, last as u64, &o.text[last..]);
+                // A cached view's size answers getattr (a knob's is always 0, as in procfs).
+                if n.store(o.ino, last as u64, &o.text[last..]).is_ok() && o.store.is_some() {
+                    o.c.grew_to(o.node, o.text.len());
+                }
             }
         }
         o.answer(cached);

@@ -368,7 +368,8 @@ fn abort_connection(mnt: &Path) {
 /// FUSE worker that handles another open, it left no worker to answer the READ, and every
 /// view of every container stopped answering (one worker here; two by default only takes two
 /// such opens). Readers of one container's uptime, rendered at every open, each dropping its
-/// pages: they all finish.
+/// pages: they all finish. Then the first opens of new containers' meminfo at once, which
+/// wait for the store of the first of them (`Notice::Follow`): none reads an empty text.
 #[test]
 fn readers_dropping_pages_never_stall_the_server() {
     if !eci_test_support::prerequisite(is_root(), "the views server mounts FUSE: root only") {
@@ -437,6 +438,33 @@ fn readers_dropping_pages_never_stall_the_server() {
                 abort_connection(&fx.root.path().join("views/fs"));
                 panic!("a reader stalled: no worker answered its READ");
             }
+        }
+    }
+
+    // The first opens of a new container's meminfo, at once: the texts are equal (an idle
+    // cgroup), so while the first open's store waits in the notifier's queue the others are
+    // answered after it, not before (when the kernel's size was still the 0 lookup gave, and
+    // they read nothing).
+    for id in ["c2", "c3", "c4", "c5", "c6"] {
+        let out = register(&fx, id, &cg);
+        let text = String::from_utf8(out.stdout).unwrap();
+        let meminfo = PathBuf::from(text.lines().next().unwrap()).join("proc/meminfo");
+        let start = std::sync::Arc::new(std::sync::Barrier::new(readers));
+        let threads: Vec<_> = (0..readers)
+            .map(|_| {
+                let (path, start) = (meminfo.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    std::fs::read_to_string(path).unwrap()
+                })
+            })
+            .collect();
+        for t in threads {
+            let m = t.join().unwrap();
+            assert!(
+                m.starts_with("MemTotal:") && m.ends_with("kB\n"),
+                "{id}: {m:?}"
+            );
         }
     }
     let _ = server.kill();
