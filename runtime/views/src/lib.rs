@@ -11,8 +11,13 @@
 //! - [`cgroup`]: the container's numbers from cgroup v1 or v2.
 //! - [`knobs`]: the documented list of emulated /proc/sys knobs.
 //! - [`registry`]: the per-container records the runtime writes and the server reads.
-//! - [`fs`]: the FUSE filesystem; [`server`]: the process around it ([`server::serve`] is the
-//!   seam a supervisor calls to host it); [`client`]: what the runtime calls.
+//! - [`fs`]: the FUSE filesystem; [`notifier`]: the thread that puts texts in the kernel's page
+//!   cache and answers the opens waiting for it; [`server`]: the process around them
+//!   ([`server::serve`] is the seam a supervisor calls to host it); [`client`]: what the
+//!   runtime calls.
+//!
+//! A proc or sysfs the container mounts itself gets the same views: the supervisor clones them
+//! from the container's first ones (runtime/supervisor, `powers.rs`; SPEC M3).
 //! - [`connection`]: the FUSE connection, kept in the fd store so that it outlives its server;
 //!   [`held`]: what a server taking it over needs of the one before (slots, knobs).
 
