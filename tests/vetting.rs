@@ -955,7 +955,8 @@ fn ask_init(e: &RuncEngine, name: &str) -> String {
 /// (EPERM from the fd store; the container keeps running); the next supervisor (eci-runc
 /// starts one for a new container) takes the listeners back from the store and the same
 /// container's mount calls work again, and it names the container it could not re-attach
-/// (its state hidden here), whose calls keep failing. New containers and execs are served.
+/// (its state hidden here), whose calls keep failing. New containers and execs are served,
+/// and a new proc of a re-attached container shows its views (SPEC M3).
 #[test]
 fn a_restarted_supervisor_takes_the_running_containers_back() {
     if not_run_in_vm(
@@ -1034,6 +1035,18 @@ fn a_restarted_supervisor_takes_the_running_containers_back() {
         "mkdir -p /tmp/x && mount -t tmpfs x /tmp/x && echo tmpfs-ok",
     ]);
     assert!(has(&exec, "tmpfs-ok"), "{exec}");
+    // A new proc of the re-attached container still shows its views (SPEC M3, F2): the new
+    // supervisor made its plan again from the init's mounts.
+    let proc = e.ok(&[
+        "exec",
+        "old",
+        "sh",
+        "-c",
+        "mkdir -p /tmp/p && mount -t proc proc /tmp/p && \
+         [ \"$(cat /tmp/p/sys/kernel/random/boot_id)\" = \"$(cat /proc/sys/kernel/random/boot_id)\" ] && \
+         echo same-boot-id",
+    ]);
+    assert!(has(&proc, "same-boot-id"), "{proc}\n{}", sup.log());
     e.ok(&["rm", "-f", "old", "lost"]);
 }
 
