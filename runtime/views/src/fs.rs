@@ -76,10 +76,17 @@ struct ViewState {
     /// the old length, which the kernel takes as a truncation of the new text. 0 until the
     /// first store, and after a restart (the kernel's copy is not known).
     size: u64,
-    /// The text of that length: what the reads of pages the kernel does not hold (after an
+    /// The text the kernel holds: what the reads of pages it does not hold (after an
     /// invalidation, or dropped) are answered from, for every open served through the page
-    /// cache, so that pages and size always come from one text. None when not known.
+    /// cache. Set when the kernel's size becomes that text's: before a store (which grows the
+    /// size first and then waits for the pages a read holds), after an invalidation (which
+    /// leaves the size as it was and waits for those pages too: a read answered with a
+    /// shorter text while the old size stands would be padded with zeros). None when not
+    /// known.
     kernel_text: Option<Arc<Vec<u8>>>,
+    /// When the last notification was sent: getattr renders the view again only once this is
+    /// [`TTL`] old (see `getattr`).
+    sent_at: Option<Instant>,
     /// The last rendered text and when, reused for [`RENDER_TTL`].
     rendered: Option<(Instant, Arc<Vec<u8>>)>,
 }
@@ -213,6 +220,7 @@ impl Container {
                         last_sent: true,
                         size: 0,
                         kernel_text: None,
+                        sent_at: None,
                         rendered: None,
                     })
                     .collect(),
@@ -242,10 +250,27 @@ impl Container {
         v.get(node).map_or(0, |v| v.size)
     }
 
-    /// The text the kernel has been given for `node`, if known.
+    /// The text the kernel holds for `node`, if known.
     fn kernel_text(&self, node: usize) -> Option<Arc<Vec<u8>>> {
         let v = self.views.lock().unwrap_or_else(|e| e.into_inner());
         v.get(node).and_then(|v| v.kernel_text.clone())
+    }
+
+    /// After the kernel dropped `node`'s pages for `text` (an invalidation, alone or before a
+    /// store): the pages it reads from now on are that text's.
+    pub(crate) fn dropped_for(&self, node: usize, text: &Arc<Vec<u8>>) {
+        let mut v = self.views.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = v.get_mut(node) {
+            v.kernel_text = Some(text.clone());
+        }
+    }
+
+    /// Whether `node`'s text was sent to the kernel less than `age` ago.
+    fn sent_within(&self, node: usize, age: Duration) -> bool {
+        let v = self.views.lock().unwrap_or_else(|e| e.into_inner());
+        v.get(node)
+            .and_then(|v| v.sent_at)
+            .is_some_and(|at| at.elapsed() < age)
     }
 
     /// The text of a view for an open: the one rendered less than [`RENDER_TTL`] ago, else a
@@ -272,10 +297,10 @@ impl Container {
         Ok(t)
     }
 
-    /// Before the notifier sends `notice` for `node` with a text of `len` bytes: what to send.
-    /// After a failed notification a store is sent as drop-and-store (the kernel may hold a
-    /// longer text than the one the store was decided against); an invalidation's length is
-    /// set first, for the getattr it causes.
+    /// Before the notifier sends `notice` for `node` with `text`: what to send. After a failed
+    /// notification a store is sent as drop-and-store (the kernel may hold a longer text than
+    /// the one the store was decided against); an invalidation's length is set first, for the
+    /// getattr it causes.
     pub(crate) fn before_send(&self, node: usize, notice: Notice, text: &Arc<Vec<u8>>) -> Notice {
         let mut views = self.views.lock().unwrap_or_else(|e| e.into_inner());
         let Some(v) = views.get_mut(node) else {
@@ -293,8 +318,11 @@ impl Container {
             Notice::Store => v.size = v.size.max(len),
             Notice::Follow => {}
         }
-        if notice != Notice::Follow {
+        if notice == Notice::Store {
             v.kernel_text = Some(text.clone());
+        }
+        if notice != Notice::Follow {
+            v.sent_at = Some(Instant::now());
         }
         notice
     }
@@ -406,9 +434,11 @@ struct OpenFile {
     /// Its text: what its reads are answered from on direct I/O (rendered again by a read at
     /// offset 0, as procfs does after a seek to the start).
     text: Arc<Vec<u8>>,
-    /// Answered through the page cache (set by the notifier): its reads of pages the kernel
-    /// does not hold are answered from the text the kernel holds ([`ViewState::kernel_text`]).
+    /// Answered through the page cache (set just before the answer): its reads of pages the
+    /// kernel does not hold are answered from the text the kernel holds
+    /// ([`ViewState::kernel_text`]).
     cached: Arc<AtomicBool>,
+    opened: Instant,
 }
 
 #[derive(Debug, Default)]
@@ -748,12 +778,12 @@ impl Views {
     ///
     /// The cache is the inode's, and an inode is one file of one container, so another
     /// container never sees it. Every page the kernel asks for, whichever open's read asks, is
-    /// answered from the text whose length the kernel has ([`ViewState::kernel_text`]), so an
-    /// open reading after a later one stored its text (or dropped the pages of a longer one)
-    /// reads that later, current text whole; before, its pages came from its own text, cut to
-    /// the other's length. Two opens at once may thus read each other's (both current) text,
-    /// and one that reads a text of more than a page in pieces across the other's store may
-    /// see it mixed (runtime/README.md, *Not done yet*).
+    /// answered from the text the kernel holds ([`ViewState::kernel_text`]), so an open
+    /// reading after a later one stored its text (or dropped the pages of a longer one) reads
+    /// that later, current text whole; before, its pages came from its own text, cut to the
+    /// other's length. Two opens at once may thus read each other's (both current) text, and
+    /// one that reads in more than one `read(2)` across the other's store may see them mixed:
+    /// a store overwrites cached pages in place (runtime/README.md, *Not done yet*).
     ///
     /// The notifications are sent, and the request answered, by the notifier thread
     /// (crate::notifier: a notification waits for page locks that only a worker's answer
@@ -858,7 +888,7 @@ impl Filesystem for Views {
         }
     }
 
-    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         if ino == INodeNo::ROOT {
             return reply.attr(&TTL, &root_attr());
         }
@@ -871,12 +901,22 @@ impl Filesystem for Views {
         let Some(q) = self.0.notifier.get().filter(|_| cached(kind)) else {
             return reply.attr(&TTL, &a);
         };
-        // The kernel asks once the attributes it has are older than TTL, on a stat and on a
-        // read that reaches past the size it has (any read to the end): a reader that keeps
-        // its file open and reads it again from the start (procps' top, free -s and vmstat
-        // keep /proc/meminfo and /proc/stat open) gets a text of now, stored before the
-        // answer, as procfs renders again after a seek to the start. Not rendering here left
-        // such a reader with the text of its open, for as long as it ran.
+        // The kernel asks on a stat, and on a read that reaches past the size it has (any read
+        // to the end) once its attributes are older than TTL or a store or an invalidation
+        // made them stale. A reader that keeps its file open and reads it again (procps' top,
+        // free -s and vmstat keep /proc/meminfo and /proc/stat open and read them again from
+        // the start at every refresh) gets a text of now, stored before the answer; rendering
+        // nothing here left it the text of its open for as long as it ran. Not within TTL of
+        // the last store, nor for a read of a file opened less than TTL ago: a new text stored
+        // under a reader that is reading one (whose last read asks) would end its text with
+        // the other's tail.
+        let reading = fh.is_some_and(|fh| {
+            let handles = self.0.handles.lock().unwrap_or_else(|e| e.into_inner());
+            handles.get(&fh.0).is_some_and(|h| h.opened.elapsed() < TTL)
+        });
+        if reading || c.sent_within(node, TTL) {
+            return reply.attr(&TTL, &a);
+        }
         let text = match c.text(&self.0, node, kind) {
             Ok(t) => t,
             // The size the kernel has is still right for the text it holds.
@@ -977,6 +1017,7 @@ impl Filesystem for Views {
                     ino,
                     text: text.clone(),
                     cached: flag.clone(),
+                    opened: Instant::now(),
                 },
             );
         let Some(q) = self.0.notifier.get() else {
@@ -1039,8 +1080,12 @@ impl Filesystem for Views {
                     .and_then(|c| c.kernel_text(node))
                     .unwrap_or(own)
             }
-            // Direct I/O from the start: a text of now, kept for the reads that follow.
-            Some((_, false)) if offset == 0 => match render() {
+            // Direct I/O from the start: a text of now, kept for the reads that follow, as
+            // procfs renders again after a seek to the start. Not a longer one: sendfile and
+            // splice read these through the page cache, up to the size the open's text set
+            // (crate::notifier), and would cut it.
+            Some((own, false)) if offset == 0 => match render() {
+                Ok(t) if t.len() > own.len() => own,
                 Ok(t) => {
                     if let Some(h) = self
                         .0

@@ -15,9 +15,11 @@
 //! once and answers the READ the notification waits for. Requests that need no notification
 //! (the text the kernel already holds, the common case of a reader in a loop) are answered by
 //! the worker without a hand-off. A getattr's reader waits for the answer before it reads, and
-//! holds no page lock meanwhile; the kernel may drop the answer's attributes as older than the
-//! notification (its attribute version moved), which leaves them expired, not wrong: the pages
-//! and the size the notification set are the new text's, and the next read asks again.
+//! holds no page lock meanwhile. The kernel drops the answer's attributes when a notification
+//! moved the inode's attribute version after it asked, which leaves them stale, not wrong: a
+//! store grew the size to the text's, and after an invalidation the size stands until the
+//! reader's read of the first page, answered with the shorter text after the invalidation,
+//! shrinks it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -27,7 +29,7 @@ use fuser::{FileAttr, FileHandle, FopenFlags, INodeNo, ReplyAttr, ReplyOpen};
 
 use crate::fs::{Container, TTL};
 
-/// What an open's store sends the kernel (decided by `Views::store`).
+/// What a store sends the kernel (decided by `Views::store`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Notice {
     /// The text, which also grows the inode's size to its length.
@@ -139,11 +141,13 @@ fn run(n: &fuser::Notifier, rx: mpsc::Receiver<Job>) {
         let cached = match o.store {
             Some(notice) => {
                 let notice = o.c.before_send(o.node, notice, &o.text);
+                let dropped = |()| o.c.dropped_for(o.node, &o.text);
                 let sent = match notice {
                     Notice::Store => n.store(o.ino, 0, &o.text),
-                    Notice::Inval => n.inval_inode(o.ino, 0, 0),
+                    Notice::Inval => n.inval_inode(o.ino, 0, 0).map(dropped),
                     Notice::InvalStore => n
                         .inval_inode(o.ino, 0, 0)
+                        .map(dropped)
                         .and_then(|()| n.store(o.ino, 0, &o.text)),
                     Notice::Follow => Ok(()),
                 };

@@ -628,9 +628,16 @@ fn an_open_reading_after_a_shorter_text_reads_a_whole_text() {
             .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
             .count()
     };
+    let keys = |t: &str| -> Vec<String> {
+        t.lines()
+            .map(|l| l.split(' ').next().unwrap_or_default().to_string())
+            .collect()
+    };
     assert_eq!(cpus(&second), 1, "{second}");
-    assert_eq!(
-        text, second,
-        "the first open read a broken text (the second read the other)"
+    // Whole texts of the same shape (a getattr may store a text of a moment later in between,
+    // whose numbers differ): the first open's not cut, and not the older text's pages.
+    assert!(
+        text.ends_with('\n') && keys(&text) == keys(&second),
+        "the first open read a broken text:\n{text}\n(the second read:\n{second})"
     );
 }
