@@ -36,6 +36,9 @@ pub struct Lockfile {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub choices: Vec<LockedChoice>,
     pub packages: Vec<LockedPackage>,
+    /// Source packages the image builds programs from (`source_builds:` of the definition).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<LockedSource>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +93,39 @@ pub struct LockedPackage {
     /// Pool path relative to the archive root.
     #[serde(deserialize_with = "de_path")]
     pub path: String,
+}
+
+/// A source package: its pool directory and every file of it by sha256, as the suite's signed
+/// `Sources` index lists them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockedSource {
+    #[serde(deserialize_with = "de_name")]
+    pub name: String,
+    #[serde(deserialize_with = "de_version")]
+    pub version: String,
+    pub suite: String,
+    /// Pool directory relative to the archive root, e.g. `pool/main/i/iptables`.
+    #[serde(deserialize_with = "de_directory")]
+    pub directory: String,
+    pub files: Vec<LockedSourceFile>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockedSourceFile {
+    #[serde(deserialize_with = "de_file_name")]
+    pub name: String,
+    pub size: u64,
+    #[serde(deserialize_with = "de_sha256")]
+    pub sha256: String,
+}
+
+impl LockedSource {
+    /// The archive path of one of its files.
+    pub fn path_of(&self, file: &LockedSourceFile) -> String {
+        format!("{}/{}", self.directory, file.name)
+    }
 }
 
 fn de_sha256<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -174,6 +210,42 @@ fn de_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
         )));
     }
     Ok(s)
+}
+
+/// Like [`de_path`], for a pool directory (no `.deb` suffix).
+fn de_directory<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    if !safe_relative(&s) {
+        return Err(serde::de::Error::custom(format!(
+            "directory `{s}` must be a relative pool path, without `..`, `:`, `?`, `#` or whitespace"
+        )));
+    }
+    Ok(s)
+}
+
+/// A source file is joined to its directory, both on the mirror and in the cache's unpack
+/// folder: one plain name.
+fn de_file_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.contains('/') || s.starts_with('.') || !safe_relative(&s) {
+        return Err(serde::de::Error::custom(format!(
+            "file name `{s}` must be a plain name (no `/`, not starting with `.`)"
+        )));
+    }
+    Ok(s)
+}
+
+/// A relative path that stays below the folder it is joined to, with no character a URL or
+/// a shell would read specially.
+pub(crate) fn safe_relative(s: &str) -> bool {
+    !(s.is_empty()
+        || s.starts_with('/')
+        || s.ends_with('/')
+        || s.contains("//")
+        || s.contains(':')
+        || s.contains('\\')
+        || s.contains(|c: char| c.is_whitespace() || c.is_control() || c == '?' || c == '#')
+        || s.split('/').any(|seg| seg == ".." || seg == "."))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -372,6 +444,53 @@ impl Lockfile {
                 return Err(invalid(line, format!("package `{}` has size 0", p.name)));
             }
         }
+        let mut source_names = BTreeSet::new();
+        for (i, src) in self.sources.iter().enumerate() {
+            let line = locate.item("sources", i);
+            if !source_names.insert(src.name.as_str()) {
+                return Err(invalid(
+                    line,
+                    format!("source package `{}` is listed twice", src.name),
+                ));
+            }
+            if !suites.contains(src.suite.as_str()) {
+                return Err(invalid(
+                    line,
+                    format!(
+                        "source package `{}` names suite `{}`, which is not in `suites`",
+                        src.name, src.suite
+                    ),
+                ));
+            }
+            if src
+                .files
+                .iter()
+                .filter(|f| f.name.ends_with(".dsc"))
+                .count()
+                != 1
+            {
+                return Err(invalid(
+                    line,
+                    format!(
+                        "source package `{}` must list exactly one .dsc file",
+                        src.name
+                    ),
+                ));
+            }
+            if let Some(f) = src.files.iter().find(|f| f.size == 0) {
+                return Err(invalid(
+                    line,
+                    format!("source package `{}`: `{}` has size 0", src.name, f.name),
+                ));
+            }
+            let mut files = BTreeSet::new();
+            if let Some(f) = src.files.iter().find(|f| !files.insert(f.name.as_str())) {
+                return Err(invalid(
+                    line,
+                    format!("source package `{}` lists `{}` twice", src.name, f.name),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -500,7 +619,51 @@ mod tests {
                     path: "pool/main/g/glibc/libc6_2.36-9+deb12u10_amd64.deb".into(),
                 },
             ],
+            sources: vec![LockedSource {
+                name: "iptables".into(),
+                version: "1.8.9-2".into(),
+                suite: "bookworm".into(),
+                directory: "pool/main/i/iptables".into(),
+                files: vec![
+                    LockedSourceFile {
+                        name: "iptables_1.8.9-2.dsc".into(),
+                        size: 2757,
+                        sha256: "7".repeat(64),
+                    },
+                    LockedSourceFile {
+                        name: "iptables_1.8.9.orig.tar.xz".into(),
+                        size: 637_848,
+                        sha256: "e".repeat(64),
+                    },
+                ],
+            }],
         }
+    }
+
+    #[test]
+    fn source_packages_are_checked() {
+        let lock = sample();
+        assert_eq!(
+            lock.sources[0].path_of(&lock.sources[0].files[1]),
+            "pool/main/i/iptables/iptables_1.8.9.orig.tar.xz"
+        );
+        let text = good_text();
+        let e = err(&text.replace("name: iptables_1.8.9.orig.tar.xz", "name: ../orig.tar.xz"));
+        assert!(e.contains("must be a plain name"), "{e}");
+        let e = err(&text.replace("directory: pool/main/i/iptables", "directory: /pool/x"));
+        assert!(e.contains("relative pool path"), "{e}");
+        let e = err(&text.replace("name: iptables_1.8.9-2.dsc", "name: iptables_1.8.9-2.txt"));
+        assert!(e.contains("exactly one .dsc"), "{e}");
+        let mut two = sample();
+        two.sources[0].suite = "sid".into();
+        let e = err(&two.to_yaml().unwrap());
+        assert!(e.contains("not in `suites`"), "{e}");
+        // Locks of images that build nothing from source have no `sources:` at all.
+        let mut none = sample();
+        none.sources.clear();
+        let text = none.to_yaml().unwrap();
+        assert!(!text.contains("sources:"), "{text}");
+        assert_eq!(Lockfile::parse(&text, Path::new("x.lock")).unwrap(), none);
     }
 
     #[test]

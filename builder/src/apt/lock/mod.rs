@@ -14,6 +14,7 @@ pub mod index;
 pub mod lockfile;
 pub mod release;
 pub mod resolve;
+pub mod source_index;
 pub mod sources;
 pub mod version;
 
@@ -24,7 +25,8 @@ use std::time::{Duration, Instant};
 pub use http::{FetchError, Http, HttpConfig};
 pub use index::{IndexError, Package};
 pub use lockfile::{
-    LockedChoice, LockedCut, LockedExclusion, LockedPackage, LockedSuite, Lockfile, LockfileError,
+    LockedChoice, LockedCut, LockedExclusion, LockedPackage, LockedSource, LockedSourceFile,
+    LockedSuite, Lockfile, LockfileError,
 };
 pub use release::{ReleaseError, DEFAULT_KEYRING};
 pub use resolve::{ResolveError, SuiteIndex};
@@ -137,6 +139,9 @@ pub struct LockRequest {
     pub include: Vec<String>,
     /// Packages that are never installed; what they would have satisfied is recorded.
     pub exclude: Vec<String>,
+    /// Source packages whose files (.dsc, tarballs) are pinned too, for programs the image
+    /// builds from source. The highest version over all suites wins, as for binaries.
+    pub sources: Vec<String>,
     pub mirrors: MirrorOverrides,
     /// Directory holding `sources.list` and `sources.list.d/` (normally `/etc/apt`).
     pub sources_root: PathBuf,
@@ -157,6 +162,7 @@ impl LockRequest {
             components: vec!["main".to_string()],
             include: Vec::new(),
             exclude: Vec::new(),
+            sources: Vec::new(),
             mirrors: MirrorOverrides::default(),
             sources_root: PathBuf::from("/etc/apt"),
             default_keyring: PathBuf::from(DEFAULT_KEYRING),
@@ -190,6 +196,8 @@ struct FetchedSuite {
     release: Release,
     verified: bool,
     inrelease_sha256: String,
+    /// The stanzas of the requested source packages found in this suite.
+    sources: Vec<source_index::SourcePackage>,
 }
 
 fn validate_request(req: &LockRequest) -> Result<(), LockError> {
@@ -426,12 +434,52 @@ fn fetch_suite(
             packages.extend(parsed);
         }
     }
+    // The Sources index is large (9.5 MB compressed for bookworm's main); only a request
+    // that builds from source downloads it.
+    let mut sources = Vec::new();
+    if !req.sources.is_empty() {
+        let wanted: std::collections::BTreeSet<String> = req.sources.iter().cloned().collect();
+        for component in &req.components {
+            let dir = rel.component_dir(component, &origin)?;
+            // A suite without source indices (a binary-only mirror, an updates suite) has none
+            // of the packages; pick_sources says so if no suite has them.
+            let variants = match rel.sources_index(&dir, &origin) {
+                Ok(v) => v,
+                Err(ReleaseError::IndexNotListed { .. }) => {
+                    progress.message(&format!(
+                        "{}: no Sources index for {component}",
+                        mirror.suite
+                    ));
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let (url, data) = fetch_index(http, mirror, &rel, &variants, progress)?;
+            let found = source_index::parse_sources(&data, &url, &wanted)?;
+            progress.message(&format!(
+                "{}: source packages {} from {}",
+                mirror.suite,
+                if found.is_empty() {
+                    "none of the wanted".to_string()
+                } else {
+                    found
+                        .iter()
+                        .map(|p| format!("{} {}", p.name, p.version))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+                variants[0].0
+            ));
+            sources.extend(found);
+        }
+    }
     Ok((
         FetchedSuite {
             name: mirror.suite.clone(),
             release: rel,
             verified,
             inrelease_sha256,
+            sources,
         },
         SuiteIndex {
             suite: mirror.suite.clone(),
@@ -513,7 +561,56 @@ fn lock_from(
             exclude: &req.exclude,
         },
     )?;
-    Ok(build_lockfile(req, fetched, &resolution))
+    let sources = pick_sources(req, fetched)?;
+    Ok(build_lockfile(req, fetched, &resolution, sources))
+}
+
+/// The highest version of each requested source package over all suites (the first suite
+/// in the request's order on equal versions).
+fn pick_sources(
+    req: &LockRequest,
+    fetched: &[FetchedSuite],
+) -> Result<Vec<LockedSource>, LockError> {
+    let mut names = req.sources.clone();
+    names.sort();
+    names.dedup();
+    let mut out = Vec::new();
+    for name in names {
+        let mut best: Option<(&FetchedSuite, &source_index::SourcePackage)> = None;
+        for f in fetched {
+            for p in f.sources.iter().filter(|p| p.name == name) {
+                if best.is_none_or(|(_, b)| p.version > b.version) {
+                    best = Some((f, p));
+                }
+            }
+        }
+        let Some((suite, p)) = best else {
+            return Err(LockError::Request(format!(
+                "source package `{name}` is in none of the suites' Sources indices ({}); check the name (`apt-cache showsrc {name}` on a Debian machine) or add the suite that carries it",
+                fetched
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        };
+        out.push(LockedSource {
+            name: p.name.clone(),
+            version: p.version.to_string(),
+            suite: suite.name.clone(),
+            directory: p.directory.clone(),
+            files: p
+                .files
+                .iter()
+                .map(|f| LockedSourceFile {
+                    name: f.name.clone(),
+                    size: f.size,
+                    sha256: f.sha256.clone(),
+                })
+                .collect(),
+        });
+    }
+    Ok(out)
 }
 
 fn fmt_duration(d: Duration) -> String {
@@ -524,6 +621,7 @@ fn build_lockfile(
     req: &LockRequest,
     fetched: &[FetchedSuite],
     res: &resolve::Resolution<'_>,
+    sources: Vec<LockedSource>,
 ) -> Lockfile {
     let mut include = req.include.clone();
     include.sort();
@@ -583,6 +681,7 @@ fn build_lockfile(
                 path: r.package.filename.clone(),
             })
             .collect(),
+        sources,
     }
 }
 

@@ -357,6 +357,28 @@ impl Release {
         }
         Ok(out)
     }
+
+    /// The variants of one component's `Sources` index the Release pins, in order of
+    /// preference (.xz, .gz, uncompressed), as `(path, entry)`.
+    pub fn sources_index(
+        &self,
+        component_dir: &str,
+        origin: &str,
+    ) -> Result<Vec<(String, FileEntry)>, ReleaseError> {
+        let base = format!("{component_dir}/source/Sources");
+        let candidates = [format!("{base}.xz"), format!("{base}.gz"), base.clone()];
+        let variants: Vec<(String, FileEntry)> = candidates
+            .iter()
+            .filter_map(|c| self.files.get(c).map(|e| (c.clone(), e.clone())))
+            .collect();
+        if variants.is_empty() {
+            return Err(ReleaseError::IndexNotListed {
+                origin: origin.to_string(),
+                candidates: candidates.join(", "),
+            });
+        }
+        Ok(variants)
+    }
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
