@@ -16,6 +16,7 @@ pub mod modules;
 pub mod pipeline;
 pub mod rootfs;
 pub mod share;
+pub mod source_build;
 pub mod spec;
 pub mod suites;
 #[cfg(test)]

@@ -10,7 +10,7 @@ use crate::initramfs::Compression;
 use crate::rootfs::{self, Package};
 use crate::spec::{self, CompressionName, ImageSpec, KernelSource};
 use crate::workspace::Workspace;
-use crate::{binaries, kernel, kernel_build};
+use crate::{binaries, kernel, kernel_build, source_build};
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -111,6 +111,22 @@ pub fn check_lock_matches(spec: &ImageSpec, lock: &Lockfile, lock_file: &Path) -
             dropped
         );
     }
+    let mut built: Vec<&str> = spec
+        .source_builds
+        .iter()
+        .map(|b| b.package.as_str())
+        .collect();
+    built.sort();
+    built.dedup();
+    let locked: Vec<&str> = lock.sources.iter().map(|s| s.name.as_str()).collect();
+    if built != locked {
+        bail!(
+            "{} is stale: the definition builds {:?} from source, the lock pins the sources of {:?}; {relock}",
+            lock_file.display(),
+            built,
+            locked
+        );
+    }
     let Some((package, version, sha256)) = spec.kernel.package() else {
         // Our own kernel: a kernel package in the lock would be a second, unchecked kernel.
         if let Some(p) = lock
@@ -188,6 +204,12 @@ pub fn build_image(req: &ImageRequest) -> Result<ImageReport> {
         });
     }
     let epoch = source_date_epoch(u64::try_from(lock.source_date_epoch).unwrap_or(0))?;
+    let from_source: Vec<String> = spec
+        .source_builds
+        .iter()
+        .map(|b| b.package.clone())
+        .collect();
+    let source_builds = source_build::build_all(&from_source, &lock, &req.cache, epoch)?;
     let (binaries, cargo_inputs) = binaries::build(
         &spec.binaries,
         &binaries::workspace_root(),
@@ -202,6 +224,7 @@ pub fn build_image(req: &ImageRequest) -> Result<ImageReport> {
         &spec,
         packages,
         binaries,
+        &source_builds,
         own.as_ref().map(|o| o.kernel.clone()),
         epoch,
     )?;
@@ -255,6 +278,7 @@ pub fn build_image(req: &ImageRequest) -> Result<ImageReport> {
         compression: compression(spec.initramfs.compression),
         platform,
         cargo_inputs,
+        source_builds: source_builds.iter().map(|b| b.record.clone()).collect(),
     };
     let mut sbom: Vec<SbomPackage> = lock
         .packages
@@ -373,6 +397,11 @@ pub fn lock_target(spec: &ImageSpec, sources_root: &Path, mirrors: &[String]) ->
         .iter()
         .map(|e| e.name.clone())
         .collect();
+    req.sources = spec
+        .source_builds
+        .iter()
+        .map(|b| b.package.clone())
+        .collect();
     req.sources_root = sources_root.to_path_buf();
     req.mirrors = lock::sources::MirrorOverrides::parse(mirrors)?;
     let lockfile = lock::lock(&req, &lock::TerminalProgress::new())?;
@@ -401,15 +430,40 @@ fn source_date_epoch(from_lock: u64) -> Result<u64> {
     }
 }
 
-/// Maps locked packages to URLs, consulting apt sources only when something must be downloaded.
+/// Maps locked packages (and the files of locked source packages) to URLs, consulting apt
+/// sources only when something must be downloaded.
 fn fetch_items(req: &ImageRequest, lock: &Lockfile) -> Result<Vec<FetchItem>> {
-    let all_cached = lock
+    // (label, suite, pool path, sha256, size)
+    let mut pins: Vec<(String, &str, String, &str, u64)> = lock
         .packages
         .iter()
-        .all(|p| req.cache.contains(&p.sha256, p.size));
+        .map(|p| {
+            (
+                format!("{} {}", p.name, p.version),
+                p.suite.as_str(),
+                p.path.clone(),
+                p.sha256.as_str(),
+                p.size,
+            )
+        })
+        .collect();
+    for src in &lock.sources {
+        for f in &src.files {
+            pins.push((
+                format!("{} {} (source: {})", src.name, src.version, f.name),
+                src.suite.as_str(),
+                src.path_of(f),
+                f.sha256.as_str(),
+                f.size,
+            ));
+        }
+    }
+    let all_cached = pins
+        .iter()
+        .all(|(_, _, _, sha256, size)| req.cache.contains(sha256, *size));
     let mut resolver = None;
-    let mut items = Vec::with_capacity(lock.packages.len());
-    for p in &lock.packages {
+    let mut items = Vec::with_capacity(pins.len());
+    for (label, suite, path, sha256, size) in pins {
         let url = if all_cached {
             String::new()
         } else {
@@ -419,23 +473,23 @@ fn fetch_items(req: &ImageRequest, lock: &Lockfile) -> Result<Vec<FetchItem>> {
                 resolver = Some((sources, overrides, std::collections::BTreeMap::new()));
             }
             let (sources, overrides, cache) = resolver.as_mut().expect("set above");
-            if !cache.contains_key(&p.suite) {
+            if !cache.contains_key(suite) {
                 let m = lock::sources::mirror_for_suite(
                     sources,
                     overrides,
-                    &p.suite,
+                    suite,
                     &lock.architecture,
                     &[],
                 )?;
-                cache.insert(p.suite.clone(), m);
+                cache.insert(suite.to_string(), m);
             }
-            cache[&p.suite].url(&p.path)
+            cache[suite].url(&path)
         };
         items.push(FetchItem {
-            label: format!("{} {}", p.name, p.version),
+            label,
             url,
-            sha256: p.sha256.clone(),
-            size: p.size,
+            sha256: sha256.to_string(),
+            size,
         });
     }
     Ok(items)

@@ -74,6 +74,8 @@ impl Rootfs {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
+    #[error("{path} is built from source ({package}, source_builds:) but a locked package ships it too; exclude that package in the definition and re-run `eci-build lock`")]
+    SourceBuildClash { package: String, path: String },
     #[error("package {package}: {source}")]
     Deb {
         package: String,
@@ -140,6 +142,7 @@ pub fn assemble(
     spec: &ImageSpec,
     mut packages: Vec<Package>,
     binaries: Vec<crate::binaries::Built>,
+    source_builds: &[crate::source_build::Built],
     own_kernel: Option<OwnKernel>,
     epoch: u64,
 ) -> Result<Rootfs, RootfsError> {
@@ -212,6 +215,29 @@ pub fn assemble(
     // Before alternatives, which may point at them.
     for b in binaries {
         insert(&mut manifest, &b.path, Entry::file(b.bytes, 0o755), epoch)?;
+    }
+    // Programs built from source stand where Debian's binary package would have put them
+    // (the definition excludes that package).
+    for b in source_builds {
+        let (_, path) = b.recipe.program;
+        // Nothing else may own these paths: a package file there would be silently replaced.
+        for p in std::iter::once(path).chain(b.recipe.links.iter().map(|(l, _)| *l)) {
+            if manifest.contains(p) {
+                return Err(RootfsError::SourceBuildClash {
+                    package: b.recipe.package.to_string(),
+                    path: p.to_string(),
+                });
+            }
+        }
+        insert(
+            &mut manifest,
+            path,
+            Entry::file(b.program.clone(), 0o755),
+            epoch,
+        )?;
+        for (link, target) in b.recipe.links {
+            insert(&mut manifest, link, Entry::symlink(*target), epoch)?;
+        }
     }
     for alt in &spec.alternatives {
         if manifest.resolve(&alt.target).is_err() {

@@ -82,6 +82,8 @@ pub struct ImageSpec {
     pub settings: Option<PathBuf>,
     pub initramfs: InitramfsOptions,
     pub binaries: Vec<WorkspaceBinary>,
+    /// Programs built from their pinned Debian source package (`source_builds:`).
+    pub source_builds: Vec<SourceBuild>,
     /// What the build writes besides the kernel, `manifest.json` and the SBOM, in writing order.
     pub outputs: Vec<OutputKind>,
 }
@@ -112,6 +114,17 @@ pub struct WorkspaceBinary {
     pub bin: String,
     /// Where it goes in the VM.
     pub path: String,
+}
+
+/// A program the image builds from its Debian source package (pinned in the lock) instead of
+/// installing the binary package; `builder/src/source_build/` holds one recipe per package.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceBuild {
+    /// The Debian source package, which also names the recipe.
+    pub package: String,
+    /// Why the image does not take Debian's binary: a reviewer must see it.
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -286,6 +299,8 @@ struct Layer {
     initramfs: Option<InitramfsLayer>,
     #[serde(default)]
     binaries: Vec<WorkspaceBinary>,
+    #[serde(default)]
+    source_builds: Vec<SourceBuild>,
     #[serde(default)]
     outputs: Vec<OutputKind>,
 }
@@ -544,6 +559,7 @@ fn merge(chain: Vec<Parsed>) -> Result<ImageSpec, SpecError> {
     let mut settings = None;
     let mut compression = CompressionName::Zstd;
     let mut binaries: Vec<WorkspaceBinary> = Vec::new();
+    let mut source_builds: Vec<(usize, SourceBuild)> = Vec::new();
     let mut outputs: Vec<OutputKind> = Vec::new();
 
     for (idx, parsed) in chain.iter().enumerate().rev() {
@@ -626,6 +642,31 @@ fn merge(chain: Vec<Parsed>) -> Result<ImageSpec, SpecError> {
             binaries.retain(|x| x.path != b.path);
             binaries.push(b.clone());
         }
+        for b in &layer.source_builds {
+            if crate::source_build::recipe(&b.package).is_none() {
+                return Err(SpecError::Invalid {
+                    location: parsed.locate(&b.package),
+                    field: "source_builds.package".into(),
+                    message: format!(
+                        "no recipe builds `{}` from source; eci-build has recipes for: {}",
+                        b.package,
+                        crate::source_build::recipe_names().join(", ")
+                    ),
+                });
+            }
+            if b.reason.trim().is_empty() {
+                return Err(SpecError::Invalid {
+                    location: parsed.locate(&b.package),
+                    field: "source_builds.reason".into(),
+                    message: format!(
+                        "`{}` has no reason; say why the image builds it instead of taking Debian's binary",
+                        b.package
+                    ),
+                });
+            }
+            source_builds.retain(|(_, x)| x.package != b.package);
+            source_builds.push((idx, b.clone()));
+        }
         for a in &layer.alternatives {
             check_absolute(parsed, "alternatives.link", &a.link)?;
             check_absolute(parsed, "alternatives.target", &a.target)?;
@@ -675,6 +716,21 @@ fn merge(chain: Vec<Parsed>) -> Result<ImageSpec, SpecError> {
             mode,
             vars: f.vars,
         });
+    }
+    // The built program replaces the binary package's: both in one image would be two
+    // versions of one program, and which one a PATH lookup finds would be an accident.
+    for (idx, b) in &source_builds {
+        let recipe = crate::source_build::recipe(&b.package).expect("checked above");
+        if !exclude.iter().any(|x| x.name == recipe.replaces) {
+            return Err(SpecError::Invalid {
+                location: chain[*idx].locate(&b.package),
+                field: "source_builds".into(),
+                message: format!(
+                    "`{}` is built from source, so its binary package `{}` must be in `packages.exclude` (with the reason that it is built from source)",
+                    b.package, recipe.replaces
+                ),
+            });
+        }
     }
     check_unique(
         &chain,
@@ -749,6 +805,7 @@ fn merge(chain: Vec<Parsed>) -> Result<ImageSpec, SpecError> {
         settings,
         initramfs: InitramfsOptions { compression },
         binaries,
+        source_builds: source_builds.into_iter().map(|(_, b)| b).collect(),
         outputs: {
             // Lists append along `extends`; one output of a kind, in the kinds' order.
             outputs.sort();

@@ -85,6 +85,8 @@ pub struct BuildInfo {
     /// The toolchain and crates the VM binaries were built from (none when the image has no
     /// workspace binaries).
     pub cargo_inputs: Option<crate::binaries::CargoInputs>,
+    /// Programs built from their Debian source package (`source_builds:`).
+    pub source_builds: Vec<crate::source_build::BuildRecord>,
 }
 
 /// What the platform outputs need beyond the root filesystem.
@@ -174,6 +176,9 @@ pub struct BuildManifest {
     /// toolchain and this Cargo.lock (SPEC V1).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vm_binaries: Option<crate::binaries::CargoInputs>,
+    /// Programs built from Debian source packages, with the toolchain that built them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub source_builds: Vec<crate::source_build::BuildRecord>,
     pub packages: usize,
     pub files: usize,
     pub artifacts: Vec<ArtifactRecord>,
@@ -283,6 +288,7 @@ fn write_into(
             builtin_modules: rootfs.builtin_modules.clone(),
         },
         vm_binaries: info.cargo_inputs.clone(),
+        source_builds: info.source_builds.clone(),
         packages: packages.len(),
         files: rootfs.manifest.len(),
         artifacts,
@@ -446,6 +452,34 @@ pub fn spdx(info: &BuildInfo, packages: &[SbomPackage]) -> serde_json::Value {
             "relatedSpdxElement": id,
         }));
     }
+    // Programs built from a Debian source package: the package (pinned by its .dsc) and the
+    // host toolchain and C library that made the bytes.
+    for b in &info.source_builds {
+        let id = format!("SPDXRef-source-build-{}", spdx_id(&b.package));
+        spdx_packages.push(serde_json::json!({
+            "SPDXID": id,
+            "name": b.package,
+            "versionInfo": b.version,
+            "supplier": "Organization: Debian",
+            "downloadLocation": "NOASSERTION",
+            "filesAnalyzed": false,
+            "checksums": [{"algorithm": "SHA256", "checksumValue": b.dsc_sha256}],
+            "externalRefs": [{
+                "referenceCategory": "PACKAGE-MANAGER",
+                "referenceType": "purl",
+                "referenceLocator": format!("pkg:deb/debian/{}@{}?arch=source", purl_escape(&b.package), purl_escape(&b.version)),
+            }],
+            "comment": format!("{} (sha256 {}) built by eci-build from this source package (.dsc sha256 {}; Debian patches applied: {}) as a static PIE, with {}; glibc {} linked in (libc.a sha256 {}; host packages: {})", b.program, b.program_sha256, b.dsc_sha256, if b.patches.is_empty() { "none".to_string() } else { b.patches.join(", ") }, b.tools.join("; "), b.glibc, b.libc_a_sha256, if b.host_packages.is_empty() { "unknown (no dpkg)".to_string() } else { b.host_packages.join(", ") }),
+            "licenseConcluded": "NOASSERTION",
+            "licenseDeclared": "NOASSERTION",
+            "copyrightText": "NOASSERTION",
+        }));
+        relationships.push(serde_json::json!({
+            "spdxElementId": image_id,
+            "relationshipType": "CONTAINS",
+            "relatedSpdxElement": id,
+        }));
+    }
     serde_json::json!({
         "spdxVersion": "SPDX-2.3",
         "dataLicense": "CC0-1.0",
@@ -505,6 +539,7 @@ mod tests {
             compression: Compression::Zstd,
             platform: PlatformInputs::default(),
             cargo_inputs: None,
+            source_builds: Vec::new(),
         };
         let pkgs = vec![SbomPackage {
             name: "libstdc++6".into(),
@@ -554,5 +589,44 @@ mod tests {
             .contains("NOT the pinned toolchain 1.95.0"));
         assert_eq!(by_id("SPDXRef-rust-toolchain")["versionInfo"], "1.96.0");
         assert_eq!(doc["relationships"].as_array().unwrap().len(), 4);
+
+        // A program built from source names its source package, the .dsc that pins it, and
+        // the host toolchain and C library in the bytes.
+        info.source_builds = vec![crate::source_build::BuildRecord {
+            package: "iptables".into(),
+            version: "1.8.9-2".into(),
+            dsc_sha256: "71".repeat(32),
+            patches: vec!["0001-fix.patch".into()],
+            tools: vec!["gcc (Debian 12.2.0-14) 12.2.0".into()],
+            glibc: "2.36".into(),
+            host_packages: vec!["libc6-dev 2.36-9+deb12u13".into()],
+            libc_a_sha256: "bb".repeat(32),
+            program: "/usr/sbin/xtables-legacy-multi".into(),
+            program_sha256: "aa".repeat(32),
+        }];
+        let doc = spdx(&info, &pkgs);
+        let p = doc["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["SPDXID"] == "SPDXRef-source-build-iptables")
+            .cloned()
+            .expect("source build in the SBOM");
+        assert_eq!(p["checksums"][0]["checksumValue"], "71".repeat(32));
+        assert_eq!(
+            p["externalRefs"][0]["referenceLocator"],
+            "pkg:deb/debian/iptables@1.8.9-2?arch=source"
+        );
+        let comment = p["comment"].as_str().unwrap();
+        for want in [
+            "0001-fix.patch",
+            "gcc (Debian 12.2.0-14)",
+            "glibc 2.36",
+            "static PIE",
+            "libc6-dev 2.36-9+deb12u13",
+        ] {
+            assert!(comment.contains(want), "{want}: {comment}");
+        }
+        assert_eq!(doc["relationships"].as_array().unwrap().len(), 5);
     }
 }

@@ -442,6 +442,7 @@ mod tests {
                 uefi_loader: None,
             },
             cargo_inputs: None,
+            source_builds: Vec::new(),
         }
     }
 
