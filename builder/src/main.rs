@@ -277,7 +277,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 eprintln!("warning: {w}");
             }
             eprintln!(
-                "fetched {} packages ({} bytes), {} from cache, in {:.1} s",
+                "fetched {} files ({} bytes), {} from cache, in {:.1} s",
                 report.fetch.downloaded,
                 report.fetch.downloaded_bytes,
                 report.fetch.cached,
