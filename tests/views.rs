@@ -8,7 +8,9 @@
 //! alone holds (its uptime, boot_id) and plain runc (SPEC A4) are checked here only, and the
 //! test that kills the views server is listed as not run there.
 
+use eci_e2e::escapes::build_static_c;
 use eci_e2e::is_root;
+use eci_e2e::prerequisite;
 use eci_e2e::runc_engine::{not_run_in_vm, prerequisites, RuncEngine, IMAGE, PLAIN_RUNC};
 use eci_e2e::views::{meminfo_kb, ViewsEngine};
 
@@ -501,4 +503,69 @@ fn a_new_server_takes_the_views_back_and_without_one_reads_fail_closed() {
     let m = e.ok(&["run", "--rm", "-m", "96m", IMAGE, "cat", "/proc/meminfo"]);
     assert_eq!(meminfo_kb(&m, "MemTotal"), Some(98304));
     assert!(is_root());
+}
+
+/// `reread FILE MS`: reads FILE to its end, prints it, waits MS milliseconds, seeks back to the
+/// start on the same descriptor and prints what it reads then: what procps' top, free -s and
+/// vmstat do with /proc/meminfo, /proc/stat and /proc/uptime at every refresh.
+const REREAD_C: &str = r#"
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static int dump(int fd) {
+    char buf[65536];
+    ssize_t n, total = 0;
+    while ((n = read(fd, buf, sizeof buf)) > 0) { fwrite(buf, 1, n, stdout); total += n; }
+    return n < 0 ? -1 : (int)total;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 3) return 2;
+    int fd = open(argv[1], O_RDONLY);
+    if (fd < 0) { perror("open"); return 1; }
+    if (dump(fd) < 0) { perror("read"); return 1; }
+    printf("--\n");
+    fflush(stdout);
+    usleep(atoi(argv[2]) * 1000);
+    if (lseek(fd, 0, SEEK_SET) != 0) { perror("lseek"); return 1; }
+    if (dump(fd) < 0) { perror("read"); return 1; }
+    return 0;
+}
+"#;
+
+/// SPEC F1: a program that keeps /proc/uptime open and reads it again from the start, as
+/// procps' tools do, sees the container's uptime move, as procfs shows it. The views answered
+/// such a reader with the text of its open for as long as it ran (`top` in a container: uptime,
+/// CPU time and memory standing still); runtime/views/tests/serve.rs shows that failing on the
+/// code before, and this runs it through a container's bind mount (and in the VM, its kernel).
+#[test]
+fn a_file_kept_open_and_read_again_shows_now() {
+    if !prerequisites() {
+        return;
+    }
+    let v = ViewsEngine::start("views-kept").expect("engine");
+    let e = &v.engine;
+    let built = build_static_c(&e.share, "reread", REREAD_C);
+    if !prerequisite(built.is_ok(), &format!("a static C program: {built:?}")) {
+        return;
+    }
+    let share = e.share_bind("/s");
+    let out = e.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        &share,
+        IMAGE,
+        "/s/reread",
+        "/proc/uptime",
+        "1500",
+    ]);
+    let (first, second) = out.split_once("--\n").unwrap_or_else(|| panic!("{out}"));
+    // More than the views' attribute TTL (1 s) later.
+    assert!(
+        first_f64(second) >= first_f64(first) + 1.0,
+        "the same open read uptime {first:?}, then {second:?}"
+    );
 }

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -18,14 +18,14 @@ use fuser::{
 use crate::cgroup::{CgroupFiles, CpuStats};
 use crate::held::{Held, HeldDir};
 use crate::knobs::{self, Knob};
-use crate::notifier::{Notice, Open, Queue};
+use crate::notifier::{Answer, Job, Notice, Queue};
 use crate::registry::{self, Record, Registry};
 use crate::render;
 
 /// How long the kernel may cache names and attributes. A view's size is the length of the text
 /// last put in the kernel's page cache (see [`Views::open`]); the knobs have no size (as in
 /// procfs) and are read with direct I/O.
-const TTL: Duration = Duration::from_secs(1);
+pub(crate) const TTL: Duration = Duration::from_secs(1);
 
 /// How long a rendered view is reused for the next opens of the same file of the same
 /// container. The cgroup's memory.stat is most of a render and the kernel itself folds its
@@ -76,6 +76,17 @@ struct ViewState {
     /// the old length, which the kernel takes as a truncation of the new text. 0 until the
     /// first store, and after a restart (the kernel's copy is not known).
     size: u64,
+    /// The text the kernel holds: what the reads of pages it does not hold (after an
+    /// invalidation, or dropped) are answered from, for every open served through the page
+    /// cache. Set when the kernel's size becomes that text's: before a store (which grows the
+    /// size first and then waits for the pages a read holds), after an invalidation (which
+    /// leaves the size as it was and waits for those pages too: a read answered with a
+    /// shorter text while the old size stands would be padded with zeros). None when not
+    /// known.
+    kernel_text: Option<Arc<Vec<u8>>>,
+    /// When the last notification was sent: getattr renders the view again only once this is
+    /// [`TTL`] old (see `getattr`).
+    sent_at: Option<Instant>,
     /// The last rendered text and when, reused for [`RENDER_TTL`].
     rendered: Option<(Instant, Arc<Vec<u8>>)>,
 }
@@ -208,6 +219,8 @@ impl Container {
                         pending: 0,
                         last_sent: true,
                         size: 0,
+                        kernel_text: None,
+                        sent_at: None,
                         rendered: None,
                     })
                     .collect(),
@@ -229,12 +242,35 @@ impl Container {
 
     /// The size to report for `node`: its stored text's length for the cached views, 0 for
     /// folders and knobs.
-    fn size(&self, node: usize) -> u64 {
+    pub(crate) fn size(&self, node: usize) -> u64 {
         if !cached(Tree::get().nodes[node].kind) {
             return 0;
         }
         let v = self.views.lock().unwrap_or_else(|e| e.into_inner());
         v.get(node).map_or(0, |v| v.size)
+    }
+
+    /// The text the kernel holds for `node`, if known.
+    fn kernel_text(&self, node: usize) -> Option<Arc<Vec<u8>>> {
+        let v = self.views.lock().unwrap_or_else(|e| e.into_inner());
+        v.get(node).and_then(|v| v.kernel_text.clone())
+    }
+
+    /// After the kernel dropped `node`'s pages for `text` (an invalidation, alone or before a
+    /// store): the pages it reads from now on are that text's.
+    pub(crate) fn dropped_for(&self, node: usize, text: &Arc<Vec<u8>>) {
+        let mut v = self.views.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = v.get_mut(node) {
+            v.kernel_text = Some(text.clone());
+        }
+    }
+
+    /// Whether `node`'s text was sent to the kernel less than `age` ago.
+    fn sent_within(&self, node: usize, age: Duration) -> bool {
+        let v = self.views.lock().unwrap_or_else(|e| e.into_inner());
+        v.get(node)
+            .and_then(|v| v.sent_at)
+            .is_some_and(|at| at.elapsed() < age)
     }
 
     /// The text of a view for an open: the one rendered less than [`RENDER_TTL`] ago, else a
@@ -261,11 +297,11 @@ impl Container {
         Ok(t)
     }
 
-    /// Before the notifier sends `notice` for `node` with a text of `len` bytes: what to send.
-    /// After a failed notification a store is sent as drop-and-store (the kernel may hold a
-    /// longer text than the one the store was decided against); an invalidation's length is
-    /// set first, for the getattr it causes.
-    pub(crate) fn before_send(&self, node: usize, notice: Notice, len: usize) -> Notice {
+    /// Before the notifier sends `notice` for `node` with `text`: what to send. After a failed
+    /// notification a store is sent as drop-and-store (the kernel may hold a longer text than
+    /// the one the store was decided against); an invalidation's length is set first, for the
+    /// getattr it causes.
+    pub(crate) fn before_send(&self, node: usize, notice: Notice, text: &Arc<Vec<u8>>) -> Notice {
         let mut views = self.views.lock().unwrap_or_else(|e| e.into_inner());
         let Some(v) = views.get_mut(node) else {
             return notice;
@@ -274,11 +310,19 @@ impl Container {
             Notice::Store if !v.last_sent => Notice::InvalStore,
             n => n,
         };
+        let len = text.len() as u64;
         match notice {
-            Notice::Inval | Notice::InvalStore => v.size = len as u64,
-            // A store only grows the kernel's size.
-            Notice::Store => v.size = v.size.max(len as u64),
+            Notice::Inval | Notice::InvalStore => v.size = len,
+            // A store only grows the kernel's size (it is decided only for a text at least as
+            // long as the one stored before).
+            Notice::Store => v.size = v.size.max(len),
             Notice::Follow => {}
+        }
+        if notice == Notice::Store {
+            v.kernel_text = Some(text.clone());
+        }
+        if notice != Notice::Follow {
+            v.sent_at = Some(Instant::now());
         }
         notice
     }
@@ -307,6 +351,7 @@ impl Container {
         v.last_sent = sent;
         if !sent {
             v.stored = Stored::Unknown;
+            v.kernel_text = None;
         }
         sent
     }
@@ -382,8 +427,19 @@ impl HostFiles {
     }
 }
 
-/// An open file: the inode it was opened on and its text.
-type OpenFile = (INodeNo, Arc<Vec<u8>>);
+/// An open file.
+#[derive(Debug)]
+struct OpenFile {
+    ino: INodeNo,
+    /// Its text: what its reads are answered from on direct I/O (rendered again by a read at
+    /// offset 0, as procfs does after a seek to the start).
+    text: Arc<Vec<u8>>,
+    /// Answered through the page cache (set just before the answer): its reads of pages the
+    /// kernel does not hold are answered from the text the kernel holds
+    /// ([`ViewState::kernel_text`]).
+    cached: Arc<AtomicBool>,
+    opened: Instant,
+}
 
 #[derive(Debug, Default)]
 struct Slots {
@@ -658,7 +714,7 @@ fn cached(kind: Kind) -> bool {
 pub struct Views(pub Arc<Shared>);
 
 /// `o` to the notifier thread, or answered here without the page cache if it is gone.
-fn push(q: &Queue, o: Open) {
+fn push(q: &Queue, o: Job) {
     if let Err(o) = q.push(o) {
         o.answer_without_cache();
     }
@@ -705,29 +761,34 @@ fn root_attr() -> FileAttr {
 }
 
 impl Views {
-    /// Puts the open's text in the kernel's page cache for the inode before the open is
-    /// answered, so the reads of this open (and sendfile, splice) are served by the kernel
-    /// without another round trip: one request (open) per read of a view instead of three
-    /// (open, read, the read that finds the end). When the kernel does not take it, the open
-    /// uses direct I/O.
+    /// Puts a text in the kernel's page cache for the inode before the request is answered: an
+    /// open's text, so the reads of this open (and sendfile, splice) are served by the kernel
+    /// without another round trip (one request per read of a view instead of three: open,
+    /// read, the read that finds the end), or the text of now for a getattr, which a reader
+    /// that keeps its file open causes when it reads again (see `getattr`). When the kernel
+    /// does not take it, an open uses direct I/O.
     ///
     /// A store only grows the inode's size. When the text is shorter than the one before, the
     /// kernel is told to drop the inode's pages and attributes instead: the reader's first
-    /// read then asks for the size (getattr answers the new length) and the page (read
-    /// answers from this open's text). When it is the text the kernel already holds, nothing
-    /// is sent and the open is answered here. A text the server does not know the kernel's
-    /// copy of ([`Stored::Unknown`]: a server before put it there, or a notification failed)
-    /// is dropped and then stored, which also sets the size (a lookup may have said 0). The
-    /// cache is the inode's, and an inode is one file of one container, so another container
-    /// never sees it; two opens of one file at once may see each other's text, both current.
-    /// One that reads after the other's shorter text dropped the pages gets its own text cut
-    /// to the other's length (its READ is answered from its own text, the size is the other's):
-    /// not seen with texts that only grow, not excluded when one shrinks (runtime/README.md, *Not done yet*).
+    /// read then asks for the size (getattr answers the new length) and the page. When it is
+    /// the text the kernel already holds, nothing is sent and the request is answered here. A
+    /// text the server does not know the kernel's copy of ([`Stored::Unknown`]: a server before
+    /// put it there, or a notification failed) is dropped and then stored, which also sets the
+    /// size (a lookup may have said 0).
     ///
-    /// The notifications are sent, and the open answered, by the notifier thread
+    /// The cache is the inode's, and an inode is one file of one container, so another
+    /// container never sees it. Every page the kernel asks for, whichever open's read asks, is
+    /// answered from the text the kernel holds ([`ViewState::kernel_text`]), so an open
+    /// reading after a later one stored its text (or dropped the pages of a longer one) reads
+    /// that later, current text whole; before, its pages came from its own text, cut to the
+    /// other's length. Two opens at once may thus read each other's (both current) text, and
+    /// one that reads in more than one `read(2)` across the other's store may see them mixed:
+    /// a store overwrites cached pages in place (runtime/README.md, *Not done yet*).
+    ///
+    /// The notifications are sent, and the request answered, by the notifier thread
     /// (crate::notifier: a notification waits for page locks that only a worker's answer
     /// releases).
-    fn store(&self, q: &Queue, mut o: Open) {
+    fn store(&self, q: &Queue, mut o: Job) {
         let c = o.c.clone();
         let back = {
             let mut views = c.views.lock().unwrap_or_else(|e| e.into_inner());
@@ -827,23 +888,54 @@ impl Filesystem for Views {
         }
     }
 
-    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         if ino == INodeNo::ROOT {
             return reply.attr(&TTL, &root_attr());
         }
-        match self.resolve(req, ino) {
-            Ok((c, node)) => reply.attr(
-                &TTL,
-                &attr(
-                    ino,
-                    Tree::get().nodes[node].kind,
-                    c.size(node),
-                    c.rec.root_uid,
-                    c.rec.root_gid,
-                ),
-            ),
-            Err(e) => reply.error(e),
+        let (c, node) = match self.resolve(req, ino) {
+            Ok(x) => x,
+            Err(e) => return reply.error(e),
+        };
+        let kind = Tree::get().nodes[node].kind;
+        let a = attr(ino, kind, c.size(node), c.rec.root_uid, c.rec.root_gid);
+        let Some(q) = self.0.notifier.get().filter(|_| cached(kind)) else {
+            return reply.attr(&TTL, &a);
+        };
+        // The kernel asks on a stat, and on a read that reaches past the size it has (any read
+        // to the end) once its attributes are older than TTL or a store or an invalidation
+        // made them stale. A reader that keeps its file open and reads it again (procps' top,
+        // free -s and vmstat keep /proc/meminfo and /proc/stat open and read them again from
+        // the start at every refresh) gets a text of now, stored before the answer; rendering
+        // nothing here left it the text of its open for as long as it ran. Not within TTL of
+        // the last store, nor for a read of a file opened less than TTL ago: a new text stored
+        // under a reader that is reading one (whose last read asks) would end its text with
+        // the other's tail.
+        let reading = fh.is_some_and(|fh| {
+            let handles = self.0.handles.lock().unwrap_or_else(|e| e.into_inner());
+            handles.get(&fh.0).is_some_and(|h| h.opened.elapsed() < TTL)
+        });
+        if reading || c.sent_within(node, TTL) {
+            return reply.attr(&TTL, &a);
         }
+        let text = match c.text(&self.0, node, kind) {
+            Ok(t) => t,
+            // The size the kernel has is still right for the text it holds.
+            Err(_) => return reply.attr(&TTL, &a),
+        };
+        self.store(
+            q,
+            Job {
+                c,
+                ino,
+                node,
+                text,
+                store: None,
+                answer: Answer::Attr {
+                    attr: Box::new(a),
+                    reply,
+                },
+            },
+        );
     }
 
     /// Only the truncation of `echo N > knob` (O_TRUNC) is accepted, as a no-op.
@@ -914,25 +1006,37 @@ impl Filesystem for Views {
             Err(e) => return reply.error(Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))),
         };
         let fh = self.0.next_fh.fetch_add(1, Ordering::Relaxed);
+        let flag = Arc::new(AtomicBool::new(false));
         self.0
             .handles
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(fh, (ino, text.clone()));
+            .insert(
+                fh,
+                OpenFile {
+                    ino,
+                    text: text.clone(),
+                    cached: flag.clone(),
+                    opened: Instant::now(),
+                },
+            );
         let Some(q) = self.0.notifier.get() else {
             return reply.opened(
                 FileHandle(fh),
                 FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH,
             );
         };
-        let o = Open {
+        let o = Job {
             c,
             ino,
             node,
             text,
-            fh,
             store: None,
-            reply,
+            answer: Answer::Open {
+                fh,
+                cached: flag,
+                reply,
+            },
         };
         if cached(kind) {
             self.store(q, o)
@@ -952,23 +1056,55 @@ impl Filesystem for Views {
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyData,
     ) {
-        let text = self
+        let handle = self
             .0
             .handles
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&fh.0)
-            .filter(|(i, _)| *i == ino)
-            .map(|(_, t)| t.clone());
-        // No handle: opened from a server before on this connection (handles carry the
-        // server's generation, so it is never one of this server's). A text of now, for a
-        // caller who may read it (a reader that read part of the old text may see a seam).
-        let text = match text {
-            Some(t) => t,
-            None => match self.resolve(req, ino).and_then(|(c, node)| {
+            .filter(|h| h.ino == ino)
+            .map(|h| (h.text.clone(), h.cached.load(Ordering::Acquire)));
+        let render = || {
+            self.resolve(req, ino).and_then(|(c, node)| {
                 c.text(&self.0, node, Tree::get().nodes[node].kind)
                     .map_err(|e| Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO)))
-            }) {
+            })
+        };
+        let text = match handle {
+            // A page for the cache: from the text whose length the kernel has as the size,
+            // which is this open's or a later one's (an open or a getattr stored it).
+            Some((own, true)) => {
+                let (slot, node) = split(ino);
+                self.0
+                    .by_slot(slot)
+                    .and_then(|c| c.kernel_text(node))
+                    .unwrap_or(own)
+            }
+            // Direct I/O from the start: a text of now, kept for the reads that follow, as
+            // procfs renders again after a seek to the start. Not a longer one: sendfile and
+            // splice read these through the page cache, up to the size the open's text set
+            // (crate::notifier), and would cut it.
+            Some((own, false)) if offset == 0 => match render() {
+                Ok(t) if t.len() > own.len() => own,
+                Ok(t) => {
+                    if let Some(h) = self
+                        .0
+                        .handles
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get_mut(&fh.0)
+                    {
+                        h.text = t.clone();
+                    }
+                    t
+                }
+                Err(e) => return reply.error(e),
+            },
+            Some((own, false)) => own,
+            // No handle: opened from a server before on this connection (handles carry the
+            // server's generation, so it is never one of this server's). A text of now, for a
+            // caller who may read it (a reader that read part of the old text may see a seam).
+            None => match render() {
                 Ok(t) => t,
                 Err(e) => return reply.error(e),
             },

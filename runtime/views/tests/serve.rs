@@ -470,3 +470,174 @@ fn readers_dropping_pages_never_stall_the_server() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// A server with one container `c1` in a cgroup of its own (named after `what`): the fixture,
+/// the cgroup's name and the container's folder.
+fn one_container(what: &str) -> (Fixture, String, PathBuf) {
+    let mut fx = Fixture {
+        root: tempfile::tempdir().unwrap(),
+        cgroups: Vec::new(),
+    };
+    let name = format!("eci-views-{what}-{}", std::process::id());
+    let cg = cgroup(&name, &mut fx);
+    let out = register(&fx, "c1", &cg);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let folder = PathBuf::from(text.lines().next().unwrap());
+    (fx, name, folder)
+}
+
+/// The memory cgroup folder of the fixture's cgroup `name` (v2: the cgroup itself).
+fn memory_cgroup(name: &str) -> PathBuf {
+    let v1 = PathBuf::from("/sys/fs/cgroup/memory").join(name);
+    if v1.is_dir() {
+        v1
+    } else {
+        PathBuf::from("/sys/fs/cgroup").join(name)
+    }
+}
+
+/// Charges `mib` MiB of shared memory to cgroup `name`: a file written in /dev/shm by a
+/// process in the cgroup (its pages stay charged to it after the process ended, until the
+/// file is removed).
+fn charge_shmem(name: &str, file: &Path, mib: u32) {
+    let procs = memory_cgroup(name).join("cgroup.procs");
+    let st = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {} && head -c {} /dev/zero > {}",
+            procs.display(),
+            mib << 20,
+            file.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+fn field(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        (k == key).then(|| v.split_whitespace().next()?.parse().ok())?
+    })
+}
+
+/// F1: procps' top, free -s and vmstat keep /proc/meminfo and /proc/stat open and read them
+/// again from the start at every refresh, which procfs answers with a text of now. The
+/// server's text of the open, kept in the page cache, showed such a reader the same numbers
+/// for as long as it ran: uptime stood still, 20 MiB of shared memory written in the
+/// container never appeared, a knob kept its old value (shown failing on the code before).
+#[test]
+fn a_kept_file_read_again_from_the_start_shows_now() {
+    use std::io::{Read, Seek, SeekFrom};
+    if !eci_test_support::prerequisite(is_root(), "the views server mounts FUSE: root only") {
+        return;
+    }
+    let (_fx, name, folder) = one_container("kept");
+    let shm = PathBuf::from(format!("/dev/shm/eci-views-kept-{}", std::process::id()));
+
+    let reread = |f: &mut std::fs::File| {
+        f.seek(SeekFrom::Start(0)).unwrap();
+        let mut t = String::new();
+        f.read_to_string(&mut t).unwrap();
+        t
+    };
+    let mut uptime = std::fs::File::open(folder.join("proc/uptime")).unwrap();
+    let mut meminfo = std::fs::File::open(folder.join("proc/meminfo")).unwrap();
+    let mut knob = std::fs::File::open(folder.join("sysctl/kernel.panic")).unwrap();
+    let first_uptime = reread(&mut uptime);
+    let first_meminfo = reread(&mut meminfo);
+    let first_knob = reread(&mut knob);
+    // A knob is read with direct I/O: a read from the start renders it again at once.
+    let new = if first_knob.trim() == "7" { "8" } else { "7" };
+    std::fs::write(folder.join("sysctl/kernel.panic"), new).unwrap();
+    assert_eq!(reread(&mut knob).trim(), new, "a kept knob read again");
+    assert_eq!(field(&first_meminfo, "Shmem"), Some(0), "{first_meminfo}");
+    charge_shmem(&name, &shm, 20);
+    // Longer than the attributes' TTL (1 s), after which the kernel asks again.
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let second_uptime = reread(&mut uptime);
+    let second_meminfo = reread(&mut meminfo);
+    let _ = std::fs::remove_file(&shm);
+    let secs = |t: &str| -> f64 { t.split_whitespace().next().unwrap().parse().unwrap() };
+    assert!(
+        secs(&second_uptime) >= secs(&first_uptime) + 1.0,
+        "uptime read again from the same file: {first_uptime:?} then {second_uptime:?}"
+    );
+    assert_eq!(
+        field(&second_meminfo, "Shmem"),
+        Some(20 << 10),
+        "meminfo read again from the same file after 20 MiB of shmem:\n{second_meminfo}"
+    );
+    // Read whole: the pages and the size are of one text.
+    assert_eq!(
+        second_meminfo.lines().count(),
+        first_meminfo.lines().count()
+    );
+    assert!(second_meminfo.ends_with(" kB\n"), "{second_meminfo}");
+}
+
+/// Limits cgroup `name` to one CPU's time (`--cpus 1`), which the views show as one CPU.
+fn limit_to_one_cpu(name: &str) {
+    let v1 = PathBuf::from("/sys/fs/cgroup/cpu").join(name);
+    if v1.is_dir() {
+        std::fs::write(v1.join("cpu.cfs_period_us"), "100000").unwrap();
+        std::fs::write(v1.join("cpu.cfs_quota_us"), "100000").unwrap();
+    } else {
+        std::fs::write(
+            PathBuf::from("/sys/fs/cgroup").join(name).join("cpu.max"),
+            "100000 100000",
+        )
+        .unwrap();
+    }
+}
+
+/// Two opens of one view at once, the second's text shorter (the container's CPU limit went
+/// from none to one CPU between them, so /proc/stat lost a `cpuN` line): the first open,
+/// reading after the second's open dropped its pages, read its own longer text cut to the
+/// second's length (its last line broken). Now the pages are always read from the text whose
+/// length the kernel has: the first reader gets a whole text, the second's (shown failing on
+/// the code before).
+#[test]
+fn an_open_reading_after_a_shorter_text_reads_a_whole_text() {
+    use std::io::Read;
+    if !eci_test_support::prerequisite(is_root(), "the views server mounts FUSE: root only") {
+        return;
+    }
+    // One CPU shows one `cpuN` line with the limit or without.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if !eci_test_support::prerequisite(cpus >= 2, "two CPUs, to show one less") {
+        return;
+    }
+    let (_fx, name, folder) = one_container("shrink");
+    let view = folder.join("proc/stat");
+
+    // Its text is stored at this open; nothing read yet.
+    let mut first = std::fs::File::open(&view).unwrap();
+    limit_to_one_cpu(&name);
+    // Past the 5 ms a render is reused for.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    // The second open drops the pages of the first's text (its own is shorter) and the
+    // first reads before it: its pages are read anew.
+    let mut second_file = std::fs::File::open(&view).unwrap();
+    let mut text = String::new();
+    first.read_to_string(&mut text).unwrap();
+    let mut second = String::new();
+    second_file.read_to_string(&mut second).unwrap();
+    let cpus = |t: &str| {
+        t.lines()
+            .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
+            .count()
+    };
+    let keys = |t: &str| -> Vec<String> {
+        t.lines()
+            .map(|l| l.split(' ').next().unwrap_or_default().to_string())
+            .collect()
+    };
+    assert_eq!(cpus(&second), 1, "{second}");
+    // Whole texts of the same shape (a getattr may store a text of a moment later in between,
+    // whose numbers differ): the first open's not cut, and not the older text's pages.
+    assert!(
+        text.ends_with('\n') && keys(&text) == keys(&second),
+        "the first open read a broken text:\n{text}\n(the second read:\n{second})"
+    );
+}
