@@ -136,9 +136,6 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SourceBuildError + '_ {
 #[derive(Debug, Clone)]
 pub struct Built {
     pub recipe: &'static Recipe,
-    pub version: String,
-    /// The .dsc's sha256: it pins every other file of the source package.
-    pub dsc_sha256: String,
     pub program: Vec<u8>,
     pub record: BuildRecord,
 }
@@ -148,6 +145,7 @@ pub struct Built {
 pub struct BuildRecord {
     pub package: String,
     pub version: String,
+    /// The .dsc's sha256: it pins every other file of the source package.
     pub dsc_sha256: String,
     /// Debian's patches applied, in order.
     pub patches: Vec<String>,
@@ -250,7 +248,7 @@ fn build_one(
     let root = cache.root().join("source-builds");
     let key = cache_key(recipe, source, toolchain, epoch);
     let entry = root.join(&key);
-    if let Some(built) = cached(recipe, source, &entry, &dsc_sha256)? {
+    if let Some(built) = cached(recipe, &entry)? {
         return Ok(built);
     }
     std::fs::create_dir_all(&root).map_err(io_err(&root))?;
@@ -324,20 +322,13 @@ fn build_one(
     }
     Ok(Built {
         recipe,
-        version: source.version.clone(),
-        dsc_sha256,
         program,
         record,
     })
 }
 
 /// A complete cache entry, checked against its own record.
-fn cached(
-    recipe: &'static Recipe,
-    source: &LockedSource,
-    entry: &Path,
-    dsc_sha256: &str,
-) -> Result<Option<Built>, SourceBuildError> {
+fn cached(recipe: &'static Recipe, entry: &Path) -> Result<Option<Built>, SourceBuildError> {
     if !entry.exists() {
         return Ok(None);
     }
@@ -355,8 +346,6 @@ fn cached(
     };
     Ok(Some(Built {
         recipe,
-        version: source.version.clone(),
-        dsc_sha256: dsc_sha256.to_string(),
         program,
         record,
     }))
