@@ -52,6 +52,26 @@ fn errors_go_to_the_log_in_runc_json_shape() {
     assert!(line["time"].as_str().unwrap().ends_with('Z'));
 }
 
+#[test]
+fn forced_delete_of_a_missing_container_succeeds_as_runc_does() {
+    // containerd's shim runs `delete --force` again after the task's own delete: runc answers
+    // success there, and only an unforced delete of a missing container is an error.
+    let d = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        bin()
+            .arg("--root")
+            .arg(d.path().join("root"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let forced = run(&["delete", "--force", "gone"]);
+    assert!(forced.status.success(), "{forced:?}");
+    let plain = run(&["delete", "gone"]);
+    assert!(!plain.status.success());
+    assert!(String::from_utf8_lossy(&plain.stderr).contains("container gone does not exist"));
+}
+
 /// eci-runc (and plain runc, to show what an attack does without eci) on an OCI bundle, as
 /// containerd's shim drives them. Root and busybox-static are needed; on a laptop without
 /// them the tests skip, in CI they fail (eci-test-support).
