@@ -173,46 +173,55 @@ pub fn build_all(
     packages
         .iter()
         .map(|name| {
-            let recipe = recipe(name).ok_or_else(|| SourceBuildError::Source {
-                package: name.clone(),
-                message: format!(
-                    "no recipe (known: {})",
-                    recipe_names().join(", ")
-                ),
-            })?;
-            let source = lock
-                .sources
-                .iter()
-                .find(|s| s.name == *name)
-                .ok_or_else(|| SourceBuildError::NotLocked {
-                    package: name.clone(),
-                })?;
-            // The lock holds the binary package's files no more: the build replaces them.
-            if let Some(p) = lock.package(recipe.replaces) {
-                return Err(SourceBuildError::Source {
-                    package: name.clone(),
-                    message: format!(
-                        "the lock also pins Debian's binary package {} {}, which the build replaces; exclude it in the definition and re-run `eci-build lock`",
-                        p.name, p.version
-                    ),
-                });
-            }
-            if let Some(libc6) = lock.package("libc6") {
-                let upstream = crate::apt::lock::Version::parse(&libc6.version)
-                    .map(|v| v.upstream().to_string())
-                    .unwrap_or_else(|_| libc6.version.clone());
-                if upstream != toolchain.glibc {
-                    return Err(SourceBuildError::GlibcMismatch {
-                        package: name.clone(),
-                        host: toolchain.glibc.clone(),
-                        image: libc6.version.clone(),
-                        image_upstream: upstream,
-                    });
-                }
-            }
+            let (recipe, source) = check(name, lock, &toolchain.glibc)?;
             build_one(recipe, source, cache, &toolchain, epoch)
         })
         .collect()
+}
+
+/// Whether `name` can be built from source for the image `lock` pins, on a host whose glibc
+/// is `host_glibc`: its recipe and locked source, or why not. Pure, so every refusal here is
+/// tested without the host tools [`Toolchain::detect`] runs.
+fn check<'a>(
+    name: &str,
+    lock: &'a Lockfile,
+    host_glibc: &str,
+) -> Result<(&'static Recipe, &'a LockedSource), SourceBuildError> {
+    let recipe = recipe(name).ok_or_else(|| SourceBuildError::Source {
+        package: name.to_string(),
+        message: format!("no recipe (known: {})", recipe_names().join(", ")),
+    })?;
+    let source = lock
+        .sources
+        .iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| SourceBuildError::NotLocked {
+            package: name.to_string(),
+        })?;
+    // The lock holds the binary package's files no more: the build replaces them.
+    if let Some(p) = lock.package(recipe.replaces) {
+        return Err(SourceBuildError::Source {
+            package: name.to_string(),
+            message: format!(
+                "the lock also pins Debian's binary package {} {}, which the build replaces; exclude it in the definition and re-run `eci-build lock`",
+                p.name, p.version
+            ),
+        });
+    }
+    if let Some(libc6) = lock.package("libc6") {
+        let upstream = crate::apt::lock::Version::parse(&libc6.version)
+            .map(|v| v.upstream().to_string())
+            .unwrap_or_else(|_| libc6.version.clone());
+        if upstream != host_glibc {
+            return Err(SourceBuildError::GlibcMismatch {
+                package: name.to_string(),
+                host: host_glibc.to_string(),
+                image: libc6.version.clone(),
+                image_upstream: upstream,
+            });
+        }
+    }
+    Ok((recipe, source))
 }
 
 fn cache_key(recipe: &Recipe, source: &LockedSource, toolchain: &Toolchain, epoch: u64) -> String {
@@ -361,6 +370,7 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), SourceBuildError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::apt::lock::{LockedPackage, LockedSourceFile};
 
     #[test]
     fn recipes_are_found_by_package_and_link_to_their_program() {
@@ -372,5 +382,135 @@ mod tests {
             assert!(path.starts_with("/usr/sbin/"), "{path}");
             assert_eq!(*target, program_name);
         }
+    }
+
+    /// The image's glibc as Debian 12 ships it and the host glibc that matches it.
+    const IMAGE_LIBC6: &str = "2.36-9+deb12u10";
+    const HOST_GLIBC: &str = "2.36";
+
+    fn package(name: &str, version: &str) -> LockedPackage {
+        LockedPackage {
+            name: name.into(),
+            version: version.into(),
+            architecture: "amd64".into(),
+            size: 1,
+            sha256: "a".repeat(64),
+            suite: "bookworm".into(),
+            path: format!("pool/main/x/{name}/{name}_{version}_amd64.deb"),
+        }
+    }
+
+    /// The smallest lock `check` accepts for iptables: the image's libc6 and the iptables
+    /// source, without Debian's iptables binary package (the definition excludes it).
+    fn lock() -> Lockfile {
+        Lockfile {
+            target: "qemu".into(),
+            architecture: "amd64".into(),
+            source_date_epoch: 1,
+            include: vec![],
+            suites: vec![],
+            excluded: vec![],
+            choices: vec![],
+            packages: vec![package("libc6", IMAGE_LIBC6)],
+            sources: vec![LockedSource {
+                name: "iptables".into(),
+                version: "1.8.9-2".into(),
+                suite: "bookworm".into(),
+                directory: "pool/main/i/iptables".into(),
+                files: vec![LockedSourceFile {
+                    name: "iptables_1.8.9-2.dsc".into(),
+                    size: 1,
+                    sha256: "b".repeat(64),
+                }],
+            }],
+        }
+    }
+
+    #[test]
+    fn check_accepts_a_locked_source_on_a_host_with_the_images_glibc() {
+        let lock = lock();
+        let (recipe, source) = check("iptables", &lock, HOST_GLIBC).unwrap();
+        assert_eq!(recipe.package, "iptables");
+        assert_eq!(source.version, "1.8.9-2");
+        // An image without libc6 links nothing of it, so any host glibc will do.
+        let mut no_libc = lock.clone();
+        no_libc.packages.clear();
+        assert!(check("iptables", &no_libc, "2.41").is_ok());
+    }
+
+    #[test]
+    fn check_refuses_a_lock_that_still_pins_the_binary_package_the_build_replaces() {
+        // The same lock without the binary package passes: the refusal below is its doing.
+        let mut lock = lock();
+        assert!(check("iptables", &lock, HOST_GLIBC).is_ok());
+        // Debian's dynamic iptables would ship next to the static build (and its libxtables
+        // and extensions with it), undoing what the build is for.
+        lock.packages.push(package("iptables", "1.8.9-2"));
+        lock.packages.sort_by(|a, b| a.name.cmp(&b.name));
+        let e = check("iptables", &lock, HOST_GLIBC).unwrap_err();
+        assert!(
+            matches!(&e, SourceBuildError::Source { package, .. } if package == "iptables"),
+            "{e:?}"
+        );
+        let m = e.to_string();
+        assert!(m.starts_with("source build: iptables: "), "{m}");
+        assert!(m.contains("binary package iptables 1.8.9-2"), "{m}");
+        assert!(
+            m.contains("exclude it in the definition and re-run `eci-build lock`"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn check_refuses_a_host_glibc_other_than_the_images_libc6() {
+        let lock = lock();
+        assert!(check("iptables", &lock, HOST_GLIBC).is_ok());
+        // A static program built on a newer host would load the image's 2.36 NSS modules
+        // into its 2.41 glibc.
+        let e = check("iptables", &lock, "2.41").unwrap_err();
+        match &e {
+            SourceBuildError::GlibcMismatch {
+                package,
+                host,
+                image,
+                image_upstream,
+            } => {
+                assert_eq!(package, "iptables");
+                assert_eq!(host, "2.41");
+                assert_eq!(image, IMAGE_LIBC6);
+                assert_eq!(image_upstream, HOST_GLIBC);
+            }
+            other => panic!("expected GlibcMismatch, got {other:?}"),
+        }
+        let m = e.to_string();
+        assert!(m.starts_with("source build: iptables "), "{m}");
+        assert!(
+            m.contains("glibc 2.41, but the image's libc6 is 2.36-9+deb12u10"),
+            "{m}"
+        );
+        assert!(m.contains("Build on a host whose glibc is 2.36 "), "{m}");
+    }
+
+    #[test]
+    fn check_refuses_a_package_without_a_recipe_or_without_a_locked_source() {
+        let mut lock = lock();
+        // The definition loader refuses unknown names already; this is the build's own guard.
+        let e = check("nftables", &lock, HOST_GLIBC).unwrap_err();
+        assert!(
+            matches!(&e, SourceBuildError::Source { package, .. } if package == "nftables"),
+            "{e:?}"
+        );
+        let m = e.to_string();
+        assert!(m.contains("nftables: no recipe (known: iptables)"), "{m}");
+        // A lock written before the definition gained `source_builds:` pins no source.
+        lock.sources.clear();
+        let e = check("iptables", &lock, HOST_GLIBC).unwrap_err();
+        assert!(
+            matches!(&e, SourceBuildError::NotLocked { package } if package == "iptables"),
+            "{e:?}"
+        );
+        let m = e.to_string();
+        assert!(m.contains("iptables: the definition builds it from source but the lock pins no such source package"), "{m}");
+        assert!(m.contains("run `eci-build lock --target TARGET`"), "{m}");
     }
 }
