@@ -216,29 +216,7 @@ pub fn assemble(
     for b in binaries {
         insert(&mut manifest, &b.path, Entry::file(b.bytes, 0o755), epoch)?;
     }
-    // Programs built from source stand where Debian's binary package would have put them
-    // (the definition excludes that package).
-    for b in source_builds {
-        let (_, path) = b.recipe.program;
-        // Nothing else may own these paths: a package file there would be silently replaced.
-        for p in std::iter::once(path).chain(b.recipe.links.iter().map(|(l, _)| *l)) {
-            if manifest.contains(p) {
-                return Err(RootfsError::SourceBuildClash {
-                    package: b.recipe.package.to_string(),
-                    path: p.to_string(),
-                });
-            }
-        }
-        insert(
-            &mut manifest,
-            path,
-            Entry::file(b.program.clone(), 0o755),
-            epoch,
-        )?;
-        for (link, target) in b.recipe.links {
-            insert(&mut manifest, link, Entry::symlink(*target), epoch)?;
-        }
-    }
+    install_source_builds(&mut manifest, source_builds, epoch)?;
     for alt in &spec.alternatives {
         if manifest.resolve(&alt.target).is_err() {
             return Err(RootfsError::Alternative {
@@ -324,6 +302,32 @@ pub fn assemble(
         builtin_modules: selection.builtin,
         warnings,
     })
+}
+
+/// Programs built from source stand where Debian's binary package would have put them (the
+/// definition excludes that package), with their links.
+fn install_source_builds(
+    manifest: &mut Manifest,
+    source_builds: &[crate::source_build::Built],
+    epoch: u64,
+) -> Result<(), RootfsError> {
+    for b in source_builds {
+        let (_, path) = b.recipe.program;
+        // Nothing else may own these paths: a package file there would be silently replaced.
+        for p in std::iter::once(path).chain(b.recipe.links.iter().map(|(l, _)| *l)) {
+            if manifest.contains(p) {
+                return Err(RootfsError::SourceBuildClash {
+                    package: b.recipe.package.to_string(),
+                    path: p.to_string(),
+                });
+            }
+        }
+        insert(manifest, path, Entry::file(b.program.clone(), 0o755), epoch)?;
+        for (link, target) in b.recipe.links {
+            insert(manifest, link, Entry::symlink(*target), epoch)?;
+        }
+    }
+    Ok(())
 }
 
 /// `/var/run` -> `/run`, as base-files' maintainer script leaves a Debian system (the package
@@ -605,4 +609,119 @@ fn dpkg_status(records: &[PackageRecord]) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source_build::{BuildRecord, Built};
+
+    const EPOCH: u64 = 1_700_000_000;
+    const PROGRAM: &str = "/usr/sbin/xtables-legacy-multi";
+
+    /// The iptables source build as `source_build::build_all` hands it over; the bytes stand in
+    /// for the static program.
+    fn iptables_build() -> Built {
+        let recipe = crate::source_build::recipe("iptables").unwrap();
+        Built {
+            recipe,
+            program: b"\x7fELF static xtables-legacy-multi".to_vec(),
+            record: BuildRecord {
+                package: "iptables".into(),
+                version: "1.8.9-2".into(),
+                dsc_sha256: "a".repeat(64),
+                patches: vec![],
+                tools: vec![],
+                glibc: "2.36".into(),
+                host_packages: vec![],
+                libc_a_sha256: "b".repeat(64),
+                program: recipe.program.1.into(),
+                program_sha256: "c".repeat(64),
+            },
+        }
+    }
+
+    /// /usr/sbin as the locked packages leave it (coreutils and friends ship files there).
+    fn unpacked_packages() -> Manifest {
+        let mut m = Manifest::new();
+        m.add_file("/usr/sbin/chroot", b"ELF chroot".to_vec(), 0o755, 0, 0)
+            .unwrap();
+        m
+    }
+
+    #[test]
+    fn a_source_build_installs_its_program_and_links() {
+        let mut m = unpacked_packages();
+        install_source_builds(&mut m, &[iptables_build()], EPOCH).unwrap();
+        let program = m.get(PROGRAM).unwrap();
+        assert_eq!(program.mode, 0o755);
+        assert_eq!(program.mtime, EPOCH);
+        assert_eq!(
+            program.data().unwrap().as_slice(),
+            b"\x7fELF static xtables-legacy-multi"
+        );
+        // Every name dockerd and the alternatives call reaches the one program.
+        for link in [
+            "/usr/sbin/iptables-legacy",
+            "/usr/sbin/ip6tables-legacy-restore",
+        ] {
+            let resolved = m.resolve(link).unwrap();
+            assert_eq!(resolved.path, PROGRAM, "{link}");
+        }
+        assert!(m.contains("/usr/sbin/chroot"));
+    }
+
+    #[test]
+    fn a_package_file_where_the_source_build_goes_is_refused_not_replaced() {
+        // Debian's dynamic iptables, left in the lock, ships the program; another package could
+        // ship any of the link names (a wrapper script, say).
+        let debian = b"ELF dynamic xtables-legacy-multi".to_vec();
+        let with_package_file_at = |path: &str| {
+            let mut m = unpacked_packages();
+            m.add_file(path, debian.clone(), 0o755, 0, 0).unwrap();
+            m
+        };
+        // Without the check, inserting the build silently takes the package's file away: the
+        // image would run a program other than the one its lock and SBOM name for that path.
+        let mut unchecked = with_package_file_at(PROGRAM);
+        insert(
+            &mut unchecked,
+            PROGRAM,
+            Entry::file(iptables_build().program, 0o755),
+            EPOCH,
+        )
+        .unwrap();
+        assert_eq!(
+            unchecked.get(PROGRAM).unwrap().data().unwrap().as_slice(),
+            &iptables_build().program[..]
+        );
+        // With it, both the program's path and a link's path are refused, naming the path and
+        // the fix, and the package's files are left as they were.
+        for path in [PROGRAM, "/usr/sbin/iptables-legacy-save"] {
+            let mut m = with_package_file_at(path);
+            let before: Vec<(String, Entry)> =
+                m.iter().map(|(p, e)| (p.to_string(), e.clone())).collect();
+            let e = install_source_builds(&mut m, &[iptables_build()], EPOCH).unwrap_err();
+            match &e {
+                RootfsError::SourceBuildClash { package, path: at } => {
+                    assert_eq!(package, "iptables");
+                    assert_eq!(at, path);
+                }
+                other => panic!("expected SourceBuildClash, got {other:?}"),
+            }
+            let message = e.to_string();
+            assert!(
+                message.starts_with(&format!("{path} is built from source (iptables")),
+                "{message}"
+            );
+            assert!(
+                message
+                    .contains("exclude that package in the definition and re-run `eci-build lock`"),
+                "{message}"
+            );
+            let after: Vec<(String, Entry)> =
+                m.iter().map(|(p, e)| (p.to_string(), e.clone())).collect();
+            assert_eq!(after, before, "{path}");
+        }
+    }
 }
