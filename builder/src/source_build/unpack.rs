@@ -413,6 +413,66 @@ mod tests {
         out
     }
 
+    /// What `unpack_tarball` would be without its checks: the top folder stripped, parents
+    /// created, each entry written with `Entry::unpack` at the joined path. `Archive::unpack`
+    /// and `Entry::unpack_in` are not used because they refuse these archives themselves
+    /// (tar 0.4 checks the canonical parent); `Entry::unpack` is what `unpack_tarball` calls.
+    fn unpack_without_checks(xz_bytes: &[u8], dest: &Path) {
+        let mut archive = tar::Archive::new(xz2::read::XzDecoder::new(xz_bytes));
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let rel: PathBuf = entry.path().unwrap().components().skip(1).collect();
+            let target = dest.join(rel);
+            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+            entry.unpack(&target).unwrap();
+        }
+    }
+
+    fn symlink_entry(b: &mut tar::Builder<Vec<u8>>, path: &str, target: &Path) {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, path, target).unwrap();
+    }
+
+    fn file_entry(b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, path, data).unwrap();
+    }
+
+    #[test]
+    fn a_file_written_through_a_link_out_of_the_tree_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::create_dir(&victim).unwrap();
+        // A link to a folder outside (say /etc/cron.d), then a file through the link.
+        let archive = {
+            let mut b = tar::Builder::new(Vec::new());
+            file_entry(&mut b, "x-1/a.c", b"int a;");
+            symlink_entry(&mut b, "x-1/l", &victim);
+            file_entry(&mut b, "x-1/l/pwned", b"x");
+            xz(b.into_inner().unwrap())
+        };
+        // The attack works: unpacked without the checks, the file lands in the victim folder.
+        let naive = dir.path().join("naive");
+        unpack_without_checks(&archive, &naive);
+        assert_eq!(std::fs::read(victim.join("pwned")).unwrap(), b"x");
+        std::fs::remove_file(victim.join("pwned")).unwrap();
+        // The same archive is refused at the link, before anything is written through it.
+        let dest = dir.path().join("tree");
+        std::fs::create_dir(&dest).unwrap();
+        let e = unpack_tarball(&archive, "x.orig.tar.xz", &dest, true, None).unwrap_err();
+        assert!(
+            e.starts_with("x-1/l links to ") && e.ends_with("outside the tree"),
+            "{e}"
+        );
+        assert!(!victim.join("pwned").exists());
+        assert!(!dest.join("l").exists());
+    }
+
     #[test]
     fn unpack_strips_the_top_folder_and_refuses_links_out_of_the_tree() {
         let dir = tempfile::tempdir().unwrap();
@@ -462,12 +522,19 @@ mod tests {
                 .unwrap();
             xz(b.into_inner().unwrap())
         };
+        // The attack works: unpacked without the checks into a folder of its own, the file
+        // lands beside that folder, outside it.
+        let naive = tempfile::tempdir().unwrap();
+        unpack_without_checks(&chain, &naive.path().join("tree"));
+        assert_eq!(std::fs::read(naive.path().join("pwned")).unwrap(), b"x");
+        // Each link stays inside on its own, so the link check passes them; the write through
+        // them is what is refused.
         let e = unpack_tarball(&chain, "x.orig.tar.xz", &dest, true, None).unwrap_err();
         assert!(e.contains("is not a folder"), "{e}");
         assert!(!dir.path().join("pwned").exists() && !dest.join("pwned").exists());
         // Paths that climb or start at the root are refused before anything is written; the
         // tar crate's builder will not write them, so the header's name field is set by hand.
-        for evil in ["x-1/../../pwned", "/pwned"] {
+        let evil_archive = |evil: &str| {
             let mut h = tar::Header::new_gnu();
             h.set_size(1);
             h.set_mode(0o644);
@@ -475,9 +542,19 @@ mod tests {
             h.set_cksum();
             let mut b = tar::Builder::new(Vec::new());
             b.append(&h, &b"x"[..]).unwrap();
-            let raw = xz(b.into_inner().unwrap());
-            let e = unpack_tarball(&raw, "x.orig.tar.xz", &dest, evil.starts_with('/'), None)
-                .unwrap_err();
+            xz(b.into_inner().unwrap())
+        };
+        // The climbing one works without the checks: below `naive/a/tree`, `x-1` stripped,
+        // `../../pwned` is `naive/pwned`. (`/pwned` is not tried that way: it would write to
+        // the test machine's root.)
+        let naive = tempfile::tempdir().unwrap();
+        let naive_dest = naive.path().join("a/tree");
+        std::fs::create_dir_all(&naive_dest).unwrap();
+        unpack_without_checks(&evil_archive("x-1/../../pwned"), &naive_dest);
+        assert_eq!(std::fs::read(naive.path().join("pwned")).unwrap(), b"x");
+        for evil in ["x-1/../../pwned", "/pwned"] {
+            let raw = evil_archive(evil);
+            let e = unpack_tarball(&raw, "x.orig.tar.xz", &dest, true, None).unwrap_err();
             assert!(e.contains("leaves the tree"), "{evil}: {e}");
         }
         assert!(!outside.path().join("pwned").exists() && !dir.path().join("pwned").exists());
