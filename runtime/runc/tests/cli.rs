@@ -70,6 +70,20 @@ fn forced_delete_of_a_missing_container_succeeds_as_runc_does() {
     let plain = run(&["delete", "gone"]);
     assert!(!plain.status.success());
     assert!(String::from_utf8_lossy(&plain.stderr).contains("container gone does not exist"));
+    // A create that died before its state was written leaves a folder only: both deletes
+    // remove it, and only the forced one reports success (runc's answers).
+    for (id, force) in [("half1", true), ("half2", false)] {
+        let folder = d.path().join("root").join(id);
+        std::fs::create_dir_all(&folder).unwrap();
+        let args: Vec<&str> = if force {
+            vec!["delete", "--force", id]
+        } else {
+            vec!["delete", id]
+        };
+        let o = run(&args);
+        assert_eq!(o.status.success(), force, "{id}: {o:?}");
+        assert!(!folder.exists(), "{id}: the folder is left");
+    }
 }
 
 /// eci-runc (and plain runc, to show what an attack does without eci) on an OCI bundle, as

@@ -14,14 +14,20 @@ pub fn delete(g: &Global, id: &str, force: bool) -> Result<()> {
         Ok(st) => st,
         Err(_) if dir.is_dir() && !dir.join("state.json").exists() => {
             // A create that died before writing any state: nothing runs, only the range and
-            // the folder are left.
+            // the folder are left. Cleaned up either way; as with runc, only a forced delete
+            // calls that success (there was no container to delete).
             crate::views::release(&g.root, id);
             g.allocator().release(id, &g.root)?;
-            return fs::remove_dir_all(&dir).map_err(|e| Error::io("remove", &dir, e));
+            fs::remove_dir_all(&dir).map_err(|e| Error::io("remove", &dir, e))?;
+            return if force {
+                Ok(())
+            } else {
+                Err(Error::NotFound(id.to_string()))
+            };
         }
-        // runc's rule, which containerd's shim relies on: its clean-up after every task runs
-        // `delete --force` once more, after the task's own delete removed the container, and
-        // expects success.
+        // runc's rule: a forced delete of a container that is not there succeeds. containerd's
+        // shim runs `delete --force` once more after every task's own delete removed it, and
+        // logs a warning for anything else.
         Err(Error::NotFound(_)) if force => return Ok(()),
         Err(e) => return Err(e),
     };
