@@ -22,9 +22,10 @@
 //! - `<service>-ready`: eci-init's `ready:` summary (`containerd:ready@10.80 ...`) gives the
 //!   uptime; the wall time is that of the service's own `<service>: ready after` line, which
 //!   eci-init prints when the probe passes (the summary only comes once every service is up).
-//! - `imported`: the self-test's `imported uptime=` fact: its test image is in dockerd.
+//! - `imported`: the self-test's `imported uptime=` fact: its test image is in dockerd
+//!   (imported through the guard).
 //! - `first-run`, `guard-answered`: the self-test's `first-run uptime=` fact (its first
-//!   `docker run --rm` ended) and `guard-answered uptime=` fact (`docker version` answered
+//!   `docker run --rm`, through the guard as users run it, ended) and `guard-answered uptime=` fact (`docker version` answered
 //!   through the guard's user socket, as the docker CLI reaches the engine).
 //!
 //! A milestone missing from the console is left out, not guessed: the report is what the
