@@ -631,7 +631,10 @@ impl Init {
         cmd.env_clear()
             .env("PATH", PATH_ENV)
             .env("HOME", "/root")
-            .env("DOCKER_HOST", "unix:///run/eci/dockerd.sock")
+            .env(
+                "DOCKER_HOST",
+                format!("unix://{}", eci_facts::vm_paths::DOCKERD_SOCKET),
+            )
             .env("ECI_ORPHANS_REAPED", self.orphans_reaped.to_string())
             .envs(self.facts.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .current_dir("/")
