@@ -13,7 +13,7 @@
 # starts in a network namespace of its own with a logging `iptables` first on its PATH, and is
 # stopped once it answers. Times are guest uptime (10 ms steps) around loops of 20 runs; the
 # figure printed is the median per run over the rounds, and the ratio is of medians of one boot.
-# QEMU runs as `eci-build boot` runs it under TCG (builder/src/boot.rs: q35, qemu64 with RDRAND,
+# QEMU runs as `eci-build boot` runs it under TCG (builder/src/boot.rs: q35, qemu64 with RDRAND and without CMPXCHG16B,
 # one thread for both vCPUs before QEMU 8.1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -137,7 +137,7 @@ case "$(qemu-system-x86_64 --version | sed -n 's/.*version \([0-9]*\)\.\([0-9]*\
     [1-9][0-9]*\ *|8\ [1-9]*|9\ *) accel=tcg ;;
 esac
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cpus); dockerd made $calls iptables runs"
-timeout 900 qemu-system-x86_64 -machine q35 -accel "$accel" -m 2048 -smp 2 -cpu qemu64,+rdrand \
+timeout 900 qemu-system-x86_64 -machine q35 -accel "$accel" -m 2048 -smp 2 -cpu qemu64,+rdrand,-cx16 \
     -display none -monitor none -no-reboot -nodefaults -serial stdio \
     -kernel "$img/vmlinuz" -initrd "$work/initrd" \
     -append "console=ttyS0 panic=-1 lockdown=integrity slab_nomerge apparmor=0 quiet rdinit=/timing.sh" \

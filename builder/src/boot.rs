@@ -380,12 +380,15 @@ pub fn accel_arg(accel: Accel) -> &'static str {
 /// CPU Hyper-V and WSL2 run on has it: without a CPU random source the guest kernel's random
 /// generator was seeded only at 7-8 s of uptime under TCG, and dockerd, whose start-up reads
 /// crypto/rand (hashicorp/memberlist's init seeds math/rand from it), sat blocked in getrandom
-/// until then (issue 13: engine ready 12.3 -> 10.0 s).
+/// until then (issue 13: engine ready 12.3 -> 10.0 s). Without CMPXCHG16B: three CI boots
+/// under QEMU 7.2's TCG died of a double fault right after the guest's `cmpxchg16b` in SLUB's
+/// lockless allocation, with EFLAGS holding a register's bits (0x42768242, RAX ...42768000);
+/// without the flag the kernel takes SLUB's locked path. Hyper-V's and WSL2's CPUs keep it.
 pub fn cpu_arg(accel: Accel) -> &'static str {
     if accel == Accel::Kvm {
         "host"
     } else {
-        "qemu64,+rdrand"
+        "qemu64,+rdrand,-cx16"
     }
 }
 
@@ -742,7 +745,7 @@ mod tests {
         );
         assert!(a.contains("-append console=ttyS0 eci.selftest"), "{a}");
         assert!(!a.contains("pflash"), "{a}");
-        assert!(a.contains("-cpu qemu64,+rdrand"), "{a}");
+        assert!(a.contains("-cpu qemu64,+rdrand,-cx16"), "{a}");
         let kvm = args(&base_command(&Machine::direct(&opts), Accel::Kvm)).join(" ");
         assert!(kvm.contains("-cpu host"), "{kvm}");
     }
