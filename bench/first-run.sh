@@ -37,7 +37,7 @@ for tool in lz4 cpio python3; do
     command -v "$tool" >/dev/null || { echo "bench/first-run.sh: needs $tool (apt-get install $tool)" >&2; exit 1; }
 done
 img=out/$target
-for f in "$img/vmlinuz" "$img/initramfs.img"; do
+for f in "$img/vmlinuz" "$img/initramfs.img" "$img/manifest.json"; do
     [ -f "$f" ] || { echo "bench/first-run.sh: $f missing (eci-build image --target $target)" >&2; exit 1; }
 done
 [ "$(head -c 4 "$img/initramfs.img" | od -An -tx1 | tr -d ' ')" = 02214c18 ] ||
@@ -116,9 +116,8 @@ chmod 755 "$ov/usr/bin/eci-runc-timed" "$ov/usr/lib/eci/selftest"
 # Files only: a folder entry would reset the image's folder to this umask's mode.
 (cd "$ov" && find . -type f | sed 's|^\./||' | cpio -o -H newc --quiet -R 0:0) > "$work/overlay.cpio"
 
-# A copy of the build with the extended initramfs; the later archive's files replace the image's.
-# What a direct boot reads (the kernel, the manifest) beside the extended initramfs; the
-# test writes its console and verdict there.
+# What a direct boot reads: the kernel and the manifest beside the extended initramfs (the later
+# archive's files replace the image's). The test writes its console and verdict there too.
 mkdir "$work/out"
 cp "$img/vmlinuz" "$img/manifest.json" "$work/out/"
 cat "$work/image.cpio" "$work/overlay.cpio" | lz4 -l -q -c > "$work/out/initramfs.img"
