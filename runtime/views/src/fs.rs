@@ -54,7 +54,8 @@ enum Stored {
     /// This text: in the page cache, or to be read into it from an open's own copy (after an
     /// invalidation, or when the kernel dropped the pages); its length is the inode's size.
     Text(Arc<Vec<u8>>),
-    /// Not known (a notification failed): the next open invalidates.
+    /// Not known (a server before stored it, or a notification failed): the next open,
+    /// getattr or lookup drops it and stores its own.
     Unknown,
 }
 
@@ -74,7 +75,8 @@ struct ViewState {
     /// a notification is sent), not that of a text whose store still waits in the queue.
     /// Set before, not after: a getattr answered between a store and the update would give
     /// the old length, which the kernel takes as a truncation of the new text. 0 until the
-    /// first store, and after a restart (the kernel's copy is not known).
+    /// first store, also after a restart (the kernel's copy is not known) until an open, a
+    /// getattr or a lookup stores a text.
     size: u64,
     /// The text the kernel holds: what the reads of pages it does not hold (after an
     /// invalidation, or dropped) are answered from, for every open served through the page
@@ -248,6 +250,14 @@ impl Container {
         }
         let v = self.views.lock().unwrap_or_else(|e| e.into_inner());
         v.get(node).map_or(0, |v| v.size)
+    }
+
+    /// Whether this server does not know what the kernel holds for `node` (a server before
+    /// stored it, or a notification failed).
+    fn copy_unknown(&self, node: usize) -> bool {
+        let v = self.views.lock().unwrap_or_else(|e| e.into_inner());
+        v.get(node)
+            .is_some_and(|v| matches!(v.stored, Stored::Unknown))
     }
 
     /// The text the kernel holds for `node`, if known.
@@ -765,8 +775,9 @@ impl Views {
     /// open's text, so the reads of this open (and sendfile, splice) are served by the kernel
     /// without another round trip (one request per read of a view instead of three: open,
     /// read, the read that finds the end), or the text of now for a getattr, which a reader
-    /// that keeps its file open causes when it reads again (see `getattr`). When the kernel
-    /// does not take it, an open uses direct I/O.
+    /// that keeps its file open causes when it reads again (see `getattr`), or for a lookup of
+    /// a view a server before stored (see `lookup`). When the kernel does not take it, an open
+    /// uses direct I/O.
     ///
     /// A store only grows the inode's size. When the text is shorter than the one before, the
     /// kernel is told to drop the inode's pages and attributes instead: the reader's first
@@ -810,7 +821,7 @@ impl Views {
                 Stored::Text(_) => Notice::Inval,
                 Stored::Nothing => Notice::Store,
                 // Pages of a text this server did not store, and a size it does not know
-                // (0 if a lookup said so): dropped, then the text stored, which sets the size.
+                // (0 if a lookup said so before a text was stored): dropped, then the text stored, which sets the size.
                 Stored::Unknown => Notice::InvalStore,
             };
             v.stored = Stored::Text(o.text.clone());
@@ -870,17 +881,37 @@ impl Filesystem for Views {
             Ok((c, node)) => match Tree::get().child(node, name) {
                 Some(i) => {
                     let (slot, _) = split(parent);
-                    reply.entry(
-                        &TTL,
-                        &attr(
-                            ino_of(slot, i),
-                            Tree::get().nodes[i].kind,
-                            c.size(i),
-                            c.rec.root_uid,
-                            c.rec.root_gid,
-                        ),
-                        Generation(0),
-                    )
+                    let ino = ino_of(slot, i);
+                    let kind = Tree::get().nodes[i].kind;
+                    let a = attr(ino, kind, c.size(i), c.rec.root_uid, c.rec.root_gid);
+                    // A view this server does not know the kernel's copy of (a server before
+                    // stored it): the size is not known either, and the kernel takes the one
+                    // answered here as the inode's, cutting its pages to it. So the text of
+                    // now is stored first (dropping the kernel's), and its length answered.
+                    let unknown = self
+                        .0
+                        .notifier
+                        .get()
+                        .filter(|_| cached(kind) && c.copy_unknown(i));
+                    if let Some(q) = unknown {
+                        if let Ok(text) = c.text(&self.0, i, kind) {
+                            return self.store(
+                                q,
+                                Job {
+                                    c,
+                                    ino,
+                                    node: i,
+                                    text,
+                                    store: None,
+                                    answer: Answer::Entry {
+                                        attr: Box::new(a),
+                                        reply,
+                                    },
+                                },
+                            );
+                        }
+                    }
+                    reply.entry(&TTL, &a, Generation(0))
                 }
                 None => reply.error(Errno::ENOENT),
             },

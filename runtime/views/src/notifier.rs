@@ -1,5 +1,5 @@
-//! The thread that sends the page-cache notifications of opens and getattrs and then answers
-//! those requests.
+//! The thread that sends the page-cache notifications of opens, getattrs and lookups and then
+//! answers those requests.
 //!
 //! A notification (`FUSE_NOTIFY_STORE`, `FUSE_NOTIFY_INVAL_INODE`) is carried out in the
 //! sender's own write to /dev/fuse, and the kernel makes it wait for the file's page locks. A
@@ -25,7 +25,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 
-use fuser::{FileAttr, FileHandle, FopenFlags, INodeNo, ReplyAttr, ReplyOpen};
+use fuser::{
+    FileAttr, FileHandle, FopenFlags, Generation, INodeNo, ReplyAttr, ReplyEntry, ReplyOpen,
+};
 
 use crate::fs::{Container, TTL};
 
@@ -59,6 +61,14 @@ pub enum Answer {
     Attr {
         attr: Box<FileAttr>,
         reply: ReplyAttr,
+    },
+    /// A lookup of a view whose copy in the kernel this server does not know (it took the
+    /// connection over from a server before): answered with `attr`, whose size becomes the
+    /// length of the text stored for it. A size of 0 there made the kernel cut the inode, and
+    /// a reader in the middle of the text it held met its end early.
+    Entry {
+        attr: Box<FileAttr>,
+        reply: ReplyEntry,
     },
 }
 
@@ -95,6 +105,10 @@ impl Job {
             Answer::Attr { mut attr, reply } => {
                 attr.size = self.c.size(self.node);
                 reply.attr(&TTL, &attr);
+            }
+            Answer::Entry { mut attr, reply } => {
+                attr.size = self.c.size(self.node);
+                reply.entry(&TTL, &attr, Generation(0));
             }
         }
     }

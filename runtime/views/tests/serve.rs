@@ -641,3 +641,44 @@ fn an_open_reading_after_a_shorter_text_reads_a_whole_text() {
         "the first open read a broken text:\n{text}\n(the second read:\n{second})"
     );
 }
+
+/// A reader in the middle of a view when the server is replaced reads on to the end of a
+/// whole text, also once another process's lookup reached the new server (which does not
+/// know what the kernel holds). Before, that lookup answered a size of 0, the kernel cut the
+/// inode to it, and the reader met the end of its text early.
+#[test]
+fn a_reader_in_the_middle_of_a_text_reads_on_across_a_restart() {
+    if !eci_test_support::prerequisite(is_root(), "the views server mounts FUSE: root only") {
+        return;
+    }
+    use std::io::Read;
+    let mut fx = Fixture {
+        root: tempfile::tempdir().unwrap(),
+        cgroups: Vec::new(),
+    };
+    let name = format!("eci-views-restart-read-{}", std::process::id());
+    let cg = cgroup(&name, &mut fx);
+    let out = register(&fx, "c1", &cg);
+    let folder = PathBuf::from(String::from_utf8_lossy(&out.stdout).lines().next().unwrap());
+    // boot_id: a fixed text, so the new server's text is the old one's and any cut shows.
+    let whole = std::fs::read_to_string(folder.join("boot_id")).unwrap();
+    assert_eq!(whole.len(), 37, "{whole:?}");
+    let mut held = std::fs::File::open(folder.join("boot_id")).unwrap();
+    let mut head = [0u8; 8];
+    held.read_exact(&mut head).unwrap();
+
+    kill_and_wait(server_pid(fx.root.path()).expect("server answers"));
+    register(&fx, "c2", &cg);
+    // The kernel's entry for the file expires (the views' TTL, 1 s): the stat below asks the
+    // new server with a lookup, as any other process of the container opening it would.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let size = std::fs::metadata(folder.join("boot_id")).unwrap().len();
+    let mut rest = String::new();
+    held.read_to_string(&mut rest).unwrap();
+    assert_eq!(
+        format!("{}{rest}", String::from_utf8_lossy(&head)),
+        whole,
+        "the held reader's text (the lookup said size {size})"
+    );
+    assert_eq!(size, 37);
+}
