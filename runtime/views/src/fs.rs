@@ -885,17 +885,18 @@ impl Filesystem for Views {
                     let kind = Tree::get().nodes[i].kind;
                     let a = attr(ino, kind, c.size(i), c.rec.root_uid, c.rec.root_gid);
                     // A view this server does not know the kernel's copy of (a server before
-                    // stored it): the size is not known either, and the kernel takes the one
-                    // answered here as the inode's, cutting its pages to it. So the text of
-                    // now is stored first (dropping the kernel's), and its length answered.
-                    let unknown = self
-                        .0
-                        .notifier
-                        .get()
-                        .filter(|_| cached(kind) && c.copy_unknown(i));
-                    if let Some(q) = unknown {
-                        if let Ok(text) = c.text(&self.0, i, kind) {
-                            return self.store(
+                    // stored it): its size is not known either, and a size answered here
+                    // that differs from the kernel's would cut the inode's pages to it (a 0
+                    // did: a reader in the middle of the text met its end). So the text of now
+                    // is stored first, through the notifier like an open's: the invalidation
+                    // before it drops the kernel's pages and makes it discard this answer's
+                    // attributes, and the store sets the size. The length answered counts
+                    // where the kernel has no inode for the file yet. Without a text to store,
+                    // EIO: the kernel drops the entry and keeps the inode as it is.
+                    if cached(kind) && c.copy_unknown(i) {
+                        let text = c.text(&self.0, i, kind);
+                        return match (self.0.notifier.get(), text) {
+                            (Some(q), Ok(text)) => self.store(
                                 q,
                                 Job {
                                     c,
@@ -908,8 +909,9 @@ impl Filesystem for Views {
                                         reply,
                                     },
                                 },
-                            );
-                        }
+                            ),
+                            _ => reply.error(Errno::EIO),
+                        };
                     }
                     reply.entry(&TTL, &a, Generation(0))
                 }
@@ -929,7 +931,13 @@ impl Filesystem for Views {
         };
         let kind = Tree::get().nodes[node].kind;
         let a = attr(ino, kind, c.size(node), c.rec.root_uid, c.rec.root_gid);
+        // A size for a view whose copy in the kernel is not known would cut the kernel's
+        // pages to it (see `lookup`): only a text stored now gives one.
+        let unknown = cached(kind) && c.copy_unknown(node);
         let Some(q) = self.0.notifier.get().filter(|_| cached(kind)) else {
+            if unknown {
+                return reply.error(Errno::EIO);
+            }
             return reply.attr(&TTL, &a);
         };
         // The kernel asks on a stat, and on a read that reaches past the size it has (any read
@@ -950,6 +958,7 @@ impl Filesystem for Views {
         }
         let text = match c.text(&self.0, node, kind) {
             Ok(t) => t,
+            Err(_) if unknown => return reply.error(Errno::EIO),
             // The size the kernel has is still right for the text it holds.
             Err(_) => return reply.attr(&TTL, &a),
         };
@@ -1133,12 +1142,22 @@ impl Filesystem for Views {
             },
             Some((own, false)) => own,
             // No handle: opened from a server before on this connection (handles carry the
-            // server's generation, so it is never one of this server's). A text of now, for a
-            // caller who may read it (a reader that read part of the old text may see a seam).
-            None => match render() {
-                Ok(t) => t,
-                Err(e) => return reply.error(e),
-            },
+            // server's generation, so it is never one of this server's). The text the kernel
+            // holds, as for a cached open of this server, when this server stored one (an
+            // open, getattr or lookup since the restart): its length is the inode's size.
+            // Else a text of now, for a caller who may read it (a reader that read part of
+            // the old text may see a seam).
+            None => {
+                let held = self.resolve(req, ino).map(|(c, node)| {
+                    cached(Tree::get().nodes[node].kind)
+                        .then(|| c.kernel_text(node))
+                        .flatten()
+                });
+                match held.and_then(|held| held.map_or_else(render, Ok)) {
+                    Ok(t) => t,
+                    Err(e) => return reply.error(e),
+                }
+            }
         };
         let start = (offset as usize).min(text.len());
         let end = start.saturating_add(size as usize).min(text.len());

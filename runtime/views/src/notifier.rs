@@ -64,8 +64,11 @@ pub enum Answer {
     },
     /// A lookup of a view whose copy in the kernel this server does not know (it took the
     /// connection over from a server before): answered with `attr`, whose size becomes the
-    /// length of the text stored for it. A size of 0 there made the kernel cut the inode, and
-    /// a reader in the middle of the text it held met its end early.
+    /// length of the text stored for it. Where the kernel has the inode, the invalidation
+    /// before the store makes it discard these attributes and the store sets the size; where
+    /// it has none yet, this size is the new inode's. Answered with a size of 0 before any
+    /// store, the kernel cut the inode to it, and a reader in the middle of the text it held
+    /// met its end early.
     Entry {
         attr: Box<FileAttr>,
         reply: ReplyEntry,

@@ -678,7 +678,7 @@ fn a_reader_in_the_middle_of_a_text_reads_on_across_a_restart() {
     assert_eq!(
         format!("{}{rest}", String::from_utf8_lossy(&head)),
         whole,
-        "the held reader's text (the lookup said size {size})"
+        "the held reader's text (a stat after the lookup said size {size})"
     );
     assert_eq!(size, 37);
 }
