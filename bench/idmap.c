@@ -1,16 +1,19 @@
 /* The kernel's own cost of the container rootfs's shape under eci, without docker or eci
- * (bench/idmap.sh builds and runs this; see there). Three overlays of the same layer files,
+ * (bench/idmap.sh builds and runs this; see there). Three overlays of identical layer trees,
  * each with a worker process chrooted into it running bench/datapath.sh's rw loop:
  *   plain   plain layers, the worker VM root (runc's rootfs and process)
  *   chown   layers chowned to 100000, the worker root of a user namespace mapping 0 to 100000
- *           (the user namespace alone)
- *   idmap   plain layers attached as idmapped mounts (0 -> 100000), the overlay made by VM root
- *           with file-system ids 100000 as eci-runc makes it, the worker root of that user
- *           namespace (eci's rootfs and process)
+ *           (a user namespace without idmapped mounts)
+ *   idmap   plain layers attached as idmapped mounts (0 -> 100000), the worker root of that
+ *           user namespace (eci's rootfs and process)
+ * The two container overlays are made by VM root with file-system ids 100000, as eci-runc
+ * makes its overlay. Each tree holds one lower layer with tmp/ and the upper the loop writes
+ * to (only / and /tmp are walked, and the file lives in the upper).
  * Usage: idmap WORKDIR N BATCHES; prints one line per batch: "<mode> <batch> <ns per loop>". */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -125,6 +128,24 @@ static void idmapped(const char *path, int ns, const char *at) {
     close(fd);
 }
 
+/* File-system ids `id` with VM root's capabilities kept, as eci-runc's overlay helper has
+ * them (sys::set_fs_ids): an id other than 0 clears the file capabilities from the effective
+ * set, which this takes back. */
+static void fs_ids(uid_t id) {
+    setfsgid(id);
+    setfsuid(id);
+    if ((uid_t)setfsuid(-1) != id || (gid_t)setfsgid(-1) != id) {
+        fprintf(stderr, "setfsuid/setfsgid %u did not take effect\n", id);
+        exit(1);
+    }
+    struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct caps[2];
+    if (syscall(SYS_capget, &h, caps)) die("capget");
+    caps[0].effective = caps[0].permitted;
+    caps[1].effective = caps[1].permitted;
+    if (syscall(SYS_capset, &h, caps)) die("capset");
+}
+
 struct worker { const char *mode; int in, out; };
 
 static struct worker start(const char *w, const char *set, int ns) {
@@ -141,7 +162,8 @@ static struct worker start(const char *w, const char *set, int ns) {
         if (chroot(root) || chdir("/")) die("chroot");
         if (ns >= 0) {
             if (setns(ns, CLONE_NEWUSER)) die("setns");
-            if (setresgid(0, 0, 0) || setresuid(0, 0, 0)) die("setresuid");
+            /* A container's root: no supplementary groups of VM root's. */
+            if (setgroups(0, NULL) || setresgid(0, 0, 0) || setresuid(0, 0, 0)) die("setresuid");
         }
         FILE *in = fdopen(to[0], "r"), *out = fdopen(from[1], "w");
         char line[64];
@@ -166,7 +188,10 @@ static double batch(struct worker *k, long n) {
     ssize_t got = 0;
     while (got == 0 || line[got - 1] != '\n') {
         ssize_t r = read(k->out, line + got, sizeof line - 1 - got);
-        if (r <= 0) die("worker gave no figure");
+        if (r <= 0) {
+            fprintf(stderr, "the %s worker gave no figure\n", k->mode);
+            exit(1);
+        }
         got += r;
     }
     line[got] = 0;
@@ -187,16 +212,23 @@ int main(int argc, char **argv) {
     layers(w, "chown", 100000);
     layers(w, "idmap", 0);
     char l[4096], u[4096], k[4096], at[4096];
-    const char *sets[] = {"plain", "chown"};
-    for (int i = 0; i < 2; i++) {
-        snprintf(l, sizeof l, "%s/%s/lower", w, sets[i]);
-        snprintf(u, sizeof u, "%s/%s/upper", w, sets[i]);
-        snprintf(k, sizeof k, "%s/%s/work", w, sets[i]);
-        overlay(w, sets[i], l, u, k);
-    }
+    snprintf(l, sizeof l, "%s/plain/lower", w);
+    snprintf(u, sizeof u, "%s/plain/upper", w);
+    snprintf(k, sizeof k, "%s/plain/work", w);
+    overlay(w, "plain", l, u, k);
+    /* Overlay checks the layers' files with its mounter's credentials. The two overlays of
+     * container-owned files are made with container root's file-system ids, as eci-runc
+     * makes its overlay: made with 0, every open of a file owned by 100000 would take the
+     * capability path (CAP_DAC_OVERRIDE, CAP_FOWNER) instead of the owner's. */
+    fs_ids(100000);
+    snprintf(l, sizeof l, "%s/chown/lower", w);
+    snprintf(u, sizeof u, "%s/chown/upper", w);
+    snprintf(k, sizeof k, "%s/chown/work", w);
+    overlay(w, "chown", l, u, k);
+    fs_ids(0);
     int ns = userns();
     /* eci-runc's shape: each layer an idmapped mount, the folder holding upper and work one
-     * more, the overlay made by VM root with file-system ids of container root. */
+     * more. */
     snprintf(l, sizeof l, "%s/idmap/lower", w);
     snprintf(at, sizeof at, "%s/idmap/attach", w);
     mkdirs(at, "l0", 0);
@@ -209,19 +241,9 @@ int main(int argc, char **argv) {
     snprintf(l, sizeof l, "%s/idmap/attach/l0", w);
     snprintf(u, sizeof u, "%s/idmap/attach/u/upper", w);
     snprintf(k, sizeof k, "%s/idmap/attach/u/work", w);
-    setfsgid(100000);
-    setfsuid(100000);
-    /* A file-system id other than 0 clears the file capabilities from the effective set;
-     * eci-runc's helper takes them back (sys::set_fs_ids). */
-    struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
-    struct __user_cap_data_struct caps[2];
-    if (syscall(SYS_capget, &h, caps)) die("capget");
-    caps[0].effective = caps[0].permitted;
-    caps[1].effective = caps[1].permitted;
-    if (syscall(SYS_capset, &h, caps)) die("capset");
+    fs_ids(100000);
     overlay(w, "idmap", l, u, k);
-    setfsuid(0);
-    setfsgid(0);
+    fs_ids(0);
 
     struct worker ws[3] = {start(w, "plain", -1), start(w, "chown", ns), start(w, "idmap", ns)};
     for (int i = 0; i < 3; i++) batch(&ws[i], n); /* warm-up: the file exists in each upper */

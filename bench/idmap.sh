@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # The kernel's own share of the data path's cost under eci (bench/datapath.sh's rw loop: open
 # + 4 KiB pwrite + 4 KiB pread + close of a rootfs file), without docker, eci-runc or seccomp:
-# bench/idmap.c mounts three overlays of the same layer files in a private mount namespace
-# and runs the loop in a process chrooted into each, batches alternating (which one goes first
-# turns every batch):
+# bench/idmap.c mounts three overlays of identical layer trees (a lower layer with tmp/, an
+# upper the loop writes to) in a private mount namespace and runs the loop in a process
+# chrooted into each, batches alternating (which one goes first turns every batch):
 #   plain   plain layers, the process VM root (runc's rootfs and process)
 #   chown   layers chowned to 100000, the process root of a user namespace mapping 0 to
-#           100000 (what a user namespace costs by itself)
-#   idmap   the layers as idmapped mounts (0 -> 100000) under an overlay made by VM root with
-#           file-system ids 100000, the process root of that user namespace (eci-runc's shape,
-#           runtime/runc/src/rootfs.rs)
-# Prints the medians and the median ratio of neighbouring batches: idmap/plain is the floor
-# the kernel sets for eci's rw ratio against runc in bench/datapath.sh.
+#           100000 (a user namespace without idmapped mounts)
+#   idmap   the layers as idmapped mounts (0 -> 100000), the process root of that user
+#           namespace (eci-runc's shape, runtime/runc/src/rootfs.rs)
+# The two container overlays are made by VM root with file-system ids 100000, as eci-runc
+# makes its overlay.
+# Prints the medians and the median ratio of neighbouring batches: idmap/plain is what the
+# kernel alone charges eci's shape against runc's on the loop of bench/datapath.sh's rw ratio.
 #   bench/idmap.sh [N] [BATCHES]      defaults 50000 iterations per batch, 101 batches
-# Needs root and cc with a static libc.
+# Needs root, cc with a static libc, python3, and a /tmp whose filesystem takes idmapped
+# mounts and an overlay upper layer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-50000}
