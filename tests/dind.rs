@@ -6,6 +6,8 @@
 //! exclusive range eci allocated, never the machine's ids. `docker build` of a Dockerfile with
 //! a RUN step works inside, with the classic builder (the default of Debian's docker 20.10
 //! CLI) and with BuildKit (`DOCKER_BUILDKIT=1`), and its RUN step runs in that range too.
+//! The inner container's own new /proc shows the outer container's views (its memory limit
+//! as MemTotal, its boot_id: SPEC F1, F4, M3).
 //!
 //! Needs root, dockerd (docker.io) and the Debian mirror of the machine's apt sources (or a
 //! package cache holding images/dind.lock); skips without them, fails in CI.
@@ -80,6 +82,8 @@ fn inner_containers_run_in_the_outer_containers_range() {
         "--privileged",
         "--name",
         "dind",
+        "--memory",
+        "1g",
         "-v",
         "/var/lib/docker",
         "-v",
@@ -133,6 +137,27 @@ fn inner_containers_run_in_the_outer_containers_range() {
         .and_then(parse_map)
         .unwrap_or_else(|| panic!("no inner uid map\n{report}"));
     assert_eq!(inner_map, outer, "{report}");
+
+    // SPEC F1, F4, M3: the inner container's /proc, a new proc its own runc mounts in its own
+    // pid, network and mount namespaces, shows the outer container's views as the first
+    // /proc does (the supervisor makes a new proc with them): MemTotal of the outer
+    // container's 1 GiB limit (the machine has more) and the outer container's boot_id.
+    let outer_views =
+        field(&stdout, "outer-views").unwrap_or_else(|| panic!("no outer-views line\n{report}"));
+    let (total, boot_id) = outer_views
+        .split_once(' ')
+        .unwrap_or_else(|| panic!("outer-views: {outer_views}\n{report}"));
+    assert_eq!(total, "1048576", "the outer container's MemTotal\n{report}");
+    assert_eq!(boot_id.len(), 36, "{report}");
+    assert_eq!(
+        field(&stdout, "inner-views"),
+        Some(outer_views),
+        "the inner container's MemTotal and boot_id\n{report}"
+    );
+    if e.on_this_machine() {
+        let vm = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+        assert_ne!(boot_id, vm.trim(), "the machine's boot_id\n{report}");
+    }
 
     // `docker build` inside (SPEC P7): the RUN step ran as root of the outer container's
     // range, and the image it made runs. The 20.10 CLI's default is the classic builder;

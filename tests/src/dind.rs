@@ -69,6 +69,7 @@ pub fn script(inner_tarball: &str) -> String {
     format!(
         r#"
 echo "outer-uid-map: $(cat /proc/self/uid_map)"
+echo "outer-views: {VIEWS}"
 {start_dockerd}
 echo "inner-driver: $(docker info --format '{{{{.Driver}}}}')"
 echo "inner-bridge: $(docker network inspect bridge --format '{{{{.Driver}}}} {{{{(index .IPAM.Config 0).Subnet}}}}')"
@@ -76,14 +77,19 @@ if ! docker import {inner_tarball} inner:test >/tmp/import.out 2>&1; then
   echo "step-failed: import"; sed 's/^/import-error: /' /tmp/import.out
   sed 's/^/dockerd-log: /' /tmp/dockerd.log; exit 4
 fi
-if ! docker run --rm inner:test cat /proc/self/uid_map >/tmp/run.out 2>/tmp/run.err; then
+if ! docker run --rm inner:test sh -c 'echo "inner-uid-map: $(cat /proc/self/uid_map)"; echo "inner-views: {VIEWS}"' >/tmp/run.out 2>/tmp/run.err; then
   echo "step-failed: inner-run"; sed 's/^/inner-error: /' /tmp/run.err
   sed 's/^/dockerd-log: /' /tmp/dockerd.log; exit 5
 fi
-sed 's/^/inner-uid-map: /' /tmp/run.out
+cat /tmp/run.out
 {BUILD_STEPS}"#
     )
 }
+
+/// What a container's /proc views show ([`script`] prints it for the outer and the inner
+/// container): MemTotal in kB and boot_id. Shell only, and no quotes: the inner container's
+/// copy is inside `sh -c '...'` in the outer script.
+const VIEWS: &str = "$(while read -r k v u; do [ $k = MemTotal: ] && echo $v; done </proc/meminfo) $(cat /proc/sys/kernel/random/boot_id)";
 
 /// Starts the inner dockerd and waits until it answers (a minute at most); exit 3 with its
 /// log when it does not.
