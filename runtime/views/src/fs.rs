@@ -1146,7 +1146,10 @@ impl Filesystem for Views {
             // holds, as for a cached open of this server, when this server stored one (an
             // open, getattr or lookup since the restart): its length is the inode's size.
             // Else a text of now, for a caller who may read it (a reader that read part of
-            // the old text may see a seam).
+            // the old text may see a seam). A READ does not say how its file was opened: an
+            // open the server before answered with direct I/O (it does so only when a
+            // notification failed) reads the stored text too, new only when another open,
+            // getattr or lookup stores one.
             None => {
                 let held = self.resolve(req, ino).map(|(c, node)| {
                     cached(Tree::get().nodes[node].kind)

@@ -666,13 +666,20 @@ fn a_reader_in_the_middle_of_a_text_reads_on_across_a_restart() {
     let mut held = std::fs::File::open(folder.join("boot_id")).unwrap();
     let mut head = [0u8; 8];
     held.read_exact(&mut head).unwrap();
+    // /proc/stat, whose text the new server makes shorter: the container's CPU limit set
+    // during the restart takes a `cpuN` line away (with two CPUs or more).
+    let mut held_stat = std::fs::File::open(folder.join("proc/stat")).unwrap();
+    let mut stat_head = [0u8; 16];
+    held_stat.read_exact(&mut stat_head).unwrap();
 
     kill_and_wait(server_pid(fx.root.path()).expect("server answers"));
     register(&fx, "c2", &cg);
-    // The kernel's entry for the file expires (the views' TTL, 1 s): the stat below asks the
-    // new server with a lookup, as any other process of the container opening it would.
+    limit_to_one_cpu(&name);
+    // The kernel's entries for the files expire (the views' TTL, 1 s): the stats below ask
+    // the new server with a lookup, as any other process of the container opening them would.
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let size = std::fs::metadata(folder.join("boot_id")).unwrap().len();
+    std::fs::metadata(folder.join("proc/stat")).unwrap();
     let mut rest = String::new();
     held.read_to_string(&mut rest).unwrap();
     assert_eq!(
@@ -681,4 +688,24 @@ fn a_reader_in_the_middle_of_a_text_reads_on_across_a_restart() {
         "the held reader's text (a stat after the lookup said size {size})"
     );
     assert_eq!(size, 37);
+
+    // The held /proc/stat reads on in the new server's text (its head from the old one: a
+    // seam inside the first line): a whole text of the new shape, not cut, not padded.
+    let mut stat_rest = Vec::new();
+    held_stat.read_to_end(&mut stat_rest).unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&stat_head),
+        String::from_utf8_lossy(&stat_rest)
+    );
+    let now = std::fs::read_to_string(folder.join("proc/stat")).unwrap();
+    let keys = |t: &str| -> Vec<String> {
+        t.lines()
+            .map(|l| l.split(' ').next().unwrap_or_default().to_string())
+            .collect()
+    };
+    assert!(
+        !text.contains('\0') && text.ends_with('\n') && keys(&text) == keys(&now),
+        "the held reader's /proc/stat:\n{text}\n(read now:\n{now})"
+    );
 }
