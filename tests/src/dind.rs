@@ -2,7 +2,7 @@
 //! image built by eci-build from images/dind.yaml and its lock, imported into a private eci
 //! engine, and the script its container runs: Debian's dockerd with bridge networking, an
 //! inner image imported from a tarball handed in through the engine's share folder, and one
-//! inner container that prints its uid map.
+//! inner container that prints its uid map and what its /proc views show.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -82,14 +82,15 @@ if ! docker run --rm inner:test sh -c 'echo "inner-uid-map: $(cat /proc/self/uid
   sed 's/^/dockerd-log: /' /tmp/dockerd.log; exit 5
 fi
 cat /tmp/run.out
+sed 's/^/inner-stderr: /' /tmp/run.err
 {BUILD_STEPS}"#
     )
 }
 
 /// What a container's /proc views show ([`script`] prints it for the outer and the inner
-/// container): MemTotal in kB and boot_id. Shell only, and no quotes: the inner container's
-/// copy is inside `sh -c '...'` in the outer script.
-const VIEWS: &str = "$(while read -r k v u; do [ $k = MemTotal: ] && echo $v; done </proc/meminfo) $(cat /proc/sys/kernel/random/boot_id)";
+/// container): MemTotal in kB and boot_id. Shell only, and no single quotes: the inner
+/// container's copy is inside `sh -c '...'` in the outer script.
+const VIEWS: &str = "$(while read -r k v u; do [ \"$k\" = MemTotal: ] && echo \"$v\"; done </proc/meminfo) $(cat /proc/sys/kernel/random/boot_id)";
 
 /// Starts the inner dockerd and waits until it answers (a minute at most); exit 3 with its
 /// log when it does not.
