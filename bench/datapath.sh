@@ -66,28 +66,8 @@ ln -s busybox "$img/bin/sh"
 echo 'root:x:0:0:root:/root:/bin/sh' > "$img/etc/passwd"
 echo 'root:x:0:' > "$img/etc/group"
 cat > "$work/dp.c" <<'EOF'
-#include <fcntl.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
-static char buf[4096];
-static void die(const char *what) { perror(what); exit(1); }
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1e9 + t.tv_nsec;
-}
-static void rw(long n) {
-    for (long i = 0; i < n; i++) {
-        int fd = open("/tmp/dp.dat", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-        if (fd < 0) die("open /tmp/dp.dat");
-        if (pwrite(fd, buf, sizeof buf, 0) != sizeof buf) die("pwrite");
-        if (pread(fd, buf, sizeof buf, 0) != sizeof buf) die("pread");
-        close(fd);
-    }
-}
+#include "rwloop.h"
 static void ro(long n) {
     for (long i = 0; i < n; i++) {
         int fd = open("/bin/busybox", O_RDONLY | O_CLOEXEC);
@@ -124,7 +104,7 @@ int main(void) {
     return 0;
 }
 EOF
-cc -static -O2 -o "$img/dp" "$work/dp.c"
+cc -static -O2 -I bench -o "$img/dp" "$work/dp.c"
 
 # The engine-internal files (hosts, resolv.conf) live under this engine's data root, which the
 # policy names; dockerd's environment reaches eci-runc through the containerd and shim it starts.

@@ -1,6 +1,6 @@
 /* The kernel's own cost of the container rootfs's shape under eci, without docker or eci
  * (bench/idmap.sh builds and runs this; see there). Three overlays of identical layer trees,
- * each with a worker process chrooted into it running bench/datapath.sh's rw loop:
+ * each with a worker process chrooted into it running the rw loop of bench/rwloop.h (bench/datapath.sh times the same):
  *   plain   plain layers, the worker VM root (runc's rootfs and process)
  *   chown   layers chowned to 100000, the worker root of a user namespace mapping 0 to 100000
  *           (a user namespace without idmapped mounts)
@@ -30,25 +30,7 @@
 #include <linux/capability.h>
 #include <linux/mount.h>
 
-static void die(const char *what) { perror(what); exit(1); }
-static char buf[4096];
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1e9 + t.tv_nsec;
-}
-
-/* bench/datapath.sh's rw loop. */
-static void rw(long n) {
-    for (long i = 0; i < n; i++) {
-        int fd = open("/tmp/dp.dat", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-        if (fd < 0) die("open /tmp/dp.dat");
-        if (pwrite(fd, buf, sizeof buf, 0) != sizeof buf) die("pwrite");
-        if (pread(fd, buf, sizeof buf, 0) != sizeof buf) die("pread");
-        close(fd);
-    }
-}
+#include "rwloop.h"
 
 static void mkdirs(const char *base, const char *name, uid_t id) {
     char p[4096];

@@ -22,7 +22,7 @@ n=${1:-50000}
 batches=${2:-101}
 work=$(mktemp -d /tmp/eci-idmap-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-cc -O2 -static -o "$work/bench" bench/idmap.c
+cc -O2 -static -I bench -o "$work/bench" bench/idmap.c
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) CPUs, kernel $(uname -r)"
 # The mounts live in the program's own mount namespace and end with it.
 "$work/bench" "$work" "$n" "$batches" > "$work/results"
