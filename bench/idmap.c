@@ -1,6 +1,7 @@
 /* The kernel's own cost of the container rootfs's shape under eci, without docker or eci
  * (bench/idmap.sh builds and runs this; see there). Three overlays of identical layer trees,
- * each with a worker process chrooted into it running the rw loop of bench/rwloop.h (bench/datapath.sh times the same):
+ * each with a worker process chrooted into it running the rw loop of bench/rwloop.h (the
+ * one bench/datapath.sh times in containers):
  *   plain   plain layers, the worker VM root (runc's rootfs and process)
  *   chown   layers chowned to 100000, the worker root of a user namespace mapping 0 to 100000
  *           (a user namespace without idmapped mounts)
