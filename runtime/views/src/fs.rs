@@ -1151,11 +1151,8 @@ impl Filesystem for Views {
             // notification failed) reads the stored text too, new only when another open,
             // getattr or lookup stores one.
             None => {
-                let held = self.resolve(req, ino).map(|(c, node)| {
-                    cached(Tree::get().nodes[node].kind)
-                        .then(|| c.kernel_text(node))
-                        .flatten()
-                });
+                // Only cached views have one (knobs are never stored).
+                let held = self.resolve(req, ino).map(|(c, node)| c.kernel_text(node));
                 match held.and_then(|held| held.map_or_else(render, Ok)) {
                     Ok(t) => t,
                     Err(e) => return reply.error(e),
